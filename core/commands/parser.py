@@ -1,0 +1,407 @@
+"""The text command language, parsed once for every text channel (Telegram, Sessions API, console).
+
+`parse(text)` returns a command object, None for plain text, or raises CommandError with a
+one-line explanation and the command's usage. It never raises anything else, whatever the text.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from core.errors import ValidationError
+from core.raids.model import ACTION_LABELS, PLURALS
+
+USAGE = {
+    "join": "/join",
+    "claim": "/claim <like|repost|reply|quote|bookmark|follow> [proof-url]",
+    "leaderboard": "/leaderboard [raid|day|week|month|all]",
+    "me": "/me",
+    "link": "/link <x-handle>  or  /link verify",
+    "help": "/help",
+    "raid start": "/raid start <url> [likes=N reposts=N replies=N quotes=N bookmarks=N follows=N] "
+    "[duration=30m] [max=N] [lock] [replace]",
+    "raid end": "/raid end",
+    "raid cancel": "/raid cancel",
+    "raid status": "/raid status",
+    "unlock": "/unlock",
+    "ban": "/ban <member> [reason]",
+    "unban": "/unban <member>",
+    "points": "/points add|remove <member> <n> <reason>",
+    "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all> [top=N] [tz=Zone]",
+    "schedule list": "/schedule list",
+    "schedule remove": "/schedule remove <id>",
+    "review": "/review  or  /review accept|reject <claim-id>",
+}
+MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review")
+MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
+ALIASES = {"lb": "leaderboard", "top": "leaderboard", "board": "leaderboard", "stats": "me", "start": "help"}
+
+
+class CommandError(ValidationError):
+    def __init__(self, message: str, usage_key: str | None = None) -> None:
+        usage = USAGE.get(usage_key or "", "")
+        super().__init__(f"{message}\nUsage: {usage}" if usage else message, field=usage_key)
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Join:
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    action: str
+    proof_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    scope: str = "raid"  # raid, day, week, month, all
+    top: int = 10
+
+
+@dataclass(frozen=True)
+class Me:
+    pass
+
+
+@dataclass(frozen=True)
+class Link:
+    handle: str | None = None  # None with verify=True: prove the link
+    verify: bool = False
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class RaidStart:
+    url: str
+    objectives: dict[str, int] = field(default_factory=dict)
+    points: dict[str, int] = field(default_factory=dict)
+    duration_seconds: int | None = None
+    max_participants: int | None = None
+    lock: bool = False
+    replace: bool = False
+    verification: str | None = None
+
+
+@dataclass(frozen=True)
+class RaidEnd:
+    cancel: bool = False
+
+
+@dataclass(frozen=True)
+class RaidStatus:
+    pass
+
+
+@dataclass(frozen=True)
+class Unlock:
+    pass
+
+
+@dataclass(frozen=True)
+class BanCmd:
+    member: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class UnbanCmd:
+    member: str
+
+
+@dataclass(frozen=True)
+class PointsCmd:
+    member: str
+    amount: int  # negative for remove
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScheduleAdd:
+    cron: str
+    window: str
+    top: int = 10
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ScheduleList:
+    pass
+
+
+@dataclass(frozen=True)
+class ScheduleRemove:
+    schedule_id: int
+
+
+@dataclass(frozen=True)
+class Review:
+    decision: str | None = None  # accept, reject, or None to list
+    claim_id: int | None = None
+
+
+Command = (
+    Join | Claim | Leaderboard | Me | Link | Help | RaidStart | RaidEnd | RaidStatus | Unlock | BanCmd | UnbanCmd
+    | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review
+)
+MODERATOR_TYPES = (RaidStart, RaidEnd, RaidStatus, Unlock, BanCmd, UnbanCmd, PointsCmd, ScheduleAdd, ScheduleList,
+                   ScheduleRemove, Review)
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_MAX_TEXT = 4096
+
+
+def action_name(word: str) -> str | None:
+    w = word.lower().strip()
+    if w in ACTION_LABELS:
+        return w
+    if w in PLURALS:
+        return PLURALS[w]
+    return {"rt": "repost", "retweet": "repost", "retweets": "repost", "comment": "reply", "comments": "reply",
+            "bookmarked": "bookmark"}.get(w)
+
+
+def parse_duration(text: str) -> int:
+    t = text.lower().strip()
+    if t.isdigit():
+        return int(t) * 60
+    m = _DURATION.match(t)
+    if not t or not m or not any(m.groups()):
+        raise CommandError(f"'{text}' is not a duration; write it like 30m, 1h or 1h30m", "raid start")
+    h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def _int(text: str, what: str, usage: str) -> int:
+    t = text.strip()
+    if not re.fullmatch(r"[+-]?\d{1,9}", t):
+        raise CommandError(f"{what} must be a whole number, not '{text[:20]}'", usage)
+    return int(t)
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unbalanced quote: fall back to plain words rather than fail
+        return text.split()
+
+
+def parse(text: str) -> Command | None:
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    if len(text) > _MAX_TEXT:
+        raise CommandError("That command is too long.")
+    words = _split(text[1:])
+    if not words:
+        return None
+    name = words[0].split("@", 1)[0].lower()
+    name = ALIASES.get(name, name)
+    args = words[1:]
+    handler = _PARSERS.get(name)
+    if handler is None:
+        raise CommandError(f"I don't know /{name[:32]}. Try /help.")
+    return handler(args)
+
+
+def _join(args: list[str]) -> Command:
+    return Join()
+
+
+def _claim(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("Which action are you claiming?", "claim")
+    action = action_name(args[0])
+    if action is None:
+        raise CommandError(f"'{args[0][:32]}' is not an action", "claim")
+    proof = args[1] if len(args) > 1 else None
+    if proof is not None and not proof.lower().startswith("https://"):
+        raise CommandError("the proof must be an https:// link to your post", "claim")
+    return Claim(action, proof)
+
+
+def _leaderboard(args: list[str]) -> Command:
+    scope = "raid"
+    top = 10
+    for a in args:
+        low = a.lower()
+        if low in ("raid", "day", "week", "month", "all"):
+            scope = low
+        elif low in ("today", "daily"):
+            scope = "day"
+        elif low in ("weekly",):
+            scope = "week"
+        elif low in ("monthly",):
+            scope = "month"
+        elif low in ("alltime", "all-time", "total"):
+            scope = "all"
+        elif low.startswith("top="):
+            top = _int(low[4:], "top", "leaderboard")
+            if not 1 <= top <= 50:
+                raise CommandError("top must be between 1 and 50", "leaderboard")
+        else:
+            raise CommandError(f"'{a[:32]}' is not a leaderboard window", "leaderboard")
+    return Leaderboard(scope, top)
+
+
+def _me(args: list[str]) -> Command:
+    return Me()
+
+
+def _link(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("Tell me your X handle.", "link")
+    if args[0].lower() == "verify":
+        return Link(None, True)
+    return Link(args[0][:64], False)
+
+
+def _help(args: list[str]) -> Command:
+    return Help()
+
+
+def _raid(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("What should the raid do?", "raid start")
+    sub = args[0].lower()
+    if sub == "end":
+        return RaidEnd(False)
+    if sub in ("cancel", "stop"):
+        return RaidEnd(True)
+    if sub in ("status", "info"):
+        return RaidStatus()
+    if sub != "start":
+        raise CommandError(f"/raid {sub[:20]} is not a raid command; use start, end, cancel or status", "raid start")
+    rest = args[1:]
+    if not rest:
+        raise CommandError("Which post is the raid for?", "raid start")
+    url = rest[0]
+    objectives: dict[str, int] = {}
+    points: dict[str, int] = {}
+    duration = max_p = None
+    lock = replace = False
+    verification = None
+    for opt in rest[1:]:
+        low = opt.lower()
+        if low == "lock":
+            lock = True
+        elif low == "replace":
+            replace = True
+        elif "=" in low:
+            key, _, value = low.partition("=")
+            if key in ("duration", "time", "for"):
+                duration = parse_duration(value)
+            elif key in ("max", "max_participants", "limit"):
+                max_p = _int(value, "max", "raid start")
+            elif key in ("verify", "verification"):
+                if value not in ("honor", "proof_link", "x_api", "review"):
+                    raise CommandError("verify must be honor, proof_link, x_api or review", "raid start")
+                verification = value
+            else:
+                action = action_name(key)
+                if action is None:
+                    raise CommandError(f"'{key[:20]}' is not an action or option", "raid start")
+                target, _, pts = value.partition("x")
+                objectives[action] = _int(target, f"{key} target", "raid start")
+                if pts:
+                    points[action] = _int(pts, f"{key} points", "raid start")
+        else:
+            raise CommandError(f"I don't understand '{opt[:32]}'", "raid start")
+    return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification)
+
+
+def _unlock(args: list[str]) -> Command:
+    return Unlock()
+
+
+def _ban(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("Who should be banned?", "ban")
+    return BanCmd(args[0], " ".join(args[1:])[:500] or None)
+
+
+def _unban(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("Who should be unbanned?", "unban")
+    return UnbanCmd(args[0])
+
+
+def _points(args: list[str]) -> Command:
+    if len(args) < 4 or args[0].lower() not in ("add", "remove"):
+        raise CommandError("A points change needs add or remove, a member, a number and a reason.", "points")
+    n = _int(args[2], "the number of points", "points")
+    if n <= 0:
+        raise CommandError("the number of points must be positive", "points")
+    sign = 1 if args[0].lower() == "add" else -1
+    return PointsCmd(args[1], sign * n, " ".join(args[3:])[:500])
+
+
+def _schedule(args: list[str]) -> Command:
+    if not args:
+        raise CommandError("What should I schedule?", "schedule leaderboard")
+    sub = args[0].lower()
+    if sub == "list":
+        return ScheduleList()
+    if sub in ("remove", "delete"):
+        if len(args) < 2:
+            raise CommandError("Which schedule?", "schedule remove")
+        return ScheduleRemove(_int(args[1].lstrip("#"), "the schedule id", "schedule remove"))
+    if sub not in ("leaderboard", "lb"):
+        raise CommandError(f"/schedule {sub[:20]} is not known", "schedule leaderboard")
+    rest = args[1:]
+    # The cron expression is either one quoted word or the first five words.
+    if rest and len(rest[0].split()) == 5:
+        cron, rest = rest[0], rest[1:]
+    elif len(rest) >= 5:
+        cron, rest = " ".join(rest[:5]), rest[5:]
+    else:
+        raise CommandError("The cron expression needs 5 fields.", "schedule leaderboard")
+    if not rest or rest[0].lower() not in ("day", "week", "month", "all"):
+        raise CommandError("Which window: day, week, month or all?", "schedule leaderboard")
+    window = rest[0].lower()
+    top, tz = 10, "UTC"
+    for opt in rest[1:]:
+        low = opt.lower()
+        if low.startswith("top="):
+            top = _int(low[4:], "top", "schedule leaderboard")
+        elif low.startswith("tz="):
+            tz = opt[3:]
+        else:
+            raise CommandError(f"I don't understand '{opt[:32]}'", "schedule leaderboard")
+    return ScheduleAdd(cron, window, top, tz)
+
+
+def _review(args: list[str]) -> Command:
+    if not args:
+        return Review()
+    decision = args[0].lower()
+    if decision not in ("accept", "reject") or len(args) < 2:
+        raise CommandError("Accept or reject which claim?", "review")
+    return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))
+
+
+_PARSERS = {
+    "join": _join,
+    "claim": _claim,
+    "leaderboard": _leaderboard,
+    "me": _me,
+    "link": _link,
+    "help": _help,
+    "raid": _raid,
+    "unlock": _unlock,
+    "ban": _ban,
+    "unban": _unban,
+    "points": _points,
+    "schedule": _schedule,
+    "review": _review,
+}

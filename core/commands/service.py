@@ -1,0 +1,365 @@
+"""Dispatch: a parsed command (from any channel) becomes core calls and a platform-neutral reply."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, find_member
+from core.errors import NoActiveRaid, NubiError, RaidNotFound
+from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
+from core.storage.models import Community, Raid
+from core.views import View, info_view, leaderboard_view, parse_custom_id, raid_view, report_view
+
+from . import parser as p
+
+if TYPE_CHECKING:
+    from core.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChatContext:
+    """Where a command came from and who sent it. Who is a moderator is the adapter's fact to pass in."""
+
+    chat: ChatRef
+    member: MemberRef
+    is_moderator: bool = False
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    view: View
+    ephemeral: bool = False
+    error: bool = False
+    # The chat post that follows from an event (e.g. the raid post after RaidStarted) already answers:
+    # adapters that draw such posts may leave a quiet reply out of the chat.
+    quiet: bool = False
+    raid: RaidProgress | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.view.text
+
+
+def error_reply(exc: Exception) -> Reply:
+    if isinstance(exc, NubiError):
+        return Reply(info_view(exc.message), ephemeral=True, error=True)
+    log.error("unexpected error in a command", exc_info=exc)
+    return Reply(info_view("Something went wrong, try again."), ephemeral=True, error=True)
+
+
+def _say(text: str, *, ephemeral: bool = False) -> Reply:
+    return Reply(info_view(text), ephemeral=ephemeral)
+
+
+def help_text(is_moderator: bool) -> str:
+    lines = [
+        "nubi raids: join the push on a post, do the actions, claim them, climb the board.",
+        "",
+        "Member commands:",
+        "/join: join the active raid",
+        "/claim <action> [proof-url]: claim an action you did (like, repost, reply, quote, bookmark, follow)",
+        "/leaderboard [raid|day|week|month|all]: the board",
+        "/me: your points, rank and streak",
+        "/link <x-handle>: link your X account",
+    ]
+    if is_moderator:
+        lines += [
+            "",
+            "Moderator commands:",
+            p.USAGE["raid start"],
+            "/raid end | /raid cancel | /raid status",
+            "/unlock: lift the chat lock now",
+            p.USAGE["ban"] + " | " + p.USAGE["unban"],
+            p.USAGE["points"],
+            p.USAGE["schedule leaderboard"],
+            "/schedule list | /schedule remove <id>",
+            p.USAGE["review"],
+            "",
+            "Points are recognition inside this community. X's developer policy forbids paying or rewarding "
+            "people (with money or anything virtual) for actions on X; what a community does with its points "
+            "is its own decision, and X-API verification is optional.",
+        ]
+    return "\n".join(lines)
+
+
+class CommandService:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def handle_text(self, ctx: ChatContext, text: str) -> Reply | None:
+        """A chat message: None when it is not a command, else the reply (errors included)."""
+        try:
+            cmd = p.parse(text)
+        except NubiError as exc:
+            return error_reply(exc)
+        if cmd is None:
+            return None
+        return await self.execute(ctx, cmd)
+
+    async def execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:
+        if isinstance(cmd, p.MODERATOR_TYPES) and not ctx.is_moderator:
+            return _say("Sorry, only moderators can do that here.", ephemeral=True)
+        try:
+            return await self._run(ctx, cmd)
+        except Exception as exc:  # mapped in one place: domain errors to words, the rest logged
+            return error_reply(exc)
+
+    # -- buttons -------------------------------------------------------------------------------
+
+    async def press(self, ctx: ChatContext, custom_id: str) -> Reply:
+        """A raid-post button. The reply text is short: it becomes a toast or an ephemeral message."""
+        parsed = parse_custom_id(custom_id)
+        if parsed is None:
+            return _say("That button is no longer valid.", ephemeral=True)
+        action, raid_id, arg = parsed
+        try:
+            if action == "join":
+                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.is_moderator)
+                if r.already:
+                    return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
+                bonus = f" +{r.bonus} early bird" if r.bonus else ""
+                return _say(f"Joined raid #{raid_id} as raider #{r.position}!{bonus}", ephemeral=True)
+            if action == "claim" and arg:
+                return await self._claim(ctx, raid_id, p.Claim(arg))
+            if action == "stats":
+                return await self._my_raid_stats(ctx, raid_id)
+        except NubiError as exc:
+            return _short_error(exc)
+        except Exception as exc:
+            return error_reply(exc)
+        return _say("That button is no longer valid.", ephemeral=True)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _run(self, ctx: ChatContext, cmd: p.Command) -> Reply:
+        s = self.s
+        if isinstance(cmd, p.Help):
+            return _say(help_text(ctx.is_moderator), ephemeral=True)
+        if isinstance(cmd, p.Link):
+            return await self._link(ctx, cmd)
+        if isinstance(cmd, p.Me):
+            return await self._me(ctx)
+        if isinstance(cmd, p.Leaderboard):
+            return await self._leaderboard(ctx, cmd)
+        if ctx.private:
+            return _say("Use this in the group where the raid runs.", ephemeral=True)
+        if isinstance(cmd, p.Join):
+            raid_id = await s.raids.active_raid_id(ctx.chat)
+            r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.is_moderator)
+            if r.already:
+                return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
+            bonus = f" (+{r.bonus} early-bird points)" if r.bonus else ""
+            return _say(f"{ctx.member.display_name} joined raid #{raid_id} as raider #{r.position}{bonus}.")
+        if isinstance(cmd, p.Claim):
+            raid_id = await s.raids.active_raid_id(ctx.chat)
+            return await self._claim(ctx, raid_id, cmd)
+        if isinstance(cmd, p.RaidStart):
+            spec = RaidSpec(cmd.url, cmd.objectives, cmd.points, cmd.duration_seconds, cmd.max_participants,
+                            cmd.lock, cmd.replace, cmd.verification)
+            progress = await s.raids.start(ctx.chat, spec, by=ctx.member)
+            return Reply(raid_view(progress), quiet=True, raid=progress)
+        if isinstance(cmd, p.RaidEnd):
+            raid_id = await s.raids.active_raid_id(ctx.chat)
+            if cmd.cancel:
+                await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator")
+            else:
+                await s.raids.end(raid_id, reason="ended by a moderator")
+            report = await s.raids.report(raid_id)
+            return Reply(report_view(report) if report else info_view(f"Raid #{raid_id} ended."), quiet=True)
+        if isinstance(cmd, p.RaidStatus):
+            raid_id = await s.raids.active_raid_id(ctx.chat)
+            progress = await s.raids.progress(raid_id)
+            return Reply(raid_view(progress), raid=progress)
+        community_id = await self._community(ctx)
+        if isinstance(cmd, p.Unlock):
+            released = await s.locks.unlock(community_id, "unlocked by a moderator")
+            return _say("Chat unlocked." if released else "The chat is not locked.")
+        if isinstance(cmd, p.BanCmd | p.UnbanCmd | p.PointsCmd):
+            return await self._moderate(ctx, community_id, cmd)
+        if isinstance(cmd, p.ScheduleAdd):
+            actor = await self._member_id(ctx)
+            sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=cmd.tz, created_by=actor)
+            return _say(f"Schedule #{sched.id}: the {cmd.window} top {cmd.top} at '{sched.cron}' ({sched.timezone}).")
+        if isinstance(cmd, p.ScheduleList):
+            items = await s.schedules.list(community_id)
+            if not items:
+                return _say("No scheduled announcements here.", ephemeral=True)
+            return _say("\n".join(f"#{x.id}: {x.window} top {x.top_n} at '{x.cron}' ({x.timezone})" for x in items),
+                        ephemeral=True)
+        if isinstance(cmd, p.ScheduleRemove):
+            ok = await s.schedules.remove(community_id, cmd.schedule_id)
+            return _say(f"Schedule #{cmd.schedule_id} removed." if ok else f"There is no schedule #{cmd.schedule_id} here.",
+                        ephemeral=True)
+        if isinstance(cmd, p.Review):
+            return await self._review(ctx, community_id, cmd)
+        return _say("I don't know that command. Try /help.", ephemeral=True)
+
+    async def _claim(self, ctx: ChatContext, raid_id: int, cmd: p.Claim) -> Reply:
+        r = await self.s.raids.claim(raid_id, ctx.member, cmd.action, proof_url=cmd.proof_url)
+        name = ACTION_LABELS[cmd.action][0]
+        if r.already:
+            return _say(f"You already claimed {name} ({_state(r.verification)}).", ephemeral=True)
+        if r.verification == "pending":
+            return _say(f"{name.capitalize()} claim recorded: waiting for verification.", ephemeral=True)
+        extra = f" (+{r.completion_bonus} for completing every objective)" if r.completion_bonus else ""
+        return _say(f"{name.capitalize()} claimed: +{r.points}{extra}", ephemeral=True)
+
+    async def _my_raid_stats(self, ctx: ChatContext, raid_id: int) -> Reply:
+        from core.storage.models import MemberIdentity, RaidAction, RaidParticipant
+
+        async def op(sess):  # type: ignore[no-untyped-def]
+            mid = await sess.scalar(select(MemberIdentity.member_id).where(
+                MemberIdentity.platform == ctx.member.platform, MemberIdentity.external_id == ctx.member.external_id))
+            if mid is None:
+                return None
+            part = (await sess.execute(select(RaidParticipant.points, RaidParticipant.join_position, RaidParticipant.id)
+                                       .where(RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == mid))).first()
+            if part is None:
+                return None
+            claims = (await sess.execute(select(RaidAction.action_type, RaidAction.verification)
+                                         .where(RaidAction.participant_id == part.id))).all()
+            return part, claims
+
+        found = await self.s.db.read(op)
+        if found is None:
+            return _say(f"You haven't joined raid #{raid_id} yet.", ephemeral=True)
+        part, claims = found
+        listed = ", ".join(f"{a} ({_state(v)})" for a, v in claims) or "no claims yet"
+        return _say(f"Raid #{raid_id}: raider #{part.join_position}, {part.points} pts; {listed}.", ephemeral=True)
+
+    async def _leaderboard(self, ctx: ChatContext, cmd: p.Leaderboard) -> Reply:
+        s = self.s
+        if ctx.private:
+            return await self._me(ctx)
+        if cmd.scope == "raid":
+            raid_id = await self._current_or_last_raid(ctx.chat)
+            entries = await s.raids.leaderboard(raid_id, top=cmd.top)
+            return Reply(leaderboard_view("raid", entries, raid_id=raid_id))
+        community_id = await self._community(ctx)
+        entries = await s.boards.board(community_id, cmd.scope, top=cmd.top)
+        return Reply(leaderboard_view(cmd.scope, entries))
+
+    async def _me(self, ctx: ChatContext) -> Reply:
+        s = self.s
+        member_id = await self._member_id(ctx)
+        context = await s.context.for_member(member_id)
+        m = context["member"]
+        lines = [f"{m['name']}"]
+        if m["xHandle"]:
+            lines.append(f"X: @{m['xHandle']}" + ("" if m["xHandleVerified"] else " (not proven)"))
+        else:
+            lines.append("X: not linked (use /link <handle>)")
+        standings = context["standings"]
+        if not ctx.private:
+            cid = await self._community(ctx)
+            standings = [st for st in standings if st["communityId"] == cid]
+        for st in standings:
+            rank = f"#{st['rank']}" if st["rank"] else "unranked"
+            week = f"#{st['weekRank']}" if st["weekRank"] else "unranked"
+            where = "" if not ctx.private else f"community {st['communityId']}: "
+            lines.append(f"{where}{st['points']} pts all time ({rank}), {st['weekPoints']} this week ({week})")
+        if not standings:
+            lines.append("No points yet.")
+        lines.append(f"Streak: {context['streakDays']} day(s); raids joined recently: {len(context['recentRaids'])}")
+        return _say("\n".join(lines), ephemeral=True)
+
+    async def _link(self, ctx: ChatContext, cmd: p.Link) -> Reply:
+        if cmd.verify:
+            verifier = getattr(self.s, "link_verifier", None)
+            if verifier is None:
+                return _say("Link proving needs the X API, which this bot has not been given. "
+                            "Your link stays unproven.", ephemeral=True)
+            return _say(await verifier(ctx.member), ephemeral=True)
+        _, handle = await self.s.links.link(ctx.member, cmd.handle or "")
+        proof = getattr(self.s, "link_challenge", None)
+        if proof is not None:
+            return _say(await proof(ctx.member, handle), ephemeral=True)
+        return _say(f"Linked @{handle} (unproven: this bot has no X API access to prove it).", ephemeral=True)
+
+    async def _moderate(self, ctx: ChatContext, community_id: int, cmd: p.BanCmd | p.UnbanCmd | p.PointsCmd) -> Reply:
+        s = self.s
+        actor = await self._member_id(ctx)
+        target = await s.db.read(lambda sess: find_member(sess, ctx.chat.platform, cmd.member))
+        if target is None:
+            return _say(f"I don't know {cmd.member[:40]} yet: they need to have used the bot here once.",
+                        ephemeral=True)
+        if isinstance(cmd, p.BanCmd):
+            done = await s.moderation.ban(community_id, target, cmd.reason, actor=actor)
+            return _say(f"{cmd.member} is banned from raids here." if done else f"{cmd.member} was already banned.")
+        if isinstance(cmd, p.UnbanCmd):
+            done = await s.moderation.unban(community_id, target, actor=actor)
+            return _say(f"{cmd.member} may raid again." if done else f"{cmd.member} was not banned.")
+        await s.moderation.adjust_points(community_id, target, cmd.amount, cmd.reason, actor=actor)
+        verb = "added to" if cmd.amount > 0 else "removed from"
+        return _say(f"{abs(cmd.amount)} points {verb} {cmd.member}: {cmd.reason}")
+
+    async def _review(self, ctx: ChatContext, community_id: int, cmd: p.Review) -> Reply:
+        s = self.s
+        if cmd.decision is None:
+            items = await s.raids.review_queue(community_id=community_id)
+            if not items:
+                return _say("No claims are waiting for review.", ephemeral=True)
+            lines = [f"#{i.claim_id} raid #{i.raid_id}: {i.name} claims {i.action}"
+                     + (f" — {i.proof_url}" if i.proof_url else "") for i in items]
+            return _say("Waiting for review:\n" + "\n".join(lines) + "\nUse /review accept|reject <id>.",
+                        ephemeral=True)
+        actor = await self._member_id(ctx)
+        r = await s.raids.review(cmd.claim_id or 0, cmd.decision == "accept", reviewer_id=actor,
+                                 community_id=community_id)
+        if r.already:
+            return _say(f"Claim #{cmd.claim_id} was already settled ({_state(r.verification)}).", ephemeral=True)
+        if cmd.decision == "accept":
+            return _say(f"Claim #{cmd.claim_id} accepted: +{r.points + r.completion_bonus}.", ephemeral=True)
+        return _say(f"Claim #{cmd.claim_id} rejected.", ephemeral=True)
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    async def _community(self, ctx: ChatContext) -> int:
+        now = self.s.clock.now()
+        return await self.s.db.write(lambda sess: ensure_community(sess, ctx.chat, now))
+
+    async def _member_id(self, ctx: ChatContext) -> int:
+        now = self.s.clock.now()
+        return await self.s.db.write(lambda sess: ensure_member(sess, ctx.member, now))
+
+    async def _current_or_last_raid(self, chat: ChatRef) -> int:
+        try:
+            return await self.s.raids.active_raid_id(chat)
+        except NoActiveRaid:
+            pass
+
+        async def op(sess):  # type: ignore[no-untyped-def]
+            return await sess.scalar(
+                select(Raid.id).join(Community, Community.id == Raid.community_id)
+                .where(Community.platform == chat.platform, Community.external_id == chat.external_id)
+                .order_by(Raid.id.desc()).limit(1))
+
+        raid_id = await self.s.db.read(op)
+        if raid_id is None:
+            raise RaidNotFound("No raid has run here yet. Try /leaderboard week.")
+        return raid_id
+
+
+def _state(verification: str) -> str:
+    return {"verified": "verified", "unverifiable": "counted, not verifiable", "pending": "pending",
+            "rejected": "rejected"}.get(verification, verification)
+
+
+SHORT_ERRORS = {
+    "RAID_FULL": "The raid is full.",
+    "RAID_ENDED": "The raid has ended.",
+    "NOT_PARTICIPANT": "Join the raid first.",
+    "BANNED": "You are banned from raids here.",
+}
+
+
+def _short_error(exc: NubiError) -> Reply:
+    return Reply(info_view(SHORT_ERRORS.get(exc.code, exc.message)), ephemeral=True, error=True)

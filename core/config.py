@@ -1,0 +1,288 @@
+"""Typed configuration: one TOML file, environment variables on top, validated at start.
+
+Keys are documented in config.example.toml. Every key can be overridden by `NUBI_<SECTION>_<KEY>`
+(e.g. NUBI_DATABASE_URL, NUBI_HTTP_PORT, NUBI_TELEGRAM_TOKEN); the session timeouts also answer to
+the upstream ElizaOS names (SESSION_DEFAULT_TIMEOUT_MINUTES, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+ACTION_NAMES = ("like", "repost", "reply", "quote", "bookmark", "follow")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; `problems` lists each one with its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(Section):
+    url: str = "sqlite+aiosqlite:///nubi.db"
+    row_level_security: bool = False
+    group_commit: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if not v.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite+aiosqlite:///file.db or postgresql+asyncpg://... URL")
+        return v
+
+
+class ApiKey(Section):
+    key: SecretStr
+    community: str = "*"  # "*" for an admin key, else "<platform>:<external id>"
+
+
+class HttpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[ApiKey] = []
+    cors_origins: list[str] = []
+    rate_limit_per_minute: int = Field(600, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class TelegramConfig(Section):
+    token: SecretStr | None = None
+    api_base_url: str = "https://api.telegram.org/bot"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    moderator_ids: list[int] = []
+    edit_interval_seconds: float = Field(5.0, ge=0.5)
+    messages_per_minute: int = Field(20, ge=1, le=30)
+
+
+class DiscordConfig(Section):
+    token: SecretStr | None = None
+    moderator_role: str | None = None
+    shard_count: int | None = None
+    shard_ids: list[int] | None = None
+    edit_interval_seconds: float = Field(5.0, ge=0.5)
+
+
+class XConfig(Section):
+    bearer_token: SecretStr | None = None
+    base_url: str = "https://api.x.com"
+    reads_per_raid: int = Field(200, ge=0)
+    reads_per_day: int = Field(2000, ge=0)
+    sweep_interval_seconds: int = Field(300, ge=30)
+
+
+class RealtimeConfig(Section):
+    redis_url: str | None = None
+
+
+class SessionsConfig(Section):
+    """Global session timeouts (the ElizaOS defaults), clamped to the ranges of the sessions spec."""
+
+    default_timeout_minutes: int = Field(30, ge=1, le=10080)
+    min_timeout_minutes: int = Field(5, ge=1, le=60)
+    max_timeout_minutes: int = Field(1440, ge=60, le=10080)
+    max_duration_minutes: int = Field(720, ge=60, le=20160)
+    warning_threshold_minutes: int = Field(5, ge=1, le=60)
+    cleanup_interval_minutes: int = Field(5, ge=1, le=60)
+    auto_renew: bool = True
+
+
+class AgentConfig(Section):
+    id: str
+    name: str
+    timeout_minutes: int | None = None
+    auto_renew: bool | None = None
+    max_duration_minutes: int | None = None
+    warning_threshold_minutes: int | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, v: str) -> str:
+        try:
+            return str(uuid.UUID(v))
+        except ValueError as exc:
+            raise ValueError("must be a UUID such as 2f6c1f4e-...") from exc
+
+
+class Objective(Section):
+    target: int = Field(ge=1, le=1_000_000)
+    points: int = Field(ge=0, le=10_000)
+
+
+def _default_objectives() -> dict[str, Objective]:
+    return {
+        "like": Objective(target=50, points=1),
+        "repost": Objective(target=25, points=2),
+        "reply": Objective(target=10, points=3),
+        "quote": Objective(target=5, points=5),
+        "bookmark": Objective(target=10, points=1),
+        "follow": Objective(target=10, points=2),
+    }
+
+
+class Bonuses(Section):
+    early_joiners: int = Field(10, ge=0)
+    early_joiner_points: int = Field(5, ge=0)
+    speed_window_minutes: int = Field(5, ge=0)
+    speed_max_points: int = Field(3, ge=0)
+    completion_points: int = Field(10, ge=0)
+
+
+class RaidsConfig(Section):
+    """Community defaults for raids; a community's own settings override them key by key."""
+
+    default_duration_minutes: int = Field(30, ge=1, le=1440)
+    max_participants: int = Field(500, ge=1, le=100_000)
+    allow_multiple_active: bool = False
+    verification: Literal["honor", "proof_link", "x_api", "review"] = "honor"
+    default_objectives: list[str] = ["like", "repost", "reply", "quote"]
+    objectives: dict[str, Objective] = Field(default_factory=_default_objectives)
+    bonuses: Bonuses = Bonuses()
+    metrics_interval_seconds: int = Field(60, ge=5)
+    lock_grace_minutes: int = Field(5, ge=0)
+    audit_share: float = Field(0.0, ge=0, le=1)
+    claims_per_minute: int = Field(30, ge=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_actions(cls, v: dict[str, Objective]) -> dict[str, Objective]:
+        unknown = set(v) - set(ACTION_NAMES)
+        if unknown:
+            raise ValueError(f"unknown action type(s) {sorted(unknown)}; use {', '.join(ACTION_NAMES)}")
+        return {**_default_objectives(), **v}
+
+    @field_validator("default_objectives")
+    @classmethod
+    def _known_defaults(cls, v: list[str]) -> list[str]:
+        unknown = set(v) - set(ACTION_NAMES)
+        if unknown or not v:
+            raise ValueError(f"must list action types from {', '.join(ACTION_NAMES)}")
+        return v
+
+
+class LeaderboardConfig(Section):
+    exclude_moderators: bool = True
+    exclude_members: list[str] = []  # "<platform>:<user id>"
+    default_top: int = Field(10, ge=1, le=50)
+
+
+class SchedulerConfig(Section):
+    enabled: bool = True
+    sweep_interval_seconds: int = Field(30, ge=1)
+
+
+class Settings(Section):
+    database: DatabaseConfig = DatabaseConfig()
+    http: HttpConfig = HttpConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    discord: DiscordConfig = DiscordConfig()
+    x: XConfig = XConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    agents: list[AgentConfig] = Field(
+        default_factory=lambda: [AgentConfig(id="6f1c3e2a-9b7d-4e5f-8a1b-2c3d4e5f6a7b", name="nubi")]
+    )
+    raids: RaidsConfig = RaidsConfig()
+    leaderboard: LeaderboardConfig = LeaderboardConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        s = self.sessions
+        if s.min_timeout_minutes > s.max_timeout_minutes:
+            raise ValueError("sessions.min_timeout_minutes must not exceed sessions.max_timeout_minutes")
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError("agents: two agents share one id")
+        if self.telegram.mode == "webhook" and not self.telegram.webhook_url:
+            raise ValueError("telegram.webhook_url is required when telegram.mode = 'webhook'")
+        return self
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
+
+SESSION_ENV = {
+    "SESSION_DEFAULT_TIMEOUT_MINUTES": "default_timeout_minutes",
+    "SESSION_MIN_TIMEOUT_MINUTES": "min_timeout_minutes",
+    "SESSION_MAX_TIMEOUT_MINUTES": "max_timeout_minutes",
+    "SESSION_MAX_DURATION_MINUTES": "max_duration_minutes",
+    "SESSION_WARNING_THRESHOLD_MINUTES": "warning_threshold_minutes",
+    "SESSION_CLEANUP_INTERVAL_MINUTES": "cleanup_interval_minutes",
+}
+
+# Keys whose values are structured: an env override carries JSON.
+_JSON_KEYS = {"api_keys", "cors_origins", "moderator_ids", "shard_ids", "exclude_members", "default_objectives"}
+
+
+def _env_value(key: str, raw: str) -> Any:
+    if key in _JSON_KEYS:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return [p.strip() for p in raw.split(",") if p.strip()]
+    return raw
+
+
+def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, model in Settings.model_fields.items():
+        ann = model.annotation
+        if not (isinstance(ann, type) and issubclass(ann, Section)):
+            continue
+        for key in ann.model_fields:
+            name = f"NUBI_{section}_{key}".upper()
+            if name in env:
+                data.setdefault(section, {})[key] = _env_value(key, env[name])
+    for name, key in SESSION_ENV.items():
+        if name in env:
+            data.setdefault("sessions", {})[key] = env[name]
+    return data
+
+
+def _describe(err: PydanticValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a known key (see config.example.toml)"
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` (or ./config.toml when present, else nothing), apply the environment, validate."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file {p} does not exist"])
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{p}: not valid TOML ({exc})"]) from exc
+    try:
+        return Settings.model_validate(apply_env(data, env))
+    except PydanticValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc

@@ -1,0 +1,121 @@
+"""Who and where: members across platforms and the communities raids run in."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.storage.models import Community, CommunityMember, Member, MemberIdentity
+from core.storage.upsert import insert
+
+USER_NAMESPACE = uuid.UUID("5b0e6c1e-3f4d-4c8a-9a57-6e1f0d2b7c11")
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """A member as an adapter knows them: platform, the platform's user id, and a name to show."""
+
+    platform: str
+    external_id: str
+    display_name: str = ""
+    username: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    platform: str
+    external_id: str
+    title: str | None = None
+
+
+def member_uuid(member_id: int) -> str:
+    """The stable UUID a member has in the Sessions API (`userId`)."""
+    return str(uuid.uuid5(USER_NAMESPACE, f"member:{member_id}"))
+
+
+async def ensure_member(s: AsyncSession, ref: MemberRef, now: object) -> int:
+    """The member id for a platform identity, created on first sight; names follow the platform."""
+    row = (
+        await s.execute(
+            select(MemberIdentity.member_id, MemberIdentity.username).where(
+                MemberIdentity.platform == ref.platform, MemberIdentity.external_id == ref.external_id
+            )
+        )
+    ).first()
+    if row is not None:
+        if ref.username and row.username != ref.username:
+            await s.execute(
+                update(MemberIdentity)
+                .where(MemberIdentity.platform == ref.platform, MemberIdentity.external_id == ref.external_id)
+                .values(username=ref.username)
+            )
+        return row.member_id
+    name = ref.display_name or ref.username or f"{ref.platform}:{ref.external_id}"
+    member = Member(display_name=name[:128], x_handle_verified=False, created_at=now)
+    s.add(member)
+    await s.flush()
+    s.add(
+        MemberIdentity(
+            member_id=member.id, platform=ref.platform, external_id=ref.external_id, username=ref.username
+        )
+    )
+    await s.flush()
+    return member.id
+
+
+async def ensure_community(s: AsyncSession, ref: ChatRef, now: object) -> int:
+    stmt = (
+        insert(s, Community)
+        .values(platform=ref.platform, external_id=ref.external_id, title=ref.title, settings={}, created_at=now)
+        .on_conflict_do_nothing(index_elements=["platform", "external_id"])
+    )
+    await s.execute(stmt)
+    return (
+        await s.scalar(
+            select(Community.id).where(Community.platform == ref.platform, Community.external_id == ref.external_id)
+        )
+    ) or 0
+
+
+async def touch_community_member(
+    s: AsyncSession, community_id: int, member_id: int, is_moderator: bool, now: object
+) -> None:
+    stmt = insert(s, CommunityMember).values(
+        community_id=community_id, member_id=member_id, is_moderator=is_moderator, excluded=False, last_seen_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["community_id", "member_id"],
+        set_={"is_moderator": stmt.excluded.is_moderator, "last_seen_at": stmt.excluded.last_seen_at},
+    )
+    await s.execute(stmt)
+
+
+async def find_member(s: AsyncSession, platform: str, text: str) -> int | None:
+    """A member named in a command: @username, a platform user id, or a #member id."""
+    t = text.strip()
+    if t.startswith("<@") and t.endswith(">"):  # a Discord mention
+        t = t.strip("<@!>")
+    if t.startswith("#") and t[1:].isdigit():
+        return await s.scalar(select(Member.id).where(Member.id == int(t[1:])))
+    if t.startswith("@"):
+        return await s.scalar(
+            select(MemberIdentity.member_id).where(
+                MemberIdentity.platform == platform, MemberIdentity.username.ilike(t[1:])
+            )
+        )
+    found = await s.scalar(
+        select(MemberIdentity.member_id).where(
+            MemberIdentity.platform == platform, MemberIdentity.external_id == t
+        )
+    )
+    if found is None:
+        found = await s.scalar(
+            select(MemberIdentity.member_id).where(
+                MemberIdentity.platform == platform, MemberIdentity.username.ilike(t)
+            )
+        )
+    return found

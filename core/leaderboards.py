@@ -1,0 +1,194 @@
+"""Community leaderboards over windows (from the maintained score table), ranks, and window history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.config import Settings
+from core.errors import ValidationError
+from core.raids.model import BoardEntry
+from core.storage.db import Database
+from core.storage.models import CommunityMember, LeaderboardWindow, Member, MemberIdentity, MemberScore
+from core.storage.upsert import insert
+from core.windows import WINDOWS, window_end, window_start
+
+
+def excluded_members_clause(settings: Settings, community_id: int, member_col: Any) -> Any:
+    """A WHERE clause leaving off excluded members, moderators (if configured) and configured ids."""
+    flags = [CommunityMember.excluded.is_(True)]
+    if settings.leaderboard.exclude_moderators:
+        flags.append(CommunityMember.is_moderator.is_(True))
+    clause = ~exists().where(
+        CommunityMember.community_id == community_id, CommunityMember.member_id == member_col, or_(*flags)
+    )
+    pairs = [p.split(":", 1) for p in settings.leaderboard.exclude_members if ":" in p]
+    if pairs:
+        clause = and_(
+            clause,
+            ~exists().where(
+                MemberIdentity.member_id == member_col,
+                or_(*[and_(MemberIdentity.platform == a, MemberIdentity.external_id == b) for a, b in pairs]),
+            ),
+        )
+    return clause
+
+
+def check_window(window: str) -> str:
+    if window not in WINDOWS:
+        raise ValidationError(f"window must be one of {', '.join(WINDOWS)}", field="window")
+    return window
+
+
+class LeaderboardService:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+
+    async def board(
+        self, community_id: int, window: str, *, top: int = 10, offset: int = 0, at: datetime | None = None
+    ) -> list[BoardEntry]:
+        check_window(window)
+        if not 1 <= top <= 100:
+            raise ValidationError("top must be between 1 and 100", field="top")
+        start = window_start(window, at or self.clock.now())
+
+        async def op(s: AsyncSession) -> list[BoardEntry]:
+            rows = (
+                await s.execute(
+                    select(MemberScore.member_id, Member.display_name, MemberScore.points)
+                    .join(Member, Member.id == MemberScore.member_id)
+                    .where(
+                        MemberScore.community_id == community_id,
+                        MemberScore.window == window,
+                        MemberScore.window_start == start,
+                        MemberScore.points > 0,
+                        excluded_members_clause(self.settings, community_id, MemberScore.member_id),
+                    )
+                    .order_by(MemberScore.points.desc(), MemberScore.last_scored_at.asc(), MemberScore.member_id)
+                    .limit(top)
+                    .offset(offset)
+                )
+            ).all()
+            return [BoardEntry(offset + i + 1, r[0], r[1], r[2]) for i, r in enumerate(rows)]
+
+        return await self.db.read(op)
+
+    async def rank(self, community_id: int, member_id: int, window: str = "all") -> tuple[int | None, int]:
+        """(rank or None when unranked, points) of a member on a community board."""
+        start = window_start(check_window(window), self.clock.now())
+
+        async def op(s: AsyncSession) -> tuple[int | None, int]:
+            mine = (
+                await s.execute(
+                    select(MemberScore.points, MemberScore.last_scored_at).where(
+                        MemberScore.community_id == community_id,
+                        MemberScore.window == window,
+                        MemberScore.window_start == start,
+                        MemberScore.member_id == member_id,
+                    )
+                )
+            ).first()
+            if mine is None or mine.points <= 0:
+                return None, mine.points if mine else 0
+            ahead = await s.scalar(
+                select(func.count()).where(
+                    MemberScore.community_id == community_id,
+                    MemberScore.window == window,
+                    MemberScore.window_start == start,
+                    or_(
+                        MemberScore.points > mine.points,
+                        and_(MemberScore.points == mine.points, MemberScore.last_scored_at < mine.last_scored_at),
+                    ),
+                    excluded_members_clause(self.settings, community_id, MemberScore.member_id),
+                )
+            )
+            return (ahead or 0) + 1, mine.points
+
+        return await self.db.read(op)
+
+    async def close_windows(self, top: int = 10) -> int:
+        """Keep the winners of every window that has ended and has no history row yet. Idempotent."""
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> int:
+            closed = 0
+            for window in ("day", "week", "month"):
+                current = window_start(window, now)
+                pending = (
+                    await s.execute(
+                        select(MemberScore.community_id, MemberScore.window_start)
+                        .where(MemberScore.window == window, MemberScore.window_start < current)
+                        .where(
+                            ~exists().where(
+                                LeaderboardWindow.community_id == MemberScore.community_id,
+                                LeaderboardWindow.window == window,
+                                LeaderboardWindow.window_start == MemberScore.window_start,
+                            )
+                        )
+                        .distinct()
+                    )
+                ).all()
+                for community_id, start in pending:
+                    rows = (
+                        await s.execute(
+                            select(MemberScore.member_id, Member.display_name, MemberScore.points)
+                            .join(Member, Member.id == MemberScore.member_id)
+                            .where(
+                                MemberScore.community_id == community_id,
+                                MemberScore.window == window,
+                                MemberScore.window_start == start,
+                                MemberScore.points > 0,
+                                excluded_members_clause(self.settings, community_id, MemberScore.member_id),
+                            )
+                            .order_by(MemberScore.points.desc(), MemberScore.last_scored_at.asc())
+                            .limit(top)
+                        )
+                    ).all()
+                    winners = [
+                        {"rank": i + 1, "memberId": r[0], "name": r[1], "points": r[2]} for i, r in enumerate(rows)
+                    ]
+                    res = await s.execute(
+                        insert(s, LeaderboardWindow)
+                        .values(
+                            community_id=community_id,
+                            window=window,
+                            window_start=start,
+                            window_end=window_end(window, start),
+                            closed_at=now,
+                            winners=winners,
+                        )
+                        .on_conflict_do_nothing(index_elements=["community_id", "window", "window_start"])
+                    )
+                    closed += res.rowcount or 0
+            return closed
+
+        return await self.db.write(op)
+
+    async def history(self, community_id: int, window: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        async def op(s: AsyncSession) -> list[dict[str, Any]]:
+            q = (
+                select(LeaderboardWindow)
+                .where(LeaderboardWindow.community_id == community_id)
+                .order_by(LeaderboardWindow.window_start.desc())
+                .limit(limit)
+            )
+            if window:
+                q = q.where(LeaderboardWindow.window == check_window(window))
+            return [
+                {
+                    "window": r.window,
+                    "windowStart": r.window_start.isoformat(),
+                    "windowEnd": r.window_end.isoformat(),
+                    "closedAt": r.closed_at.isoformat(),
+                    "winners": r.winners,
+                }
+                for r in (await s.scalars(q)).all()
+            ]
+
+        return await self.db.read(op)

@@ -1,0 +1,134 @@
+"""Chat locks: the chat's previous permissions are saved before locking and handed back on release.
+
+Release is two-phase so a crash cannot lose it: a release is first *requested* (a conditional
+UPDATE only one process wins, which publishes LockReleased), then *confirmed* by the adapter once
+the platform accepted the restored permissions. Requested-but-unconfirmed locks are retried on start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.errors import Conflict
+from core.events import EventBus, LockReleased
+from core.storage.db import Database
+from core.storage.models import ChatLock, Community
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: int
+    community_id: int
+    platform: str
+    chat_id: str
+    raid_id: int | None
+    saved_permissions: dict[str, Any]
+    deadline: datetime
+
+
+class LockService:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
+        self.db = db
+        self.clock = clock
+        self.bus = bus
+
+    async def lock(
+        self, community_id: int, saved_permissions: dict[str, Any], deadline: datetime, *, raid_id: int | None = None
+    ) -> int:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> int:
+            row = ChatLock(
+                community_id=community_id, raid_id=raid_id, saved_permissions=saved_permissions,
+                locked_at=now, deadline=deadline,
+            )
+            s.add(row)
+            await s.flush()
+            return row.id
+
+        try:
+            return await self.db.write(op)
+        except IntegrityError as exc:
+            raise Conflict("This chat is already locked.") from exc
+
+    async def _request_release(self, where: Any, reason: str) -> list[LockInfo]:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> list[LockInfo]:
+            rows = (
+                await s.execute(
+                    update(ChatLock)
+                    .where(where, ChatLock.released_at.is_(None), ChatLock.release_requested_at.is_(None))
+                    .values(release_requested_at=now, release_reason=reason)
+                    .returning(ChatLock.id)
+                )
+            ).all()
+            return await self._infos(s, [r[0] for r in rows])
+
+        released = await self.db.write(op)
+        for info in released:
+            await self.bus.publish(LockReleased(info.id, info.community_id, info.saved_permissions, reason))
+        return released
+
+    async def unlock(self, community_id: int, reason: str = "unlocked") -> list[LockInfo]:
+        return await self._request_release(ChatLock.community_id == community_id, reason)
+
+    async def release_overdue(self) -> list[LockInfo]:
+        return await self._request_release(ChatLock.deadline <= self.clock.now(), "deadline")
+
+    async def confirm_released(self, lock_id: int) -> None:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> None:
+            await s.execute(
+                update(ChatLock).where(ChatLock.id == lock_id, ChatLock.released_at.is_(None)).values(released_at=now)
+            )
+
+        await self.db.write(op)
+
+    async def pending_releases(self, platform: str | None = None) -> list[LockInfo]:
+        """Locks whose release was requested but not confirmed: an adapter restores these on start."""
+
+        async def op(s: AsyncSession) -> list[LockInfo]:
+            ids = (
+                await s.scalars(
+                    select(ChatLock.id).where(ChatLock.released_at.is_(None), ChatLock.release_requested_at.is_not(None))
+                )
+            ).all()
+            infos = await self._infos(s, list(ids))
+            return [i for i in infos if platform is None or i.platform == platform]
+
+        return await self.db.read(op)
+
+    async def active(self, community_id: int) -> LockInfo | None:
+        async def op(s: AsyncSession) -> LockInfo | None:
+            lock_id = await s.scalar(
+                select(ChatLock.id).where(ChatLock.community_id == community_id, ChatLock.released_at.is_(None))
+            )
+            infos = await self._infos(s, [lock_id] if lock_id else [])
+            return infos[0] if infos else None
+
+        return await self.db.read(op)
+
+    @staticmethod
+    async def _infos(s: AsyncSession, ids: list[int]) -> list[LockInfo]:
+        if not ids:
+            return []
+        rows = (
+            await s.execute(
+                select(ChatLock, Community.platform, Community.external_id)
+                .join(Community, Community.id == ChatLock.community_id)
+                .where(ChatLock.id.in_(ids))
+            )
+        ).all()
+        return [
+            LockInfo(r.id, r.community_id, platform, chat, r.raid_id, r.saved_permissions, r.deadline)
+            for r, platform, chat in rows
+        ]

@@ -1,0 +1,158 @@
+"""Plain values the raid service returns; adapters render them, the API serializes them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.directory import ChatRef
+
+ACTION_LABELS = {
+    "like": ("like", "likes"),
+    "repost": ("repost", "reposts"),
+    "reply": ("reply", "replies"),
+    "quote": ("quote", "quotes"),
+    "bookmark": ("bookmark", "bookmarks"),
+    "follow": ("follow", "follows"),
+}
+PLURALS = {plural: single for single, (_, plural) in ACTION_LABELS.items()}
+# Claims the X API can never confirm: likes are private, bookmarks are the user's own.
+NEVER_VERIFIABLE = {"like", "bookmark"}
+
+
+@dataclass(frozen=True)
+class RaidSpec:
+    target_url: str
+    objectives: dict[str, int] = field(default_factory=dict)  # action -> target count
+    points: dict[str, int] = field(default_factory=dict)  # action -> points, overriding the defaults
+    duration_seconds: int | None = None
+    max_participants: int | None = None
+    lock: bool = False
+    replace: bool = False
+    verification: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveProgress:
+    action: str
+    target: int
+    points: int
+    count: int
+
+    @property
+    def met(self) -> bool:
+        return self.count >= self.target
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.count / self.target) if self.target else 1.0
+
+
+@dataclass(frozen=True)
+class BoardEntry:
+    rank: int
+    member_id: int
+    name: str
+    points: int
+    claims: int = 0
+
+
+@dataclass(frozen=True)
+class RaidProgress:
+    id: int
+    community_id: int
+    chat: ChatRef
+    target_url: str
+    status: str
+    started_at: datetime
+    ends_at: datetime
+    ended_at: datetime | None
+    participants: int
+    max_participants: int
+    actions: int
+    points_awarded: int
+    pending: int
+    lock: bool
+    verification: str
+    objectives: list[ObjectiveProgress]
+    top: list[BoardEntry]
+    now: datetime
+    progress_ref: dict[str, Any] | None = None
+    session_id: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def time_left_seconds(self) -> int:
+        if not self.active:
+            return 0
+        return max(0, int((self.ends_at - self.now).total_seconds()))
+
+    @property
+    def completion_pct(self) -> float:
+        if not self.objectives:
+            return 0.0
+        return round(100 * sum(o.fraction for o in self.objectives) / len(self.objectives), 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "communityId": self.community_id,
+            "chat": {"platform": self.chat.platform, "id": self.chat.external_id, "title": self.chat.title},
+            "targetUrl": self.target_url,
+            "status": self.status,
+            "startedAt": self.started_at.isoformat(),
+            "endsAt": self.ends_at.isoformat(),
+            "endedAt": self.ended_at.isoformat() if self.ended_at else None,
+            "participants": self.participants,
+            "maxParticipants": self.max_participants,
+            "actions": self.actions,
+            "pointsAwarded": self.points_awarded,
+            "pendingClaims": self.pending,
+            "lock": self.lock,
+            "verification": self.verification,
+            "timeLeftSeconds": self.time_left_seconds,
+            "completionPct": self.completion_pct,
+            "objectives": [
+                {"action": o.action, "target": o.target, "points": o.points, "count": o.count, "met": o.met}
+                for o in self.objectives
+            ],
+            "top": [asdict(e) for e in self.top],
+            "sessionId": self.session_id,
+        }
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    raid_id: int
+    member_id: int
+    position: int
+    already: bool
+    bonus: int
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    raid_id: int
+    member_id: int
+    action: str
+    verification: str
+    points: int
+    already: bool
+    claim_id: int
+    completion_bonus: int = 0
+    raid_completed: bool = False
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    claim_id: int
+    raid_id: int
+    member_id: int
+    name: str
+    action: str
+    proof_url: str | None
+    claimed_at: datetime

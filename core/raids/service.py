@@ -1,0 +1,822 @@
+"""Raids: start, join, claim, review, end exactly once, progress, snapshots and reports.
+
+Each write is one transaction handed to `Database.write`; events go out only after it committed.
+The max-participants cap and the single end are enforced by conditional UPDATEs in the database,
+so they hold under concurrency and across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.config import RaidsConfig, Settings
+from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid, touch_community_member
+from core.errors import (
+    Banned,
+    NoActiveRaid,
+    NotParticipant,
+    RaidAlreadyActive,
+    RaidEnded,
+    RaidFull,
+    RaidNotFound,
+    UnknownObjective,
+    ValidationError,
+)
+from core.events import ClaimRecorded, ClaimVerified, EventBus, LockReleased, MemberJoined, ProgressChanged, RaidStarted
+from core.events import RaidEnded as RaidEndedEvent
+from core.scores import credit
+from core.storage.db import Database
+from core.storage.models import (
+    Ban,
+    ChatLock,
+    Community,
+    Member,
+    MemberIdentity,
+    NubiSession,
+    Raid,
+    RaidAction,
+    RaidMetric,
+    RaidObjective,
+    RaidParticipant,
+    RaidReport,
+    SessionActivity,
+)
+from core.storage.upsert import insert
+
+from . import scoring
+from .model import (
+    NEVER_VERIFIABLE,
+    BoardEntry,
+    ClaimResult,
+    JoinResult,
+    ObjectiveProgress,
+    RaidProgress,
+    RaidSpec,
+    ReviewItem,
+)
+from .urls import normalize_target
+
+log = logging.getLogger(__name__)
+
+MIN_DURATION = 60
+MAX_DURATION = 24 * 3600
+
+
+class _AlreadyJoined(Exception):
+    """Rolls back a join that lost the race to the same member's concurrent join."""
+
+
+def community_raid_settings(settings: Settings, community_settings: dict[str, Any] | None) -> RaidsConfig:
+    """A community's raid settings: its own keys over the global [raids] defaults."""
+    own = (community_settings or {}).get("raids") or {}
+    if not own:
+        return settings.raids
+    return RaidsConfig.model_validate({**settings.raids.model_dump(), **own})
+
+
+class RaidService:
+    def __init__(self, db: Database, clock: Clock, settings: Settings, bus: EventBus) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.bus = bus
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def progress(self, raid_id: int, *, top: int = 5) -> RaidProgress:
+        return await self.db.read(lambda s: self._progress(s, raid_id, top=top))
+
+    async def _progress(self, s: AsyncSession, raid_id: int, *, top: int = 5) -> RaidProgress:
+        row = (
+            await s.execute(select(Raid, Community).join(Community, Community.id == Raid.community_id).where(Raid.id == raid_id))
+        ).first()
+        if row is None:
+            raise RaidNotFound(f"Raid {raid_id} not found")
+        raid, community = row
+        objectives = (
+            await s.scalars(select(RaidObjective).where(RaidObjective.raid_id == raid_id).order_by(RaidObjective.action_type))
+        ).all()
+        pending = await s.scalar(
+            select(func.count()).where(RaidAction.raid_id == raid_id, RaidAction.verification == "pending")
+        )
+        board = await self._raid_board(s, raid, top) if top else []
+        return RaidProgress(
+            id=raid.id,
+            community_id=raid.community_id,
+            chat=ChatRef(community.platform, community.external_id, community.title),
+            target_url=raid.target_url,
+            status=raid.status,
+            started_at=raid.started_at,
+            ends_at=raid.ends_at,
+            ended_at=raid.ended_at,
+            participants=raid.participant_count,
+            max_participants=raid.max_participants,
+            actions=raid.action_count,
+            points_awarded=raid.points_awarded,
+            pending=pending or 0,
+            lock=raid.lock_chat,
+            verification=raid.verification_tier,
+            objectives=[ObjectiveProgress(o.action_type, o.target, o.points, o.count) for o in _ordered(objectives)],
+            top=board,
+            now=self.clock.now(),
+            progress_ref=raid.progress_ref,
+            session_id=raid.session_id,
+        )
+
+    async def _raid_board(self, s: AsyncSession, raid: Raid, limit: int, offset: int = 0) -> list[BoardEntry]:
+        from core.leaderboards import excluded_members_clause
+
+        q = (
+            select(RaidParticipant.member_id, Member.display_name, RaidParticipant.points, RaidParticipant.claims_count)
+            .join(Member, Member.id == RaidParticipant.member_id)
+            .where(RaidParticipant.raid_id == raid.id, RaidParticipant.points > 0)
+            .where(excluded_members_clause(self.settings, raid.community_id, RaidParticipant.member_id))
+            .order_by(
+                RaidParticipant.points.desc(),
+                RaidParticipant.last_scored_at.asc(),
+                RaidParticipant.join_position.asc(),
+            )
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await s.execute(q)).all()
+        return [BoardEntry(offset + i + 1, r[0], r[1], r[2], r[3]) for i, r in enumerate(rows)]
+
+    async def leaderboard(self, raid_id: int, *, top: int = 10, offset: int = 0) -> list[BoardEntry]:
+        async def op(s: AsyncSession) -> list[BoardEntry]:
+            raid = await s.get(Raid, raid_id)
+            if raid is None:
+                raise RaidNotFound(f"Raid {raid_id} not found")
+            return await self._raid_board(s, raid, top, offset)
+
+        return await self.db.read(op)
+
+    async def list(
+        self, *, community_id: int | None = None, status: str | None = None, limit: int = 50
+    ) -> list[RaidProgress]:
+        async def op(s: AsyncSession) -> list[int]:
+            q = select(Raid.id).order_by(Raid.id.desc()).limit(limit)
+            if community_id is not None:
+                q = q.where(Raid.community_id == community_id)
+            if status is not None:
+                q = q.where(Raid.status == status)
+            return list((await s.scalars(q)).all())
+
+        ids = await self.db.read(op)
+        return [await self.progress(i, top=3) for i in ids]
+
+    async def active_raid_id(self, chat: ChatRef) -> int:
+        async def op(s: AsyncSession) -> int | None:
+            return await s.scalar(
+                select(Raid.id)
+                .join(Community, Community.id == Raid.community_id)
+                .where(
+                    Community.platform == chat.platform,
+                    Community.external_id == chat.external_id,
+                    Raid.status == "active",
+                )
+                .order_by(Raid.id.desc())
+                .limit(1)
+            )
+
+        raid_id = await self.db.read(op)
+        if raid_id is None:
+            raise NoActiveRaid("There is no active raid here right now.")
+        return raid_id
+
+    # -- starting ------------------------------------------------------------------------------
+
+    async def start(self, chat: ChatRef, spec: RaidSpec, *, by: MemberRef | None = None) -> RaidProgress:
+        target = normalize_target(spec.target_url)
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any]]]]:
+            community_id = await ensure_community(s, chat, now)
+            settings_json = await s.scalar(select(Community.settings).where(Community.id == community_id))
+            cfg = community_raid_settings(self.settings, settings_json)
+            objectives, duration, max_p, tier = _validated(spec, cfg)
+            starter = await ensure_member(s, by, now) if by else None
+            active = (
+                await s.scalars(select(Raid.id).where(Raid.community_id == community_id, Raid.status == "active"))
+            ).all()
+            replaced: list[int] = []
+            if active and not cfg.allow_multiple_active:
+                if not spec.replace:
+                    raise RaidAlreadyActive(
+                        f"Raid #{active[0]} is still running here. End it first, or start with `replace` to end it now."
+                    )
+                replaced = list(active)
+            raid = Raid(
+                community_id=community_id,
+                target_url=target,
+                status="active",
+                started_by=starter,
+                started_at=now,
+                ends_at=now + timedelta(seconds=duration),
+                duration_seconds=duration,
+                max_participants=max_p,
+                participant_count=0,
+                action_count=0,
+                points_awarded=0,
+                lock_chat=spec.lock,
+                verification_tier=tier,
+                scoring=scoring.ScoringRules.from_bonuses(cfg.bonuses).as_dict(),
+            )
+            s.add(raid)
+            await s.flush()
+            for action, (count, points) in objectives.items():
+                s.add(RaidObjective(raid_id=raid.id, action_type=action, target=count, points=points, count=0))
+            session = NubiSession(
+                id=str(uuid.uuid4()),
+                channel_id=str(uuid.uuid4()),
+                agent_id=self.settings.agents[0].id,
+                user_id=member_uuid(starter) if starter else str(uuid.UUID(int=0)),
+                session_type="raid",
+                community_id=community_id,
+                status="active",
+                created_at=now,
+                last_activity=now,
+                expires_at=raid.ends_at,
+                renewal_count=0,
+                timeout_config={},
+                meta={"raidId": raid.id, "target": target},
+            )
+            s.add(session)
+            await s.flush()
+            raid.session_id = session.id
+            s.add(SessionActivity(session_id=session.id, activity_type="created", at=now, data={"raidId": raid.id}))
+            locks: list[tuple[int, dict[str, Any]]] = []
+            for old in replaced:
+                locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now)
+            return raid.id, replaced, locks
+
+        raid_id, replaced, locks = await self.db.write(op)
+        for old in replaced:
+            await self._after_end(old, "cancelled", locks)
+        progress = await self.progress(raid_id)
+        await self.bus.publish(RaidStarted(raid_id, progress.community_id))
+        return progress
+
+    async def set_progress_ref(self, raid_id: int, ref: dict[str, Any]) -> None:
+        """Where the adapter posted the raid's live message, so edits survive a restart."""
+
+        async def op(s: AsyncSession) -> None:
+            await s.execute(update(Raid).where(Raid.id == raid_id).values(progress_ref=ref))
+
+        await self.db.write(op)
+
+    # -- joining and claiming ----------------------------------------------------------------------
+
+    async def join(self, raid_id: int, member: MemberRef, *, is_moderator: bool = False) -> JoinResult:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> JoinResult:
+            raid = await self._open_raid(s, raid_id, now)
+            member_id = await ensure_member(s, member, now)
+            await touch_community_member(s, raid.community_id, member_id, is_moderator, now)
+            existing = await s.scalar(
+                select(RaidParticipant.join_position).where(
+                    RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id
+                )
+            )
+            if existing is not None:
+                return JoinResult(raid_id, member_id, existing, True, 0)
+            await _check_ban(s, raid.community_id, member_id)
+            position = await s.scalar(
+                update(Raid)
+                .where(Raid.id == raid_id, Raid.status == "active", Raid.participant_count < Raid.max_participants)
+                .values(participant_count=Raid.participant_count + 1)
+                .returning(Raid.participant_count)
+            )
+            if position is None:
+                raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
+            rules = scoring.ScoringRules.from_dict(raid.scoring)
+            bonus = scoring.early_joiner_bonus(rules, position)
+            inserted = await s.scalar(
+                insert(s, RaidParticipant)
+                .values(
+                    raid_id=raid_id,
+                    member_id=member_id,
+                    join_position=position,
+                    joined_at=now,
+                    points=bonus,
+                    claims_count=0,
+                    completed_all=False,
+                    last_scored_at=now if bonus else None,
+                )
+                .on_conflict_do_nothing(index_elements=["raid_id", "member_id"])
+                .returning(RaidParticipant.id)
+            )
+            if inserted is None:
+                raise _AlreadyJoined()
+            if bonus:
+                await s.execute(
+                    update(Raid).where(Raid.id == raid_id).values(points_awarded=Raid.points_awarded + bonus)
+                )
+                await credit(s, raid.community_id, member_id, bonus, now)
+            if raid.session_id:
+                s.add(
+                    SessionActivity(
+                        session_id=raid.session_id,
+                        activity_type="raid_joined",
+                        at=now,
+                        data={"memberId": member_id, "position": position},
+                    )
+                )
+            return JoinResult(raid_id, member_id, position, False, bonus)
+
+        try:
+            result = await self.db.write(op)
+        except _AlreadyJoined:
+            result = await self.db.write(op)
+        if not result.already:
+            community_id = await self._community_of(raid_id)
+            await self.bus.publish(MemberJoined(raid_id, community_id, result.member_id, result.position))
+            await self.bus.publish(ProgressChanged(raid_id, community_id))
+        return result
+
+    async def claim(
+        self, raid_id: int, member: MemberRef, action: str, *, proof_url: str | None = None
+    ) -> ClaimResult:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> ClaimResult:
+            raid = await self._open_raid(s, raid_id, now)
+            member_id = await s.scalar(
+                select(MemberIdentity.member_id).where(
+                    MemberIdentity.platform == member.platform, MemberIdentity.external_id == member.external_id
+                )
+            )
+            participant = None
+            if member_id is not None:
+                participant = (
+                    await s.execute(
+                        select(RaidParticipant.id).where(
+                            RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id
+                        )
+                    )
+                ).first()
+            if participant is None or member_id is None:
+                raise NotParticipant("Join the raid first, then claim your actions.")
+            await _check_ban(s, raid.community_id, member_id)
+            objective = await s.get(RaidObjective, (raid_id, action))
+            if objective is None:
+                actions = (await s.scalars(select(RaidObjective.action_type).where(RaidObjective.raid_id == raid_id))).all()
+                raise UnknownObjective(f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(actions))}.")
+            verification = _initial_state(raid.verification_tier, action)
+            claim_id = await s.scalar(
+                insert(s, RaidAction)
+                .values(
+                    raid_id=raid_id,
+                    participant_id=participant.id,
+                    member_id=member_id,
+                    action_type=action,
+                    verification=verification,
+                    points=0,
+                    proof_url=proof_url,
+                    source="claim",
+                    claimed_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["participant_id", "action_type"])
+                .returning(RaidAction.id)
+            )
+            if claim_id is None:
+                prior = (
+                    await s.execute(
+                        select(RaidAction.id, RaidAction.verification, RaidAction.points).where(
+                            RaidAction.participant_id == participant.id, RaidAction.action_type == action
+                        )
+                    )
+                ).one()
+                return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id)
+            points, bonus, completed = 0, 0, False
+            if verification in ("unverifiable", "verified"):
+                points, bonus, completed = await self._accept(s, raid, claim_id, participant.id, member_id, objective, now, now)
+            if raid.session_id:
+                s.add(
+                    SessionActivity(
+                        session_id=raid.session_id,
+                        activity_type="raid_action",
+                        at=now,
+                        data={"memberId": member_id, "action": action, "verification": verification},
+                    )
+                )
+            return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed)
+
+        result = await self.db.write(op)
+        if not result.already:
+            community_id = await self._community_of(raid_id)
+            await self.bus.publish(
+                ClaimRecorded(raid_id, community_id, result.member_id, action, result.verification, result.points)
+            )
+            await self.bus.publish(ProgressChanged(raid_id, community_id))
+            if result.raid_completed:
+                await self.end(raid_id, reason="every objective met")
+        return result
+
+    async def _accept(
+        self,
+        s: AsyncSession,
+        raid: Raid,
+        claim_id: int,
+        participant_id: int,
+        member_id: int,
+        objective: RaidObjective,
+        claimed_at: datetime,
+        now: datetime,
+    ) -> tuple[int, int, bool]:
+        """Credit an accepted claim: points, counters, completion bonus. Returns (points, bonus, raid done)."""
+        rules = scoring.ScoringRules.from_dict(raid.scoring)
+        points = scoring.claim_points(rules, objective.points, raid.started_at, claimed_at)
+        await s.execute(update(RaidAction).where(RaidAction.id == claim_id).values(points=points))
+        await s.execute(
+            update(RaidObjective)
+            .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == objective.action_type)
+            .values(count=RaidObjective.count + 1)
+        )
+        n_objectives = await s.scalar(select(func.count()).where(RaidObjective.raid_id == raid.id)) or 0
+        claims = await s.scalar(
+            update(RaidParticipant)
+            .where(RaidParticipant.id == participant_id)
+            .values(
+                points=RaidParticipant.points + points,
+                claims_count=RaidParticipant.claims_count + 1,
+                last_scored_at=now,
+            )
+            .returning(RaidParticipant.claims_count)
+        )
+        bonus = 0
+        if claims == n_objectives and rules.completion_points:
+            done = await s.scalar(
+                update(RaidParticipant)
+                .where(RaidParticipant.id == participant_id, RaidParticipant.completed_all.is_(False))
+                .values(completed_all=True, points=RaidParticipant.points + rules.completion_points)
+                .returning(RaidParticipant.id)
+            )
+            bonus = rules.completion_points if done else 0
+        await s.execute(
+            update(Raid)
+            .where(Raid.id == raid.id)
+            .values(action_count=Raid.action_count + 1, points_awarded=Raid.points_awarded + points + bonus)
+        )
+        await credit(s, raid.community_id, member_id, points + bonus, now)
+        unmet = await s.scalar(
+            select(func.count()).where(RaidObjective.raid_id == raid.id, RaidObjective.count < RaidObjective.target)
+        )
+        return points, bonus, raid.status == "active" and unmet == 0
+
+    # -- verification (honor and moderator review; the X-API verifiers use the same calls) ----------
+
+    async def review_queue(self, *, community_id: int | None = None, raid_id: int | None = None, limit: int = 20) -> list[ReviewItem]:
+        async def op(s: AsyncSession) -> list[ReviewItem]:
+            q = (
+                select(RaidAction, Member.display_name)
+                .join(Member, Member.id == RaidAction.member_id)
+                .join(Raid, Raid.id == RaidAction.raid_id)
+                .where(RaidAction.verification == "pending")
+                .order_by(RaidAction.id)
+                .limit(limit)
+            )
+            if community_id is not None:
+                q = q.where(Raid.community_id == community_id)
+            if raid_id is not None:
+                q = q.where(RaidAction.raid_id == raid_id)
+            return [
+                ReviewItem(a.id, a.raid_id, a.member_id, name, a.action_type, a.proof_url, a.claimed_at)
+                for a, name in (await s.execute(q)).all()
+            ]
+
+        return await self.db.read(op)
+
+    async def review(
+        self, claim_id: int, accept: bool, *, reviewer_id: int | None = None, community_id: int | None = None,
+        verified: bool = True,
+    ) -> ClaimResult:
+        """Settle a pending claim. `verified=False` accepts it as honestly unverifiable instead."""
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> tuple[ClaimResult, int]:
+            claim = await s.get(RaidAction, claim_id)
+            if claim is None:
+                raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
+            raid = await s.get(Raid, claim.raid_id)
+            assert raid is not None
+            if community_id is not None and raid.community_id != community_id:
+                raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+            new_state = ("verified" if verified else "unverifiable") if accept else "rejected"
+            won = await s.scalar(
+                update(RaidAction)
+                .where(RaidAction.id == claim_id, RaidAction.verification == "pending")
+                .values(verification=new_state, verified_at=now, reviewed_by=reviewer_id)
+                .returning(RaidAction.id)
+            )
+            if won is None:
+                return ClaimResult(raid.id, claim.member_id, claim.action_type, claim.verification, claim.points, True, claim_id), raid.community_id
+            points, bonus, completed = 0, 0, False
+            if accept:
+                objective = await s.get(RaidObjective, (raid.id, claim.action_type))
+                assert objective is not None
+                points, bonus, completed = await self._accept(
+                    s, raid, claim_id, claim.participant_id, claim.member_id, objective, claim.claimed_at, now
+                )
+            return (
+                ClaimResult(raid.id, claim.member_id, claim.action_type, new_state, points, False, claim_id, bonus, completed),
+                raid.community_id,
+            )
+
+        result, cid = await self.db.write(op)
+        if not result.already:
+            await self.bus.publish(
+                ClaimVerified(result.raid_id, cid, result.member_id, result.action, result.verification, result.points + result.completion_bonus)
+            )
+            await self.bus.publish(ProgressChanged(result.raid_id, cid))
+            if result.raid_completed:
+                await self.end(result.raid_id, reason="every objective met")
+        return result
+
+    async def revoke(self, claim_id: int, *, reviewer_id: int | None, reason: str, community_id: int | None = None) -> int:
+        """Take back an accepted claim (an audit or a moderator): its points leave every board."""
+        from core.moderation import audit
+
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> tuple[int, int, int]:
+            claim = await s.get(RaidAction, claim_id)
+            if claim is None:
+                raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
+            raid = await s.get(Raid, claim.raid_id)
+            assert raid is not None
+            if community_id is not None and raid.community_id != community_id:
+                raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+            prior_points = await s.scalar(
+                update(RaidAction)
+                .where(RaidAction.id == claim_id, RaidAction.verification.in_(("verified", "unverifiable")))
+                .values(verification="rejected", verified_at=now, reviewed_by=reviewer_id, points=0)
+                .returning(RaidAction.points)
+            )
+            if prior_points is None:
+                raise ValidationError(f"Claim #{claim_id} has no accepted points to revoke.", field="claim")
+            await s.execute(
+                update(RaidObjective)
+                .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == claim.action_type)
+                .values(count=RaidObjective.count - 1)
+            )
+            await s.execute(
+                update(RaidParticipant)
+                .where(RaidParticipant.id == claim.participant_id)
+                .values(points=RaidParticipant.points - prior_points, claims_count=RaidParticipant.claims_count - 1)
+            )
+            await s.execute(
+                update(Raid)
+                .where(Raid.id == raid.id)
+                .values(action_count=Raid.action_count - 1, points_awarded=Raid.points_awarded - prior_points)
+            )
+            await credit(s, raid.community_id, claim.member_id, -prior_points, claim.claimed_at)
+            await audit(
+                s, raid.community_id, "claim_revoke", now, actor=reviewer_id, target=claim.member_id,
+                raid_id=raid.id, amount=-prior_points, reason=reason, data={"claimId": claim_id},
+            )
+            return raid.id, raid.community_id, prior_points
+
+        raid_id, cid, points = await self.db.write(op)
+        await self.bus.publish(ProgressChanged(raid_id, cid))
+        return points
+
+    # -- ending --------------------------------------------------------------------------------------
+
+    async def end(self, raid_id: int, *, status: str | None = None, reason: str = "") -> bool:
+        """End the raid if it is still active. True only for the one call (in any process) that ended it."""
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
+            raid = await s.get(Raid, raid_id)
+            if raid is None:
+                raise RaidNotFound(f"Raid {raid_id} not found")
+            final = status or await _final_status(s, raid)
+            locks = await self._end_in_tx(s, raid_id, final, reason, now)
+            return (final if locks is not None else None), (locks or [])
+
+        final, locks = await self.db.write(op)
+        if final is None:
+            return False
+        await self._after_end(raid_id, final, locks)
+        return True
+
+    async def _end_in_tx(
+        self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime
+    ) -> list[tuple[int, dict[str, Any]]] | None:
+        won = await s.scalar(
+            update(Raid)
+            .where(Raid.id == raid_id, Raid.status == "active")
+            .values(status=status, ended_at=now, end_reason=reason[:64] or None)
+            .returning(Raid.id)
+        )
+        if won is None:
+            return None
+        report = await self._build_report(s, raid_id)
+        await s.execute(
+            insert(s, RaidReport)
+            .values(raid_id=raid_id, status=status, created_at=now, report=report)
+            .on_conflict_do_nothing(index_elements=["raid_id"])
+        )
+        session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
+        if session_id:
+            await s.execute(
+                update(NubiSession)
+                .where(NubiSession.id == session_id, NubiSession.status == "active")
+                .values(status="ended", ended_at=now)
+            )
+            s.add(SessionActivity(session_id=session_id, activity_type="ended", at=now, data={"status": status}))
+        released = (
+            await s.execute(
+                update(ChatLock)
+                .where(ChatLock.raid_id == raid_id, ChatLock.released_at.is_(None), ChatLock.release_requested_at.is_(None))
+                .values(release_requested_at=now, release_reason="raid_ended")
+                .returning(ChatLock.id, ChatLock.saved_permissions)
+            )
+        ).all()
+        return [(r[0], r[1]) for r in released]
+
+    async def _after_end(self, raid_id: int, status: str, locks: list[tuple[int, dict[str, Any]]]) -> None:
+        community_id = await self._community_of(raid_id)
+        for lock_id, saved in locks:
+            await self.bus.publish(LockReleased(lock_id, community_id, saved, "raid_ended"))
+        await self.bus.publish(RaidEndedEvent(raid_id, community_id, status))
+
+    async def end_overdue(self) -> list[int]:
+        """End every active raid past its deadline. Safe to run in every process at once."""
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> list[int]:
+            return list((await s.scalars(select(Raid.id).where(Raid.status == "active", Raid.ends_at <= now))).all())
+
+        ended = []
+        for raid_id in await self.db.read(op):
+            if await self.end(raid_id, reason="time is up"):
+                ended.append(raid_id)
+        return ended
+
+    async def active_deadlines(self) -> list[tuple[int, datetime]]:
+        async def op(s: AsyncSession) -> list[tuple[int, datetime]]:
+            return [(r[0], r[1]) for r in (await s.execute(select(Raid.id, Raid.ends_at).where(Raid.status == "active"))).all()]
+
+        return await self.db.read(op)
+
+    # -- reports and metrics ------------------------------------------------------------------------
+
+    async def _build_report(self, s: AsyncSession, raid_id: int) -> dict[str, Any]:
+        progress = await self._progress(s, raid_id, top=10)
+        by_state = dict(
+            (await s.execute(
+                select(RaidAction.verification, func.count()).where(RaidAction.raid_id == raid_id).group_by(RaidAction.verification)
+            )).all()
+        )
+        ended = progress.ended_at or self.clock.now()
+        return {
+            "raidId": raid_id,
+            "status": progress.status,
+            "targetUrl": progress.target_url,
+            "startedAt": progress.started_at.isoformat(),
+            "endedAt": ended.isoformat(),
+            "durationSeconds": int((ended - progress.started_at).total_seconds()),
+            "participants": progress.participants,
+            "actions": progress.actions,
+            "claimsByState": {k: by_state.get(k, 0) for k in ("verified", "unverifiable", "pending", "rejected")},
+            "objectives": [
+                {"action": o.action, "target": o.target, "count": o.count, "met": o.met} for o in progress.objectives
+            ],
+            "objectivesMet": sum(1 for o in progress.objectives if o.met),
+            "pointsAwarded": progress.points_awarded,
+            "completionPct": progress.completion_pct,
+            "topRaiders": [{"rank": e.rank, "memberId": e.member_id, "name": e.name, "points": e.points} for e in progress.top],
+        }
+
+    async def report(self, raid_id: int) -> dict[str, Any] | None:
+        async def op(s: AsyncSession) -> dict[str, Any] | None:
+            if await s.get(Raid, raid_id) is None:
+                raise RaidNotFound(f"Raid {raid_id} not found")
+            return await s.scalar(select(RaidReport.report).where(RaidReport.raid_id == raid_id))
+
+        return await self.db.read(op)
+
+    async def snapshot(self, raid_id: int) -> bool:
+        """Record a metrics snapshot of an active raid (once per second at most, whoever asks)."""
+        now = self.clock.now().replace(microsecond=0)
+
+        async def op(s: AsyncSession) -> bool:
+            p = await self._progress(s, raid_id, top=0)
+            if not p.active:
+                return False
+            engagement = round(p.actions / p.participants, 3) if p.participants else 0.0
+            res = await s.execute(
+                insert(s, RaidMetric)
+                .values(
+                    raid_id=raid_id,
+                    taken_at=now,
+                    participants=p.participants,
+                    actions=p.actions,
+                    completion_pct=p.completion_pct,
+                    engagement_score=engagement,
+                    time_left_seconds=p.time_left_seconds,
+                )
+                .on_conflict_do_nothing(index_elements=["raid_id", "taken_at"])
+            )
+            return bool(res.rowcount)
+
+        return await self.db.write(op)
+
+    async def metrics(self, raid_id: int) -> list[dict[str, Any]]:
+        async def op(s: AsyncSession) -> list[dict[str, Any]]:
+            rows = (await s.scalars(select(RaidMetric).where(RaidMetric.raid_id == raid_id).order_by(RaidMetric.taken_at))).all()
+            return [
+                {
+                    "takenAt": r.taken_at.isoformat(),
+                    "participants": r.participants,
+                    "actions": r.actions,
+                    "completionPct": r.completion_pct,
+                    "engagementScore": r.engagement_score,
+                    "timeLeftSeconds": r.time_left_seconds,
+                }
+                for r in rows
+            ]
+
+        return await self.db.read(op)
+
+    # -- small helpers ------------------------------------------------------------------------------
+
+    async def _open_raid(self, s: AsyncSession, raid_id: int, now: datetime) -> Raid:
+        raid = await s.get(Raid, raid_id)
+        if raid is None:
+            raise RaidNotFound(f"Raid {raid_id} not found")
+        if raid.status != "active" or raid.ends_at <= now:
+            raise RaidEnded(f"Raid #{raid_id} has ended.")
+        return raid
+
+    async def _community_of(self, raid_id: int) -> int:
+        return await self.db.read(lambda s: s.scalar(select(Raid.community_id).where(Raid.id == raid_id))) or 0
+
+
+ORDER = ("like", "repost", "reply", "quote", "bookmark", "follow")
+
+
+def _ordered(objectives: Any) -> list[Any]:
+    return sorted(objectives, key=lambda o: ORDER.index(o.action_type))
+
+
+def _ordered_names(actions: Any) -> list[str]:
+    return sorted(actions, key=ORDER.index)
+
+
+def _initial_state(tier: str, action: str) -> str:
+    if tier == "honor" or (tier in ("proof_link", "x_api") and action in NEVER_VERIFIABLE):
+        return "unverifiable"
+    return "pending"
+
+
+async def _check_ban(s: AsyncSession, community_id: int, member_id: int) -> None:
+    banned = await s.scalar(select(Ban.id).where(Ban.community_id == community_id, Ban.member_id == member_id))
+    if banned is not None:
+        raise Banned("You are banned from raids in this community.")
+
+
+async def _final_status(s: AsyncSession, raid: Raid) -> str:
+    if raid.participant_count == 0:
+        return "failed"
+    unmet = await s.scalar(
+        select(func.count()).where(RaidObjective.raid_id == raid.id, RaidObjective.count < RaidObjective.target)
+    )
+    return "completed" if unmet == 0 else "timeout"
+
+
+def _validated(spec: RaidSpec, cfg: RaidsConfig) -> tuple[dict[str, tuple[int, int]], int, int, str]:
+    objectives: dict[str, tuple[int, int]] = {}
+    wanted = spec.objectives or {a: cfg.objectives[a].target for a in cfg.default_objectives}
+    for action, count in wanted.items():
+        if action not in cfg.objectives:
+            raise ValidationError(f"unknown action {action!r}", field="objectives")
+        if not isinstance(count, int) or not 1 <= count <= 1_000_000:
+            raise ValidationError(f"{action} target must be a whole number from 1 to 1000000", field="objectives")
+        points = spec.points.get(action, cfg.objectives[action].points)
+        if not isinstance(points, int) or not 0 <= points <= 10_000:
+            raise ValidationError(f"{action} points must be from 0 to 10000", field="objectives")
+        objectives[action] = (count, points)
+    duration = spec.duration_seconds if spec.duration_seconds is not None else cfg.default_duration_minutes * 60
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        raise ValidationError("duration must be between 1 minute and 24 hours", field="duration")
+    max_p = spec.max_participants if spec.max_participants is not None else cfg.max_participants
+    if not 1 <= max_p <= 100_000:
+        raise ValidationError("max participants must be between 1 and 100000", field="max")
+    tier = spec.verification or cfg.verification
+    if tier not in ("honor", "proof_link", "x_api", "review"):
+        raise ValidationError("verification must be honor, proof_link, x_api or review", field="verification")
+    return objectives, duration, max_p, tier
+
+
+__all__ = ["RaidService", "community_raid_settings", "and_", "case"]

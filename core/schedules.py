@@ -1,0 +1,138 @@
+"""Scheduled leaderboard announcements: cron per chat, each slot claimed once in the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock
+from core.errors import ValidationError
+from core.events import AnnouncementDue, EventBus
+from core.storage.db import Database
+from core.storage.models import AnnouncementRun, ScheduledAnnouncement
+from core.storage.upsert import insert
+
+SCHEDULE_WINDOWS = ("day", "week", "month", "all")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: int
+    community_id: int
+    cron: str
+    timezone: str
+    window: str
+    top_n: int
+
+
+def check_cron(expr: str) -> str:
+    expr = " ".join(expr.split())
+    if len(expr.split()) != 5 or not croniter.is_valid(expr):
+        raise ValidationError(
+            "cron must have 5 fields: minute hour day month weekday, e.g. \"0 12 * * mon\"", field="cron"
+        )
+    return expr
+
+
+def check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"unknown time zone {name!r} (use a name like UTC or Europe/Berlin)", field="tz") from exc
+    return name
+
+
+def last_slot(cron: str, zone: str, now: datetime) -> datetime:
+    """The latest slot at or before `now`, in UTC."""
+    local = now.astimezone(ZoneInfo(zone)).replace(second=0, microsecond=0)
+    if croniter.match(cron, local):
+        return local.astimezone(UTC)
+    return croniter(cron, local).get_prev(datetime).astimezone(UTC)
+
+
+class ScheduleService:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
+        self.db = db
+        self.clock = clock
+        self.bus = bus
+
+    async def add(
+        self, community_id: int, cron: str, window: str, *, top_n: int = 10, tz: str = "UTC", created_by: int | None = None
+    ) -> Schedule:
+        cron = check_cron(cron)
+        tz = check_zone(tz)
+        if window not in SCHEDULE_WINDOWS:
+            raise ValidationError(f"window must be one of {', '.join(SCHEDULE_WINDOWS)}", field="window")
+        if not 1 <= top_n <= 50:
+            raise ValidationError("top must be between 1 and 50", field="top")
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> Schedule:
+            row = ScheduledAnnouncement(
+                community_id=community_id, cron=cron, timezone=tz, window=window, top_n=top_n,
+                created_by=created_by, created_at=now, enabled=True,
+            )
+            s.add(row)
+            await s.flush()
+            return Schedule(row.id, community_id, cron, tz, window, top_n)
+
+        return await self.db.write(op)
+
+    async def list(self, community_id: int | None = None) -> list[Schedule]:
+        async def op(s: AsyncSession) -> list[Schedule]:
+            q = select(ScheduledAnnouncement).where(ScheduledAnnouncement.enabled.is_(True)).order_by(ScheduledAnnouncement.id)
+            if community_id is not None:
+                q = q.where(ScheduledAnnouncement.community_id == community_id)
+            return [
+                Schedule(r.id, r.community_id, r.cron, r.timezone, r.window, r.top_n) for r in (await s.scalars(q)).all()
+            ]
+
+        return await self.db.read(op)
+
+    async def remove(self, community_id: int, schedule_id: int) -> bool:
+        async def op(s: AsyncSession) -> bool:
+            res = await s.execute(
+                delete(ScheduledAnnouncement).where(
+                    ScheduledAnnouncement.id == schedule_id, ScheduledAnnouncement.community_id == community_id
+                )
+            )
+            return bool(res.rowcount)
+
+        return await self.db.write(op)
+
+    async def fire(self, schedule_id: int, slot: datetime) -> bool:
+        """Claim `slot` for the schedule; only the claimer announces. True when this call won."""
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> Schedule | None:
+            row = await s.get(ScheduledAnnouncement, schedule_id)
+            if row is None or not row.enabled or slot < row.created_at.replace(second=0, microsecond=0):
+                return None
+            res = await s.execute(
+                insert(s, AnnouncementRun)
+                .values(schedule_id=schedule_id, slot=slot, claimed_at=now)
+                .on_conflict_do_nothing(index_elements=["schedule_id", "slot"])
+            )
+            if not res.rowcount:
+                return None
+            return Schedule(row.id, row.community_id, row.cron, row.timezone, row.window, row.top_n)
+
+        won = await self.db.write(op)
+        if won is None:
+            return False
+        await self.bus.publish(AnnouncementDue(won.id, won.community_id, won.window, won.top_n, slot.isoformat()))
+        return True
+
+    async def run_due(self) -> int:
+        """Announce each schedule's latest slot if nobody has yet (catches up after a restart)."""
+        now = self.clock.now()
+        fired = 0
+        for sched in await self.list():
+            if await self.fire(sched.id, last_slot(sched.cron, sched.timezone, now)):
+                fired += 1
+        return fired

@@ -1,0 +1,37 @@
+"""Running scores per community and window: every point change goes through `credit`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.storage.models import MemberScore
+from core.storage.upsert import insert
+from core.windows import WINDOWS, window_start
+
+
+async def credit(s: AsyncSession, community_id: int, member_id: int, points: int, at: datetime) -> None:
+    """Add `points` (may be negative) to the member's day, week, month and all-time scores of `at`."""
+    if points == 0:
+        return
+    rows = [
+        {
+            "community_id": community_id,
+            "window": w,
+            "window_start": window_start(w, at),
+            "member_id": member_id,
+            "points": points,
+            "last_scored_at": at,
+        }
+        for w in WINDOWS
+    ]
+    stmt = insert(s, MemberScore).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["community_id", "window", "window_start", "member_id"],
+        set_={
+            "points": MemberScore.points + stmt.excluded.points,
+            "last_scored_at": stmt.excluded.last_scored_at,
+        },
+    )
+    await s.execute(stmt)

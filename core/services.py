@@ -1,0 +1,49 @@
+"""All core services over one database, clock, settings and event bus: what adapters are handed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.clock import Clock, SystemClock
+from core.config import Settings
+from core.events import EventBus
+from core.storage.db import Database
+
+
+@dataclass
+class Services:
+    db: Database
+    clock: Clock
+    settings: Settings
+    bus: EventBus
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from core.commands.service import CommandService
+        from core.context import ContextService
+        from core.leaderboards import LeaderboardService
+        from core.links import LinkService
+        from core.locks import LockService
+        from core.moderation import ModerationService
+        from core.raids.service import RaidService
+        from core.schedules import ScheduleService
+        from core.sessions.service import SessionService
+
+        self.sessions = SessionService(self.db, self.clock, self.settings, self.bus)
+        self.raids = RaidService(self.db, self.clock, self.settings, self.bus)
+        self.boards = LeaderboardService(self.db, self.clock, self.settings)
+        self.moderation = ModerationService(self.db, self.clock)
+        self.schedules = ScheduleService(self.db, self.clock, self.bus)
+        self.locks = LockService(self.db, self.clock, self.bus)
+        self.links = LinkService(self.db, self.clock)
+        self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
+        self.commands = CommandService(self)
+        # Optional hooks the X-API verification installs: link_challenge(member, handle), link_verifier(member).
+        self.link_challenge = None
+        self.link_verifier = None
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None, db: Database | None = None) -> Services:
+    database = db or Database(settings.database.url, group_commit=settings.database.group_commit)
+    return Services(database, clock or SystemClock(), settings, EventBus())

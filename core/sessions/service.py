@@ -1,0 +1,574 @@
+"""Sessions: every conversation with the bot, persisted, with timeouts, renewal and an activity log.
+
+Everything of sessions-api.md below the HTTP layer. The first call that finds a session past its
+expiry ends it and answers SessionExpired; from then on the id answers SessionNotFound.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.clock import Clock, from_ms, to_ms
+from core.config import Settings
+from core.errors import (
+    AgentNotFound,
+    SessionExpired,
+    SessionNotFound,
+    SessionRenewalFailed,
+    ValidationError,
+)
+from core.events import EventBus, SessionCreated, SessionMessageStored
+from core.events import SessionExpired as SessionExpiredEvent
+from core.storage.db import Database
+from core.storage.models import SESSION_TYPES, NubiSession, SessionActivity, SessionMessage
+
+from . import timeouts
+from .timeouts import TimeoutConfig
+
+MAX_METADATA_BYTES = 10 * 1024
+MAX_CONTENT_CHARS = 4000
+TRANSPORTS = ("http", "sse", "websocket")
+
+
+def parse_uuid(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} is required and must be a UUID string", field=field)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ValidationError(f"{field} must be a valid UUID", field=field) from exc
+
+
+def check_metadata(metadata: Any, field: str = "metadata") -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ValidationError(f"{field} must be an object", field=field)
+    size = len(json.dumps(metadata, separators=(",", ":"), default=str).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValidationError(f"{field} is {size} bytes; at most 10 KB is allowed", field=field)
+    return metadata
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    channel_id: str
+    agent_id: str
+    user_id: str
+    session_type: str
+    community_id: int | None
+    created_at: datetime
+    last_activity: datetime
+    expires_at: datetime
+    renewal_count: int
+    metadata: dict[str, Any]
+    timeout: TimeoutConfig
+    now: datetime
+
+    @property
+    def time_remaining_ms(self) -> int:
+        return max(0, to_ms(self.expires_at) - to_ms(self.now))
+
+    @property
+    def is_near_expiration(self) -> bool:
+        remaining = self.time_remaining_ms
+        return 0 < remaining <= self.timeout.warning_threshold_minutes * 60_000
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.id,
+            "channelId": self.channel_id,
+            "agentId": self.agent_id,
+            "userId": self.user_id,
+            "createdAt": self.created_at.isoformat(),
+            "lastActivity": self.last_activity.isoformat(),
+            "metadata": self.metadata,
+            "expiresAt": self.expires_at.isoformat(),
+            "timeoutConfig": self.timeout.as_api(),
+            "renewalCount": self.renewal_count,
+            "timeRemaining": self.time_remaining_ms,
+            "isNearExpiration": self.is_near_expiration,
+        }
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: str
+    session_id: str
+    author_id: str
+    is_agent: bool
+    content: str
+    created_at: datetime
+    attachments: list[Any] | None
+    metadata: dict[str, Any]
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "content": self.content,
+            "authorId": self.author_id,
+            "isAgent": self.is_agent,
+            "createdAt": to_ms(self.created_at),
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class SendResult:
+    user_message: StoredMessage
+    session: SessionInfo
+    was_renewed: bool
+    agent_message: StoredMessage | None
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    messages: list[StoredMessage]
+    has_more: bool
+
+
+# A responder turns a user's message into the bot's reply text (or None for no reply).
+Responder = Callable[[SessionInfo, str], Awaitable[str | None]]
+
+
+def _message(row: SessionMessage) -> StoredMessage:
+    return StoredMessage(
+        row.id,
+        row.session_id,
+        row.author_id,
+        row.is_agent,
+        row.content,
+        row.created_at,
+        row.attachments,
+        row.meta or {},
+    )
+
+
+class SessionService:
+    def __init__(self, db: Database, clock: Clock, settings: Settings, bus: EventBus) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.bus = bus
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _config(self, row: NubiSession) -> TimeoutConfig:
+        return timeouts.resolve(row.timeout_config or {}, self.settings.agent(row.agent_id), self.settings.sessions)
+
+    def _info(self, row: NubiSession, now: datetime) -> SessionInfo:
+        return SessionInfo(
+            row.id,
+            row.channel_id,
+            row.agent_id,
+            row.user_id,
+            row.session_type,
+            row.community_id,
+            row.created_at,
+            row.last_activity,
+            row.expires_at,
+            row.renewal_count,
+            row.meta or {},
+            self._config(row),
+            now,
+        )
+
+    @staticmethod
+    def _log(s: AsyncSession, session_id: str, kind: str, at: datetime, **data: Any) -> None:
+        s.add(SessionActivity(session_id=session_id, activity_type=kind, at=at, data=data))
+
+    async def _live(self, s: AsyncSession, session_id: str, now: datetime) -> NubiSession:
+        """The session row if it is alive; ends it (once) and raises if it has expired."""
+        try:
+            sid = str(uuid.UUID(str(session_id)))
+        except ValueError as exc:
+            raise SessionNotFound(f"Session {session_id} not found") from exc
+        row = await s.get(NubiSession, sid, with_for_update=not self.db.is_sqlite)
+        if row is None or row.status == "ended":
+            raise SessionNotFound(f"Session {session_id} not found")
+        if row.status == "expired" or row.expires_at <= now:
+            if row.status == "active":
+                self._log(s, row.id, "expired", now)
+            row.status = "ended"
+            row.ended_at = row.ended_at or now
+            raise _Expired(row.id)
+        return row
+
+    async def _write_live(self, session_id: str, op: Callable[[AsyncSession, NubiSession, datetime], Any]) -> Any:
+        """Run `op` on a live session in one transaction; an expiry found on the way is committed."""
+
+        async def run(s: AsyncSession) -> Any:
+            now = self.clock.now()
+            try:
+                row = await self._live(s, session_id, now)
+            except _Expired as exp:
+                return exp
+            return await op(s, row, now)
+
+        result = await self.db.write(run)
+        if isinstance(result, _Expired):
+            await self.bus.publish(SessionExpiredEvent(result.session_id))
+            raise SessionExpired(f"Session {session_id} has expired", details={"sessionId": result.session_id})
+        return result
+
+    def _renew(self, row: NubiSession, cfg: TimeoutConfig, now: datetime) -> bool:
+        if now - row.created_at >= timedelta(minutes=cfg.max_duration_minutes):
+            return False
+        row.last_activity = now
+        row.renewed_at = now
+        row.renewal_count += 1
+        row.expires_at = timeouts.expires_at(row.created_at, now, cfg)
+        row.warned_at = None
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        agent_id: Any,
+        user_id: Any,
+        *,
+        metadata: Any = None,
+        timeout_config: Any = None,
+        session_type: str = "conversation",
+        community_id: int | None = None,
+    ) -> SessionInfo:
+        agent = parse_uuid(agent_id, "agentId")
+        user = parse_uuid(user_id, "userId")
+        meta = check_metadata(metadata)
+        if session_type not in SESSION_TYPES:
+            raise ValidationError(f"session type must be one of {', '.join(SESSION_TYPES)}", field="type")
+        if self.settings.agent(agent) is None:
+            raise AgentNotFound(f"Agent {agent} is not a configured agent")
+        overrides = timeouts.coerce_session_overrides(timeout_config, self.settings.sessions)
+        now = self.clock.now()
+        row = NubiSession(
+            id=str(uuid.uuid4()),
+            channel_id=str(uuid.uuid4()),
+            agent_id=agent,
+            user_id=user,
+            session_type=session_type,
+            community_id=community_id,
+            status="active",
+            created_at=now,
+            last_activity=now,
+            renewal_count=0,
+            timeout_config=overrides,
+            meta=meta,
+        )
+        row.expires_at = timeouts.expires_at(now, now, self._config(row))
+
+        async def op(s: AsyncSession) -> SessionInfo:
+            s.add(row)
+            await s.flush()
+            self._log(s, row.id, "created", now, type=session_type)
+            return self._info(row, now)
+
+        info = await self.db.write(op)
+        await self.bus.publish(SessionCreated(info.id, session_type))
+        return info
+
+    async def get(self, session_id: str) -> SessionInfo:
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+            return self._info(row, now)
+
+        return await self._write_live(session_id, op)
+
+    async def list(self) -> tuple[list[SessionInfo], dict[str, int]]:
+        async def op(s: AsyncSession) -> tuple[list[SessionInfo], dict[str, int]]:
+            now = self.clock.now()
+            rows = (
+                await s.scalars(
+                    select(NubiSession)
+                    .where(NubiSession.status == "active", NubiSession.expires_at > now)
+                    .order_by(NubiSession.created_at.desc())
+                )
+            ).all()
+            counts = dict(
+                (await s.execute(select(NubiSession.status, func.count()).group_by(NubiSession.status))).all()
+            )
+            overdue = await s.scalar(
+                select(func.count()).where(NubiSession.status == "active", NubiSession.expires_at <= now)
+            )
+            stats = {
+                "totalSessions": sum(counts.values()),
+                "activeSessions": counts.get("active", 0) - (overdue or 0),
+                "expiredSessions": counts.get("expired", 0) + (overdue or 0),
+            }
+            return [self._info(r, now) for r in rows], stats
+
+        return await self.db.read(op)
+
+    async def renew(self, session_id: str) -> SessionInfo:
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo | _RenewRefused:
+            if not self._renew(row, self._config(row), now):
+                return _RenewRefused()
+            self._log(s, row.id, "renewed", now, manual=True, renewalCount=row.renewal_count)
+            return self._info(row, now)
+
+        result = await self._write_live(session_id, op)
+        if isinstance(result, _RenewRefused):
+            raise SessionRenewalFailed(
+                "Session has reached its maximum duration and cannot be renewed",
+                details={"sessionId": session_id},
+            )
+        return result
+
+    async def heartbeat(self, session_id: str) -> SessionInfo:
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+            cfg = self._config(row)
+            renewed = cfg.auto_renew and self._renew(row, cfg, now)
+            if not renewed:
+                row.last_activity = now
+            self._log(s, row.id, "heartbeat", now, renewed=renewed)
+            return self._info(row, now)
+
+        return await self._write_live(session_id, op)
+
+    async def update_timeout(self, session_id: str, raw: Any) -> SessionInfo:
+        overrides = timeouts.coerce_session_overrides(raw, self.settings.sessions, strict_timeout=True)
+
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+            row.timeout_config = {**(row.timeout_config or {}), **overrides}
+            cfg = self._config(row)
+            base = row.last_activity if cfg.auto_renew else (row.renewed_at or row.created_at)
+            row.expires_at = timeouts.expires_at(row.created_at, base, cfg)
+            row.warned_at = None
+            self._log(s, row.id, "timeout_changed", now, timeoutConfig=cfg.as_api())
+            return self._info(row, now)
+
+        return await self._write_live(session_id, op)
+
+    async def end(self, session_id: str, reason: str = "deleted") -> None:
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> None:
+            row.status = "ended"
+            row.ended_at = now
+            self._log(s, row.id, "ended", now, reason=reason)
+
+        await self._write_live(session_id, op)
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        session_id: str,
+        content: Any,
+        *,
+        attachments: Any = None,
+        metadata: Any = None,
+        responder: Responder | None = None,
+    ) -> SendResult:
+        if not isinstance(content, str) or not content.strip():
+            raise ValidationError("content is required and must be a non-empty string", field="content")
+        if len(content) > MAX_CONTENT_CHARS:
+            raise ValidationError(f"content is longer than {MAX_CONTENT_CHARS} characters", field="content")
+        meta = check_metadata(metadata)
+        if attachments is not None and not isinstance(attachments, list):
+            raise ValidationError("attachments must be an array", field="attachments")
+
+        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SendResult:
+            cfg = self._config(row)
+            renewed = cfg.auto_renew and self._renew(row, cfg, now)
+            if not renewed:
+                row.last_activity = now
+            msg = SessionMessage(
+                id=str(uuid.uuid4()),
+                session_id=row.id,
+                author_id=row.user_id,
+                is_agent=False,
+                content=content,
+                created_at=now,
+                attachments=attachments,
+                meta=meta,
+            )
+            s.add(msg)
+            self._log(s, row.id, "message_received", now, messageId=msg.id, renewed=renewed)
+            return SendResult(_message(msg), self._info(row, now), renewed, None)
+
+        result: SendResult = await self._write_live(session_id, op)
+        await self.bus.publish(SessionMessageStored(result.session.id, result.user_message.as_api()))
+        if responder is None:
+            return result
+        reply = await responder(result.session, content)
+        if reply is None:
+            return result
+        agent_msg = await self.add_agent_message(result.session.id, reply, reply_to=result.user_message.id)
+        return SendResult(result.user_message, result.session, result.was_renewed, agent_msg)
+
+    async def add_agent_message(self, session_id: str, content: str, *, reply_to: str | None = None) -> StoredMessage:
+        async def op(s: AsyncSession) -> StoredMessage:
+            now = self.clock.now()
+            row = await s.get(NubiSession, session_id)
+            if row is None:
+                raise SessionNotFound(f"Session {session_id} not found")
+            # The reply must sort after the message it answers, even on a clock that did not move.
+            msg = SessionMessage(
+                id=str(uuid.uuid4()),
+                session_id=session_id,
+                author_id=row.agent_id,
+                is_agent=True,
+                content=content,
+                created_at=now + timedelta(milliseconds=1),
+                attachments=None,
+                meta={"replyTo": reply_to} if reply_to else {},
+            )
+            s.add(msg)
+            self._log(s, session_id, "message_sent", now, messageId=msg.id)
+            return _message(msg)
+
+        stored = await self.db.write(op)
+        await self.bus.publish(SessionMessageStored(session_id, stored.as_api()))
+        return stored
+
+    async def messages(
+        self, session_id: str, *, limit: Any = 50, before: Any = None, after: Any = None
+    ) -> MessagePage:
+        lim = _int_param(limit, "limit")
+        if lim is None:
+            lim = 50
+        if not 1 <= lim <= 100:
+            raise ValidationError("limit must be between 1 and 100", field="limit")
+        before_ms = _int_param(before, "before")
+        after_ms = _int_param(after, "after")
+        await self.get(session_id)  # expiry semantics first: 410 once, then 404
+
+        async def op(s: AsyncSession) -> MessagePage:
+            conds = [SessionMessage.session_id == session_id]
+            if before_ms is not None:
+                conds.append(SessionMessage.created_at < from_ms(before_ms))
+            if after_ms is not None:
+                conds.append(SessionMessage.created_at > from_ms(after_ms))
+            rows = (
+                await s.scalars(
+                    select(SessionMessage)
+                    .where(and_(*conds))
+                    .order_by(SessionMessage.created_at.desc(), SessionMessage.id.desc())
+                    .limit(lim + 1)
+                )
+            ).all()
+            return MessagePage([_message(r) for r in rows[:lim]], len(rows) > lim)
+
+        return await self.db.read(op)
+
+    # -- sweeps and stats --------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """End expired sessions and mark those inside their warning threshold. Safe to run anywhere, twice."""
+
+        async def op(s: AsyncSession) -> tuple[list[str], int]:
+            now = self.clock.now()
+            expired = (
+                await s.scalars(
+                    update(NubiSession)
+                    .where(NubiSession.status == "active", NubiSession.expires_at <= now)
+                    .values(status="expired", ended_at=now)
+                    .returning(NubiSession.id)
+                )
+            ).all()
+            for sid in expired:
+                self._log(s, sid, "expired", now, by="sweep")
+            candidates = (
+                await s.scalars(
+                    select(NubiSession).where(
+                        NubiSession.status == "active",
+                        NubiSession.warned_at.is_(None),
+                        NubiSession.expires_at > now,
+                        NubiSession.expires_at <= now + timedelta(minutes=60),
+                    )
+                )
+            ).all()
+            warned = 0
+            for row in candidates:
+                if row.expires_at - now <= timedelta(minutes=self._config(row).warning_threshold_minutes):
+                    row.warned_at = now
+                    self._log(s, row.id, "warned", now)
+                    warned += 1
+            return list(expired), warned
+
+        expired, warned = await self.db.write(op)
+        for sid in expired:
+            await self.bus.publish(SessionExpiredEvent(sid))
+        return {"expired": len(expired), "warned": warned}
+
+    async def health(self) -> dict[str, int]:
+        async def op(s: AsyncSession) -> dict[str, int]:
+            now = self.clock.now()
+            active = await s.scalar(
+                select(func.count()).where(NubiSession.status == "active", NubiSession.expires_at > now)
+            )
+            rows = (
+                await s.execute(
+                    select(NubiSession.agent_id, NubiSession.timeout_config, NubiSession.expires_at).where(
+                        NubiSession.status == "active",
+                        NubiSession.expires_at > now,
+                        NubiSession.expires_at <= now + timedelta(minutes=60),
+                    )
+                )
+            ).all()
+            soon = sum(
+                1
+                for agent_id, cfg, exp in rows
+                if exp - now
+                <= timedelta(
+                    minutes=timeouts.resolve(
+                        cfg or {}, self.settings.agent(agent_id), self.settings.sessions
+                    ).warning_threshold_minutes
+                )
+            )
+            return {"activeSessions": active or 0, "expiringSoon": soon}
+
+        return await self.db.read(op)
+
+    async def activity(self, session_id: str) -> list[dict[str, Any]]:
+        async def op(s: AsyncSession) -> list[dict[str, Any]]:
+            rows = (
+                await s.scalars(
+                    select(SessionActivity)
+                    .where(SessionActivity.session_id == session_id)
+                    .order_by(SessionActivity.id)
+                )
+            ).all()
+            return [{"type": r.activity_type, "at": r.at, "data": r.data} for r in rows]
+
+        return await self.db.read(op)
+
+    async def log_activity(self, session_id: str, kind: str, **data: Any) -> None:
+        async def op(s: AsyncSession) -> None:
+            self._log(s, session_id, kind, self.clock.now(), **data)
+
+        await self.db.write(op)
+
+
+class _Expired(Exception):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+
+class _RenewRefused:
+    pass
+
+
+def _int_param(value: Any, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{field} must be an integer", field=field) from exc
+    if number != number or number in (float("inf"), float("-inf")) or number != int(number):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    if field in ("before", "after") and number < 0:
+        raise ValidationError(f"{field} must be a timestamp in milliseconds", field=field)
+    return int(number)

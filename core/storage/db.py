@@ -1,0 +1,220 @@
+"""Engines, transactions and the single SQLite writer.
+
+Every write in nubi is a function `op(session) -> result` handed to `Database.write`. That one seam
+lets SQLite run with one writer connection that gathers the operations waiting at that moment into
+one transaction (group commit: each operation isolated by a savepoint, each caller answered only
+after the commit), while PostgreSQL runs operations concurrently, retrying the ones that lose a
+deadlock or serialization race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from core.errors import Unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Op = Callable[[AsyncSession], Awaitable[T]]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def normalize_url(url: str) -> str:
+    """Accept the plain driver names people paste and map them to the async drivers we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        url = "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def _sqlite_pragmas(engine: AsyncEngine, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so we decide its kind (IMMEDIATE for writers).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, InterfaceError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+        return any(s in text for s in ("connect", "closed", "terminat", "shutdown", "refused"))
+    return False
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+class Database:
+    def __init__(self, url: str, *, group_commit: bool = True, max_batch: int = 256) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        if self.dialect == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ValueError("SQLite needs a file path (an in-memory database cannot be shared)")
+            self.write_engine = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_timeout=120)
+            self.read_engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
+            _sqlite_pragmas(self.write_engine, "BEGIN IMMEDIATE")
+            _sqlite_pragmas(self.read_engine, "BEGIN")
+        else:
+            self.write_engine = create_async_engine(
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=30
+            )
+            self.read_engine = self.write_engine
+        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.group_commit = group_commit and self.dialect == "sqlite"
+        self.max_batch = max_batch
+        self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._write_lock: asyncio.Lock | None = None
+        self.commits = 0  # transactions committed by the writer; a benchmark reads it
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def read(self, op: Op[T]) -> T:
+        try:
+            async with self._read_sessions() as session, session.begin():
+                return await op(session)
+        except (DBAPIError, OSError) as exc:
+            if _is_connection_error(exc):
+                raise Unavailable("The database is unavailable right now; try again shortly.") from exc
+            raise
+
+    async def write(self, op: Op[T]) -> T:
+        if self.group_commit:
+            return await self._enqueue(op)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if self.is_sqlite:
+                    if self._write_lock is None:
+                        self._write_lock = asyncio.Lock()
+                    async with self._write_lock:
+                        return await self._run_one(op)
+                return await self._run_one(op)
+            except DBAPIError as exc:
+                if _sqlstate(exc) in RETRY_SQLSTATES and attempts < 5:
+                    await asyncio.sleep(0.01 * attempts)
+                    continue
+                if _is_connection_error(exc):
+                    raise Unavailable("The database is unavailable right now; try again shortly.") from exc
+                raise
+            except OSError as exc:
+                raise Unavailable("The database is unavailable right now; try again shortly.") from exc
+
+    async def _run_one(self, op: Op[T]) -> T:
+        async with self._write_sessions() as session, session.begin():
+            return await op(session)
+
+    # -- group commit (SQLite) -------------------------------------------------------------------
+
+    async def _enqueue(self, op: Op[T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer.done():
+            self._wakeup = asyncio.Event()
+            self._writer = loop.create_task(self._writer_loop(), name="nubi-sqlite-writer")
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, fut))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await fut
+
+    async def _writer_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            async with self._write_sessions() as session:
+                await session.begin()
+                if len(batch) == 1:
+                    op, fut = batch[0]
+                    try:
+                        outcomes.append((fut, await op(session), None))
+                    except Exception as exc:  # the op's own error: nothing of it is kept
+                        await session.rollback()
+                        outcomes.append((fut, None, exc))
+                else:
+                    for op, fut in batch:
+                        try:
+                            async with session.begin_nested():
+                                result = await op(session)
+                            outcomes.append((fut, result, None))
+                        except Exception as exc:
+                            outcomes.append((fut, None, exc))
+                if session.in_transaction():
+                    await session.commit()
+                self.commits += 1
+        except Exception as exc:  # the batch could not commit: no caller may think it landed
+            log.exception("group commit of %d operations failed", len(batch))
+            err: BaseException = exc
+            if isinstance(exc, DBAPIError | OSError):
+                err = Unavailable("The database is unavailable right now; try again shortly.")
+                err.__cause__ = exc
+            for _op, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for fut, result, error in outcomes:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    async def dispose(self) -> None:
+        if self._writer is not None:
+            while self._pending:
+                await asyncio.sleep(0.01)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+            self._writer = None
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
