@@ -555,13 +555,14 @@ class RaidService:
             assert raid is not None
             if community_id is not None and raid.community_id != community_id:
                 raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
-            prior_points = await s.scalar(
+            prior_points = claim.points
+            won = await s.scalar(
                 update(RaidAction)
                 .where(RaidAction.id == claim_id, RaidAction.verification.in_(("verified", "unverifiable")))
                 .values(verification="rejected", verified_at=now, reviewed_by=reviewer_id, points=0)
-                .returning(RaidAction.points)
+                .returning(RaidAction.id)
             )
-            if prior_points is None:
+            if won is None:
                 raise ValidationError(f"Claim #{claim_id} has no accepted points to revoke.", field="claim")
             await s.execute(
                 update(RaidObjective)
