@@ -55,6 +55,12 @@ def last_slot(cron: str, zone: str, now: datetime) -> datetime:
     return croniter(cron, local).get_prev(datetime).astimezone(UTC)
 
 
+def next_slot(cron: str, zone: str, now: datetime) -> datetime:
+    """The first slot strictly after `now`, in UTC."""
+    local = now.astimezone(ZoneInfo(zone))
+    return croniter(cron, local).get_next(datetime).astimezone(UTC)
+
+
 class ScheduleService:
     def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
         self.db = db

@@ -132,6 +132,7 @@ class JoinResult:
     position: int
     already: bool
     bonus: int
+    community_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class ClaimResult:
     claim_id: int
     completion_bonus: int = 0
     raid_completed: bool = False
+    community_id: int = 0
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ class RaidService:
                 )
             )
             if existing is not None:
-                return JoinResult(raid_id, member_id, existing, True, 0)
+                return JoinResult(raid_id, member_id, existing, True, 0, raid.community_id)
             await _check_ban(s, raid.community_id, member_id)
             position = await s.scalar(
                 update(Raid)
@@ -330,14 +330,14 @@ class RaidService:
                         data={"memberId": member_id, "position": position},
                     )
                 )
-            return JoinResult(raid_id, member_id, position, False, bonus)
+            return JoinResult(raid_id, member_id, position, False, bonus, raid.community_id)
 
         try:
             result = await self.db.write(op)
         except _AlreadyJoined:
             result = await self.db.write(op)
         if not result.already:
-            community_id = await self._community_of(raid_id)
+            community_id = result.community_id
             await self.bus.publish(MemberJoined(raid_id, community_id, result.member_id, result.position))
             await self.bus.publish(ProgressChanged(raid_id, community_id))
         return result
@@ -395,7 +395,8 @@ class RaidService:
                         )
                     )
                 ).one()
-                return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id)
+                return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id,
+                                   community_id=raid.community_id)
             points, bonus, completed = 0, 0, False
             if verification in ("unverifiable", "verified"):
                 points, bonus, completed = await self._accept(s, raid, claim_id, participant.id, member_id, objective, now, now)
@@ -408,11 +409,12 @@ class RaidService:
                         data={"memberId": member_id, "action": action, "verification": verification},
                     )
                 )
-            return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed)
+            return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
+                               raid.community_id)
 
         result = await self.db.write(op)
         if not result.already:
-            community_id = await self._community_of(raid_id)
+            community_id = result.community_id
             await self.bus.publish(
                 ClaimRecorded(raid_id, community_id, result.member_id, action, result.verification, result.points)
             )

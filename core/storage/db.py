@@ -186,6 +186,9 @@ class Database:
                             outcomes.append((fut, result, None))
                         except Exception as exc:
                             outcomes.append((fut, None, exc))
+                        # Ops return plain values; a session that kept every object of the batch
+                        # would make each autoflush walk all of them (quadratic in the batch size).
+                        session.expunge_all()
                 if session.in_transaction():
                     await session.commit()
                 self.commits += 1

@@ -1,0 +1,123 @@
+"""The composition root: config -> database -> services -> scheduler -> adapters -> HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from core.config import Settings
+from core.services import Services, build_services
+from migrations import upgrade
+
+from .scheduler import NubiScheduler
+
+log = logging.getLogger("nubi")
+
+
+class StartupError(Exception):
+    """A configuration the app refuses to run with; the CLI prints it in one line."""
+
+
+def check_bind(settings: Settings) -> None:
+    from adapters.http.security import is_loopback
+
+    http = settings.http
+    if http.enabled and not http.api_keys and not is_loopback(http.host):
+        raise StartupError(
+            f"refusing to serve the API on {http.host} without an API key: set [[http.api_keys]] "
+            "or bind to 127.0.0.1"
+        )
+
+
+class NubiApp:
+    def __init__(self, settings: Settings, *, services: Services | None = None) -> None:
+        self.settings = settings
+        self.services = services
+        self.scheduler: NubiScheduler | None = None
+        self.adapters: list[Any] = []
+        self.http_server: Any = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.asgi: Any = None
+
+    async def start(self) -> None:
+        s = self.settings
+        check_bind(s)
+        await asyncio.to_thread(upgrade, s.database.url)
+        self.services = self.services or build_services(s)
+        if s.scheduler.enabled:
+            self.scheduler = NubiScheduler(self.services)
+            await self.scheduler.start()
+        mounts: list[tuple[str, Any]] = []
+        if s.telegram.token is not None:
+            from adapters.telegram.adapter import TelegramAdapter
+
+            tg = TelegramAdapter(self.services, s.telegram)
+            await tg.start()
+            self.adapters.append(tg)
+            if s.telegram.mode == "webhook" and getattr(tg, "webhook_app", None) is not None:
+                mounts.append(("/telegram/webhook", tg.webhook_app))
+        if s.discord.token is not None:
+            from adapters.discord.adapter import DiscordAdapter
+
+            dc = DiscordAdapter(self.services, s.discord)
+            await dc.start()
+            self.adapters.append(dc)
+        if s.http.enabled:
+            await self._start_http(mounts)
+        log.info(
+            "nubi is running: database %s, http %s, telegram %s, discord %s",
+            self.services.db.dialect,
+            f"http://{s.http.host}:{self.port}" if s.http.enabled else "off",
+            "on" if s.telegram.token else "off (no token)",
+            "on" if s.discord.token else "off (no token)",
+        )
+
+    @property
+    def port(self) -> int:
+        server = self.http_server
+        if server is not None and getattr(server, "servers", None):
+            sock = server.servers[0].sockets[0]
+            return sock.getsockname()[1]
+        return self.settings.http.port
+
+    async def _start_http(self, mounts: list[tuple[str, Any]]) -> None:
+        import uvicorn
+
+        from adapters.http.app import create_app
+
+        assert self.services is not None
+        try:
+            from adapters.mcp.server import mcp_http_app  # type: ignore[attr-defined]
+
+            mounts.append(("/mcp", mcp_http_app(self.services)))
+        except (ImportError, AttributeError):
+            pass
+        self.asgi = create_app(self.services, mounts=mounts)
+        config = uvicorn.Config(
+            self.asgi, host=self.settings.http.host, port=self.settings.http.port, log_level="warning",
+            lifespan="on", access_log=False,
+        )
+        self.http_server = uvicorn.Server(config)
+        self.http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.create_task(self.http_server.serve())
+        while not self.http_server.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise StartupError(f"the HTTP server could not start on {self.settings.http.host}:{self.settings.http.port}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.http_server is not None:
+            self.http_server.should_exit = True
+            if self._http_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._http_task, 10)
+        for adapter in reversed(self.adapters):
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.services is not None:
+            await self.services.db.dispose()

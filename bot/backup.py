@@ -1,0 +1,61 @@
+"""Online backup of the SQLite database (SQLite's backup API: consistent while the bot writes)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from core.storage.db import normalize_url
+
+
+class BackupError(Exception):
+    pass
+
+
+def _sqlite_path(url: str) -> Path:
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        raise BackupError("nubi backup copies SQLite databases; for PostgreSQL use pg_dump / pg_restore")
+    if not parsed.database:
+        raise BackupError("the database URL has no file")
+    return Path(parsed.database)
+
+
+def backup(url: str, target: str) -> None:
+    source = _sqlite_path(url)
+    if not source.is_file():
+        raise BackupError(f"there is no database at {source}")
+    dest = Path(target)
+    if dest.exists():
+        raise BackupError(f"{dest} exists already; choose a new file")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        out = sqlite3.connect(dest)
+        try:
+            src.backup(out, pages=1024)
+        finally:
+            out.close()
+    finally:
+        src.close()
+
+
+def restore(url: str, backup_file: str, *, yes: bool) -> None:
+    """Replace the database with a backup. The bot must be stopped: this swaps the file."""
+    target = _sqlite_path(url)
+    source = Path(backup_file)
+    if not source.is_file():
+        raise BackupError(f"there is no backup at {source}")
+    check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            raise BackupError(f"{source} is not a healthy SQLite database")
+    finally:
+        check.close()
+    if target.exists() and not yes:
+        raise BackupError(f"{target} exists: stop the bot, then run restore again with --yes to replace it")
+    for suffix in ("-wal", "-shm"):
+        Path(str(target) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(source, target)
