@@ -104,6 +104,11 @@ class LeaderboardService:
                     or_(
                         MemberScore.points > mine.points,
                         and_(MemberScore.points == mine.points, MemberScore.last_scored_at < mine.last_scored_at),
+                        and_(
+                            MemberScore.points == mine.points,
+                            MemberScore.last_scored_at == mine.last_scored_at,
+                            MemberScore.member_id < member_id,
+                        ),
                     ),
                     excluded_members_clause(self.settings, community_id, MemberScore.member_id),
                 )

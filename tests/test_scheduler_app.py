@@ -1,0 +1,109 @@
+"""The scheduler only triggers; the app starts, serves and stops cleanly with no tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from bot.app import NubiApp
+from bot.scheduler import NubiScheduler
+from core.config import Settings
+from core.directory import ChatRef, MemberRef
+from core.events import AnnouncementDue, RaidEnded
+from core.raids.model import RaidSpec
+from core.services import Services
+from tests.pg import free_port
+
+CHAT = ChatRef("telegram", "-42", "g")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_reconcile_brings_rows_up_to_now(services: Services, clock) -> None:
+    raid = await services.raids.start(CHAT, RaidSpec("https://x.com/a/status/1"), by=MemberRef("telegram", "1", "m"))
+    await services.raids.join(raid.id, MemberRef("telegram", "2", "a"))
+    await services.locks.lock(raid.community_id, {"can_send_messages": True}, raid.ends_at + timedelta(minutes=5),
+                              raid_id=None)
+    session = await services.sessions.create(services.settings.agents[0].id, str(uuid.uuid4()))
+    sched = NubiScheduler(services)
+    assert (await sched.reconcile())["raids_ended"] == 0
+    clock.advance(minutes=40)
+    done = await sched.reconcile()
+    assert done["raids_ended"] == 1 and done["locks_released"] == 1 and done["sessions_expired"] == 1
+    assert [e.status for e in services.recorder.of(RaidEnded)] == ["timeout"]
+    assert (await sched.reconcile()) == {"raids_ended": 0, "locks_released": 0, "sessions_expired": 0,
+                                         "windows_closed": 0, "announcements": 0}
+    assert session.id
+
+
+async def test_jobs_fire_on_time(services: Services, clock) -> None:
+    sched = NubiScheduler(services)
+    await sched.start()
+    try:
+        raid = await services.raids.start(CHAT, RaidSpec("https://x.com/a/status/1"))
+        assert sched.scheduler.get_job(f"raid-end:{raid.id}") is not None  # armed from the event
+        sched.arm_raid_end(raid.id, datetime.now(UTC) + timedelta(seconds=0.3))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if services.recorder.of(RaidEnded):
+                break
+        assert [e.raid_id for e in services.recorder.of(RaidEnded)] == [raid.id]
+        cid = raid.community_id
+        s = await services.schedules.add(cid, "* * * * *", "week")
+        await sched.sync_schedules()
+        assert sched.scheduler.get_job(f"schedule:{s.id}") is not None
+        await sched.fire_schedule(s.id, clock.now().replace(second=0, microsecond=0) + timedelta(minutes=1))
+        assert len(services.recorder.of(AnnouncementDue)) == 1
+    finally:
+        await sched.stop()
+
+
+async def test_app_serves_without_tokens(tmp_path: Path) -> None:
+    settings = Settings(database={"url": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"}, http={"port": 0})
+    app = NubiApp(settings)
+    await app.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}") as client:
+            r = await client.get("/api/messaging/sessions/health")
+            assert r.status_code == 200 and r.json()["status"] == "healthy"
+        assert app.scheduler is not None and app.scheduler.scheduler.running
+        assert app.adapters == []  # no tokens, no chat adapters
+    finally:
+        await app.stop()
+
+
+def test_nubi_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBI_")}
+    env |= {"NUBI_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}", "NUBI_HTTP_PORT": str(port),
+            "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/messaging/sessions/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                break
+            import time
+
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "nubi is running" in out and "Traceback" not in err
+        assert (tmp_path / "run.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
