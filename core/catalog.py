@@ -1,0 +1,87 @@
+"""Read-only lookups for API adapters: communities, the raid behind a session, a claim's community, bans.
+
+The services act on ids; a REST or MCP client first has to find those ids (and the API has to know
+which community a claim or a raid session belongs to before it lets a scoped key touch it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.storage.db import Database
+from core.storage.models import Ban, Community, Member, Raid, RaidAction
+
+
+def _community(row: Community) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "platform": row.platform,
+        "externalId": row.external_id,
+        "title": row.title,
+        "createdAt": row.created_at.isoformat(),
+    }
+
+
+async def communities(db: Database, *, community_id: int | None = None) -> list[dict[str, Any]]:
+    """Every community (or the one with `community_id`), oldest first."""
+
+    async def op(s: AsyncSession) -> list[dict[str, Any]]:
+        q = select(Community).order_by(Community.id)
+        if community_id is not None:
+            q = q.where(Community.id == community_id)
+        return [_community(r) for r in (await s.scalars(q)).all()]
+
+    return await db.read(op)
+
+
+async def community_id_of(db: Database, platform: str, external_id: str) -> int | None:
+    """The id of a community known by its platform chat id, without creating it."""
+    return await db.read(
+        lambda s: s.scalar(
+            select(Community.id).where(Community.platform == platform, Community.external_id == external_id)
+        )
+    )
+
+
+async def raid_of_session(db: Database, session_id: str) -> int | None:
+    """The raid whose own session (type `raid`) this is; None for any other or unknown session."""
+    try:
+        sid = str(uuid.UUID(session_id))
+    except ValueError:
+        return None
+    return await db.read(lambda s: s.scalar(select(Raid.id).where(Raid.session_id == sid)))
+
+
+async def community_of_claim(db: Database, claim_id: int) -> int | None:
+    return await db.read(
+        lambda s: s.scalar(
+            select(Raid.community_id).join(RaidAction, RaidAction.raid_id == Raid.id).where(RaidAction.id == claim_id)
+        )
+    )
+
+
+async def member_exists(db: Database, member_id: int) -> bool:
+    return (await db.read(lambda s: s.scalar(select(Member.id).where(Member.id == member_id)))) is not None
+
+
+async def bans(db: Database, community_id: int) -> list[dict[str, Any]]:
+    async def op(s: AsyncSession) -> list[dict[str, Any]]:
+        rows = (
+            await s.execute(
+                select(Ban, Member.display_name)
+                .join(Member, Member.id == Ban.member_id)
+                .where(Ban.community_id == community_id)
+                .order_by(Ban.id)
+            )
+        ).all()
+        return [
+            {"memberId": b.member_id, "name": name, "reason": b.reason, "bannedBy": b.banned_by,
+             "createdAt": b.created_at.isoformat()}
+            for b, name in rows
+        ]
+
+    return await db.read(op)
