@@ -349,37 +349,45 @@ class RaidService:
 
         async def op(s: AsyncSession) -> ClaimResult:
             raid = await self._open_raid(s, raid_id, now)
-            member_id = await s.scalar(
-                select(MemberIdentity.member_id).where(
-                    MemberIdentity.platform == member.platform, MemberIdentity.external_id == member.external_id
-                )
+            banned = (
+                select(Ban.id)
+                .where(Ban.community_id == raid.community_id, Ban.member_id == RaidParticipant.member_id)
+                .exists()
             )
-            participant = None
-            if member_id is not None:
-                participant = (
-                    await s.execute(
-                        select(RaidParticipant.id).where(
-                            RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id
-                        )
+            row = (
+                await s.execute(
+                    select(RaidParticipant.id, RaidParticipant.member_id, banned)
+                    .join(MemberIdentity, MemberIdentity.member_id == RaidParticipant.member_id)
+                    .where(
+                        RaidParticipant.raid_id == raid_id,
+                        MemberIdentity.platform == member.platform,
+                        MemberIdentity.external_id == member.external_id,
                     )
-                ).first()
-            if participant is None or member_id is None:
+                )
+            ).first()
+            if row is None:
                 raise NotParticipant("Join the raid first, then claim your actions.")
-            await _check_ban(s, raid.community_id, member_id)
-            objective = await s.get(RaidObjective, (raid_id, action))
-            if objective is None:
-                actions = (await s.scalars(select(RaidObjective.action_type).where(RaidObjective.raid_id == raid_id))).all()
-                raise UnknownObjective(f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(actions))}.")
+            participant_id, member_id, is_banned = row
+            if is_banned:
+                raise Banned("You are banned from raids in this community.")
+            objectives = await _objectives(s, raid_id)
+            if action not in objectives:
+                raise UnknownObjective(
+                    f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(objectives))}."
+                )
             verification = _initial_state(raid.verification_tier, action)
+            accepted = verification in ("unverifiable", "verified")
+            rules = scoring.ScoringRules.from_dict(raid.scoring)
+            points = scoring.claim_points(rules, objectives[action][1], raid.started_at, now) if accepted else 0
             claim_id = await s.scalar(
                 insert(s, RaidAction)
                 .values(
                     raid_id=raid_id,
-                    participant_id=participant.id,
+                    participant_id=participant_id,
                     member_id=member_id,
                     action_type=action,
                     verification=verification,
-                    points=0,
+                    points=points,
                     proof_url=proof_url,
                     source="claim",
                     claimed_at=now,
@@ -391,24 +399,20 @@ class RaidService:
                 prior = (
                     await s.execute(
                         select(RaidAction.id, RaidAction.verification, RaidAction.points).where(
-                            RaidAction.participant_id == participant.id, RaidAction.action_type == action
+                            RaidAction.participant_id == participant_id, RaidAction.action_type == action
                         )
                     )
                 ).one()
                 return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id,
                                    community_id=raid.community_id)
-            points, bonus, completed = 0, 0, False
-            if verification in ("unverifiable", "verified"):
-                points, bonus, completed = await self._accept(s, raid, claim_id, participant.id, member_id, objective, now, now)
-            if raid.session_id:
-                s.add(
-                    SessionActivity(
-                        session_id=raid.session_id,
-                        activity_type="raid_action",
-                        at=now,
-                        data={"memberId": member_id, "action": action, "verification": verification},
-                    )
+            bonus, completed = 0, False
+            if accepted:
+                bonus, completed = await self._credit_claim(
+                    s, raid, participant_id, member_id, action, points, objectives, now
                 )
+            if raid.session_id:
+                await _activity(s, raid.session_id, "raid_action", now,
+                                {"memberId": member_id, "action": action, "verification": verification})
             return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
                                raid.community_id)
 
@@ -423,27 +427,25 @@ class RaidService:
                 await self.end(raid_id, reason="every objective met")
         return result
 
-    async def _accept(
+    async def _credit_claim(
         self,
         s: AsyncSession,
         raid: Raid,
-        claim_id: int,
         participant_id: int,
         member_id: int,
-        objective: RaidObjective,
-        claimed_at: datetime,
+        action: str,
+        points: int,
+        objectives: dict[str, tuple[int, int]],
         now: datetime,
-    ) -> tuple[int, int, bool]:
-        """Credit an accepted claim: points, counters, completion bonus. Returns (points, bonus, raid done)."""
+    ) -> tuple[int, bool]:
+        """Credit an accepted claim: counters, completion bonus, boards. Returns (bonus, raid now complete)."""
         rules = scoring.ScoringRules.from_dict(raid.scoring)
-        points = scoring.claim_points(rules, objective.points, raid.started_at, claimed_at)
-        await s.execute(update(RaidAction).where(RaidAction.id == claim_id).values(points=points))
-        await s.execute(
+        count = await s.scalar(
             update(RaidObjective)
-            .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == objective.action_type)
+            .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == action)
             .values(count=RaidObjective.count + 1)
+            .returning(RaidObjective.count)
         )
-        n_objectives = await s.scalar(select(func.count()).where(RaidObjective.raid_id == raid.id)) or 0
         claims = await s.scalar(
             update(RaidParticipant)
             .where(RaidParticipant.id == participant_id)
@@ -455,7 +457,7 @@ class RaidService:
             .returning(RaidParticipant.claims_count)
         )
         bonus = 0
-        if claims == n_objectives and rules.completion_points:
+        if claims == len(objectives) and rules.completion_points:
             done = await s.scalar(
                 update(RaidParticipant)
                 .where(RaidParticipant.id == participant_id, RaidParticipant.completed_all.is_(False))
@@ -463,16 +465,21 @@ class RaidService:
                 .returning(RaidParticipant.id)
             )
             bonus = rules.completion_points if done else 0
+        # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
+        # completion check below sees every objective count committed before it (PostgreSQL too).
         await s.execute(
             update(Raid)
             .where(Raid.id == raid.id)
             .values(action_count=Raid.action_count + 1, points_awarded=Raid.points_awarded + points + bonus)
         )
         await credit(s, raid.community_id, member_id, points + bonus, now)
-        unmet = await s.scalar(
-            select(func.count()).where(RaidObjective.raid_id == raid.id, RaidObjective.count < RaidObjective.target)
-        )
-        return points, bonus, raid.status == "active" and unmet == 0
+        completed = False
+        if raid.status == "active" and count == objectives[action][0]:  # this claim met its objective
+            unmet = await s.scalar(
+                select(func.count()).where(RaidObjective.raid_id == raid.id, RaidObjective.count < RaidObjective.target)
+            )
+            completed = unmet == 0
+        return bonus, completed
 
     # -- verification (honor and moderator review; the X-API verifiers use the same calls) ----------
 
@@ -523,10 +530,12 @@ class RaidService:
                 return ClaimResult(raid.id, claim.member_id, claim.action_type, claim.verification, claim.points, True, claim_id), raid.community_id
             points, bonus, completed = 0, 0, False
             if accept:
-                objective = await s.get(RaidObjective, (raid.id, claim.action_type))
-                assert objective is not None
-                points, bonus, completed = await self._accept(
-                    s, raid, claim_id, claim.participant_id, claim.member_id, objective, claim.claimed_at, now
+                objectives = await _objectives(s, raid.id)
+                rules = scoring.ScoringRules.from_dict(raid.scoring)
+                points = scoring.claim_points(rules, objectives[claim.action_type][1], raid.started_at, claim.claimed_at)
+                await s.execute(update(RaidAction).where(RaidAction.id == claim_id).values(points=points))
+                bonus, completed = await self._credit_claim(
+                    s, raid, claim.participant_id, claim.member_id, claim.action_type, points, objectives, now
                 )
             return (
                 ClaimResult(raid.id, claim.member_id, claim.action_type, new_state, points, False, claim_id, bonus, completed),
@@ -781,6 +790,20 @@ def _initial_state(tier: str, action: str) -> str:
     if tier == "honor" or (tier in ("proof_link", "x_api") and action in NEVER_VERIFIABLE):
         return "unverifiable"
     return "pending"
+
+
+async def _objectives(s: AsyncSession, raid_id: int) -> dict[str, tuple[int, int]]:
+    """action -> (target, points) of a raid's objectives."""
+    rows = await s.execute(
+        select(RaidObjective.action_type, RaidObjective.target, RaidObjective.points).where(
+            RaidObjective.raid_id == raid_id
+        )
+    )
+    return {a: (t, p) for a, t, p in rows.all()}
+
+
+async def _activity(s: AsyncSession, session_id: str, kind: str, at: datetime, data: dict[str, Any]) -> None:
+    await s.execute(insert(s, SessionActivity).values(session_id=session_id, activity_type=kind, at=at, data=data))
 
 
 async def _check_ban(s: AsyncSession, community_id: int, member_id: int) -> None:

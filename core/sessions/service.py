@@ -439,7 +439,7 @@ class SessionService:
             raise ValidationError("limit must be between 1 and 100", field="limit")
         before_ms = _int_param(before, "before")
         after_ms = _int_param(after, "after")
-        await self.get(session_id)  # expiry semantics first: 410 once, then 404
+        session_id = (await self.get(session_id)).id  # expiry semantics first: 410 once, then 404
 
         async def op(s: AsyncSession) -> MessagePage:
             conds = [SessionMessage.session_id == session_id]
