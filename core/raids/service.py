@@ -281,23 +281,38 @@ class RaidService:
             raid = await self._open_raid(s, raid_id, now)
             member_id = await ensure_member(s, member, now)
             await touch_community_member(s, raid.community_id, member_id, is_moderator, now)
-            existing = await s.scalar(
-                select(RaidParticipant.join_position).where(
-                    RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id
+            banned = select(Ban.id).where(Ban.community_id == raid.community_id, Ban.member_id == member_id).exists()
+            existing, is_banned = (
+                await s.execute(
+                    select(
+                        select(RaidParticipant.join_position)
+                        .where(RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id)
+                        .scalar_subquery(),
+                        banned,
+                    )
                 )
-            )
+            ).one()
             if existing is not None:
                 return JoinResult(raid_id, member_id, existing, True, 0, raid.community_id)
-            await _check_ban(s, raid.community_id, member_id)
-            position = await s.scalar(
-                update(Raid)
-                .where(Raid.id == raid_id, Raid.status == "active", Raid.participant_count < Raid.max_participants)
-                .values(participant_count=Raid.participant_count + 1)
-                .returning(Raid.participant_count)
-            )
-            if position is None:
-                raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
+            if is_banned:
+                raise Banned("You are banned from raids in this community.")
             rules = scoring.ScoringRules.from_dict(raid.scoring)
+            # The cap, the position and the early-bird bonus in one conditional UPDATE of the raid row.
+            early = Raid.participant_count < rules.early_joiners
+            bumped = (
+                await s.execute(
+                    update(Raid)
+                    .where(Raid.id == raid_id, Raid.status == "active", Raid.participant_count < Raid.max_participants)
+                    .values(
+                        participant_count=Raid.participant_count + 1,
+                        points_awarded=Raid.points_awarded + case((early, rules.early_joiner_points), else_=0),
+                    )
+                    .returning(Raid.participant_count)
+                )
+            ).first()
+            if bumped is None:
+                raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
+            position = bumped[0]
             bonus = scoring.early_joiner_bonus(rules, position)
             inserted = await s.scalar(
                 insert(s, RaidParticipant)
@@ -317,19 +332,9 @@ class RaidService:
             if inserted is None:
                 raise _AlreadyJoined()
             if bonus:
-                await s.execute(
-                    update(Raid).where(Raid.id == raid_id).values(points_awarded=Raid.points_awarded + bonus)
-                )
                 await credit(s, raid.community_id, member_id, bonus, now)
             if raid.session_id:
-                s.add(
-                    SessionActivity(
-                        session_id=raid.session_id,
-                        activity_type="raid_joined",
-                        at=now,
-                        data={"memberId": member_id, "position": position},
-                    )
-                )
+                await _activity(s, raid.session_id, "raid_joined", now, {"memberId": member_id, "position": position})
             return JoinResult(raid_id, member_id, position, False, bonus, raid.community_id)
 
         try:
