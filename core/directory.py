@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.clock import Clock
 from core.storage.models import Community, CommunityMember, Member, MemberIdentity
 from core.storage.upsert import insert
 
@@ -119,3 +118,20 @@ async def find_member(s: AsyncSession, platform: str, text: str) -> int | None:
             )
         )
     return found
+
+
+async def community_chat(s: AsyncSession, community_id: int) -> ChatRef | None:
+    """The chat a community lives in: adapters reach it from events that carry only the community id."""
+    row = (
+        await s.execute(
+            select(Community.platform, Community.external_id, Community.title).where(Community.id == community_id)
+        )
+    ).first()
+    return ChatRef(row.platform, row.external_id, row.title) if row else None
+
+
+async def find_community(s: AsyncSession, ref: ChatRef) -> int | None:
+    """A community's id without creating it (read-only lookups such as autocomplete)."""
+    return await s.scalar(
+        select(Community.id).where(Community.platform == ref.platform, Community.external_id == ref.external_id)
+    )

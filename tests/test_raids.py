@@ -18,7 +18,8 @@ from core.errors import (
     UnknownObjective,
     ValidationError,
 )
-from core.events import ClaimRecorded, MemberJoined, RaidEnded as RaidEndedEvent, RaidStarted
+from core.events import ClaimRecorded, MemberJoined, RaidStarted
+from core.events import RaidEnded as RaidEndedEvent
 from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.models import RaidReport

@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import RaidsConfig, Settings
-from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid, touch_community_member
+from core.directory import (
+    ChatRef,
+    MemberRef,
+    ensure_community,
+    ensure_member,
+    member_uuid,
+    touch_community_member,
+)
 from core.errors import (
     Banned,
     NoActiveRaid,
@@ -29,7 +36,15 @@ from core.errors import (
     UnknownObjective,
     ValidationError,
 )
-from core.events import ClaimRecorded, ClaimVerified, EventBus, LockReleased, MemberJoined, ProgressChanged, RaidStarted
+from core.events import (
+    ClaimRecorded,
+    ClaimVerified,
+    EventBus,
+    LockReleased,
+    MemberJoined,
+    ProgressChanged,
+    RaidStarted,
+)
 from core.events import RaidEnded as RaidEndedEvent
 from core.scores import credit
 from core.storage.db import Database

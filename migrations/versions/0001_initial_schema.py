@@ -1,14 +1,13 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 

@@ -1,0 +1,372 @@
+"""The Telegram adapter end to end: the real PTB Application against the fake Bot API, real services.
+
+Updates go in through getUpdates (one test through the webhook app); every assertion reads what
+the fake recorded, i.e. what Telegram would have seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.telegram import TelegramAdapter
+from core.clock import FakeClock
+from core.commands.parser import MEMBER_COMMANDS, MODERATOR_COMMANDS
+from core.config import TelegramConfig
+from core.directory import ChatRef, MemberRef
+from core.events import RaidEnded, RaidStarted
+from core.raids.model import RaidSpec
+from core.services import Services
+from tests.fakes.telegram_api import (
+    PERMISSION_FIELDS,
+    FakeMessage,
+    FakeTelegramAPI,
+    RecordedCall,
+    make_callback_update,
+    make_command_update,
+)
+
+GROUP = -100123
+MOD = 7
+URL = "https://x.com/nubi/status/42"
+INTERVAL = 0.5
+JITTER = 0.3
+# A group whose owner changed the defaults: restoring must bring back exactly this.
+ORIGINAL = {name: name not in ("can_send_polls", "can_change_info", "can_manage_topics", "can_edit_tag")
+            for name in PERMISSION_FIELDS}
+WAIT = 30.0
+
+
+class ShiftedClock:
+    """The fake's clock: real monotonic time, plus a shift a test can add to age its flood window."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.shift
+
+
+@pytest.fixture
+def fake_time() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+async def fake(fake_time: ShiftedClock) -> AsyncIterator[FakeTelegramAPI]:
+    async with FakeTelegramAPI(clock=fake_time, max_poll_wait=0.2) as server:
+        server.add_chat(GROUP, title="Raid Group", permissions=ORIGINAL)
+        server.set_member(GROUP, MOD, "administrator", first_name="Mod")
+        yield server
+
+
+def config_for(fake: FakeTelegramAPI, **overrides: Any) -> TelegramConfig:
+    return TelegramConfig(
+        token=fake.token, api_base_url=fake.base_url, edit_interval_seconds=INTERVAL, **overrides
+    )
+
+
+@asynccontextmanager
+async def running(services: Services, config: TelegramConfig) -> AsyncIterator[TelegramAdapter]:
+    adapter = TelegramAdapter(services, config)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.stop()
+
+
+@pytest.fixture
+async def adapter(services: Services, fake: FakeTelegramAPI) -> AsyncIterator[TelegramAdapter]:
+    async with running(services, config_for(fake)) as started:
+        yield started
+
+
+async def calls(fake: FakeTelegramAPI, method: str, count: int, chat_id: int | None = None) -> list[RecordedCall]:
+    """Wait (up to WAIT seconds) until `count` calls of `method` were recorded."""
+    async with asyncio.timeout(WAIT):
+        while len(found := fake.calls_for(method, chat_id)) < count:
+            await asyncio.sleep(0.01)
+    return found
+
+
+async def say(fake: FakeTelegramAPI, chat_id: int, user: int, text: str, **kw: Any) -> FakeMessage:
+    """Send a command and return the bot's next message in that chat."""
+    before = len(fake.calls_for("sendMessage", chat_id))
+    fake.push_update(make_command_update(chat_id, user, text, **kw))
+    sent = (await calls(fake, "sendMessage", before + 1, chat_id))[before]
+    assert sent.ok, sent.description
+    return fake.message(chat_id, sent.result["message_id"])
+
+
+async def press_all(fake: FakeTelegramAPI, presses: list[tuple[int, str, str]], message_id: int) -> list[str]:
+    """Press buttons as (user id, name, data); return each press's answer text, in press order."""
+    before = len(fake.calls_for("answerCallbackQuery"))
+    ids = [
+        fake.push_update(make_callback_update(GROUP, user, message_id, data, first_name=name))["callback_query"]["id"]
+        for user, name, data in presses
+    ]
+    answers = {c.params["callback_query_id"]: c.params.get("text") for c in
+               (await calls(fake, "answerCallbackQuery", before + len(presses)))[before:]}
+    return [answers[i] for i in ids]
+
+
+async def start_raid(fake: FakeTelegramAPI, options: str = "") -> FakeMessage:
+    return await say(fake, GROUP, MOD, f"/raid start {URL} likes=100 reposts=25 duration=10m {options}".strip())
+
+
+def buttons(message: FakeMessage) -> list[list[tuple[str, str]]]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return [[(b["text"], b.get("callback_data") or b.get("url")) for b in row] for row in rows]
+
+
+async def community_id(services: Services, raid_id: int) -> int:
+    return (await services.raids.progress(raid_id)).community_id
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+async def test_raid_with_lock_members_press_buttons_and_it_ends_on_time(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter, clock: FakeClock, db_url: str
+) -> None:
+    members = 60 if db_url.startswith("sqlite") else 40
+    fake.set_member(GROUP, fake.bot_id, "administrator", can_restrict_members=True)
+
+    post = await start_raid(fake, f"max={members} lock")
+    await adapter.drain()
+    [started] = services.recorder.of(RaidStarted)
+    raid = started.raid_id
+    assert post.text.startswith(f"Raid #{raid} — live\n{URL}")
+    assert post.entities == [{"type": "bold", "offset": 0, "length": len(f"Raid #{raid} — live")}]
+    assert "Chat is locked for the raid." in post.text
+    assert buttons(post) == [
+        [("Join", f"nubi:join:{raid}"), ("Open post", URL)],
+        [("Like +1", f"nubi:claim:{raid}:like"), ("Repost +2", f"nubi:claim:{raid}:repost")],
+        [("My stats", f"nubi:stats:{raid}")],
+    ]
+    assert fake.sent_messages(GROUP) == [post]  # the /raid start reply is quiet: the post answers
+    assert (await services.raids.progress(raid)).progress_ref == {"chat_id": GROUP, "message_id": post.message_id}
+
+    # Permissions read, saved, then everything switched off.
+    methods = [c.method for c in fake.calls]
+    assert methods.index("getChat") < methods.index("setChatPermissions") < methods.index("sendMessage")
+    lock = await services.locks.active(await community_id(services, raid))
+    assert lock is not None and lock.saved_permissions == ORIGINAL and lock.raid_id == raid
+    assert not any(fake.chat(GROUP).permissions.values())
+
+    people = [(1000 + i, f"raider{i}") for i in range(members)]
+    joined = await press_all(fake, [(u, n, f"nubi:join:{raid}") for u, n in people], post.message_id)
+    positions = set()
+    for text in joined:
+        m = re.fullmatch(rf"Joined raid #{raid} as raider #(\d+)!( \+5 early bird)?", text)
+        assert m, text
+        positions.add(int(m[1]))
+        assert bool(m[2]) == (int(m[1]) <= 10)
+    assert positions == set(range(1, members + 1))
+
+    claimed = await press_all(fake, [(u, n, f"nubi:claim:{raid}:like") for u, n in people], post.message_id)
+    assert all(re.fullmatch(r"Like claimed: \+\d+", t) for t in claimed), claimed
+    again, full = await press_all(
+        fake, [(1000, "raider0", f"nubi:claim:{raid}:like"), (999, "late", f"nubi:join:{raid}")], post.message_id
+    )
+    assert again == "You already claimed like (counted, not verifiable)."
+    assert full == "The raid is full."
+
+    await adapter.drain()
+    edits = fake.calls_for("editMessageText", GROUP)
+    assert edits and all(e.ok or "not modified" in (e.description or "") for e in edits)
+    # One edit per interval at most: flushes start INTERVAL apart; JITTER allows for the time a
+    # flush spends reading the raid before its request reaches Telegram.
+    span = edits[-1].at - edits[0].at
+    assert len(edits) <= (span + JITTER) / INTERVAL + 1, (len(edits), span)
+    assert min((b.at - a.at for a, b in zip(edits, edits[1:], strict=False)), default=INTERVAL) > 0.1
+    assert len(edits) < members / 4  # 2 * members changes, a handful of edits
+    live = fake.message(GROUP, post.message_id)
+    assert f"{members}/100" in live.text and f"Raiders: {members}/{members}" in live.text
+    assert buttons(live) == buttons(post)  # same keyboard on every edit
+    outgoing = sorted(c.at for c in fake.calls_for("sendMessage", GROUP) + edits)
+    assert all(sum(1 for t in outgoing if s <= t < s + 60) <= 20 for s in outgoing)
+
+    clock.advance(seconds=601)
+    assert await services.raids.end_overdue() == [raid]
+    assert await services.raids.end_overdue() == []
+    await adapter.drain()
+
+    [report] = [m for m in fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} report")]
+    assert report.reply_to_message_id == post.message_id
+    assert f"Raiders: {members}" in report.text and "Status: time ran out" in report.text
+    assert len(fake.sent_messages(GROUP)) == 2 and len(services.recorder.of(RaidEnded)) == 1
+    final = fake.message(GROUP, post.message_id)
+    assert f"Raid #{raid} — time ran out" in final.text and "Time left" not in final.text
+    assert buttons(final) == [[("Open post", URL)]]  # no claim buttons once it is over
+
+    assert fake.chat(GROUP).permissions == ORIGINAL
+    assert fake.calls_for("setChatPermissions")[-1].params["use_independent_chat_permissions"] is True
+    assert await services.locks.active(lock.community_id) is None
+    assert await services.locks.pending_releases("telegram") == []
+    [late] = await press_all(fake, [(1001, "raider1", f"nubi:join:{raid}")], post.message_id)
+    assert late == "The raid has ended."
+
+
+async def test_flood_control_is_honoured_and_the_last_state_lands(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter, fake_time: ShiftedClock
+) -> None:
+    fake.flood_limit(per_chat_per_minute=2)
+    post = await start_raid(fake)
+    raid = services.recorder.of(RaidStarted)[0].raid_id
+    await press_all(fake, [(1000, "a", f"nubi:join:{raid}")], post.message_id)
+    await calls(fake, "editMessageText", 1, GROUP)
+
+    fake_time.shift += 59  # the raid post is one second from leaving the flood window
+    await press_all(fake, [(1000, "a", f"nubi:claim:{raid}:like")], post.message_id)
+    await calls(fake, "editMessageText", 3, GROUP)
+    await adapter.drain()
+
+    first, refused, retried = fake.calls_for("editMessageText", GROUP)
+    assert first.ok and retried.ok
+    assert (refused.ok, refused.error_code, refused.description) == (False, 429, "Too Many Requests: retry after 1")
+    assert retried.at - refused.at >= 1.0  # waited as told, then edited again instead of re-sending
+    assert "Likes: ░░░░░░░░░░ 1/100" in fake.message(GROUP, post.message_id).text
+    assert len(fake.calls_for("sendMessage", GROUP)) == 1
+
+
+async def test_a_group_never_gets_more_than_its_budget_per_minute(
+    services: Services, fake: FakeTelegramAPI
+) -> None:
+    async with running(services, config_for(fake, messages_per_minute=3)) as adapter:
+        post = await start_raid(fake)
+        raid = services.recorder.of(RaidStarted)[0].raid_id
+        started = time.monotonic()
+        for i in range(4):
+            await press_all(fake, [(1000 + i, f"r{i}", f"nubi:join:{raid}")], post.message_id)
+            await asyncio.sleep(0.4)
+        await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+        # 1 post + 2 edits, although the 0.5 s interval alone would have allowed 4 edits by now.
+        assert len(fake.calls_for("sendMessage", GROUP)) == 1
+        assert len(fake.calls_for("editMessageText", GROUP)) == 2
+        assert adapter._posts.coalescer.pending() == 1  # the newest state waits for the budget
+
+
+async def test_lock_without_rights_runs_the_raid_unlocked_with_one_notice(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    post = await start_raid(fake, "lock")
+    raid = services.recorder.of(RaidStarted)[0].raid_id
+    notice = await calls(fake, "sendMessage", 2, GROUP)
+    await adapter.drain()
+
+    assert "Chat is locked" not in post.text
+    [refused] = fake.calls_for("setChatPermissions")  # the release found nothing to restore
+    assert not refused.ok and "not enough rights" in (refused.description or "")
+    notices = [m for m in fake.sent_messages(GROUP) if "couldn't lock" in m.text]
+    assert len(notices) == 1 and notice[1].ok and notices[0].reply_to_message_id == post.message_id
+    assert fake.chat(GROUP).permissions == ORIGINAL
+    assert await services.locks.active(await community_id(services, raid)) is None
+    assert await services.locks.pending_releases("telegram") == []
+    [joined] = await press_all(fake, [(1000, "a", f"nubi:join:{raid}")], post.message_id)
+    assert joined.startswith(f"Joined raid #{raid}")
+
+
+async def test_moderator_commands_are_refused_politely_to_members(
+    services: Services, fake: FakeTelegramAPI
+) -> None:
+    async with running(services, config_for(fake, moderator_ids=[55])):
+        refusal = await say(fake, GROUP, 42, f"/raid start {URL}")
+        assert refusal.text == "Sorry, only moderators can do that here."
+        assert services.recorder.of(RaidStarted) == []
+        # A configured moderator id counts even when Telegram says "member".
+        await say(fake, GROUP, 55, f"/raid start {URL}")
+        assert len(services.recorder.of(RaidStarted)) == 1
+        # Commands meant for another bot in the group are not ours to answer.
+        fake.push_update(make_command_update(GROUP, 42, "/join@other_bot"))
+        late = await say(fake, GROUP, 42, "/join@nubi_test_bot")
+        assert "joined raid" in late.text and len(fake.calls_for("sendMessage", GROUP)) == 3
+
+
+async def test_me_and_leaderboard_in_a_private_chat(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    alice = 4242
+    progress = await services.raids.start(ChatRef("telegram", str(GROUP), "Raid Group"), RaidSpec(URL, {"like": 5}))
+    member = MemberRef("telegram", str(alice), "Alice", "alice")
+    await services.raids.join(progress.id, member)
+    await services.raids.claim(progress.id, member, "like")
+
+    me = await say(fake, alice, alice, "/me", chat_type="private", first_name="Alice")
+    board = await say(fake, alice, alice, "/leaderboard", chat_type="private", first_name="Alice")
+    for reply in (me, board):
+        assert reply.text.startswith("Alice\nX: not linked (use /link <handle>)")
+        assert re.search(r"community \d+: \d+ pts all time \(#1\)", reply.text), reply.text
+    helped = await say(fake, alice, alice, "/help", chat_type="private")
+    assert "/raid start" not in helped.text  # a member's help has no moderator commands
+
+
+async def test_member_names_are_escaped(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    evil = "<b>&evil</b>"
+    post = await start_raid(fake)
+    raid = services.recorder.of(RaidStarted)[0].raid_id
+    joined = await say(fake, GROUP, 666, "/join", first_name=evil)
+    assert joined.text == f"{evil} joined raid #{raid} as raider #1 (+5 early-bird points)."
+    assert joined.entities is None
+    await press_all(fake, [(666, evil, f"nubi:claim:{raid}:like")], post.message_id)
+    await adapter.drain()
+    live = fake.message(GROUP, post.message_id)
+    assert f"Top raiders: {evil} (" in live.text
+    assert [e["type"] for e in live.entities or []] == ["bold"]  # only the title
+
+
+async def test_command_menus_for_members_and_admins(fake: FakeTelegramAPI, adapter: TelegramAdapter) -> None:
+    members = fake.my_commands()
+    admins = fake.my_commands({"type": "all_chat_administrators"})
+    assert [c["command"] for c in members] == list(MEMBER_COMMANDS)
+    assert [c["command"] for c in admins] == list(MEMBER_COMMANDS + MODERATOR_COMMANDS)
+    assert all(c["description"] for c in admins)
+
+
+async def test_our_errors_are_logged_and_the_member_gets_a_short_apology(
+    fake: FakeTelegramAPI, adapter: TelegramAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail_next("sendMessage", error_code=502)
+    with caplog.at_level(logging.ERROR, logger="adapters.telegram.adapter"):
+        fake.push_update(make_command_update(31, 31, "/help", chat_type="private"))
+        failed, sent = await calls(fake, "sendMessage", 2)
+    assert failed.error_code == 502 and failed.params["text"].startswith("nubi raids")
+    assert sent.ok and sent.params["text"] == "Something went wrong, try again."
+    assert any("input='/help'" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_webhook_checks_the_secret_and_feeds_updates(services: Services, fake: FakeTelegramAPI) -> None:
+    user = 77
+    fake.add_chat(user)
+    config = config_for(
+        fake, mode="webhook", webhook_url="https://bot.example/telegram/webhook", webhook_secret="s3cret"
+    )
+    async with running(services, config) as adapter:
+        assert fake.webhook is not None and fake.webhook["secret_token"] == "s3cret"
+        assert fake.calls_for("getUpdates") == []
+        update = make_command_update(user, user, "/help", chat_type="private")
+        transport = httpx.ASGITransport(app=adapter.webhook_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://nubi") as http:
+            missing = await http.post("/", json=update)
+            wrong = await http.post("/", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+            assert (missing.status_code, wrong.status_code) == (403, 403)
+            good = {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
+            broken = await http.post("/", content=b"{not json", headers=good)
+            assert broken.status_code == 400
+            accepted = await http.post("/", json=update, headers=good)
+            assert accepted.status_code == 200
+        [reply] = await calls(fake, "sendMessage", 1, user)
+        await asyncio.sleep(0.1)
+        assert len(fake.calls_for("sendMessage")) == 1  # only the update with the secret was handled
+        assert reply.params["text"].startswith("nubi raids")
