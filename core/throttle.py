@@ -38,6 +38,7 @@ class Coalescer:
         self._last: dict[Hashable, float] = {}
         self._not_before: dict[Hashable, float] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._dirty: set[Hashable] = set()
         self.flushes = 0
 
     def _now(self) -> float:
@@ -45,9 +46,10 @@ class Coalescer:
 
     def poke(self, key: Hashable) -> None:
         """Something about `key` changed; a flush will follow, no sooner than the interval allows."""
+        self._dirty.add(key)
         task = self._tasks.get(key)
         if task is not None and not task.done():
-            return  # a flush is already scheduled and will read the latest state
+            return  # the scheduled flush reads the latest state, or runs again if one is under way
         self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key))
 
     def _delay(self, key: Hashable) -> float:
@@ -61,11 +63,15 @@ class Coalescer:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._last[key] = self._now()
+            self._dirty.discard(key)
             try:
                 await self._flush(key)
                 self.flushes += 1
-                return
+                if key not in self._dirty:
+                    return
+                # poked while flushing: that change may not be in what was sent, so go again
             except RetryLater as exc:
+                self._dirty.add(key)
                 self._not_before[key] = self._now() + exc.seconds
                 log.info("flush of %r deferred %.1fs by the platform", key, exc.seconds)
             except asyncio.CancelledError:
@@ -122,4 +128,5 @@ class SendBudget:
                 if len(q) < self.per_minute:
                     q.append(self._now())
                     return
-                await asyncio.sleep(max(0.01, q[0] + 60.0 - self._now()))
+                # re-check at least twice a second: the clock may be a test's, or time may jump
+                await asyncio.sleep(min(0.5, max(0.01, q[0] + 60.0 - self._now())))

@@ -1,0 +1,331 @@
+"""nubi on Discord (discord.py 2.7): slash commands, persistent raid buttons, event-driven posts, chat lock.
+
+The adapter translates and nothing else: interactions become core commands and button presses
+(`services.commands.execute` / `press`), core events become posts, edits and channel overwrites.
+Building the client is separate from connecting it, so tests drive the real client offline:
+`build_client()` makes one whose setup_hook registers the persistent buttons and subscribes to core
+events; `start()` logs in and runs the gateway connection in a background task.
+
+Every interaction is answered within Discord's 3 seconds: work that may be slow (a raid start posts
+and locks) is deferred at once; anything else is answered directly, or deferred if core has not
+replied after `answer_within` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from core.commands.parser import Command
+from core.commands.service import ChatContext, Reply, error_reply
+from core.config import DiscordConfig
+from core.directory import ChatRef, MemberRef
+from core.events import AnnouncementDue, LockReleased, ProgressChanged, RaidEnded, RaidStarted
+from core.services import Services
+
+from . import commands, render
+from .chat_lock import ChannelLocks
+from .posts import RaidPosts, jump_url
+from .views import CUSTOM_ID, RaidButton
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MAX_RATELIMIT_WAIT = 30.0  # discord.py waits out shorter 429s itself; longer ones raise RateLimited
+ANSWER_WITHIN = 2.0  # Discord drops an interaction not answered within 3 s
+
+
+class _NubiClient:
+    """What both client flavours add: the adapter, the command tree and the two lifecycle hooks."""
+
+    nubi: DiscordAdapter
+    tree: app_commands.CommandTree[Any]
+
+    def _attach(self, adapter: DiscordAdapter) -> None:
+        self.nubi = adapter
+        self.tree = app_commands.CommandTree(self)  # type: ignore[arg-type]
+        commands.install(self.tree)
+        self.tree.error(adapter.on_tree_error)
+
+    async def setup_hook(self) -> None:
+        await self.nubi.setup(self)  # type: ignore[arg-type]
+
+    async def on_ready(self) -> None:
+        await self.nubi.on_ready()
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self.nubi.on_removed_button(interaction)
+
+
+class NubiClient(_NubiClient, discord.Client):
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        discord.Client.__init__(self, **options)
+        self._attach(adapter)
+
+
+class NubiShardedClient(_NubiClient, discord.AutoShardedClient):
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        discord.AutoShardedClient.__init__(self, **options)
+        self._attach(adapter)
+
+
+def client_options() -> dict[str, Any]:
+    return {
+        "intents": discord.Intents(guilds=True),  # channels and roles; no messages, no member lists
+        "allowed_mentions": discord.AllowedMentions.none(),  # names in replies never ping anyone
+        "max_ratelimit_timeout": MAX_RATELIMIT_WAIT,
+    }
+
+
+class DiscordAdapter:
+    def __init__(self, services: Services, config: DiscordConfig) -> None:
+        self.services = services
+        self.config = config
+        self.answer_within = ANSWER_WITHIN
+        self.posts = RaidPosts(services, lambda: self.client, config.edit_interval_seconds)
+        self.locks = ChannelLocks(services, lambda: self.client, self.posts.poke)
+        self._handlers: list[tuple[type[Any], Any]] = [
+            (RaidStarted, self.on_raid_started),
+            (ProgressChanged, self.posts.on_progress_changed),
+            (RaidEnded, self.posts.on_raid_ended),
+            (LockReleased, self.locks.on_released),
+            (AnnouncementDue, self.posts.on_announcement),
+        ]
+        self._subscribed = False
+        self._connection: asyncio.Task[None] | None = None
+        self._opened: discord.Client | None = None  # a client that logged in (or tried) and needs closing
+        self.reconciled = asyncio.Event()
+        self.client: discord.Client = self.build_client()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def build_client(self) -> discord.Client:
+        """A fresh client for this adapter (sharded when configured); it becomes `self.client`."""
+        options = client_options()
+        if self.config.shard_count:
+            client: discord.Client = NubiShardedClient(
+                self, shard_count=self.config.shard_count, shard_ids=self.config.shard_ids, **options
+            )
+        else:
+            client = NubiClient(self, **options)
+        self.client = client
+        self.reconciled = asyncio.Event()
+        return client
+
+    async def setup(self, client: discord.Client) -> None:
+        """setup_hook: persistent buttons for every raid post, and the core events (once per adapter)."""
+        self._opened = client
+        client.add_dynamic_items(RaidButton)
+        if not self._subscribed:
+            for event_type, handler in self._handlers:
+                self.services.bus.subscribe(event_type, handler)
+            self._subscribed = True
+
+    async def on_ready(self) -> None:
+        """Finish chat-lock releases a previous run requested but could not confirm."""
+        try:
+            restored = await self.locks.restore_pending()
+            if restored:
+                log.info("restored %d channel(s) whose raid lock was released while away", restored)
+        except Exception:
+            log.exception("restoring released chat locks failed")
+        finally:
+            self.reconciled.set()
+
+    async def start(self) -> None:
+        """Log in (a bad token fails here, loudly) and keep the gateway connection in a background task."""
+        if self.config.token is None:
+            raise RuntimeError("discord.token is not set (NUBI_DISCORD_TOKEN)")
+        if self.client.is_closed():
+            self.build_client()
+        self._opened = self.client
+        await self.client.login(self.config.token.get_secret_value())
+        self._connection = asyncio.create_task(self._connect(self.client), name="nubi-discord-gateway")
+
+    async def _connect(self, client: discord.Client) -> None:
+        try:
+            await client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the Discord connection stopped")
+
+    async def stop(self) -> None:
+        if self._subscribed:
+            for event_type, handler in self._handlers:
+                self.services.bus.unsubscribe(event_type, handler)
+            self._subscribed = False
+        await self.posts.close()
+        if self._opened is not None:
+            await self._opened.close()
+            self._opened = None
+        if self._connection is not None:
+            self._connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connection
+            self._connection = None
+
+    # -- who and where -------------------------------------------------------------------------------
+
+    def chat(self, interaction: discord.Interaction[Any]) -> ChatRef:
+        """A Discord community is a channel: its external id is the channel id."""
+        return ChatRef(PLATFORM, str(interaction.channel_id), getattr(interaction.channel, "name", None))
+
+    def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        """Manage Server (administrators have it), or the configured moderator role (by id or name)."""
+        if interaction.guild_id is None:
+            return False
+        perms = interaction.permissions
+        if perms.manage_guild or perms.administrator:
+            return True
+        wanted = (self.config.moderator_role or "").strip().lstrip("@")
+        user = interaction.user
+        if not wanted or not isinstance(user, discord.Member):
+            return False
+        return any(str(role.id) == wanted or role.name.casefold() == wanted.casefold() for role in user.roles)
+
+    def context(self, interaction: discord.Interaction[Any]) -> ChatContext:
+        user = interaction.user
+        return ChatContext(
+            chat=self.chat(interaction),
+            member=MemberRef(PLATFORM, str(user.id), user.display_name, user.name),
+            is_moderator=self.is_moderator(interaction),
+            private=interaction.guild_id is None,
+        )
+
+    # -- interactions ----------------------------------------------------------------------------------
+
+    async def run_command(
+        self, interaction: discord.Interaction[Any], cmd: Command, *, defer: bool = False, ephemeral: bool = True
+    ) -> None:
+        """A slash command: core decides and words the answer. `ephemeral` is the usual visibility of
+        the answer, used when the interaction has to be deferred before core answered."""
+        work = self.services.commands.execute(self.context(interaction), cmd)
+        await self._answer(interaction, work, defer=defer, ephemeral=ephemeral)
+
+    async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
+        """A raid-post button: a private confirmation for the member who pressed it."""
+        try:
+            work = self.services.commands.press(self.context(interaction), custom_id)
+            await self._answer(interaction, work, defer=False, ephemeral=True)
+        except Exception as exc:  # dynamic items have no error hook worth the name: answer here
+            await self._reply_error(interaction, exc)
+
+    async def on_removed_button(self, interaction: discord.Interaction[Any]) -> None:
+        """A press on a raid button the post no longer shows (the member's screen was behind the final
+        edit). discord.py drops such presses, which Discord shows as "This interaction failed"; core
+        still answers them (e.g. "The raid has ended.")."""
+        if interaction.type is not discord.InteractionType.component or interaction.message is None:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        if CUSTOM_ID.fullmatch(custom_id) and custom_id not in _custom_ids(interaction.message):
+            await self.on_button(interaction, custom_id)
+
+    async def _answer(
+        self, interaction: discord.Interaction[Any], work: Awaitable[Reply], *, defer: bool, ephemeral: bool
+    ) -> None:
+        task = asyncio.ensure_future(work)
+        if not defer:
+            await asyncio.wait({task}, timeout=self.answer_within)
+        if not task.done():
+            try:
+                await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+            except Exception:
+                await asyncio.gather(task, return_exceptions=True)  # the work still finishes
+                raise
+        try:
+            reply = await task
+        except Exception as exc:
+            reply = error_reply(exc)
+        await self._send(interaction, reply, deferred_ephemeral=ephemeral)
+
+    async def _send(self, interaction: discord.Interaction[Any], reply: Reply, *, deferred_ephemeral: bool) -> None:
+        if reply.quiet:  # the channel already has the post; the member gets a private pointer to it
+            parts: dict[str, Any] = {"content": render.quiet_ack(reply, await self._raid_post_url(reply))}
+            private = True
+        else:
+            parts = render.message(reply.view)
+            private = reply.ephemeral or reply.error
+        if not interaction.response.is_done():
+            await interaction.response.send_message(**parts, ephemeral=private)
+        elif deferred_ephemeral or not private:
+            # fills the "thinking" message, whose visibility was fixed by the deferral
+            await interaction.edit_original_response(**parts)
+        else:  # deferred in public, but the answer is private
+            await interaction.delete_original_response()
+            await interaction.followup.send(**parts, ephemeral=True)
+
+    async def _raid_post_url(self, reply: Reply) -> str | None:
+        if reply.raid is None:
+            return None
+        progress = await self.services.raids.progress(reply.raid.id, top=0)
+        return jump_url(progress.progress_ref)
+
+    async def on_tree_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """Errors before core answered (option conversion, checks) or while answering."""
+        if interaction.type is discord.InteractionType.autocomplete:
+            log.warning("autocomplete for /%s failed: %s", getattr(interaction.command, "name", "?"), error)
+            return
+        await self._reply_error(interaction, getattr(error, "original", error))
+
+    async def _reply_error(self, interaction: discord.Interaction[Any], error: BaseException) -> None:
+        if isinstance(error, app_commands.TransformerError):
+            text = f"That {error.type.name.lower()} option isn't valid here."
+        elif isinstance(error, app_commands.NoPrivateMessage):
+            text = "Use this in a server channel."
+        else:
+            text = error_reply(error if isinstance(error, Exception) else RuntimeError(error)).text
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not tell the member about an error: %s", exc)
+
+    # -- core events -----------------------------------------------------------------------------------
+
+    async def on_raid_started(self, event: RaidStarted) -> None:
+        """Lock first (the post says whether the chat is locked), then post the raid."""
+        if await self.posts.chat_of(event.community_id) is None:
+            return
+        progress = await self.services.raids.progress(event.raid_id, top=0)
+        if progress.lock and progress.active:
+            await self.locks.lock(progress)
+        await self.posts.post_now(event.raid_id)
+
+
+def _custom_ids(message: discord.Message) -> set[str]:
+    ids: set[str] = set()
+    for row in message.components:
+        for component in getattr(row, "children", [row]):
+            if getattr(component, "custom_id", None):
+                ids.add(component.custom_id)
+    return ids
+
+
+async def sync_commands(token: str, guild_id: int | None) -> int:
+    """Publish the command tree (`nubi discord sync [--guild ID]`); returns how many commands synced.
+
+    A guild sync is instant (for testing a bot in one server); a global one can take a while to show.
+    """
+    client = discord.Client(intents=discord.Intents.none())
+    tree: app_commands.CommandTree[Any] = app_commands.CommandTree(client)
+    commands.install(tree)
+    async with client:
+        await client.login(token)
+        if guild_id is None:
+            synced = await tree.sync()
+        else:
+            guild = discord.Object(guild_id)
+            tree.copy_global_to(guild=guild)
+            synced = await tree.sync(guild=guild)
+    return len(synced)

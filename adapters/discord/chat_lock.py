@@ -1,0 +1,147 @@
+"""The raid chat lock on Discord: deny Send Messages to @everyone through a channel overwrite.
+
+The @everyone overwrite as it was (allow/deny bits, or "none" when there was none) is saved through
+core's LockService *before* the channel is touched, so a crash between the two can only leave a lock
+record that restores what is already there. Release is restored exactly (or the overwrite deleted)
+and only then confirmed; unconfirmed releases are retried on ready. REST only, no cache: any process
+may end a raid, whichever shard holds the guild.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import discord
+
+from core.errors import Conflict
+from core.events import LockReleased
+from core.raids.model import RaidProgress
+from core.services import Services
+
+log = logging.getLogger(__name__)
+
+SEND_MESSAGES = discord.Permissions(send_messages=True).value
+ROLE_OVERWRITE = 0
+NO_PERMISSION_NOTE = (
+    "I couldn't lock this channel: I need the Manage Permissions (Manage Roles) permission here. "
+    "The raid runs unlocked."
+)
+FAILED_NOTE = "I couldn't lock this channel right now. The raid runs unlocked."
+
+
+class ChannelLocks:
+    def __init__(
+        self, services: Services, client: Callable[[], discord.Client], changed: Callable[[int], None]
+    ) -> None:
+        self.s = services
+        self._client = client
+        self._changed = changed  # the raid post shows the lock: redraw it
+        self._unapplied: set[int] = set()  # lock records whose overwrite never reached Discord
+
+    @property
+    def http(self) -> Any:
+        return self._client().http
+
+    async def lock(self, progress: RaidProgress) -> bool:
+        """Lock the raid's channel; False (and the member told) when it cannot be done."""
+        channel_id = int(progress.chat.external_id)
+        try:
+            channel = await self.http.get_channel(channel_id)
+        except discord.HTTPException as exc:
+            log.warning("cannot read channel %s to lock it: %s", channel_id, exc)
+            await self._say(channel_id, FAILED_NOTE)
+            return False
+        guild_id = channel.get("guild_id")
+        if guild_id is None:
+            return False
+        current = next(
+            (o for o in channel.get("permission_overwrites") or []
+             if o["id"] == str(guild_id) and int(o["type"]) == ROLE_OVERWRITE),
+            None,
+        )
+        everyone: dict[str, int] | str = (
+            {"allow": int(current["allow"]), "deny": int(current["deny"])} if current else "none"
+        )
+        saved = {
+            "platform": "discord",
+            "channel_id": str(channel_id),
+            "guild_id": str(guild_id),
+            "raid_id": progress.id,
+            "everyone": everyone,
+        }
+        deadline = progress.ends_at + timedelta(minutes=self.s.settings.raids.lock_grace_minutes)
+        try:
+            lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id)
+        except Conflict:
+            log.info("channel %s is already locked; raid #%s adds no lock", channel_id, progress.id)
+            return False
+        allow, deny = (everyone["allow"], everyone["deny"]) if isinstance(everyone, dict) else (0, 0)
+        try:
+            await self.http.edit_channel_permissions(
+                channel_id, guild_id, str(allow & ~SEND_MESSAGES), str(deny | SEND_MESSAGES), ROLE_OVERWRITE,
+                reason=f"nubi: chat lock for raid #{progress.id}",
+            )
+        except discord.Forbidden:
+            self._unapplied.add(lock_id)
+            await self.s.locks.unlock(progress.community_id, "missing permissions")
+            await self._say(channel_id, NO_PERMISSION_NOTE)
+            return False
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            # It may or may not have been applied: releasing restores the saved state either way.
+            log.warning("locking channel %s failed: %s", channel_id, exc)
+            await self.s.locks.unlock(progress.community_id, "lock failed")
+            await self._say(channel_id, FAILED_NOTE)
+            return False
+        return True
+
+    async def on_released(self, event: LockReleased) -> None:
+        saved = event.saved_permissions
+        if saved.get("platform") != "discord":
+            return
+        if event.lock_id in self._unapplied:
+            self._unapplied.discard(event.lock_id)
+        elif not await self._restore(saved):
+            return  # stays requested-but-unconfirmed: retried on the next ready
+        await self.s.locks.confirm_released(event.lock_id)
+        if isinstance(saved.get("raid_id"), int):
+            self._changed(saved["raid_id"])
+
+    async def restore_pending(self) -> int:
+        """Finish releases another run requested but never confirmed (e.g. it crashed in between)."""
+        restored = 0
+        for info in await self.s.locks.pending_releases("discord"):
+            if await self._restore(info.saved_permissions):
+                await self.s.locks.confirm_released(info.id)
+                restored += 1
+        return restored
+
+    async def _restore(self, saved: dict[str, Any]) -> bool:
+        """Put @everyone's overwrite back exactly as saved; True when Discord has it (or nothing is left to fix)."""
+        if "channel_id" not in saved or "guild_id" not in saved:
+            return True  # not a record this adapter wrote: nothing it could restore
+        channel_id, guild_id = int(saved["channel_id"]), int(saved["guild_id"])
+        everyone = saved.get("everyone", "none")
+        reason = "nubi: raid chat lock released"
+        try:
+            if isinstance(everyone, dict):
+                await self.http.edit_channel_permissions(
+                    channel_id, guild_id, str(int(everyone["allow"])), str(int(everyone["deny"])), ROLE_OVERWRITE,
+                    reason=reason,
+                )
+            else:
+                await self.http.delete_channel_permissions(channel_id, guild_id, reason=reason)
+        except discord.NotFound:
+            return True  # the overwrite (or the channel) is already gone
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            log.warning("restoring channel %s permissions failed, will retry on ready: %s", channel_id, exc)
+            return False
+        return True
+
+    async def _say(self, channel_id: int, text: str) -> None:
+        try:
+            await self._client().get_partial_messageable(channel_id).send(text)
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            log.warning("could not tell channel %s: %s", channel_id, exc)

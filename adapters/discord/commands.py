@@ -1,0 +1,326 @@
+"""The slash-command tree: typed options mapped onto core's command dataclasses, nothing more.
+
+Every callback builds the command object the text parser would build and hands it to
+`services.commands.execute` through the adapter, which answers the interaction in time. Ranges are
+declared for Discord's client, but discord.py does not enforce them: core validates every value.
+Moderator commands carry Manage Server as their default permission, which only hides them in
+Discord's UI; who is a moderator (Manage Server or the configured role) is decided on every call and
+core refuses others politely. Autocomplete reads core state and never fails loudly.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.app_commands import Choice, Range
+
+from core.commands import parser as p
+from core.directory import find_community
+from core.errors import NubiError
+from core.raids.model import ACTION_LABELS
+
+if TYPE_CHECKING:
+    from .adapter import DiscordAdapter
+
+MODERATOR = discord.Permissions(manage_guild=True)
+MAX_CHOICES = 25
+Count = Range[int, 1, 1_000_000]
+Top = Range[int, 1, 50]
+Window = Literal["day", "week", "month", "all"]
+Verification = Literal["honor", "proof_link", "x_api", "review"]
+Interaction = discord.Interaction[Any]
+
+
+def host(interaction: Interaction) -> DiscordAdapter:
+    return interaction.client.nubi  # type: ignore[attr-defined, no-any-return]
+
+
+def mention(user: discord.abc.User) -> str:
+    """How a member is named to core (core's member lookup understands Discord mentions)."""
+    return f"<@{user.id}>"
+
+
+async def run(interaction: Interaction, cmd: p.Command, *, defer: bool = False, ephemeral: bool = True) -> None:
+    await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral)
+
+
+# -- members -------------------------------------------------------------------------------------
+
+
+@app_commands.command(name="join", description="Join the raid running in this channel")
+@app_commands.guild_only()
+async def join(interaction: Interaction) -> None:
+    await run(interaction, p.Join(), ephemeral=False)
+
+
+@app_commands.command(name="claim", description="Claim an action you did for the raid")
+@app_commands.guild_only()
+@app_commands.describe(action="What you did", proof_url="Link to your reply or quote, if the raid asks for proof")
+async def claim(interaction: Interaction, action: str, proof_url: str | None = None) -> None:
+    await run(interaction, p.Claim(p.action_name(action) or action.strip().lower(), proof_url))
+
+
+@claim.autocomplete("action")
+async def claim_action(interaction: Interaction, current: str) -> list[Choice[str]]:
+    services = host(interaction).services
+    chat = host(interaction).chat(interaction)
+    try:
+        progress = await services.raids.progress(await services.raids.active_raid_id(chat), top=0)
+    except NubiError:
+        return []
+    typed = current.strip().lower()
+    return [
+        Choice(name=f"{ACTION_LABELS[o.action][0].capitalize()} (+{o.points})", value=o.action)
+        for o in progress.objectives
+        if typed in o.action or typed in ACTION_LABELS[o.action][1]
+    ][:MAX_CHOICES]
+
+
+@app_commands.command(name="leaderboard", description="Show the leaderboard")
+@app_commands.guild_only()
+@app_commands.describe(scope="This raid, or a window of time", top="How many places to show")
+async def leaderboard(
+    interaction: Interaction, scope: Literal["raid", "day", "week", "month", "all"] = "raid", top: Top | None = None
+) -> None:
+    cmd = p.Leaderboard(scope) if top is None else p.Leaderboard(scope, top)
+    await run(interaction, cmd, ephemeral=False)
+
+
+@app_commands.command(name="me", description="Your points, rank and streak")
+@app_commands.guild_only()
+async def me(interaction: Interaction) -> None:
+    await run(interaction, p.Me())
+
+
+@app_commands.command(name="link", description="Link your X account")
+@app_commands.guild_only()
+@app_commands.describe(handle="Your X handle", verify="Prove a handle you linked before")
+async def link(interaction: Interaction, handle: str | None = None, verify: bool = False) -> None:
+    await run(interaction, p.Link(None if verify else handle, verify))
+
+
+@app_commands.command(name="help", description="What nubi can do")
+@app_commands.guild_only()
+async def help_(interaction: Interaction) -> None:
+    await run(interaction, p.Help())
+
+
+# -- raids (moderators) --------------------------------------------------------------------------
+
+raid = app_commands.Group(
+    name="raid", description="Run raids in this channel", guild_only=True, default_permissions=MODERATOR
+)
+
+
+@raid.command(name="start", description="Start a raid on a post")
+@app_commands.describe(
+    url="The post to raid (https://...)",
+    likes="Target number of likes", reposts="Target number of reposts", replies="Target number of replies",
+    quotes="Target number of quotes", bookmarks="Target number of bookmarks", follows="Target number of follows",
+    minutes="How long the raid runs (default 30)", max_participants="Most raiders allowed",
+    lock="Lock the chat while the raid runs", replace="End the raid running here and start this one",
+    verification="How claims are checked",
+)
+async def raid_start(
+    interaction: Interaction,
+    url: str,
+    likes: Count | None = None,
+    reposts: Count | None = None,
+    replies: Count | None = None,
+    quotes: Count | None = None,
+    bookmarks: Count | None = None,
+    follows: Count | None = None,
+    minutes: Range[int, 1, 1440] | None = None,
+    max_participants: Range[int, 1, 100_000] | None = None,
+    lock: bool = False,
+    replace: bool = False,
+    verification: Verification | None = None,
+) -> None:
+    targets = {"like": likes, "repost": reposts, "reply": replies, "quote": quotes, "bookmark": bookmarks,
+               "follow": follows}
+    cmd = p.RaidStart(
+        url=url,
+        objectives={action: n for action, n in targets.items() if n is not None},
+        duration_seconds=minutes * 60 if minutes is not None else None,
+        max_participants=max_participants,
+        lock=lock,
+        replace=replace,
+        verification=verification,
+    )
+    await run(interaction, cmd, defer=True)  # posting and locking happen inside: answer first
+
+
+@raid.command(name="end", description="End the raid now and post its report")
+async def raid_end(interaction: Interaction) -> None:
+    await run(interaction, p.RaidEnd(cancel=False), defer=True)
+
+
+@raid.command(name="cancel", description="Cancel the raid")
+async def raid_cancel(interaction: Interaction) -> None:
+    await run(interaction, p.RaidEnd(cancel=True), defer=True)
+
+
+@raid.command(name="status", description="Show the running raid")
+async def raid_status(interaction: Interaction) -> None:
+    await run(interaction, p.RaidStatus(), ephemeral=False)
+
+
+@app_commands.command(name="unlock", description="Lift the raid chat lock now")
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+async def unlock(interaction: Interaction) -> None:
+    await run(interaction, p.Unlock(), defer=True, ephemeral=False)
+
+
+# -- moderation ----------------------------------------------------------------------------------
+
+
+@app_commands.command(name="ban", description="Ban a member from raids here")
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+async def ban(interaction: Interaction, member: discord.User, reason: str | None = None) -> None:
+    await run(interaction, p.BanCmd(mention(member), reason), ephemeral=False)
+
+
+@app_commands.command(name="unban", description="Let a banned member raid again")
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+async def unban(interaction: Interaction, member: discord.User) -> None:
+    await run(interaction, p.UnbanCmd(mention(member)), ephemeral=False)
+
+
+points = app_commands.Group(
+    name="points", description="Add or remove points, with a reason", guild_only=True, default_permissions=MODERATOR
+)
+
+
+async def _adjust(interaction: Interaction, member: discord.User, amount: int, reason: str, sign: int) -> None:
+    if amount < 1:  # the sign comes from the subcommand; core then checks the size
+        raise p.CommandError("the number of points must be positive", "points")
+    await run(interaction, p.PointsCmd(mention(member), sign * amount, reason), ephemeral=False)
+
+
+@points.command(name="add", description="Give a member points")
+async def points_add(interaction: Interaction, member: discord.User, amount: Count, reason: str) -> None:
+    await _adjust(interaction, member, amount, reason, 1)
+
+
+@points.command(name="remove", description="Take points from a member")
+async def points_remove(interaction: Interaction, member: discord.User, amount: Count, reason: str) -> None:
+    await _adjust(interaction, member, amount, reason, -1)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+schedule = app_commands.Group(
+    name="schedule", description="Scheduled leaderboard posts", guild_only=True, default_permissions=MODERATOR
+)
+
+
+@schedule.command(name="add", description="Post a leaderboard on a schedule")
+@app_commands.describe(cron="5 cron fields, e.g. 0 12 * * mon", window="Which board", top="How many places",
+                       tz="Time zone of the cron, e.g. Europe/Berlin")
+async def schedule_add(
+    interaction: Interaction, cron: str, window: Window, top: Top | None = None, tz: str | None = None
+) -> None:
+    options: dict[str, Any] = {}  # unset options keep the parser's defaults
+    if top is not None:
+        options["top"] = top
+    if tz:
+        options["tz"] = tz
+    await run(interaction, p.ScheduleAdd(cron, window, **options), ephemeral=False)
+
+
+@schedule_add.autocomplete("tz")
+async def schedule_zone(interaction: Interaction, current: str) -> list[Choice[str]]:
+    typed = current.strip().lower()
+    return [Choice(name=z, value=z) for z in _zones() if typed in z.lower()][:MAX_CHOICES]
+
+
+@cache
+def _zones() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
+
+
+@schedule.command(name="list", description="List the scheduled posts here")
+async def schedule_list(interaction: Interaction) -> None:
+    await run(interaction, p.ScheduleList())
+
+
+@schedule.command(name="remove", description="Remove a scheduled post")
+async def schedule_remove(interaction: Interaction, schedule_id: int) -> None:
+    await run(interaction, p.ScheduleRemove(schedule_id))
+
+
+@schedule_remove.autocomplete("schedule_id")
+async def schedule_choices(interaction: Interaction, current: str) -> list[Choice[int]]:
+    community_id = await _community_for_moderator(interaction)
+    if community_id is None:
+        return []
+    items = await host(interaction).services.schedules.list(community_id)
+    return [
+        Choice(name=f"#{s.id}: {s.window} top {s.top_n} at {s.cron} ({s.timezone})"[:100], value=s.id)
+        for s in items
+        if current.strip() in str(s.id)
+    ][:MAX_CHOICES]
+
+
+# -- review --------------------------------------------------------------------------------------
+
+review = app_commands.Group(
+    name="review", description="Claims waiting for a moderator", guild_only=True, default_permissions=MODERATOR
+)
+
+
+@review.command(name="list", description="Claims waiting for review")
+async def review_list(interaction: Interaction) -> None:
+    await run(interaction, p.Review())
+
+
+@review.command(name="accept", description="Accept a claim")
+async def review_accept(interaction: Interaction, claim_id: int) -> None:
+    await run(interaction, p.Review("accept", claim_id))
+
+
+@review.command(name="reject", description="Reject a claim")
+async def review_reject(interaction: Interaction, claim_id: int) -> None:
+    await run(interaction, p.Review("reject", claim_id))
+
+
+@review_accept.autocomplete("claim_id")
+@review_reject.autocomplete("claim_id")
+async def review_choices(interaction: Interaction, current: str) -> list[Choice[int]]:
+    community_id = await _community_for_moderator(interaction)
+    if community_id is None:
+        return []
+    typed = current.strip().lstrip("#").lower()
+    items = await host(interaction).services.raids.review_queue(community_id=community_id, limit=MAX_CHOICES)
+    return [
+        Choice(name=f"#{i.claim_id} raid #{i.raid_id}: {i.name} claims {i.action}"[:100], value=i.claim_id)
+        for i in items
+        if typed in str(i.claim_id) or typed in i.name.lower()
+    ]
+
+
+async def _community_for_moderator(interaction: Interaction) -> int | None:
+    """Moderator-only suggestions: the default permission hides the command, but is not enforced."""
+    adapter = host(interaction)
+    if not adapter.is_moderator(interaction):
+        return None
+    chat = adapter.chat(interaction)
+    return await adapter.services.db.read(lambda s: find_community(s, chat))
+
+
+COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
+    join, claim, leaderboard, me, link, help_, raid, unlock, ban, unban, points, schedule, review,
+)
+
+
+def install(tree: app_commands.CommandTree[Any]) -> None:
+    """Add nubi's commands to a tree (the bot's, or the bare one `nubi discord sync` uses)."""
+    for command in COMMANDS:
+        tree.add_command(command)

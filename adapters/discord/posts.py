@@ -1,0 +1,223 @@
+"""Posts driven by core events: the live raid post, its completion report, scheduled leaderboards.
+
+The raid post is created once (its location saved with `set_progress_ref`, so edits survive a
+restart) and then edited in place through core's Coalescer: any number of changes per raid become
+at most one edit per `edit_interval_seconds`. Edits of one raid are serialized by a lock, so a late
+progress edit can never overwrite the final one. Discord's 429s are waited out by discord.py up to
+the client's `max_ratelimit_timeout`; longer ones come back as RateLimited and become RetryLater.
+Edits are PATCHes of one known message, so retrying never duplicates a post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import discord
+
+from core.directory import ChatRef, community_chat
+from core.events import AnnouncementDue, ProgressChanged, RaidEnded
+from core.raids.model import RaidProgress
+from core.services import Services
+from core.throttle import Coalescer, RetryLater
+from core.views import leaderboard_view, raid_view, report_view
+
+from . import render
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+MAX_DRAWN = 1000
+
+
+def jump_url(ref: dict[str, Any] | None, key: str = "message_id") -> str | None:
+    if not ref or not ref.get("guild_id") or not ref.get(key):
+        return None
+    return f"https://discord.com/channels/{ref['guild_id']}/{ref['channel_id']}/{ref[key]}"
+
+
+class RaidPosts:
+    def __init__(self, services: Services, client: Callable[[], discord.Client], interval: float) -> None:
+        self.s = services
+        self._client = client
+        self.coalescer = Coalescer(interval, self._flush)
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
+        self._dirty: set[int] = set()  # changed while a flush was running (the Coalescer drops such pokes)
+        self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
+        self._chats: dict[int, ChatRef | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- event handlers --------------------------------------------------------------------------
+
+    async def chat_of(self, community_id: int) -> ChatRef | None:
+        """The community's chat if it is a Discord channel (cached: a community never moves)."""
+        if community_id not in self._chats:
+            self._chats[community_id] = await self.s.db.read(lambda s: community_chat(s, community_id))
+        chat = self._chats[community_id]
+        return chat if chat is not None and chat.platform == PLATFORM else None
+
+    async def on_progress_changed(self, event: ProgressChanged) -> None:
+        if await self.chat_of(event.community_id) is not None:
+            self.poke(event.raid_id)
+
+    def poke(self, raid_id: int) -> None:
+        self._dirty.add(raid_id)
+        self.coalescer.poke(raid_id)
+
+    async def post_now(self, raid_id: int) -> None:
+        """Create or update the post right away (raid start, raid end); a long 429 defers to the Coalescer."""
+        try:
+            await self.refresh(raid_id)
+        except RetryLater:
+            self.poke(raid_id)
+
+    async def on_raid_ended(self, event: RaidEnded) -> None:
+        if await self.chat_of(event.community_id) is None:
+            return
+        await self.post_now(event.raid_id)  # the final edit: no claim buttons any more
+        await self.post_report(event.raid_id)
+
+    async def on_announcement(self, event: AnnouncementDue) -> None:
+        chat = await self.chat_of(event.community_id)
+        if chat is None:
+            return
+        entries = await self.s.boards.board(event.community_id, event.window, top=event.top_n)
+        await self._send_retrying(int(chat.external_id), render.message(leaderboard_view(event.window, entries)))
+
+    # -- the live post -----------------------------------------------------------------------------
+
+    def _lock(self, raid_id: int) -> asyncio.Lock:
+        lock = self._locks.get(raid_id)
+        if lock is None:
+            lock = self._locks[raid_id] = asyncio.Lock()
+        return lock
+
+    async def _flush(self, raid_id: int) -> None:
+        self._dirty.discard(raid_id)
+        try:
+            await self.refresh(raid_id)
+        finally:
+            if raid_id in self._dirty:  # poked mid-flush: run again once this flush has finished
+                asyncio.get_running_loop().call_soon(self.coalescer.poke, raid_id)
+
+    async def refresh(self, raid_id: int) -> None:
+        """Draw the raid as it is now: post it if it has no post yet, else edit the post in place."""
+        async with self._lock(raid_id):
+            if raid_id in self._gone:
+                return
+            progress = await self.s.raids.progress(raid_id)
+            if progress.chat.platform != PLATFORM:
+                return
+            parts = render.message(raid_view(await self._with_lock_state(progress)))
+            drawn = _fingerprint(parts)
+            ref = progress.progress_ref
+            if ref is None and not progress.active:
+                return  # never posted (e.g. posting failed): the report says the rest
+            if ref is not None and self._drawn.get(raid_id) == drawn:
+                return
+            try:
+                channel = self._client().get_partial_messageable(int(progress.chat.external_id))
+                if ref is None:
+                    message = await channel.send(**parts)
+                    guild_id = message.guild.id if message.guild else await self._guild_of(channel.id)
+                    ref = {"channel_id": str(channel.id), "message_id": str(message.id),
+                           "guild_id": str(guild_id) if guild_id else None}
+                    await self.s.raids.set_progress_ref(raid_id, ref)
+                else:
+                    await channel.get_partial_message(int(ref["message_id"])).edit(**{"view": None, **parts})
+            except discord.RateLimited as exc:
+                raise RetryLater(exc.retry_after) from exc
+            except (discord.NotFound, discord.Forbidden) as exc:
+                log.warning("raid #%s post is out of reach, no more edits: %s", raid_id, exc)
+                self._gone.add(raid_id)
+                return
+            self._drawn.pop(raid_id, None)
+            self._drawn[raid_id] = drawn
+            if len(self._drawn) > MAX_DRAWN:  # forget the longest-untouched post
+                self._drawn.pop(next(iter(self._drawn)))
+
+    async def _with_lock_state(self, progress: RaidProgress) -> RaidProgress:
+        """The post says the chat is locked only while this raid's lock really holds."""
+        if not (progress.lock and progress.active):
+            return progress
+        lock = await self.s.locks.active(progress.community_id)
+        return progress if lock is not None and lock.raid_id == progress.id else replace(progress, lock=False)
+
+    async def _guild_of(self, channel_id: int) -> int | None:
+        channel = self._client().get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        return guild.id if guild is not None else None
+
+    # -- the completion report -------------------------------------------------------------------------
+
+    async def post_report(self, raid_id: int) -> None:
+        async with self._lock(raid_id):
+            progress = await self.s.raids.progress(raid_id, top=0)
+            ref = progress.progress_ref or {}
+            report = await self.s.raids.report(raid_id)
+            if report is None or ref.get("report_message_id"):
+                return  # no report, or it is already posted
+            parts = render.message(report_view(report))
+            if ref.get("message_id"):
+                parts["reference"] = discord.MessageReference(
+                    message_id=int(ref["message_id"]), channel_id=int(ref["channel_id"]), fail_if_not_exists=False
+                )
+            channel_id = int(progress.chat.external_id)
+            try:
+                message = await self._client().get_partial_messageable(channel_id).send(**parts)
+            except discord.RateLimited as exc:
+                self._later(exc.retry_after, lambda: self.post_report(raid_id))
+                return
+            except discord.HTTPException as exc:
+                log.warning("could not post the report of raid #%s: %s", raid_id, exc)
+                return
+            if ref:
+                await self.s.raids.set_progress_ref(raid_id, {**ref, "report_message_id": str(message.id)})
+
+    async def _send_retrying(self, channel_id: int, parts: dict[str, Any]) -> None:
+        try:
+            await self._client().get_partial_messageable(channel_id).send(**parts)
+        except discord.RateLimited as exc:
+            self._later(exc.retry_after, lambda: self._send_retrying(channel_id, parts))
+        except discord.HTTPException as exc:
+            log.warning("could not post to channel %s: %s", channel_id, exc)
+
+    def _later(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(seconds)
+            await work()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait for every scheduled edit (tests, orderly shutdown)."""
+        while True:
+            await asyncio.sleep(0)  # let a re-poke queued with call_soon run first
+            if not self.coalescer.pending():
+                return
+            await self.coalescer.drain()
+
+    async def close(self) -> None:
+        await self.coalescer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _fingerprint(parts: dict[str, Any]) -> str:
+    embed = parts.get("embed")
+    view = parts.get("view")
+    return json.dumps(
+        [parts.get("content"), embed.to_dict() if embed else None, view.to_components() if view else None],
+        sort_keys=True,
+    )

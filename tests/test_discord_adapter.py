@@ -1,0 +1,486 @@
+"""The Discord adapter end to end: the real discord.py client, the fake Discord API, real core services.
+
+Interactions go in as gateway payloads through discord.py's own parsers, CommandTree and view store;
+everything the adapter sends comes out over HTTP to the fake, where the assertions look. Core runs
+on SQLite and PostgreSQL (the `services` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import pytest
+from sqlalchemy import select
+
+from adapters.discord.adapter import DiscordAdapter, sync_commands
+from adapters.discord.commands import COMMANDS
+from core.clock import FakeClock
+from core.config import DiscordConfig
+from core.directory import ChatRef, MemberRef, find_community
+from core.services import Services
+from core.storage.models import ChatLock
+from core.throttle import RetryLater
+from tests.fakes.discord_api import (
+    APPLICATION_ID,
+    DEFAULT_MEMBER_PERMISSIONS,
+    DEFAULT_TOKEN,
+    CallbackType,
+    DiscordHarness,
+    StoredMessage,
+    UserArg,
+    autocomplete_interaction,
+    component_interaction,
+    guild_create_payload,
+    member_payload,
+    overwrite_payload,
+    role_payload,
+    slash_command_interaction,
+    text_channel_payload,
+)
+
+GUILD_ID = 930_000_000_000_000_001
+CHANNEL_ID = 930_000_000_000_000_002
+MOD_ROLE_ID = 930_000_000_000_000_003
+MOD_ID = 930_000_000_000_000_004
+LEAD_ID = 930_000_000_000_000_005
+MEMBER_ID = 930_000_000_000_000_006
+RAIDER_BASE = 930_000_000_000_100_000
+
+MANAGE_GUILD = discord.Permissions(manage_guild=True).value
+SEND = discord.Permissions(send_messages=True).value
+VIEW = discord.Permissions(view_channel=True).value
+REACT = discord.Permissions(add_reactions=True).value
+INTERVAL = 0.5
+TARGET = "https://twitter.com/nubi/status/1234567890?s=20"
+
+slash = functools.partial(slash_command_interaction, guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=MEMBER_ID)
+as_mod = functools.partial(slash, user_id=MOD_ID, username="mod", permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+
+
+def guild(*, everyone_overwrite: bool = True) -> dict[str, Any]:
+    overwrites = [overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)] if everyone_overwrite else []
+    return guild_create_payload(
+        GUILD_ID,
+        channels=[text_channel_payload(CHANNEL_ID, guild_id=GUILD_ID, name="raids", permission_overwrites=overwrites)],
+        roles=[role_payload(MOD_ROLE_ID, "Raid Lead")],
+        members=[member_payload(MOD_ID, username="mod"), member_payload(LEAD_ID, username="lead", roles=[MOD_ROLE_ID])],
+    )
+
+
+@dataclass
+class Bot:
+    adapter: DiscordAdapter
+    h: DiscordHarness[discord.Client]
+    services: Services
+
+    @property
+    def fake(self) -> Any:
+        return self.h.fake
+
+    def visible(self) -> list[StoredMessage]:
+        return self.fake.channel_messages(CHANNEL_ID)
+
+    def raid_post(self) -> StoredMessage:
+        [post] = [m for m in self.visible() if m.embeds and m.embeds[0]["title"].startswith("Raid #") and
+                  "report" not in m.embeds[0]["title"]]
+        return post
+
+    def everyone(self) -> dict[str, Any] | None:
+        overwrites = self.fake.channel(CHANNEL_ID)["permission_overwrites"]
+        return next((o for o in overwrites if o["id"] == str(GUILD_ID)), None)
+
+    async def press(self, custom_id: str, user_id: int, username: str, message: dict[str, Any] | None = None) -> Any:
+        payload = component_interaction(
+            custom_id, message or self.raid_post().json, guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=user_id,
+            username=username,
+        )
+        return await self.h.dispatch_interaction(payload)
+
+    async def start_raid(self, **options: Any) -> int:
+        payload = as_mod("raid start", {"url": TARGET, "likes": 40, "reposts": 30, "minutes": 30, **options})
+        response = await self.h.dispatch_interaction(payload)
+        assert response is not None and response.type == CallbackType.DEFERRED_CHANNEL_MESSAGE
+        return int(re.search(r"Raid #(\d+)", self.raid_post().embeds[0]["title"]).group(1))  # type: ignore[union-attr]
+
+    async def community_id(self) -> int:
+        found = await self.services.db.read(lambda s: find_community(s, ChatRef("discord", str(CHANNEL_ID))))
+        assert found is not None
+        return found
+
+
+async def make_bot(services: Services, guild_payload: dict[str, Any]) -> AsyncIterator[Bot]:
+    config = DiscordConfig(moderator_role="Raid Lead", edit_interval_seconds=INTERVAL)
+    adapter = DiscordAdapter(services, config)
+    async with DiscordHarness(adapter.build_client, guilds=[guild_payload]) as h:
+        await asyncio.wait_for(adapter.reconciled.wait(), 5)
+        yield Bot(adapter, h, services)
+        await adapter.stop()
+        assert h.fake.unhandled_calls() == []
+
+
+@pytest.fixture
+async def bot(services: Services) -> AsyncIterator[Bot]:
+    async for b in make_bot(services, guild()):
+        yield b
+
+
+def original_text(bot: Bot, payload: dict[str, Any]) -> str:
+    message = bot.fake.original_response(int(payload["id"]))
+    assert message is not None
+    return message.content
+
+
+async def test_moderator_starts_a_locked_raid_and_the_post_has_persistent_buttons(bot: Bot) -> None:
+    payload = as_mod("raid start", {"url": TARGET, "likes": 40, "reposts": 30, "minutes": 30, "lock": True})
+
+    response = await bot.h.dispatch_interaction(payload)
+
+    assert response is not None
+    assert (response.type, response.ephemeral) == (CallbackType.DEFERRED_CHANNEL_MESSAGE, True)
+    post = bot.raid_post()
+    [embed] = post.embeds
+    assert embed["title"] == "Raid #1 — live"
+    assert embed["url"] == "https://x.com/nubi/status/1234567890"
+    assert "Likes: ░░░░░░░░░░ 0/40 (1 pt each)" in embed["description"]
+    assert "Chat is locked for the raid." in embed["description"]
+    buttons = [c for row in post.components for c in row["components"]]
+    assert [(b.get("custom_id"), b["label"]) for b in buttons] == [
+        ("nubi:join:1", "Join"), (None, "Open post"), ("nubi:claim:1:like", "Like +1"),
+        ("nubi:claim:1:repost", "Repost +2"), ("nubi:stats:1", "My stats"),
+    ]
+    assert buttons[1]["url"] == "https://x.com/nubi/status/1234567890"
+    jump = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{post.id}"
+    assert original_text(bot, payload) == f"Raid #1 is live: the raid post is {jump}."
+    progress = await bot.services.raids.progress(1)
+    assert progress.progress_ref == {"channel_id": str(CHANNEL_ID), "message_id": str(post.id), "guild_id": str(GUILD_ID)}
+    # the previous @everyone overwrite is on record, and the channel denies sending now
+    lock = await bot.services.locks.active(await bot.community_id())
+    assert lock is not None and lock.raid_id == 1
+    assert lock.saved_permissions["everyone"] == {"allow": VIEW, "deny": REACT}
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT | SEND)
+    reads = bot.fake.calls_to(f"/channels/{CHANNEL_ID}", "GET")
+    [put] = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "PUT")
+    assert reads and reads[0].at <= put.at
+    assert len(bot.visible()) == 1
+
+
+async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once(
+    bot: Bot, clock: FakeClock
+) -> None:
+    raid_id = await bot.start_raid(lock=True)
+    post_id = bot.raid_post().id
+    raiders = [(RAIDER_BASE + i, f"raider{i:02d}") for i in range(32)]
+
+    for i, (user_id, name) in enumerate(raiders, start=1):
+        joined = await bot.press(f"nubi:join:{raid_id}", user_id, name)
+        assert joined is not None and joined.ephemeral and joined.type == CallbackType.CHANNEL_MESSAGE
+        bonus = " +5 early bird" if i <= 10 else ""
+        assert joined.content == f"Joined raid #{raid_id} as raider #{i}!{bonus}"
+    for user_id, name in raiders:
+        claimed = await bot.press(f"nubi:claim:{raid_id}:like", user_id, name)
+        assert claimed is not None and claimed.ephemeral and claimed.content == "Like claimed: +4"
+    again = await bot.press(f"nubi:join:{raid_id}", *raiders[0])
+    assert again is not None and again.content == f"You're already in raid #{raid_id} (raider #1)."
+    await bot.adapter.posts.drain()
+
+    edits = [c for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/{post_id}", "PATCH") if c.status == 200]
+    times = [c.at for c in edits]
+    # 64 changes, a handful of edits: flushes start an interval apart (a slow read may delay one PATCH,
+    # so arrivals are checked as a rate: no three edits within one interval)
+    assert 2 <= len(edits) <= (times[-1] - times[0]) / INTERVAL + 2 < 64 / 4
+    assert all(b - a >= INTERVAL for a, b in zip(times, times[2:], strict=False)), times
+    description = bot.raid_post().embeds[0]["description"]
+    assert "Raiders: 32/500" in description and "Likes: ████████░░ 32/40 (1 pt each)" in description
+    assert len(bot.visible()) == 1  # edited in place, never re-posted
+    live = copy.deepcopy(bot.raid_post().json)
+
+    clock.advance(minutes=31)
+    assert await bot.services.raids.end_overdue() == [raid_id]
+    assert await bot.services.raids.end_overdue() == []
+    await bot.adapter.posts.drain()
+
+    post, report = bot.visible()
+    assert post.id == post_id and post.embeds[0]["title"] == f"Raid #{raid_id} — time ran out"
+    assert [c.get("custom_id") for row in post.components for c in row["components"]] == [None]  # link only
+    assert report.embeds[0]["title"] == f"Raid #{raid_id} report"
+    assert "Status: time ran out" in report.embeds[0]["description"]
+    assert "Raiders: 32" in report.embeds[0]["description"]
+    assert int(report.json["message_reference"]["message_id"]) == post_id
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
+    assert await bot.services.locks.active(await bot.community_id()) is None
+    assert await bot.services.locks.pending_releases("discord") == []
+    # a member whose screen still shows the live post presses a button the final edit removed
+    late = await bot.press(f"nubi:claim:{raid_id}:repost", *raiders[1])
+    assert late is not None and late.ephemeral and late.content == "The raid has ended."
+    stale = await bot.press(f"nubi:join:{raid_id}", RAIDER_BASE + 99, "late", message=live)
+    assert stale is not None and stale.content == "The raid has ended."
+    assert len(bot.visible()) == 2
+
+
+async def test_raid_start_needs_manage_server_or_the_moderator_role(bot: Bot) -> None:
+    raid = bot.h.client.tree.get_command("raid")  # type: ignore[attr-defined]
+    assert raid is not None and raid.default_permissions == discord.Permissions(manage_guild=True)
+    refused = slash("raid start", {"url": TARGET})
+
+    response = await bot.h.dispatch_interaction(refused)
+
+    assert response is not None and response.ephemeral
+    assert original_text(bot, refused) == "Sorry, only moderators can do that here."
+    assert bot.visible() == [] and await bot.services.raids.list() == []
+
+    by_role = slash("raid start", {"url": TARGET}, user_id=LEAD_ID, username="lead", roles=[MOD_ROLE_ID])
+    await bot.h.dispatch_interaction(by_role)
+
+    assert original_text(bot, by_role).startswith("Raid #1 is live")
+    assert bot.raid_post().embeds[0]["title"] == "Raid #1 — live"
+
+
+async def test_buttons_on_an_old_post_still_work_after_a_restart(bot: Bot) -> None:
+    raid_id = await bot.start_raid()
+    post_id = bot.raid_post().id
+    first = bot.h.client
+
+    second = await bot.h.restart()
+    await asyncio.wait_for(bot.adapter.reconciled.wait(), 5)
+
+    assert second is not first and bot.adapter.client is second
+    joined = await bot.press(f"nubi:join:{raid_id}", RAIDER_BASE, "raider00")
+    assert joined is not None and joined.content == f"Joined raid #{raid_id} as raider #1! +5 early bird"
+    await bot.adapter.posts.drain()
+    assert bot.raid_post().id == post_id and "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]
+    assert len(bot.visible()) == 1
+    stats = await bot.press(f"nubi:stats:{raid_id}", RAIDER_BASE, "raider00")
+    assert stats is not None and stats.content == f"Raid #{raid_id}: raider #1, 5 pts; no claims yet."
+
+
+async def test_slow_answers_are_deferred_first_then_filled_in(bot: Bot) -> None:
+    raid_id = await bot.start_raid()
+    bot.adapter.answer_within = 0.0  # core "takes longer" than the answer budget
+
+    joined = slash("join", user_id=MOD_ID, username="mod")
+    response = await bot.h.dispatch_interaction(joined)
+    pressed = await bot.press(f"nubi:stats:{raid_id}", MOD_ID, "mod")
+
+    assert response is not None and (response.type, response.ephemeral) == (CallbackType.DEFERRED_CHANNEL_MESSAGE, False)
+    assert original_text(bot, joined) == f"mod joined raid #{raid_id} as raider #1 (+5 early-bird points)."
+    assert pressed is not None and (pressed.type, pressed.ephemeral) == (CallbackType.DEFERRED_CHANNEL_MESSAGE, True)
+    stats = bot.fake.original_response(pressed.interaction_id)
+    assert stats is not None and stats.ephemeral
+    assert stats.content == f"Raid #{raid_id}: raider #1, 5 pts; no claims yet."
+
+
+async def test_rate_limited_edits_are_retried_without_a_duplicate_post(bot: Bot) -> None:
+    raid_id = await bot.start_raid()
+    post = bot.raid_post()
+    path = f"/channels/{CHANNEL_ID}/messages/{post.id}"
+    bot.fake.fail_next("PATCH", path, status=429, retry_after=0.05)
+
+    await bot.press(f"nubi:join:{raid_id}", RAIDER_BASE, "raider00")
+    await bot.adapter.posts.drain()
+
+    assert [c.status for c in bot.fake.calls_to(path, "PATCH")] == [429, 200]
+    assert len(post.history) == 1 and "Raiders: 1/500" in post.embeds[0]["description"]
+    assert len(bot.visible()) == 1
+
+    # A wait longer than the client's limit comes back to the Coalescer, which defers the edit.
+    bot.fake.fail_next("PATCH", path, status=429, retry_after=31)
+    await bot.services.raids.join(raid_id, MemberRef("discord", str(RAIDER_BASE + 1), "raider01"))
+    await asyncio.sleep(INTERVAL + 0.3)  # the next edit is due after the interval; then no retry for 31 s
+    assert [c.status for c in bot.fake.calls_to(path, "PATCH")] == [429, 200, 429]
+    assert bot.adapter.posts.coalescer.pending() == 1
+    bot.fake.fail_next("PATCH", path, status=429, retry_after=31)
+    with pytest.raises(RetryLater) as deferred:
+        await bot.adapter.posts.refresh(raid_id)
+    assert deferred.value.seconds == 31
+    assert len(bot.visible()) == 1 and len(post.history) == 1
+
+
+async def test_leaderboard_me_and_claim_autocomplete(bot: Bot) -> None:
+    raid_id = await bot.start_raid()
+    suggest = functools.partial(
+        autocomplete_interaction, "claim", guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=MEMBER_ID, focused="action"
+    )
+
+    everything = await bot.h.dispatch_interaction(suggest({"action": ""}))
+    reposts = await bot.h.dispatch_interaction(suggest({"action": "repo"}))
+
+    assert everything is not None and everything.choices == [
+        {"name": "Like (+1)", "value": "like"}, {"name": "Repost (+2)", "value": "repost"},
+    ]
+    assert reposts is not None and reposts.choices == [{"name": "Repost (+2)", "value": "repost"}]
+
+    await bot.press(f"nubi:join:{raid_id}", MEMBER_ID, "alice")
+    claimed = await bot.h.dispatch_interaction(slash("claim", {"action": "likes"}, username="alice"))
+    assert claimed is not None and claimed.ephemeral and claimed.content == "Like claimed: +4"
+
+    board = await bot.h.dispatch_interaction(slash("leaderboard"))
+    weekly = await bot.h.dispatch_interaction(slash("leaderboard", {"scope": "week", "top": 3}))
+    me = await bot.h.dispatch_interaction(slash("me", username="alice"))
+
+    assert board is not None and not board.ephemeral
+    [embed] = board.data["embeds"]  # type: ignore[index]
+    assert embed["title"] == f"Raid leaderboard (raid #{raid_id})" and embed["description"] == "🥇 alice — 9 pts"
+    assert weekly is not None and weekly.data["embeds"][0]["title"] == "This week's leaderboard"  # type: ignore[index]
+    assert me is not None and me.ephemeral
+    assert "alice" in (me.content or "") and "9 pts all time (#1)" in (me.content or "")
+
+    helped = await bot.h.dispatch_interaction(slash("help"))
+    assert helped is not None and helped.ephemeral and "Member commands:" in (helped.content or "")
+    assert "Moderator commands:" not in (helped.content or "")
+
+    nothing_here = await bot.h.dispatch_interaction(
+        autocomplete_interaction("review accept", {"claim_id": ""}, focused="claim_id", guild_id=GUILD_ID,
+                                 channel_id=CHANNEL_ID, user_id=MEMBER_ID)
+    )
+    assert nothing_here is not None and nothing_here.choices == []  # moderator-only suggestions
+
+
+async def test_review_queue_autocomplete_and_decision(services: Services) -> None:
+    async for bot in make_bot(services, guild()):
+        raid_id = await bot.start_raid(verification="review")
+        await bot.press(f"nubi:join:{raid_id}", MEMBER_ID, "alice")
+        pending = await bot.press(f"nubi:claim:{raid_id}:repost", MEMBER_ID, "alice")
+        assert pending is not None and pending.content == "Repost claim recorded: waiting for verification."
+        [item] = await services.raids.review_queue()
+
+        choices = await bot.h.dispatch_interaction(
+            autocomplete_interaction("review accept", {"claim_id": ""}, focused="claim_id", guild_id=GUILD_ID,
+                                     channel_id=CHANNEL_ID, user_id=MOD_ID,
+                                     permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
+        )
+        accepted = await bot.h.dispatch_interaction(as_mod("review accept", {"claim_id": item.claim_id}))
+
+        assert choices is not None and choices.choices == [
+            {"name": f"#{item.claim_id} raid #{raid_id}: alice claims repost", "value": item.claim_id}
+        ]
+        assert accepted is not None and accepted.ephemeral
+        assert accepted.content == f"Claim #{item.claim_id} accepted: +5."
+
+
+async def test_a_lock_without_permission_is_released_and_the_raid_runs_unlocked(bot: Bot) -> None:
+    bot.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/*", status=403)
+
+    raid_id = await bot.start_raid(lock=True)
+
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)
+    rows = await bot.services.db.read(lambda s: s.scalars(select(ChatLock)))
+    [row] = rows.all()  # the lock was recorded before the attempt, then released
+    assert row.raid_id == raid_id and row.released_at is not None and row.release_reason == "missing permissions"
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert "Chat is locked" not in bot.raid_post().embeds[0]["description"]
+    notes = [m.content for m in bot.visible() if m.content]
+    assert notes == [
+        "I couldn't lock this channel: I need the Manage Permissions (Manage Roles) permission here. "
+        "The raid runs unlocked."
+    ]
+    assert [c.status for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/*")] == [403]
+
+
+async def test_a_channel_without_an_overwrite_gets_it_removed_again(services: Services) -> None:
+    async for bot in make_bot(services, guild(everyone_overwrite=False)):
+        await bot.start_raid(lock=True)
+        assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=0, deny=SEND)
+        lock = await services.locks.active(await bot.community_id())
+        assert lock is not None and lock.saved_permissions["everyone"] == "none"
+
+        payload = as_mod("raid end")
+        ended = await bot.h.dispatch_interaction(payload)
+
+        assert ended is not None and ended.ephemeral and original_text(bot, payload) == "Raid #1 report is in this channel."
+        assert bot.everyone() is None
+        assert len(bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "DELETE")) == 1
+        assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part", "Raid #1 report"]
+
+
+async def test_a_release_that_failed_is_restored_when_the_bot_is_ready_again(bot: Bot) -> None:
+    await bot.start_raid(lock=True)
+    bot.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", status=403)
+
+    payload = as_mod("unlock")
+
+    unlocked = await bot.h.dispatch_interaction(payload)
+
+    assert unlocked is not None and not unlocked.ephemeral and original_text(bot, payload) == "Chat unlocked."
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT | SEND)
+    [pending] = await bot.services.locks.pending_releases("discord")
+
+    await bot.h.restart()
+    await asyncio.wait_for(bot.adapter.reconciled.wait(), 5)
+
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert await bot.services.locks.active(pending.community_id) is None
+
+
+async def test_scheduled_leaderboard_is_posted_when_due(bot: Bot, clock: FakeClock) -> None:
+    await bot.h.dispatch_interaction(slash("me", username="alice"))  # alice has used the bot here
+    gave = await bot.h.dispatch_interaction(
+        as_mod("points add", {"member": UserArg(MEMBER_ID, "alice"), "amount": 7, "reason": "great memes"})
+    )
+    assert gave is not None and not gave.ephemeral and gave.content == f"7 points added to <@{MEMBER_ID}>: great memes"
+    added = await bot.h.dispatch_interaction(as_mod("schedule add", {"cron": "0 12 * * mon", "window": "week"}))
+    assert added is not None and not added.ephemeral and (added.content or "").startswith("Schedule #1: the week top 10")
+    [schedule] = await bot.services.schedules.list()
+
+    assert await bot.services.schedules.fire(schedule.id, clock.now().replace(second=0, microsecond=0))
+
+    [gave_message, _, board] = bot.visible()
+    assert board.embeds[0]["title"] == "This week's leaderboard"
+    assert board.embeds[0]["description"] == "🥇 alice — 7 pts"
+    assert gave_message.json["mentions"] == []  # names in replies never ping
+
+
+async def test_errors_become_short_private_replies(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_raid = await bot.h.dispatch_interaction(slash("join"))
+    assert no_raid is not None and no_raid.ephemeral and no_raid.content == "There is no active raid here right now."
+
+    bad_amount = await bot.h.dispatch_interaction(
+        as_mod("points add", {"member": UserArg(MEMBER_ID, "alice"), "amount": 0, "reason": "typo"})
+    )
+    assert bad_amount is not None and bad_amount.ephemeral
+    assert (bad_amount.content or "").startswith("the number of points must be positive")
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(bot.services.raids, "active_raid_id", broken)
+    with caplog.at_level(logging.ERROR):
+        crashed = await bot.h.dispatch_interaction(slash("join"))
+    assert crashed is not None and crashed.ephemeral and crashed.content == "Something went wrong, try again."
+    assert "database on fire" in caplog.text
+
+
+async def test_sync_commands_publishes_the_tree(bot: Bot) -> None:
+    count = await sync_commands(DEFAULT_TOKEN, None)
+    in_guild = await sync_commands(DEFAULT_TOKEN, GUILD_ID)
+
+    assert count == in_guild == len(COMMANDS)
+    published = {c["name"]: c for c in bot.fake.commands[None]}
+    assert set(published) == {"join", "claim", "leaderboard", "me", "link", "help", "raid", "unlock", "ban",
+                              "unban", "points", "schedule", "review"}
+    assert int(published["raid"]["default_member_permissions"]) == MANAGE_GUILD
+    assert published["join"]["default_member_permissions"] is None
+    assert {c["guild_id"] for c in bot.fake.commands[GUILD_ID]} == {str(GUILD_ID)}
+    assert bot.fake.calls_to(f"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands", "PUT")
+
+
+async def test_sharded_client_when_configured(services: Services) -> None:
+    adapter = DiscordAdapter(services, DiscordConfig(shard_count=4, shard_ids=[2, 3]))
+
+    assert isinstance(adapter.client, discord.AutoShardedClient)
+    assert (adapter.client.shard_count, adapter.client.shard_ids) == (4, [2, 3])
+    assert isinstance(DiscordAdapter(services, DiscordConfig()).client, discord.Client)
+    with pytest.raises(RuntimeError, match="discord.token"):
+        await adapter.start()
+    await adapter.stop()
+
