@@ -72,6 +72,12 @@ class NubiScheduler:
     async def sweep(self) -> None:
         await self.reconcile()
         await self.sync_schedules()
+        await self.republish_unposted()
+
+    async def republish_unposted(self) -> None:
+        """Posts another process could not make (no adapter there, or it died): adapters claim them."""
+        for due in await _safe(self.services.raids.unposted(), []):
+            await self.services.bus.publish(due)
 
     async def sessions_sweep(self) -> None:
         await _safe(self.services.sessions.sweep(), None)

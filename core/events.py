@@ -65,6 +65,20 @@ class RaidEnded(Event):
 
 
 @dataclass(frozen=True)
+class PostDue(Event):
+    """A chat post nobody has made yet (the raid message, or with `status` the completion report).
+
+    Republished by every process's scheduler sweep; the adapter serving the chat's platform claims it
+    with RaidService.claim_post / claim_completion_post, so exactly one post is made.
+    """
+
+    raid_id: int
+    community_id: int
+    platform: str
+    status: str | None = None  # None: the raid message; else the raid ended with this status
+
+
+@dataclass(frozen=True)
 class LockReleased(Event):
     lock_id: int
     community_id: int

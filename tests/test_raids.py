@@ -200,3 +200,20 @@ async def test_metrics_snapshots(services: Services, clock) -> None:
     rows = await services.raids.metrics(raid)
     assert [(r["participants"], r["actions"]) for r in rows] == [(0, 0), (1, 1)]
     assert rows[1]["completionPct"] == 25.0 and rows[1]["timeLeftSeconds"] == 29 * 60
+
+
+async def test_chat_posts_are_claimed_once_and_republished_until_made(services: Services) -> None:
+    raid = await start(services)
+    web = (await services.raids.start(ChatRef("web", "agent:x"), RaidSpec(URL))).id
+    due = await services.raids.unposted()
+    assert [(d.raid_id, d.platform, d.status) for d in due] == [(raid, "telegram", None)]  # web raids have no chat post
+    results = await asyncio.gather(*(services.raids.claim_post(raid) for _ in range(3)))
+    assert sorted(results) == [False, False, True]
+    assert await services.raids.unposted() == []
+    await services.raids.end(raid, status="cancelled")
+    await services.raids.end(web, status="cancelled")
+    due = await services.raids.unposted()
+    assert [(d.raid_id, d.status) for d in due] == [(raid, "cancelled")]
+    assert await services.raids.claim_completion_post(raid)
+    assert not await services.raids.claim_completion_post(raid)
+    assert await services.raids.unposted() == []

@@ -42,6 +42,7 @@ from core.events import (
     EventBus,
     LockReleased,
     MemberJoined,
+    PostDue,
     ProgressChanged,
     RaidStarted,
 )
@@ -286,6 +287,49 @@ class RaidService:
             await s.execute(update(Raid).where(Raid.id == raid_id).values(progress_ref=ref))
 
         await self.db.write(op)
+
+    async def claim_post(self, raid_id: int) -> bool:
+        """Claim the right to post the raid message: True for exactly one caller across processes."""
+        return await self._claim_once(raid_id, Raid.posted_at)
+
+    async def claim_completion_post(self, raid_id: int) -> bool:
+        """Claim the right to post the completion report: True for exactly one caller across processes."""
+        return await self._claim_once(raid_id, Raid.completion_posted_at)
+
+    async def _claim_once(self, raid_id: int, column: Any) -> bool:
+        now = self.clock.now()
+
+        async def op(s: AsyncSession) -> bool:
+            won = await s.scalar(
+                update(Raid).where(Raid.id == raid_id, column.is_(None)).values({column: now}).returning(Raid.id)
+            )
+            return won is not None
+
+        return await self.db.write(op)
+
+    async def unposted(self) -> list[PostDue]:
+        """Chat posts nobody has made yet, for Telegram and Discord chats.
+
+        The scheduler republishes these in every process; the adapter that serves the raid's platform
+        claims each one, so a raid started or ended in a process without that adapter (or in one that
+        died) still gets its posts, exactly once.
+        """
+        recent = self.clock.now() - timedelta(days=1)
+
+        async def op(s: AsyncSession) -> list[PostDue]:
+            rows = (await s.execute(
+                select(Raid.id, Raid.community_id, Community.platform, Raid.status, Raid.posted_at)
+                .join(Community, Community.id == Raid.community_id)
+                .where(Community.platform.in_(("telegram", "discord")))
+                .where(
+                    (Raid.status == "active") & Raid.posted_at.is_(None)
+                    | (Raid.status != "active") & Raid.posted_at.is_not(None)
+                    & Raid.completion_posted_at.is_(None) & (Raid.ended_at >= recent)
+                )
+            )).all()
+            return [PostDue(r[0], r[1], r[2], None if r[3] == "active" else r[3]) for r in rows]
+
+        return await self.db.read(op)
 
     # -- joining and claiming ----------------------------------------------------------------------
 

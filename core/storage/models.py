@@ -194,6 +194,9 @@ class Raid(Base):
     verification_tier: Mapped[str] = mapped_column(String(16), default="honor")
     scoring: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     progress_ref: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Claimed by the one process that posts the raid message / the completion report into the chat.
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completion_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(64))
 
 

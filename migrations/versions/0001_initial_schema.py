@@ -174,6 +174,8 @@ def upgrade() -> None:
     sa.Column('verification_tier', sa.String(length=16), nullable=False),
     sa.Column('scoring', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('progress_ref', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('posted_at', core.storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completion_posted_at', core.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('end_reason', sa.String(length=64), nullable=True),
     sa.CheckConstraint("status IN ('active', 'completed', 'timeout', 'failed', 'cancelled')", name=op.f('ck_raid_sessions_status')),
     sa.CheckConstraint("verification_tier IN ('honor', 'proof_link', 'x_api', 'review')", name=op.f('ck_raid_sessions_verification_tier')),
