@@ -484,3 +484,27 @@ async def test_sharded_client_when_configured(services: Services) -> None:
         await adapter.start()
     await adapter.stop()
 
+
+
+async def test_a_raid_started_in_another_process_is_posted_once_by_the_sweep(bot: Bot, db_url: str) -> None:
+    """Another worker (its own Services and event bus, no Discord adapter) starts and ends a raid."""
+    from bot.scheduler import NubiScheduler
+    from core.events import EventBus
+    from core.raids.model import RaidSpec
+    from core.storage.db import Database
+
+    other = Services(Database(db_url), bot.services.clock, bot.services.settings, EventBus())
+    try:
+        progress = await other.raids.start(ChatRef("discord", str(CHANNEL_ID)), RaidSpec(TARGET, {"like": 3}))
+        assert bot.visible() == []  # this process never saw RaidStarted
+        sweep = NubiScheduler(bot.services)
+        await sweep.republish_unposted()
+        await sweep.republish_unposted()  # twice: still one post
+        assert len(bot.visible()) == 1 and bot.raid_post().embeds[0]["title"] == f"Raid #{progress.id} — live"
+        await other.raids.end(progress.id, status="cancelled")
+        await sweep.republish_unposted()
+        await sweep.republish_unposted()
+        reports = [m for m in bot.visible() if m.embeds and "report" in m.embeds[0]["title"]]
+        assert len(reports) == 1
+    finally:
+        await other.db.dispose()

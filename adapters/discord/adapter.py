@@ -26,7 +26,7 @@ from core.commands.parser import Command
 from core.commands.service import ChatContext, Reply, error_reply
 from core.config import DiscordConfig
 from core.directory import ChatRef, MemberRef
-from core.events import AnnouncementDue, LockReleased, ProgressChanged, RaidEnded, RaidStarted
+from core.events import AnnouncementDue, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
 from core.services import Services
 
 from . import commands, render
@@ -96,6 +96,7 @@ class DiscordAdapter:
             (RaidEnded, self.posts.on_raid_ended),
             (LockReleased, self.locks.on_released),
             (AnnouncementDue, self.posts.on_announcement),
+            (PostDue, self.on_post_due),
         ]
         self._subscribed = False
         self._connection: asyncio.Task[None] | None = None
@@ -297,10 +298,22 @@ class DiscordAdapter:
         """Lock first (the post says whether the chat is locked), then post the raid."""
         if await self.posts.chat_of(event.community_id) is None:
             return
+        if not await self.posts.claim(event.raid_id):
+            return  # another process (or an earlier event) posts this raid
         progress = await self.services.raids.progress(event.raid_id, top=0)
         if progress.lock and progress.active:
             await self.locks.lock(progress)
         await self.posts.post_now(event.raid_id)
+
+
+    async def on_post_due(self, event: PostDue) -> None:
+        """A post no process has made yet (republished by the scheduler sweep)."""
+        if event.platform != "discord":
+            return
+        if event.status is None:
+            await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
+        else:
+            await self.posts.on_raid_ended(RaidEnded(event.raid_id, event.community_id, event.status))
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

@@ -50,6 +50,7 @@ class RaidPosts:
         self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
         self._dirty: set[int] = set()  # changed while a flush was running (the Coalescer drops such pokes)
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
+        self._claimed: set[int] = set()  # raid messages this process claimed (and so may create)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -65,6 +66,15 @@ class RaidPosts:
     async def on_progress_changed(self, event: ProgressChanged) -> None:
         if await self.chat_of(event.community_id) is not None:
             self.poke(event.raid_id)
+
+    async def claim(self, raid_id: int) -> bool:
+        """Claim the raid message for this process: only the claimer may create the post."""
+        if raid_id in self._claimed:
+            return False
+        if await self.s.raids.claim_post(raid_id):
+            self._claimed.add(raid_id)
+            return True
+        return False
 
     def poke(self, raid_id: int) -> None:
         self._dirty.add(raid_id)
@@ -117,8 +127,8 @@ class RaidPosts:
             parts = render.message(raid_view(await self._with_lock_state(progress)))
             drawn = _fingerprint(parts)
             ref = progress.progress_ref
-            if ref is None and not progress.active:
-                return  # never posted (e.g. posting failed): the report says the rest
+            if ref is None and (not progress.active or raid_id not in self._claimed):
+                return  # never posted (posting failed), or another process posts it
             if ref is not None and self._drawn.get(raid_id) == drawn:
                 return
             try:
@@ -163,6 +173,8 @@ class RaidPosts:
             report = await self.s.raids.report(raid_id)
             if report is None or ref.get("report_message_id"):
                 return  # no report, or it is already posted
+            if not await self.s.raids.claim_completion_post(raid_id):
+                return  # another process posts it
             parts = render.message(report_view(report))
             if ref.get("message_id"):
                 parts["reference"] = discord.MessageReference(
