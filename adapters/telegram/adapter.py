@@ -1,0 +1,237 @@
+"""nubi on Telegram: a thin python-telegram-bot layer over the core.
+
+Text commands go whole to `services.commands.handle_text` (the one parser lives in core), raid-post
+buttons to `services.commands.press`; the adapter only decides who is a moderator, draws replies
+as HTML, and turns core events into posts, edits and chat locks (progress.py, locks.py).
+
+Lifecycle, for the composition root: `TelegramAdapter(services, config)`, `await start()` (polling,
+or webhook with `webhook_app` to mount), `await stop()`. It never calls run_polling/run_webhook,
+which would take over the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from telegram import BotCommandScopeAllChatAdministrators, BotCommandScopeDefault, Chat, Message, Update, User
+from telegram.error import TelegramError
+from telegram.ext import (
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+from telegram.request import BaseRequest
+
+from core.commands.parser import MEMBER_COMMANDS, MODERATOR_COMMANDS
+from core.commands.service import ChatContext
+from core.config import ConfigError, TelegramConfig
+from core.directory import ChatRef, MemberRef
+from core.events import AnnouncementDue, Event, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
+from core.services import Services
+
+from .chats import PLATFORM, ChatDirectory
+from .locks import ChatLocks
+from .moderators import Moderators
+from .outbox import Outbox
+from .progress import RaidPosts
+from .render import bot_commands, escape, keyboard, render_html, toast
+from .webhook import webhook_app
+
+log = logging.getLogger(__name__)
+
+SORRY = "Something went wrong, try again."
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+STOP_GRACE_SECONDS = 5.0
+
+
+class TelegramAdapter:
+    def __init__(self, services: Services, config: TelegramConfig, *, request: BaseRequest | None = None) -> None:
+        if config.token is None:
+            raise ConfigError(["telegram.token: required to run the Telegram adapter"])
+        secret = config.webhook_secret.get_secret_value() if config.webhook_secret else ""
+        if config.mode == "webhook" and not (secret and config.webhook_url):
+            raise ConfigError(["telegram.webhook_url and telegram.webhook_secret: required in webhook mode"])
+        self.services = services
+        self.config = config
+        self._secret = secret
+        builder = (
+            ApplicationBuilder()
+            .token(config.token.get_secret_value())
+            .base_url(config.api_base_url)
+            .concurrent_updates(True)  # a slow reply must not hold up everyone's button presses
+        )
+        if request is not None:
+            builder = builder.request(request)
+        if config.mode == "webhook":
+            builder = builder.updater(None)
+        self.application = builder.build()
+        bot = self.application.bot
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox = Outbox(bot, config.messages_per_minute, config.edit_interval_seconds)
+        self._moderators = Moderators(bot, config.moderator_ids)
+        chats = ChatDirectory(services.db)
+        self._locks = ChatLocks(services, bot, chats, self._spawn)
+        self._posts = RaidPosts(services, self._outbox, self._locks, chats, self._spawn, config.edit_interval_seconds)
+        self._subscriptions: list[tuple[type[Event], Any]] = [
+            (RaidStarted, self._posts.on_raid_started),
+            (ProgressChanged, self._posts.on_progress_changed),
+            (RaidEnded, self._posts.on_raid_ended),
+            (AnnouncementDue, self._posts.on_announcement_due),
+            (LockReleased, self._locks.on_lock_released),
+            (PostDue, self._on_post_due),
+        ]
+        # The ASGI app the HTTP server mounts (at /telegram/webhook) in webhook mode; None when polling.
+        self.webhook_app = webhook_app(self.application, secret) if config.mode == "webhook" else None
+        self.application.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_command))
+        self.application.add_handler(CallbackQueryHandler(self._on_press))
+        self.application.add_error_handler(self._on_error)
+
+    async def _on_post_due(self, event: PostDue) -> None:
+        """A post no process has made yet (republished by the scheduler sweep); the claim keeps it single."""
+        if event.platform != "telegram":
+            return
+        if event.status is None:
+            await self._posts.on_raid_started(RaidStarted(event.raid_id, event.community_id))
+        else:
+            await self._posts.on_raid_ended(RaidEnded(event.raid_id, event.community_id, event.status))
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, publish the command menus, start taking updates, then finish pending unlocks."""
+        app = self.application
+        await app.initialize()
+        await self._set_commands()
+        for event_type, handler in self._subscriptions:
+            self.services.bus.subscribe(event_type, handler)
+        await app.start()
+        if self.config.webhook_url and self.config.mode == "webhook":
+            await app.bot.set_webhook(self.config.webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
+        elif app.updater is not None:
+            await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        await self._locks.restore_pending()
+
+    async def stop(self) -> None:
+        """Stop taking updates, give in-flight posts and edits a moment, then close the connection.
+        The webhook stays registered: other processes behind the same URL may still be serving."""
+        app = self.application
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()  # waits for the handlers still running
+        for event_type, handler in self._subscriptions:
+            self.services.bus.unsubscribe(event_type, handler)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), STOP_GRACE_SECONDS)
+        for task in set(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._posts.coalescer.close()
+        await app.shutdown()
+
+    async def drain(self) -> None:
+        """Wait until every background post, edit and unlock has run (tests, orderly shutdown)."""
+        while True:
+            await asyncio.sleep(0)
+            tasks = {t for t in self._tasks if not t.done()}
+            if not tasks and not self._posts.coalescer.pending():
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._posts.coalescer.drain()
+
+    async def _set_commands(self) -> None:
+        bot = self.application.bot
+        try:
+            await bot.set_my_commands(bot_commands(MEMBER_COMMANDS), scope=BotCommandScopeDefault())
+            await bot.set_my_commands(
+                bot_commands(MEMBER_COMMANDS + MODERATOR_COMMANDS), scope=BotCommandScopeAllChatAdministrators()
+            )
+        except TelegramError as exc:
+            log.error("could not set the Telegram command menus: %s", exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._logged(coro, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _logged(coro: Coroutine[Any, Any, None], what: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("telegram %s failed", what)
+
+    # -- updates -------------------------------------------------------------------------------------
+
+    async def _context(self, chat: Chat, user: User, sender_chat: Chat | None = None) -> ChatContext:
+        return ChatContext(
+            chat=ChatRef(PLATFORM, str(chat.id), chat.title),
+            member=MemberRef(PLATFORM, str(user.id), user.full_name, user.username),
+            is_moderator=await self._moderators.check(chat, user, sender_chat),
+            private=chat.type == Chat.PRIVATE,
+        )
+
+    def _addressed_to_us(self, text: str) -> bool:
+        """`/cmd@otherbot` belongs to another bot in the group; `/cmd` and `/cmd@us` are ours."""
+        _, at, name = text.split(maxsplit=1)[0].partition("@")
+        return not at or name.lower() == (self.application.bot.username or "").lower()
+
+    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+        if message is None or user is None or chat is None or not message.text:
+            return
+        if not self._addressed_to_us(message.text):
+            return
+        ctx = await self._context(chat, user, message.sender_chat)
+        reply = await self.services.commands.handle_text(ctx, message.text)
+        if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
+            return
+        text = render_html(reply.view)
+        if text:
+            await self._outbox.send(chat.id, text, markup=keyboard(reply.view.buttons), reply_to=message.message_id)
+
+    async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        message = query.message
+        if message is None:
+            await query.answer("That button is no longer valid.")
+            return
+        ctx = await self._context(message.chat, query.from_user)
+        reply = await self.services.commands.press(ctx, query.data or "")
+        await query.answer(toast(reply))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Errors of ours: the log gets the details, the member a short apology."""
+        log.error("telegram update failed: %s", _describe(update), exc_info=context.error)
+        if not isinstance(update, Update):
+            return
+        with contextlib.suppress(TelegramError):
+            if update.callback_query is not None:
+                await update.callback_query.answer(SORRY)
+            elif update.effective_message is not None and update.effective_chat is not None:
+                await self._outbox.send(
+                    update.effective_chat.id, escape(SORRY), reply_to=update.effective_message.message_id
+                )
+
+
+def _describe(update: object) -> str:
+    if not isinstance(update, Update):
+        return repr(update)[:200]
+    chat, user = update.effective_chat, update.effective_user
+    message: Message | None = update.effective_message
+    what = update.callback_query.data if update.callback_query else (message.text if message else None)
+    return (
+        f"update {update.update_id} chat={chat.id if chat else None} user={user.id if user else None} "
+        f"input={(what or '')[:100]!r}"
+    )

@@ -1,0 +1,108 @@
+"""Every message and edit the adapter puts into a chat goes through here.
+
+Telegram allows a group about 20 messages a minute and answers floods with 429 RetryAfter. The
+outbox keeps each group under `messages_per_minute` (core.throttle.SendBudget) and, once Telegram
+asked a chat to wait, holds every send to that chat until then. Private chats skip the group budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import warnings
+from collections.abc import Awaitable, Callable
+
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, RetryAfter
+from telegram.warnings import PTBDeprecationWarning
+
+from core.throttle import RetryLater, SendBudget
+
+SEND_ATTEMPTS = 5
+Rendered = tuple[str, InlineKeyboardMarkup | None]
+
+
+def retry_seconds(exc: RetryAfter) -> float:
+    """RetryAfter.retry_after is an int or a timedelta depending on PTB_TIMEDELTA; accept both."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def not_modified(exc: BadRequest) -> bool:
+    return "message is not modified" in exc.message.lower()
+
+
+class Outbox:
+    def __init__(self, bot: Bot, per_minute: int, edit_gap: float) -> None:
+        self._bot = bot
+        self._budget = SendBudget(per_minute)
+        self._edit_gap = edit_gap
+        self._held_until: dict[int, float] = {}
+        self._last_edit: dict[int, float] = {}
+
+    def hold(self, chat_id: int, seconds: float) -> None:
+        """Telegram asked this chat to wait: nothing goes to it before then."""
+        until = asyncio.get_running_loop().time() + seconds
+        self._held_until[chat_id] = max(self._held_until.get(chat_id, 0.0), until)
+
+    async def slot(self, chat_id: int) -> None:
+        """Wait until the chat may receive one more message or edit, and take that place."""
+        held = self._held_until.get(chat_id, 0.0) - asyncio.get_running_loop().time()
+        if held > 0:
+            await asyncio.sleep(held)
+        if chat_id < 0:  # groups and channels; users have their own, looser limit
+            await self._budget.wait(chat_id)
+
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        markup: InlineKeyboardMarkup | None = None,
+        reply_to: int | None = None,
+    ) -> Message:
+        """Send an HTML message, waiting out flood answers a few times before giving up."""
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        attempts = 0
+        while True:
+            await self.slot(chat_id)
+            try:
+                return await self._bot.send_message(
+                    chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup, reply_parameters=reply
+                )
+            except RetryAfter as exc:
+                attempts += 1
+                if attempts >= SEND_ATTEMPTS:
+                    raise
+                self.hold(chat_id, retry_seconds(exc))
+
+    async def edit_latest(
+        self, chat_id: int, message_id: int, render: Callable[[], Awaitable[Rendered]]
+    ) -> bool:
+        """Edit a message in place with what `render` returns once a slot is free, so the newest
+        state is what lands. Edits to one chat leave at least `edit_gap` apart even when reading
+        the state was slow for one and quick for the next. False when Telegram says nothing
+        changed; a flood answer becomes RetryLater for the caller's Coalescer."""
+        await self.slot(chat_id)
+        loop = asyncio.get_running_loop()
+        gap = self._last_edit.get(chat_id, -self._edit_gap) + self._edit_gap - loop.time()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        text, markup = await render()
+        self._last_edit[chat_id] = loop.time()
+        try:
+            await self._bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML, reply_markup=markup
+            )
+        except RetryAfter as exc:
+            seconds = retry_seconds(exc)
+            self.hold(chat_id, seconds)
+            raise RetryLater(seconds) from exc
+        except BadRequest as exc:
+            if not_modified(exc):
+                return False
+            raise
+        return True

@@ -1,0 +1,173 @@
+"""The posts events drive: the live raid post, its edits, the completion report, scheduled boards.
+
+One raid post per raid, edited in place. Edits are coalesced per chat (core.throttle.Coalescer):
+however many members press buttons, a chat sees at most one edit per `edit_interval_seconds`, the
+edit carries the newest state, and a flood answer from Telegram defers it instead of dropping it.
+Event handlers return quickly (they run inside the core call that published the event); the
+Telegram work happens in background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from telegram.error import BadRequest, TelegramError
+
+from core.events import AnnouncementDue, ProgressChanged, RaidEnded, RaidStarted
+from core.raids.model import RaidProgress
+from core.services import Services
+from core.throttle import Coalescer, RetryLater
+from core.views import leaderboard_view, raid_view, report_view
+
+from .chats import PLATFORM, ChatDirectory
+from .locks import NO_RIGHTS_NOTICE, ChatLocks, Spawn
+from .outbox import Outbox, Rendered
+from .render import escape, keyboard, render_html
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RaidPost:
+    """Where a raid's live post is; `message_id` is None while it is being sent or if that failed."""
+
+    chat_id: int
+    message_id: int | None = None
+    posting: asyncio.Task[None] | None = None
+    stale: bool = False  # progress changed while the post was still being sent
+
+
+class RaidPosts:
+    def __init__(
+        self,
+        services: Services,
+        outbox: Outbox,
+        locks: ChatLocks,
+        chats: ChatDirectory,
+        spawn: Spawn,
+        edit_interval: float,
+    ) -> None:
+        self._s = services
+        self._outbox = outbox
+        self._locks = locks
+        self._chats = chats
+        self._spawn = spawn
+        self._posts: dict[int, RaidPost | None] = {}  # raid id -> post; None: not a Telegram raid
+        self._dirty: defaultdict[int, set[int]] = defaultdict(set)  # chat id -> raids to redraw
+        self.coalescer = Coalescer(edit_interval, self._flush)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    async def on_raid_started(self, event: RaidStarted) -> None:
+        progress = await self._s.raids.progress(event.raid_id)
+        if progress.chat.platform != PLATFORM:
+            self._posts[event.raid_id] = None
+            return
+        if not await self._s.raids.claim_post(event.raid_id):
+            return  # another process (or an earlier event) posts it; edits find it via progress_ref
+        post = RaidPost(int(progress.chat.external_id))
+        self._posts[event.raid_id] = post
+        post.posting = self._spawn(self._post_raid(progress, post), "raid post")
+
+    async def on_progress_changed(self, event: ProgressChanged) -> None:
+        post = await self._post(event.raid_id)
+        if post is None:
+            return
+        if post.message_id is None:
+            if post.posting is not None and not post.posting.done():
+                post.stale = True
+            return
+        self._redraw(post.chat_id, event.raid_id)
+
+    async def on_raid_ended(self, event: RaidEnded) -> None:
+        """The final edit, and the report: claimed in the database, so it is posted once."""
+        if await self._post(event.raid_id) is not None:
+            self._spawn(self._finish(event.raid_id), "raid report")
+
+    async def on_announcement_due(self, event: AnnouncementDue) -> None:
+        chat_id = await self._chats.chat_id(event.community_id)
+        if chat_id is not None:
+            self._spawn(self._announce(chat_id, event), "leaderboard announcement")
+
+    # -- work ------------------------------------------------------------------------------------------
+
+    async def _post(self, raid_id: int) -> RaidPost | None:
+        """The raid's post, known from this process or, after a restart, from the raid's progress_ref."""
+        known = self._posts.get(raid_id)
+        if known is not None and known.message_id is None and known.posting is None:
+            del self._posts[raid_id]  # posted by another process: look for its progress_ref again
+        if raid_id not in self._posts:
+            progress = await self._s.raids.progress(raid_id, top=0)
+            post = None
+            if progress.chat.platform == PLATFORM:
+                post = RaidPost(int(progress.chat.external_id))
+                ref = progress.progress_ref or {}
+                if ref.get("chat_id") == post.chat_id:
+                    post.message_id = ref.get("message_id")
+            self._posts[raid_id] = post
+        return self._posts[raid_id]
+
+    async def _post_raid(self, progress: RaidProgress, post: RaidPost) -> None:
+        locked = await self._locks.lock_for_raid(progress) if progress.lock else True
+        text, markup = await self._render(progress.id)
+        message = await self._outbox.send(post.chat_id, text, markup=markup)
+        post.message_id = message.message_id
+        await self._s.raids.set_progress_ref(progress.id, {"chat_id": post.chat_id, "message_id": message.message_id})
+        if post.stale:
+            self._redraw(post.chat_id, progress.id)
+        if not locked:
+            await self._outbox.send(post.chat_id, escape(NO_RIGHTS_NOTICE), reply_to=message.message_id)
+
+    async def _render(self, raid_id: int) -> Rendered:
+        progress = await self._locks.shown(await self._s.raids.progress(raid_id))
+        view = raid_view(progress)
+        return render_html(view), keyboard(view.buttons)
+
+    def _redraw(self, chat_id: int, raid_id: int) -> None:
+        self._dirty[chat_id].add(raid_id)
+        self.coalescer.poke(chat_id)
+
+    async def _flush(self, chat_id: int) -> None:
+        raids = self._dirty.pop(chat_id, set())
+        try:
+            for raid_id in sorted(raids):
+                await self._edit(raid_id)
+        except RetryLater:
+            self._dirty[chat_id].update(raids)
+            raise
+        if self._dirty.get(chat_id):
+            # Changed while this flush was talking to Telegram: the Coalescer ignores pokes while a
+            # flush runs, so ask again once this one has finished.
+            asyncio.get_running_loop().call_soon(self.coalescer.poke, chat_id)
+
+    async def _edit(self, raid_id: int) -> None:
+        post = self._posts.get(raid_id)
+        if post is None or post.message_id is None:
+            return
+        try:
+            await self._outbox.edit_latest(post.chat_id, post.message_id, lambda: self._render(raid_id))
+        except BadRequest as exc:
+            # The post was deleted or can no longer be edited: stop trying, never re-send it.
+            log.warning("raid %s post in chat %s cannot be edited: %s", raid_id, post.chat_id, exc.message)
+            post.message_id = None
+        except TelegramError as exc:
+            log.warning("editing raid %s post in chat %s failed: %s", raid_id, post.chat_id, exc)
+
+    async def _finish(self, raid_id: int) -> None:
+        post = await self._post(raid_id)
+        if post is None:
+            return
+        if post.posting is not None:
+            await asyncio.wait({post.posting})
+        if post.message_id is not None:
+            self._redraw(post.chat_id, raid_id)  # final state: status, no claim buttons
+        report = await self._s.raids.report(raid_id)
+        if report and await self._s.raids.claim_completion_post(raid_id):
+            await self._outbox.send(post.chat_id, render_html(report_view(report)), reply_to=post.message_id)
+
+    async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:
+        entries = await self._s.boards.board(event.community_id, event.window, top=event.top_n)
+        await self._outbox.send(chat_id, render_html(leaderboard_view(event.window, entries)))
