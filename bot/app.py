@@ -46,6 +46,10 @@ class NubiApp:
         check_bind(s)
         await asyncio.to_thread(upgrade, s.database.url)
         self.services = self.services or build_services(s)
+        if s.x.bearer_token is not None:
+            from adapters.x.verifier import install
+
+            install(self.services)  # /link proves handles with a one-time code; sweeps verify claims
         if s.scheduler.enabled:
             self.scheduler = NubiScheduler(self.services)
             await self.scheduler.start()

@@ -46,6 +46,10 @@ class NubiScheduler:
         self.scheduler.add_job(
             self.sessions_sweep, IntervalTrigger(minutes=s.sessions.cleanup_interval_minutes), id="sessions"
         )
+        if s.x.bearer_token is not None:
+            self.scheduler.add_job(
+                self.x_sweeps, IntervalTrigger(seconds=s.scheduler.sweep_interval_seconds), id="x-sweeps"
+            )
         self.scheduler.start()
 
     async def stop(self) -> None:
@@ -78,6 +82,12 @@ class NubiScheduler:
         """Posts another process could not make (no adapter there, or it died): adapters claim them."""
         for due in await _safe(self.services.raids.unposted(), []):
             await self.services.bus.publish(due)
+
+    async def x_sweeps(self) -> None:
+        """X-API verification sweeps that are due; the database decides which, and leases each raid."""
+        from adapters.x.verifier import run_due
+
+        await _safe(run_due(self.services), [])
 
     async def sessions_sweep(self) -> None:
         await _safe(self.services.sessions.sweep(), None)

@@ -159,6 +159,8 @@ class RaidsConfig(Section):
     lock_grace_minutes: int = Field(5, ge=0)
     audit_share: float = Field(0.0, ge=0, le=1)
     claims_per_minute: int = Field(30, ge=1)
+    min_account_age_days: int = Field(0, ge=0)
+    min_followers: int = Field(0, ge=0)
 
     @field_validator("objectives")
     @classmethod

@@ -23,12 +23,12 @@ class Services:
         from core.commands.service import CommandService
         from core.context import ContextService
         from core.leaderboards import LeaderboardService
-        from core.links import LinkService
         from core.locks import LockService
         from core.moderation import ModerationService
         from core.raids.service import RaidService
         from core.schedules import ScheduleService
         from core.sessions.service import SessionService
+        from core.verification.links import RecordingLinkService
 
         self.sessions = SessionService(self.db, self.clock, self.settings, self.bus)
         self.raids = RaidService(self.db, self.clock, self.settings, self.bus)
@@ -36,7 +36,7 @@ class Services:
         self.moderation = ModerationService(self.db, self.clock)
         self.schedules = ScheduleService(self.db, self.clock, self.bus)
         self.locks = LockService(self.db, self.clock, self.bus)
-        self.links = LinkService(self.db, self.clock)
+        self.links = RecordingLinkService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)
         # Optional hooks the X-API verification installs: link_challenge(member, handle), link_verifier(member).
@@ -45,5 +45,9 @@ class Services:
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None, db: Database | None = None) -> Services:
-    database = db or Database(settings.database.url, group_commit=settings.database.group_commit)
+    database = db or Database(
+        settings.database.url,
+        group_commit=settings.database.group_commit,
+        row_level_security=settings.database.row_level_security,
+    )
     return Services(database, clock or SystemClock(), settings, EventBus())

@@ -65,6 +65,7 @@ from core.storage.models import (
     SessionActivity,
 )
 from core.storage.upsert import insert
+from core.verification.abuse import screen_claim
 
 from . import scoring
 from .model import (
@@ -439,7 +440,10 @@ class RaidService:
                 raise UnknownObjective(
                     f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(objectives))}."
                 )
-            verification = _initial_state(raid.verification_tier, action)
+            verification = await screen_claim(
+                s, self.settings, raid, member_id, participant_id, action, proof_url, now,
+                _initial_state(raid.verification_tier, action),
+            )
             accepted = verification in ("unverifiable", "verified")
             rules = scoring.ScoringRules.from_dict(raid.scoring)
             points = scoring.claim_points(rules, objectives[action][1], raid.started_at, now) if accepted else 0
@@ -773,6 +777,18 @@ class RaidService:
             "completionPct": progress.completion_pct,
             "topRaiders": [{"rank": e.rank, "memberId": e.member_id, "name": e.name, "points": e.points} for e in progress.top],
         }
+
+    async def refresh_report(self, raid_id: int) -> dict[str, Any] | None:
+        """Rewrite a stored report (e.g. after the final verification sweep changed claim states)."""
+
+        async def op(s: AsyncSession) -> dict[str, Any] | None:
+            if await s.scalar(select(RaidReport.id).where(RaidReport.raid_id == raid_id)) is None:
+                return None
+            report = await self._build_report(s, raid_id)
+            await s.execute(update(RaidReport).where(RaidReport.raid_id == raid_id).values(report=report))
+            return report
+
+        return await self.db.write(op)
 
     async def report(self, raid_id: int) -> dict[str, Any] | None:
         async def op(s: AsyncSession) -> dict[str, Any] | None:

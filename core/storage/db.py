@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.errors import Unavailable
+from core.storage import rls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,12 +76,16 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 class Database:
-    def __init__(self, url: str, *, group_commit: bool = True, max_batch: int = 256) -> None:
+    def __init__(
+        self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False
+    ) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        # PostgreSQL only (SQLite has no row-level security): see core/storage/rls.py.
+        self.row_level_security = row_level_security and self.dialect == "postgresql"
         if self.dialect == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError("SQLite needs a file path (an in-memory database cannot be shared)")
@@ -99,6 +104,7 @@ class Database:
         self.max_batch = max_batch
         self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
         self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
         self._writer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
         self.commits = 0  # transactions committed by the writer; a benchmark reads it
@@ -110,6 +116,8 @@ class Database:
     async def read(self, op: Op[T]) -> T:
         try:
             async with self._read_sessions() as session, session.begin():
+                if self.row_level_security:
+                    await rls.apply(session)
                 return await op(session)
         except (DBAPIError, OSError) as exc:
             if _is_connection_error(exc):
@@ -141,6 +149,8 @@ class Database:
 
     async def _run_one(self, op: Op[T]) -> T:
         async with self._write_sessions() as session, session.begin():
+            if self.row_level_security:
+                await rls.apply(session)
             return await op(session)
 
     # -- group commit (SQLite) -------------------------------------------------------------------
@@ -149,15 +159,17 @@ class Database:
         loop = asyncio.get_running_loop()
         if self._writer is None or self._writer.done():
             self._wakeup = asyncio.Event()
+            self._idle = asyncio.Event()
             self._writer = loop.create_task(self._writer_loop(), name="nubi-sqlite-writer")
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, fut))
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._idle is not None
+        self._idle.clear()
         self._wakeup.set()
         return await fut
 
     async def _writer_loop(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._idle is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -165,6 +177,7 @@ class Database:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 await self._run_batch(batch)
+            self._idle.set()
 
     async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
@@ -212,8 +225,8 @@ class Database:
 
     async def dispose(self) -> None:
         if self._writer is not None:
-            while self._pending:
-                await asyncio.sleep(0.01)
+            if self._pending and self._idle is not None:
+                await self._idle.wait()  # let queued writes land before closing
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer

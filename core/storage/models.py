@@ -397,3 +397,7 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets).
+from . import verification_models  # noqa: E402,F401
