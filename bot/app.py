@@ -53,15 +53,15 @@ class NubiApp:
         if s.scheduler.enabled:
             self.scheduler = NubiScheduler(self.services)
             await self.scheduler.start()
-        mounts: list[tuple[str, Any]] = []
+        routes: list[tuple[str, Any]] = []
         if s.telegram.token is not None:
             from adapters.telegram.adapter import TelegramAdapter
 
             tg = TelegramAdapter(self.services, s.telegram)
             await tg.start()
             self.adapters.append(tg)
-            if s.telegram.mode == "webhook" and getattr(tg, "webhook_app", None) is not None:
-                mounts.append(("/telegram/webhook", tg.webhook_app))
+            if tg.webhook_app is not None:
+                routes.append(("/telegram/webhook", tg.webhook_app))
         if s.discord.token is not None:
             from adapters.discord.adapter import DiscordAdapter
 
@@ -69,7 +69,7 @@ class NubiApp:
             await dc.start()
             self.adapters.append(dc)
         if s.http.enabled:
-            await self._start_http(mounts)
+            await self._start_http(routes)
         log.info(
             "nubi is running: database %s, http %s, telegram %s, discord %s",
             self.services.db.dialect,
@@ -86,19 +86,17 @@ class NubiApp:
             return sock.getsockname()[1]
         return self.settings.http.port
 
-    async def _start_http(self, mounts: list[tuple[str, Any]]) -> None:
+    async def _start_http(self, routes: list[tuple[str, Any]]) -> None:
         import uvicorn
 
         from adapters.http.app import create_app
+        from adapters.mcp import mcp_http_app, mcp_lifespan
 
         assert self.services is not None
-        try:
-            from adapters.mcp.server import mcp_http_app  # type: ignore[attr-defined]
-
-            mounts.append(("/mcp", mcp_http_app(self.services)))
-        except (ImportError, AttributeError):
-            pass
-        self.asgi = create_app(self.services, mounts=mounts)
+        mcp_app = mcp_http_app(self.services)
+        self.asgi = create_app(
+            self.services, mounts=[("/mcp", mcp_app)], routes=routes, lifespans=[mcp_lifespan(mcp_app)]
+        )
         config = uvicorn.Config(
             self.asgi, host=self.settings.http.host, port=self.settings.http.port, log_level="warning",
             lifespan="on", access_log=False,

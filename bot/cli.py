@@ -139,7 +139,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     upgrade(settings.database.url)
-    from adapters.mcp.server import run_stdio  # type: ignore[attr-defined]
+    from adapters.mcp import run_stdio
 
     async def main() -> None:
         svc = build_services(settings)

@@ -90,6 +90,9 @@ class XConfig(Section):
 
 class RealtimeConfig(Section):
     redis_url: str | None = None
+    # Signs the short-lived Socket.IO session tokens; set the same value on every worker so a token
+    # from one verifies on another (random per process when unset).
+    token_secret: SecretStr | None = None
 
 
 class SessionsConfig(Section):

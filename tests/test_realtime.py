@@ -4,6 +4,7 @@ and by the JavaScript socket.io-client, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import uuid
@@ -14,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import socketio
@@ -22,13 +24,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from adapters.http.app import create_app
+from adapters.http.realtime import ALL
 from core.config import Settings
 from core.directory import ChatRef, MemberRef
+from core.events import EventBus
 from core.raids.model import RaidSpec
 from core.services import Services
+from core.storage.db import Database
 from tests.conftest import IN_CI
-
-from adapters.http.app import create_app
 
 ADMIN_KEY = "admin-key-for-tests-0001"
 TEAM_KEY = "team-key-for-tests-0002"  # scoped to the web community "team"
@@ -47,6 +51,8 @@ def settings(request: pytest.FixtureRequest) -> Settings:
         return Settings()
     if mode == "redis":
         return Settings(realtime={"redis_url": "redis://127.0.0.1:1/0"})
+    if mode == "cors":
+        return Settings(http={"cors_origins": ["https://ok.example"]})
     return Settings(http={"api_keys": [{"key": ADMIN_KEY}, {"key": TEAM_KEY, "community": "web:team"}]})
 
 
@@ -105,15 +111,15 @@ class Client:
     def of(self, event: str, pred: Callable[[Any], bool] = lambda _: True) -> list[Any]:
         return [data for _, data in self.events[event] if pred(data)]
 
-    async def wait_for(self, event: str, pred: Callable[[Any], bool] = lambda _: True, timeout: float = 5) -> Any:
+    async def wait_for(self, event: str, pred: Callable[[Any], bool] = lambda _: True, within: float = 5) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while loop.time() < deadline:
             found = self.of(event, pred)
             if found:
                 return found[-1]
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event} matching within {timeout}s; got {dict(self.events)}")
+        raise AssertionError(f"no {event} matching within {within}s; got {dict(self.events)}")
 
 
 @pytest.fixture
@@ -165,7 +171,7 @@ async def test_subscribe_join_claim_and_updates(services: Services, server, clie
                                     and m["progress"]["participants"] == 1)
     assert progress["progress"]["id"] == raid.id
 
-    claim = await admin.ok("raid:action", {"raidId": raid.id, "action": "likes", "member": {"platform": "telegram", "id": "77"}})
+    claim = await admin.ok("raid:action", {"raidId": raid.id, "action": "likes", "member": {"platform": "telegram", "id": 77}})
     assert claim["action"] == "like" and claim["verification"] == "unverifiable" and claim["points"] >= 1
     done = await admin.wait_for("raid:update", update("action_completed", raid.id))
     assert done["action"] == "like" and done["memberId"] == joined["memberId"]
@@ -198,10 +204,10 @@ async def test_a_burst_of_claims_is_coalesced(services: Services, server, client
     await asyncio.gather(*(services.raids.claim(raid.id, member(i), "like") for i in range(50)))
     burst = loop.time() - start
     await watcher.wait_for("raid:update", lambda m: update("progress_update", raid.id)(m)
-                           and m["progress"]["actions"] == 50, timeout=5)
+                           and m["progress"]["actions"] == 50, within=5)
     times = [t - start for t, m in watcher.events["raid:update"] if m["type"] == "progress_update"]
+    # at most two in any second as the client sees them (the server spaces them a second apart)
     assert all(len([u for u in times if t <= u < t + 1.0]) <= 2 for t in times), times
-    assert all(b - a >= 0.9 for a, b in zip(times, times[1:], strict=False)), times  # never two within a second
     assert len(times) <= burst + 2, times
     assert len(watcher.of("raid:update", update("action_completed", raid.id))) == 50  # these are not coalesced
 
@@ -297,11 +303,80 @@ async def test_with_no_keys_configured_everything_is_open(services: Services, se
     await client.wait_for("raid:created")
 
 
+@pytest.mark.parametrize("settings", ["open", "cors"], indirect=True)
+async def test_browsers_connect_from_the_app_or_the_configured_origins(services: Services, server) -> None:
+    url, _ = server
+    allowed = [url] + (["https://ok.example"] if services.settings.http.cors_origins else [])
+    for origin in [*allowed, "https://evil.example"]:
+        async with aiohttp.ClientSession() as http:
+            client = socketio.AsyncClient(reconnection=False, http_session=http)
+            try:
+                await client.connect(url, headers={"Origin": origin}, transports=["websocket"], wait_timeout=5)
+                assert origin in allowed, origin
+                await client.disconnect()
+            except socketio.exceptions.ConnectionError:
+                assert origin not in allowed, origin
+
+
 @pytest.mark.parametrize("settings", ["redis"], indirect=True)
 async def test_redis_url_shares_rooms_through_redis(services: Services) -> None:
     app = create_app(services)
     manager = app.state.realtime.sio.manager
     assert isinstance(manager, socketio.AsyncRedisManager) and manager.redis_url == "redis://127.0.0.1:1/0"
+
+
+@asynccontextmanager
+async def redis_server(tmp_path: Path) -> AsyncIterator[str]:
+    """A throwaway redis-server on a unix socket; skips when Redis or the redis package is missing."""
+    binary = shutil.which("redis-server")
+    if binary is None or importlib.util.find_spec("redis") is None:
+        pytest.skip("needs redis-server and the redis package (pip install redis)")
+    sock = tmp_path / "redis.sock"
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.02)
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_two_processes_share_rooms_through_redis(db_url: str, clock, tmp_path: Path) -> None:
+    """Two apps with their own services and buses (as two processes would be): events of one reach the other's sockets."""
+    async with redis_server(tmp_path) as redis_url:
+        settings = Settings(realtime={"redis_url": redis_url})
+        a, b = (Services(Database(db_url), clock, settings, EventBus()) for _ in range(2))
+        try:
+            app_a = create_app(a)
+            async with running(app_a), running(create_app(b)) as url_b:
+                client = await Client().connect(url_b)
+                try:
+                    for _ in range(100):  # the Redis listener of b starts lazily with its first client
+                        await app_a.state.realtime.sio.emit("probe", {}, to=ALL)
+                        if client.events["probe"]:
+                            break
+                        await asyncio.sleep(0.05)
+                    raid = await a.raids.start(TELEGRAM, RaidSpec(URL), by=member(0))
+                    await client.wait_for("raid:created", lambda m: m["raidId"] == raid.id)
+                    await client.ok("raid:subscribe", {"raidId": raid.id})
+                    joined = await a.raids.join(raid.id, member(1))
+                    event = await client.wait_for("raid:update", update("participant_joined", raid.id))
+                    assert event["memberId"] == joined.member_id
+                    await client.wait_for("raid:update", lambda m: update("progress_update", raid.id)(m)
+                                          and m["progress"]["participants"] == 1)
+                    await asyncio.sleep(0.2)
+                    assert len(client.of("raid:update", update("participant_joined", raid.id))) == 1
+                finally:
+                    await client.sio.disconnect()
+        finally:
+            await a.db.dispose()
+            await b.db.dispose()
 
 
 def json_values() -> st.SearchStrategy[Any]:
@@ -358,8 +433,8 @@ def node_or_skip() -> str:
     return node  # type: ignore[return-value]
 
 
-async def read_json_line(stream: asyncio.StreamReader, timeout: float = 15) -> dict[str, Any]:
-    line = await asyncio.wait_for(stream.readline(), timeout)
+async def read_json_line(stream: asyncio.StreamReader, within: float = 15) -> dict[str, Any]:
+    line = await asyncio.wait_for(stream.readline(), within)
     assert line, "the script ended early"
     return json.loads(line)
 

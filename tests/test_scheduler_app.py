@@ -73,6 +73,16 @@ async def test_app_serves_without_tokens(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}") as client:
             r = await client.get("/api/messaging/sessions/health")
             assert r.status_code == 200 and r.json()["status"] == "healthy"
+            page = await client.get("/")
+            assert page.status_code == 200 and "nubi" in page.text.lower()
+            mcp = await client.post(  # MCP over streamable HTTP, with its session manager running
+                "/mcp/",
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "1"}}},
+                headers={"Accept": "application/json, text/event-stream"},
+            )
+            assert mcp.status_code == 200 and "nubi" in mcp.text
         assert app.scheduler is not None and app.scheduler.scheduler.running
         assert app.adapters == []  # no tokens, no chat adapters
     finally:
@@ -107,3 +117,31 @@ def test_nubi_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_app_runs_telegram_in_webhook_mode(tmp_path: Path) -> None:
+    from tests.fakes.telegram_api import FakeTelegramAPI, make_command_update
+
+    async with FakeTelegramAPI() as fake:
+        fake.add_chat(-100777, "supergroup", title="Raiders")
+        settings = Settings(
+            database={"url": f"sqlite+aiosqlite:///{tmp_path / 'tg.db'}"},
+            http={"port": 0},
+            telegram={"token": fake.token, "api_base_url": fake.base_url, "mode": "webhook",
+                      "webhook_url": "https://bot.example.org/telegram/webhook", "webhook_secret": "s3cret"},
+        )
+        app = NubiApp(settings)
+        await app.start()
+        try:
+            assert fake.calls_for("setWebhook")[0].params["secret_token"] == "s3cret"
+            update = make_command_update(-100777, 42, "/help", chat_title="Raiders")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}") as client:
+                refused = await client.post("/telegram/webhook", json=update)
+                assert refused.status_code == 403
+                ok = await client.post("/telegram/webhook", json=update,
+                                       headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
+                assert ok.status_code == 200
+            await fake.wait_for_calls("sendMessage", chat_id=-100777)
+            assert "nubi raids" in fake.sent_messages(-100777)[-1].text
+        finally:
+            await app.stop()

@@ -24,7 +24,10 @@ from core.storage.rls import community_scope
 
 from .errors import error_response
 
-OPEN_PATHS = ("/", "/static", "/docs", "/openapi.json", "/api/messaging/sessions/health", "/favicon.ico")
+# Reachable without an API key: the page, its files, the API docs, health, and the Telegram webhook
+# (which checks Telegram's secret token itself).
+OPEN_PATHS = ("/", "/static", "/docs", "/openapi.json", "/api/messaging/sessions/health", "/favicon.ico",
+              "/telegram/webhook")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 NO_COMMUNITY = 0  # a community id no row has (ids start at 1): under row-level security it sees no rows
 

@@ -1,0 +1,78 @@
+"""The one ASGI app: REST (Sessions API, raids), Socket.IO at /socket.io/, the dashboard at /, MCP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import socketio
+from fastapi import FastAPI
+from starlette.routing import Route
+
+from core.services import Services
+
+from . import errors
+from .security import Guard, GuardMiddleware
+
+
+def create_app(
+    services: Services,
+    *,
+    mounts: Sequence[tuple[str, Any]] = (),
+    routes: Sequence[tuple[str, Any]] = (),
+    lifespans: Sequence[Any] = (),
+) -> Any:
+    """Build the ASGI application around `services`.
+
+    `mounts` adds (path prefix, ASGI app) pairs (e.g. MCP at /mcp); `routes` adds (exact path, ASGI app)
+    pairs answering POST (the Telegram webhook: a mount would redirect the bare path, which Telegram
+    does not follow); `lifespans` are async context managers entered for the app's lifetime (a
+    mounted app's own lifespan is not run by Starlette, e.g. MCP's session manager).
+
+    The result is the Socket.IO wrapper around the FastAPI app; `.fastapi` is the FastAPI app and
+    `.state` its state (`.state.services`, `.state.realtime`).
+    """
+    app = FastAPI(
+        title="nubi API",
+        version="0.1.0",
+        description="ElizaOS-compatible Sessions API plus nubi's raid and community API.",
+    )
+    app.state.services = services
+    app.state.guard = Guard(services.settings.http)
+    errors.install(app)
+    app.add_middleware(GuardMiddleware, guard=app.state.guard)
+
+    from . import sessions_api
+
+    app.include_router(sessions_api.router)
+    try:
+        from . import raids_api
+    except ImportError:  # built in its own step
+        raids_api = None  # type: ignore[assignment]
+    if raids_api is not None:
+        app.include_router(raids_api.router)
+    from . import dashboard, realtime
+
+    sio = realtime.attach(app).sio  # the Socket.IO server, its event-bus bridge, POST /api/realtime/token
+    dashboard.attach(app)  # the page at /, /static, /api/dashboard/*
+    for path, sub in mounts:
+        app.mount(path, sub)
+    for path, endpoint in routes:
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
+    if lifespans:
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            async with AsyncExitStack() as stack:
+                for cm in lifespans:
+                    await stack.enter_async_context(cm)
+                async with inner(asgi_app) as state:
+                    yield state
+
+        app.router.lifespan_context = lifespan
+    wrapper = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
+    wrapper.fastapi = app
+    wrapper.state = app.state
+    return wrapper

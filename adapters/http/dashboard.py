@@ -1,0 +1,110 @@
+"""The live dashboard: a static page at / and the small read API it takes its snapshots from.
+
+The page (static/index.html, plain JS, no build step) loads a snapshot from /api/dashboard/* on
+every (re)connect and then follows Socket.IO events, since deliveries are at-most-once. The read API
+is built directly on the core services so the page depends on nothing but this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+
+from core.raids.model import RaidProgress
+from core.services import Services
+from core.storage.models import Community
+from core.windows import WINDOWS
+
+from .security import authorize_community, principal
+
+STATIC_DIR = Path(__file__).with_name("static")
+ENDED = ("completed", "timeout", "failed", "cancelled")
+
+page = APIRouter(include_in_schema=False)
+router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
+
+
+def attach(app: FastAPI) -> None:
+    app.include_router(page)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+@page.get("/")
+async def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def _scope_filter(request: Request) -> int | None | Literal[False]:
+    """The community id a scoped key may list (False: its community has no rows yet), None for all."""
+    scope = principal(request).community
+    if scope is None:
+        return None
+    platform, _, external_id = scope.partition(":")
+    found = await _services(request).db.read(
+        lambda s: s.scalar(
+            select(Community.id).where(Community.platform == platform, Community.external_id == external_id)
+        )
+    )
+    return False if found is None else found
+
+
+async def _raid(request: Request, raid_id: int, top: int = 10) -> RaidProgress:
+    progress = await _services(request).raids.progress(raid_id, top=top)
+    await authorize_community(request, progress.community_id)
+    return progress
+
+
+@router.get("/raids")
+async def list_raids(
+    request: Request,
+    status: Literal["active", "ended"] = "active",
+    limit: int = Query(20, ge=1, le=50),
+) -> dict[str, Any]:
+    """Active raids with live numbers, or the latest ended raids with their reports."""
+    svc = _services(request)
+    community_id = await _scope_filter(request)
+    if community_id is False:
+        return {"raids": []}
+    if status == "active":
+        raids = await svc.raids.list(community_id=community_id, status="active", limit=limit)
+        return {"raids": [r.as_dict() for r in raids]}
+    ended: list[RaidProgress] = []
+    for state in ENDED:
+        ended += await svc.raids.list(community_id=community_id, status=state, limit=limit)
+    ended.sort(key=lambda r: (r.ended_at or r.ends_at, r.id), reverse=True)
+    return {"raids": [{**r.as_dict(), "report": await svc.raids.report(r.id)} for r in ended[:limit]]}
+
+
+@router.get("/raids/{raid_id}")
+async def raid_detail(request: Request, raid_id: int) -> dict[str, Any]:
+    """One raid for the detail panel: progress with its top 10, metrics snapshots, report once ended."""
+    svc = _services(request)
+    progress = await _raid(request, raid_id)
+    return {
+        "raid": progress.as_dict(),
+        "metrics": await svc.raids.metrics(raid_id),
+        "report": None if progress.active else await svc.raids.report(raid_id),
+    }
+
+
+@router.get("/communities/{community_id}/leaderboard")
+async def community_board(
+    request: Request,
+    community_id: int,
+    window: str = Query("week", pattern="^(" + "|".join(WINDOWS) + ")$"),
+    top: int = Query(10, ge=1, le=50),
+) -> dict[str, Any]:
+    await authorize_community(request, community_id)
+    entries = await _services(request).boards.board(community_id, window, top=top)
+    return {"communityId": community_id, "window": window, "entries": [asdict(x) for x in entries]}
