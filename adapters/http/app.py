@@ -37,6 +37,7 @@ def create_app(
         title="nubi API",
         version="0.1.0",
         description="ElizaOS-compatible Sessions API plus nubi's raid and community API.",
+        responses=errors.RESPONSES,
     )
     app.state.services = services
     app.state.guard = Guard(services.settings.http)

@@ -21,6 +21,7 @@ from core.services import Services
 from core.storage.models import Community
 from core.windows import WINDOWS
 
+from .schemas import DbId
 from .security import authorize_community, principal
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -87,7 +88,7 @@ async def list_raids(
 
 
 @router.get("/raids/{raid_id}")
-async def raid_detail(request: Request, raid_id: int) -> dict[str, Any]:
+async def raid_detail(request: Request, raid_id: DbId) -> dict[str, Any]:
     """One raid for the detail panel: progress with its top 10, metrics snapshots, report once ended."""
     svc = _services(request)
     progress = await _raid(request, raid_id)
@@ -101,7 +102,7 @@ async def raid_detail(request: Request, raid_id: int) -> dict[str, Any]:
 @router.get("/communities/{community_id}/leaderboard")
 async def community_board(
     request: Request,
-    community_id: int,
+    community_id: DbId,
     window: str = Query("week", pattern="^(" + "|".join(WINDOWS) + ")$"),
     top: int = Query(10, ge=1, le=50),
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -38,6 +39,35 @@ STATUS = {
     "SERVICE_UNAVAILABLE": 503,
     "PAYLOAD_TOO_LARGE": 413,
     "INTERNAL_SERVER_ERROR": 500,
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+    timestamp: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers with, documented on every operation of the OpenAPI document."""
+
+    error: ErrorDetail
+
+
+DOCUMENTED = {
+    400: "Invalid input (the field is named in details)",
+    401: "A valid X-API-KEY header is required",
+    403: "The API key may not act on this community",
+    404: "Not found",
+    409: "Conflicts with the current state (raid ended or full, already active)",
+    410: "The session has expired (answered once; then 404)",
+    413: "Request body too large",
+    429: "Rate limit exceeded",
+    503: "The database is unavailable; try again shortly",
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in DOCUMENTED.items()
 }
 
 

@@ -31,6 +31,7 @@ from .schemas import (
     CommunityList,
     CommunityOut,
     ContextOut,
+    DbId,
     EndIn,
     EndOut,
     Envelope,
@@ -254,19 +255,19 @@ async def list_raids(request: Request, community_id: int | None = Query(None, al
 
 
 @router.get("/api/raids/{raid_id}", response_model=RaidOut, tags=[RAIDS], summary="Get a raid's progress")
-async def get_raid(request: Request, raid_id: int) -> dict[str, Any]:
+async def get_raid(request: Request, raid_id: DbId) -> dict[str, Any]:
     return (await _raid(request, raid_id)).as_dict()
 
 
 @router.post("/api/raids/{raid_id}/join", response_model=JoinOut, tags=[RAIDS], summary="Join a raid (idempotent)")
-async def join_raid(request: Request, raid_id: int, body: JoinIn) -> dict[str, Any]:
+async def join_raid(request: Request, raid_id: DbId, body: JoinIn) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     return _join(await _svc(request).raids.join(raid_id, _member(body.member)))
 
 
 @router.post("/api/raids/{raid_id}/claims", response_model=ClaimOut, tags=[RAIDS],
              summary="Claim an action (idempotent per member and action)")
-async def claim_action(request: Request, raid_id: int, body: ClaimIn) -> dict[str, Any]:
+async def claim_action(request: Request, raid_id: DbId, body: ClaimIn) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     return _claim(await _svc(request).raids.claim(raid_id, _member(body.member), body.action,
                                                   proof_url=body.proof_url))
@@ -274,21 +275,21 @@ async def claim_action(request: Request, raid_id: int, body: ClaimIn) -> dict[st
 
 @router.get("/api/raids/{raid_id}/leaderboard", response_model=RaidBoardOut, tags=[RAIDS],
             summary="A raid's leaderboard")
-async def raid_board(request: Request, raid_id: int, top: int = Top, offset: int = Query(0, ge=0)) -> dict[str, Any]:
+async def raid_board(request: Request, raid_id: DbId, top: int = Top, offset: int = Query(0, ge=0)) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     return {"raidId": raid_id, "entries": await _svc(request).raids.leaderboard(raid_id, top=top, offset=offset)}
 
 
 @router.get("/api/raids/{raid_id}/leaderboard.csv", response_class=Response, responses=CSV, tags=[RAIDS],
             summary="A raid's leaderboard as CSV")
-async def raid_board_csv(request: Request, raid_id: int, top: int = Top) -> Response:
+async def raid_board_csv(request: Request, raid_id: DbId, top: int = Top) -> Response:
     await _raid(request, raid_id, top=0)
     return _csv(board_csv(await _svc(request).raids.leaderboard(raid_id, top=top)), f"raid-{raid_id}-leaderboard.csv")
 
 
 @router.get("/api/raids/{raid_id}/metrics", response_model=MetricsOut, tags=[RAIDS],
             summary="A raid's metrics snapshots (oldest first)")
-async def raid_metrics(request: Request, raid_id: int) -> dict[str, Any]:
+async def raid_metrics(request: Request, raid_id: DbId) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     return {"raidId": raid_id, "snapshots": await _svc(request).raids.metrics(raid_id)}
 
@@ -303,19 +304,19 @@ async def _report(request: Request, raid_id: int) -> dict[str, Any]:
 
 @router.get("/api/raids/{raid_id}/report", response_model=ReportOut, tags=[RAIDS],
             summary="A finished raid's completion report")
-async def raid_report(request: Request, raid_id: int) -> dict[str, Any]:
+async def raid_report(request: Request, raid_id: DbId) -> dict[str, Any]:
     return await _report(request, raid_id)
 
 
 @router.get("/api/raids/{raid_id}/report.csv", response_class=Response, responses=CSV, tags=[RAIDS],
             summary="A finished raid's completion report as CSV")
-async def raid_report_csv(request: Request, raid_id: int) -> Response:
+async def raid_report_csv(request: Request, raid_id: DbId) -> Response:
     return _csv(report_csv(await _report(request, raid_id)), f"raid-{raid_id}-report.csv")
 
 
 @router.post("/api/raids/{raid_id}/end", response_model=EndOut, tags=[RAIDS],
              summary="End a raid now (or cancel it); idempotent")
-async def end_raid(request: Request, raid_id: int, body: EndIn | None = None) -> dict[str, Any]:
+async def end_raid(request: Request, raid_id: DbId, body: EndIn | None = None) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     body = body or EndIn()
     svc = _svc(request)
@@ -326,7 +327,7 @@ async def end_raid(request: Request, raid_id: int, body: EndIn | None = None) ->
 
 @router.post("/api/claims/{claim_id}/review", response_model=ClaimOut, tags=[RAIDS],
              summary="Accept or reject a pending claim")
-async def review_claim(request: Request, claim_id: int, body: ReviewIn) -> dict[str, Any]:
+async def review_claim(request: Request, claim_id: DbId, body: ReviewIn) -> dict[str, Any]:
     svc = _svc(request)
     community_id = await catalog.community_of_claim(svc.db, claim_id)
     if community_id is None:
@@ -347,13 +348,13 @@ async def list_communities(request: Request) -> dict[str, Any]:
 
 @router.get("/api/communities/{community_id}", response_model=CommunityOut, tags=[COMMUNITIES],
             summary="Get a community")
-async def get_community(request: Request, community_id: int) -> dict[str, Any]:
+async def get_community(request: Request, community_id: DbId) -> dict[str, Any]:
     return await _community(request, community_id)
 
 
 @router.get("/api/communities/{community_id}/leaderboard", response_model=CommunityBoardOut, tags=[COMMUNITIES],
             summary="A community's leaderboard over a window (day, week from Monday UTC, month, all)")
-async def community_board(request: Request, community_id: int, window: Window = "all", top: int = Top,
+async def community_board(request: Request, community_id: DbId, window: Window = "all", top: int = Top,
                           offset: int = Query(0, ge=0)) -> dict[str, Any]:
     await _community(request, community_id)
     svc = _svc(request)
@@ -364,7 +365,7 @@ async def community_board(request: Request, community_id: int, window: Window = 
 
 @router.get("/api/communities/{community_id}/leaderboard.csv", response_class=Response, responses=CSV,
             tags=[COMMUNITIES], summary="A community's leaderboard as CSV")
-async def community_board_csv(request: Request, community_id: int, window: Window = "all", top: int = Top) -> Response:
+async def community_board_csv(request: Request, community_id: DbId, window: Window = "all", top: int = Top) -> Response:
     await _community(request, community_id)
     entries = await _svc(request).boards.board(community_id, window, top=top)
     return _csv(board_csv(entries), f"community-{community_id}-{window}.csv")
@@ -372,7 +373,7 @@ async def community_board_csv(request: Request, community_id: int, window: Windo
 
 @router.get("/api/communities/{community_id}/history", response_model=HistoryOut, tags=[COMMUNITIES],
             summary="Winners of a community's closed windows (newest first)")
-async def community_history(request: Request, community_id: int, window: Window | None = None,
+async def community_history(request: Request, community_id: DbId, window: Window | None = None,
                             limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
     await _community(request, community_id)
     windows = await _svc(request).boards.history(community_id, window, limit=limit)
@@ -381,7 +382,7 @@ async def community_history(request: Request, community_id: int, window: Window 
 
 @router.get("/api/communities/{community_id}/review", response_model=ReviewQueueOut, tags=[COMMUNITIES],
             summary="Claims waiting for a moderator's review")
-async def review_queue(request: Request, community_id: int, limit: int = Limit) -> dict[str, Any]:
+async def review_queue(request: Request, community_id: DbId, limit: int = Limit) -> dict[str, Any]:
     await _community(request, community_id)
     items = await _svc(request).raids.review_queue(community_id=community_id, limit=limit)
     return {"communityId": community_id, "items": [
@@ -391,7 +392,7 @@ async def review_queue(request: Request, community_id: int, limit: int = Limit) 
 
 @router.post("/api/communities/{community_id}/points", status_code=201, response_model=PointsOut,
              tags=[COMMUNITIES], summary="Add or remove a member's points, with a reason (audited)")
-async def adjust_points(request: Request, community_id: int, body: PointsIn) -> dict[str, Any]:
+async def adjust_points(request: Request, community_id: DbId, body: PointsIn) -> dict[str, Any]:
     await _community(request, community_id)
     await _known_member(request, body.member_id)
     svc = _svc(request)
@@ -403,7 +404,7 @@ async def adjust_points(request: Request, community_id: int, body: PointsIn) -> 
 
 @router.get("/api/communities/{community_id}/audit", response_model=AuditOut, tags=[COMMUNITIES],
             summary="A community's moderation audit log (newest first)")
-async def audit_log(request: Request, community_id: int, limit: int = Query(50, ge=1, le=200)) -> dict[str, Any]:
+async def audit_log(request: Request, community_id: DbId, limit: int = Query(50, ge=1, le=200)) -> dict[str, Any]:
     await _community(request, community_id)
     entries = await _svc(request).moderation.audit_log(community_id, limit=limit)
     return {"communityId": community_id, "entries": entries}
@@ -416,14 +417,14 @@ def _schedule(s: Any) -> dict[str, Any]:
 
 @router.get("/api/communities/{community_id}/schedules", response_model=ScheduleList, tags=[COMMUNITIES],
             summary="A community's scheduled leaderboard announcements")
-async def list_schedules(request: Request, community_id: int) -> dict[str, Any]:
+async def list_schedules(request: Request, community_id: DbId) -> dict[str, Any]:
     await _community(request, community_id)
     return {"schedules": [_schedule(s) for s in await _svc(request).schedules.list(community_id)]}
 
 
 @router.post("/api/communities/{community_id}/schedules", status_code=201, response_model=ScheduleOut,
              tags=[COMMUNITIES], summary="Schedule a leaderboard announcement (cron, in a time zone)")
-async def add_schedule(request: Request, community_id: int, body: ScheduleIn) -> dict[str, Any]:
+async def add_schedule(request: Request, community_id: DbId, body: ScheduleIn) -> dict[str, Any]:
     await _community(request, community_id)
     added = await _svc(request).schedules.add(community_id, body.cron, body.window, top_n=body.top, tz=body.tz)
     return _schedule(added)
@@ -431,7 +432,7 @@ async def add_schedule(request: Request, community_id: int, body: ScheduleIn) ->
 
 @router.delete("/api/communities/{community_id}/schedules/{schedule_id}", status_code=204, tags=[COMMUNITIES],
                summary="Remove a scheduled announcement")
-async def remove_schedule(request: Request, community_id: int, schedule_id: int) -> Response:
+async def remove_schedule(request: Request, community_id: DbId, schedule_id: DbId) -> Response:
     await _community(request, community_id)
     if not await _svc(request).schedules.remove(community_id, schedule_id):
         raise NotFound(f"There is no schedule #{schedule_id} here.")
@@ -440,14 +441,14 @@ async def remove_schedule(request: Request, community_id: int, schedule_id: int)
 
 @router.get("/api/communities/{community_id}/bans", response_model=BanList, tags=[COMMUNITIES],
             summary="Members banned from raids in a community")
-async def list_bans(request: Request, community_id: int) -> dict[str, Any]:
+async def list_bans(request: Request, community_id: DbId) -> dict[str, Any]:
     await _community(request, community_id)
     return {"communityId": community_id, "bans": await catalog.bans(_svc(request).db, community_id)}
 
 
 @router.post("/api/communities/{community_id}/bans", status_code=201, response_model=BanResult,
              tags=[COMMUNITIES], summary="Ban a member from raids (audited)")
-async def ban_member(request: Request, community_id: int, body: BanIn) -> dict[str, Any]:
+async def ban_member(request: Request, community_id: DbId, body: BanIn) -> dict[str, Any]:
     await _community(request, community_id)
     await _known_member(request, body.member_id)
     done = await _svc(request).moderation.ban(community_id, body.member_id, body.reason, actor=None)
@@ -456,7 +457,7 @@ async def ban_member(request: Request, community_id: int, body: BanIn) -> dict[s
 
 @router.delete("/api/communities/{community_id}/bans/{member_id}", status_code=204, tags=[COMMUNITIES],
                summary="Lift a member's ban (audited)")
-async def unban_member(request: Request, community_id: int, member_id: int) -> Response:
+async def unban_member(request: Request, community_id: DbId, member_id: DbId) -> Response:
     await _community(request, community_id)
     if not await _svc(request).moderation.unban(community_id, member_id, actor=None):
         raise NotFound(f"Member #{member_id} is not banned here.")
@@ -468,7 +469,7 @@ async def unban_member(request: Request, community_id: int, member_id: int) -> R
 
 @router.get("/api/context/members/{member_id}", response_model=ContextOut, tags=[CONTEXT],
             summary="A member's context for an agent: session, messages, raids, points, rank, streak")
-async def member_context(request: Request, member_id: int) -> dict[str, Any]:
+async def member_context(request: Request, member_id: DbId) -> dict[str, Any]:
     await authorize_community(request, None)
     return await _svc(request).context.for_member(member_id)
 

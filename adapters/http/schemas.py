@@ -6,8 +6,9 @@ same things; a refused body never reaches a service, so nothing is written.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -16,6 +17,10 @@ from core.errors import ValidationError
 from core.moderation import MAX_ADJUSTMENT
 from core.raids.service import MAX_DURATION, MIN_DURATION
 from core.raids.urls import normalize_target
+
+# Database ids are signed 64-bit integers: a larger id cannot exist (and must not reach the driver).
+MAX_DB_ID = 2**63 - 1
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 Platform = Literal["telegram", "discord", "web", "console"]
 Action = Literal["like", "repost", "reply", "quote", "bookmark", "follow"]
@@ -115,7 +120,7 @@ class ReviewIn(Body):
 
 
 class PointsIn(Body):
-    member_id: int = Field(ge=1)
+    member_id: int = Field(ge=1, le=MAX_DB_ID)
     points: int = Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, description="non-zero; negative removes")
     reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
 
@@ -135,7 +140,7 @@ class ScheduleIn(Body):
 
 
 class BanIn(Body):
-    member_id: int = Field(ge=1)
+    member_id: int = Field(ge=1, le=MAX_DB_ID)
     reason: str | None = Field(None, max_length=500)
 
 
