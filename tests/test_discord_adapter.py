@@ -508,3 +508,24 @@ async def test_a_raid_started_in_another_process_is_posted_once_by_the_sweep(bot
         assert len(reports) == 1
     finally:
         await other.db.dispose()
+
+
+async def test_server_errors_on_the_post_and_its_edits_are_retried(bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.discord import posts
+
+    monkeypatch.setattr(posts, "SERVER_ERROR_RETRY", 0.05)
+    bot.fake.fail_next("POST", f"/channels/{CHANNEL_ID}/messages", status=503)
+    raid_id = await bot.start_raid()  # the first send meets a 503; the Coalescer posts it again
+    await bot.adapter.posts.drain()
+    post = bot.raid_post()
+    assert [c.status for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")][:2] == [503, 200]
+    path = f"/channels/{CHANNEL_ID}/messages/{post.id}"
+    bot.fake.fail_next("PATCH", path, status=503)
+    await bot.services.raids.join(raid_id, MemberRef("discord", str(RAIDER_BASE), "raider00"))
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        if "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]:
+            break
+    assert [c.status for c in bot.fake.calls_to(path, "PATCH")][:2] == [503, 200]
+    assert "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]
+    assert len(bot.visible()) == 1  # no duplicate post

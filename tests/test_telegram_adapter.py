@@ -421,3 +421,23 @@ async def test_webhook_checks_the_secret_and_feeds_updates(services: Services, f
         await asyncio.sleep(0.1)
         assert len(fake.calls_for("sendMessage")) == 1  # only the update with the secret was handled
         assert reply.params["text"].startswith("nubi raids")
+
+
+async def test_server_errors_are_retried_without_duplicates(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    fake.fail_next("sendMessage", error_code=502, times=2)  # the raid post meets two 502s
+    fake.push_update(make_command_update(GROUP, MOD, f"/raid start {URL} likes=100 duration=10m"))
+    await calls(fake, "sendMessage", 3, GROUP)
+    raid = services.recorder.of(RaidStarted)[0].raid_id
+    raid_posts = [c for c in fake.calls_for("sendMessage", GROUP) if c.ok]
+    assert [c.ok for c in fake.calls_for("sendMessage", GROUP)] == [False, False, True]
+    post = fake.message(GROUP, raid_posts[0].result["message_id"])
+    fake.fail_next("editMessageText", error_code=503)
+    await press_all(fake, [(1000, "a", f"nubi:join:{raid}")], post.message_id)
+    await calls(fake, "editMessageText", 2, GROUP)
+    await adapter.drain()
+    edits = fake.calls_for("editMessageText", GROUP)
+    assert [e.ok for e in edits][:2] == [False, True]
+    assert "Raiders: 1/500" in fake.message(GROUP, post.message_id).text
+    assert len([c for c in fake.calls_for("sendMessage", GROUP) if c.ok]) == 1  # no duplicate post

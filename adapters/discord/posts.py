@@ -30,6 +30,7 @@ from core.views import leaderboard_view, raid_view, report_view
 from . import render
 
 log = logging.getLogger(__name__)
+SERVER_ERROR_RETRY = 1.0  # seconds before an edit or post that met a Discord 5xx is tried again
 
 PLATFORM = "discord"
 MAX_DRAWN = 1000
@@ -143,6 +144,8 @@ class RaidPosts:
                     await channel.get_partial_message(int(ref["message_id"])).edit(**{"view": None, **parts})
             except discord.RateLimited as exc:
                 raise RetryLater(exc.retry_after) from exc
+            except discord.DiscordServerError as exc:  # a 5xx: nothing changed on Discord's side, try later
+                raise RetryLater(SERVER_ERROR_RETRY) from exc
             except (discord.NotFound, discord.Forbidden) as exc:
                 log.warning("raid #%s post is out of reach, no more edits: %s", raid_id, exc)
                 self._gone.add(raid_id)

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBDeprecationWarning
 
 from core.throttle import RetryLater, SendBudget
 
 SEND_ATTEMPTS = 5
+SERVER_ERROR_BACKOFF = 0.5  # seconds, doubled per attempt, after a 5xx from the Bot API
 Rendered = tuple[str, InlineKeyboardMarkup | None]
 
 
@@ -78,6 +79,16 @@ class Outbox:
                 if attempts >= SEND_ATTEMPTS:
                     raise
                 self.hold(chat_id, retry_seconds(exc))
+            except BadRequest:
+                raise
+            except TimedOut:
+                # Telegram may have delivered it: sending again could post it twice, so give up here.
+                raise
+            except NetworkError:  # a 5xx or a refused connection: nothing was delivered, try again
+                attempts += 1
+                if attempts >= SEND_ATTEMPTS:
+                    raise
+                await asyncio.sleep(SERVER_ERROR_BACKOFF * 2 ** (attempts - 1))
 
     async def edit_latest(
         self, chat_id: int, message_id: int, render: Callable[[], Awaitable[Rendered]]
@@ -105,4 +116,6 @@ class Outbox:
             if not_modified(exc):
                 return False
             raise
+        except NetworkError as exc:  # 5xx or timeout: an edit is safe to repeat, so retry it later
+            raise RetryLater(SERVER_ERROR_BACKOFF * 2) from exc
         return True
