@@ -38,6 +38,22 @@ def excluded_members_clause(settings: Settings, community_id: int, member_col: A
     return clause
 
 
+def _board_query(settings: Settings, community_id: int, window: str, start: datetime) -> Any:
+    """(member id, name, points) of one board, best first; ties go to whoever got there first."""
+    return (
+        select(MemberScore.member_id, Member.display_name, MemberScore.points)
+        .join(Member, Member.id == MemberScore.member_id)
+        .where(
+            MemberScore.community_id == community_id,
+            MemberScore.window == window,
+            MemberScore.window_start == start,
+            MemberScore.points > 0,
+            excluded_members_clause(settings, community_id, MemberScore.member_id),
+        )
+        .order_by(MemberScore.points.desc(), MemberScore.last_scored_at.asc(), MemberScore.member_id)
+    )
+
+
 def check_window(window: str) -> str:
     if window not in WINDOWS:
         raise ValidationError(f"window must be one of {', '.join(WINDOWS)}", field="window")
@@ -60,20 +76,7 @@ class LeaderboardService:
 
         async def op(s: AsyncSession) -> list[BoardEntry]:
             rows = (
-                await s.execute(
-                    select(MemberScore.member_id, Member.display_name, MemberScore.points)
-                    .join(Member, Member.id == MemberScore.member_id)
-                    .where(
-                        MemberScore.community_id == community_id,
-                        MemberScore.window == window,
-                        MemberScore.window_start == start,
-                        MemberScore.points > 0,
-                        excluded_members_clause(self.settings, community_id, MemberScore.member_id),
-                    )
-                    .order_by(MemberScore.points.desc(), MemberScore.last_scored_at.asc(), MemberScore.member_id)
-                    .limit(top)
-                    .offset(offset)
-                )
+                await s.execute(_board_query(self.settings, community_id, window, start).limit(top).offset(offset))
             ).all()
             return [BoardEntry(offset + i + 1, r[0], r[1], r[2]) for i, r in enumerate(rows)]
 
@@ -141,19 +144,7 @@ class LeaderboardService:
                 ).all()
                 for community_id, start in pending:
                     rows = (
-                        await s.execute(
-                            select(MemberScore.member_id, Member.display_name, MemberScore.points)
-                            .join(Member, Member.id == MemberScore.member_id)
-                            .where(
-                                MemberScore.community_id == community_id,
-                                MemberScore.window == window,
-                                MemberScore.window_start == start,
-                                MemberScore.points > 0,
-                                excluded_members_clause(self.settings, community_id, MemberScore.member_id),
-                            )
-                            .order_by(MemberScore.points.desc(), MemberScore.last_scored_at.asc())
-                            .limit(top)
-                        )
+                        await s.execute(_board_query(self.settings, community_id, window, start).limit(top))
                     ).all()
                     winners = [
                         {"rank": i + 1, "memberId": r[0], "name": r[1], "points": r[2]} for i, r in enumerate(rows)
