@@ -8,6 +8,7 @@ from typing import Any
 
 import socketio
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from core.services import Services
@@ -43,6 +44,13 @@ def create_app(
     app.state.guard = Guard(services.settings.http)
     errors.install(app)
     app.add_middleware(GuardMiddleware, guard=app.state.guard)
+    if services.settings.http.cors_origins:  # off by default: only the listed origins may call from a browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=services.settings.http.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Content-Type", "X-API-KEY"],
+        )
 
     from . import sessions_api
 
