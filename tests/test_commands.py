@@ -106,3 +106,18 @@ async def test_buttons(services: Services) -> None:
 @pytest.mark.parametrize("text", ["/leaderboard", "/leaderboard raid"])
 async def test_leaderboard_without_any_raid(services: Services, text: str) -> None:
     assert "No raid has run here yet" in await say(services, member(1), text)
+
+
+async def test_chat_commands_live_in_a_community_session(services: Services, clock) -> None:
+    await say(services, member(1), "/join")
+    await say(services, member(2), "/me")
+    sessions, _ = await services.sessions.list()
+    community = [s for s in sessions if s.session_type == "community"]
+    assert len(community) == 1 and community[0].renewal_count == 1
+    kinds = [a["type"] for a in await services.sessions.activity(community[0].id)]
+    assert kinds == ["created", "message_received", "message_received"]
+    clock.advance(minutes=31)  # the conversation went quiet: the next message opens a new session
+    await say(services, member(1), "/me")
+    sessions, _ = await services.sessions.list()
+    assert len([s for s in sessions if s.session_type == "community"]) == 1
+    assert [s for s in sessions if s.session_type == "community"][0].id != community[0].id

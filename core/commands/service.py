@@ -102,6 +102,14 @@ class CommandService:
             return error_reply(exc)
         if cmd is None:
             return None
+        if not ctx.private and ctx.chat.platform in ("telegram", "discord", "console"):
+            try:  # every chat conversation lives in a session; its log must never block the command
+                community_id = await self._community(ctx)
+                await self.s.sessions.record_chat_message(
+                    community_id, member=f"{ctx.member.platform}:{ctx.member.external_id}", command=type(cmd).__name__
+                )
+            except Exception:
+                log.exception("could not log the chat message to its community session")
         return await self.execute(ctx, cmd)
 
     async def execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:

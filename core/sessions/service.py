@@ -541,6 +541,46 @@ class SessionService:
 
         return await self.db.read(op)
 
+    async def record_chat_message(self, community_id: int, **data: Any) -> str:
+        """Log a chat message to its community's session (type `community`), opened on first use.
+
+        A chat's conversation with the bot is one sliding session: activity renews it, and after it
+        expires the next message opens a new one.
+        """
+
+        async def op(s: AsyncSession) -> str:
+            now = self.clock.now()
+            row = await s.scalar(
+                select(NubiSession)
+                .where(
+                    NubiSession.community_id == community_id,
+                    NubiSession.session_type == "community",
+                    NubiSession.status == "active",
+                    NubiSession.expires_at > now,
+                )
+                .order_by(NubiSession.created_at.desc())
+                .limit(1)
+            )
+            if row is None:
+                row = NubiSession(
+                    id=str(uuid.uuid4()), channel_id=str(uuid.uuid4()), agent_id=self.settings.agents[0].id,
+                    user_id=str(uuid.UUID(int=0)), session_type="community", community_id=community_id,
+                    status="active", created_at=now, last_activity=now, renewal_count=0, timeout_config={},
+                    meta={"communityId": community_id},
+                )
+                row.expires_at = timeouts.expires_at(now, now, self._config(row))
+                s.add(row)
+                await s.flush()
+                self._log(s, row.id, "created", now, type="community")
+            else:
+                cfg = self._config(row)
+                if not (cfg.auto_renew and self._renew(row, cfg, now)):
+                    row.last_activity = now
+            self._log(s, row.id, "message_received", now, **data)
+            return row.id
+
+        return await self.db.write(op)
+
     async def log_activity(self, session_id: str, kind: str, **data: Any) -> None:
         async def op(s: AsyncSession) -> None:
             self._log(s, session_id, kind, self.clock.now(), **data)
