@@ -385,12 +385,18 @@ async def test_command_menus_for_members_and_admins(fake: FakeTelegramAPI, adapt
 
 
 async def test_our_errors_are_logged_and_the_member_gets_a_short_apology(
-    fake: FakeTelegramAPI, adapter: TelegramAdapter, caplog: pytest.LogCaptureFixture
+    fake: FakeTelegramAPI, adapter: TelegramAdapter, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake.fail_next("sendMessage", error_code=502)
+    from adapters.telegram import outbox
+
+    monkeypatch.setattr(outbox, "SERVER_ERROR_BACKOFF", 0.01)
+    fake.fail_next("sendMessage", error_code=502, times=outbox.SEND_ATTEMPTS)  # a 5xx that does not go away
     with caplog.at_level(logging.ERROR, logger="adapters.telegram.adapter"):
         fake.push_update(make_command_update(31, 31, "/help", chat_type="private"))
-        failed, sent = await calls(fake, "sendMessage", 2)
+        *failed_attempts, sent = await calls(fake, "sendMessage", outbox.SEND_ATTEMPTS + 1)
+    failed = failed_attempts[-1]
+    assert all(f.error_code == 502 for f in failed_attempts)
     assert failed.error_code == 502 and failed.params["text"].startswith("nubi raids")
     assert sent.ok and sent.params["text"] == "Something went wrong, try again."
     assert any("input='/help'" in r.getMessage() and r.exc_info for r in caplog.records)
