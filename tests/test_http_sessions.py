@@ -517,12 +517,27 @@ async def test_moderator_rights_follow_the_api_key(db_url: str, clock: FakeClock
                 await say(srv.http, sid, "/raid cancel")
                 return reply
 
-        assert "only moderators" in await raid_reply("tg-key")
-        assert "only moderators" in await raid_reply("web-key", {"community": "elsewhere"})
+        # A key for a chat community reaches no sessions; a web-community key only its own community's.
+        async with serve(svc, headers={"X-API-KEY": "tg-key"}) as srv:
+            check_error(await srv.http.post(BASE, json={"agentId": AGENT, "userId": USER}), 403, "FORBIDDEN")
+        async with serve(svc, headers={"X-API-KEY": "web-key"}) as srv:
+            check_error(await srv.http.post(BASE, json={"agentId": AGENT, "userId": USER,
+                                                        "metadata": {"community": "elsewhere"}}), 403, "FORBIDDEN")
         assert not svc.recorder.of(RaidStarted)
         assert "Raid #" in await raid_reply("web-key")
         assert "Raid #" in await raid_reply("admin-key", {"community": "elsewhere"})
         assert len(svc.recorder.of(RaidStarted)) == 2
+        async with serve(svc, headers={"X-API-KEY": "admin-key"}) as srv:
+            foreign = (await create(srv.http, metadata={"community": "elsewhere"}))["sessionId"]
+        async with serve(svc, headers={"X-API-KEY": "web-key"}) as srv:
+            own = (await create(srv.http))["sessionId"]
+            listed = {s["sessionId"] for s in (await srv.http.get(BASE)).json()["sessions"]}
+            assert own in listed and foreign not in listed
+            for method, path in (("GET", ""), ("GET", "/messages"), ("POST", "/renew"), ("DELETE", "")):
+                resp = await srv.http.request(method, f"{BASE}/{foreign}{path}")
+                check_error(resp, 404, "SESSION_NOT_FOUND")
+            check_error(await srv.http.post(f"{BASE}/{foreign}/messages", json={"content": "hi"}), 404,
+                        "SESSION_NOT_FOUND")
 
 
 async def test_rate_limit(db_url: str, clock: FakeClock) -> None:

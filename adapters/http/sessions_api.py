@@ -20,13 +20,13 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from core.clock import to_ms
-from core.errors import ValidationError
+from core.errors import SessionNotFound, ValidationError
 from core.services import Services
 from core.sessions.chat import command_responder, web_chat
 from core.sessions.service import TRANSPORTS, Responder, SendResult, SessionInfo, StoredMessage
 
 from .errors import error_body
-from .security import principal
+from .security import Forbidden, principal
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +188,44 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
+def _web_scope(request: Request) -> str | None:
+    """The web community a scoped key may act in (None for an admin key or an open API).
+
+    Sessions are web chats: a key scoped to `web:<id>` reaches the sessions of that community only,
+    and a key scoped to a Telegram or Discord chat reaches none.
+    """
+    who = principal(request)
+    if who.admin:
+        return None
+    platform, _, external = (who.community or "").partition(":")
+    if platform != "web" or not external:
+        raise Forbidden("This API key is scoped to a chat community; sessions need an admin or web-community key.")
+    return external
+
+
+async def _owned(request: Request, session_id: str) -> str:
+    """The session id, after checking a scoped key may touch it (others' sessions do not exist for it)."""
+    sid = _sid(session_id)
+    scope = _web_scope(request)
+    if scope is not None and web_chat(await services_of(request).sessions.get(sid)).external_id != scope:
+        raise SessionNotFound(f"Session {session_id} not found")
+    return sid
+
+
 @router.post(SESSIONS, status_code=201)
 async def create_session(request: Request) -> dict[str, Any]:
     body = await json_object(request)
+    metadata = body.get("metadata")
+    scope = _web_scope(request)
+    if scope is not None:  # a web-community key opens sessions in its own community only
+        if metadata is None:
+            metadata = {}
+        if isinstance(metadata, dict):
+            if metadata.get("community") not in (None, scope):
+                raise Forbidden("This API key cannot open sessions in another community.")
+            metadata = {**metadata, "community": scope}
     info = await services_of(request).sessions.create(
-        body.get("agentId"), body.get("userId"), metadata=body.get("metadata"), timeout_config=body.get("timeoutConfig")
+        body.get("agentId"), body.get("userId"), metadata=metadata, timeout_config=body.get("timeoutConfig")
     )
     api = info.as_api()
     return {key: api[key] for key in CREATED_KEYS}
@@ -201,12 +234,16 @@ async def create_session(request: Request) -> dict[str, Any]:
 @router.get(SESSIONS)
 async def list_sessions(request: Request) -> dict[str, Any]:
     sessions, stats = await services_of(request).sessions.list()
+    scope = _web_scope(request)
+    if scope is not None:
+        sessions = [s for s in sessions if web_chat(s).external_id == scope]
+        stats = {"totalSessions": len(sessions), "activeSessions": len(sessions), "expiredSessions": 0}
     return {"sessions": [s.as_api() for s in sessions], "total": len(sessions), "stats": stats}
 
 
 @router.get(f"{SESSIONS}/{{session_id}}")
 async def get_session(session_id: str, request: Request) -> dict[str, Any]:
-    return (await services_of(request).sessions.get(_sid(session_id))).as_api()
+    return (await services_of(request).sessions.get(await _owned(request, session_id))).as_api()
 
 
 @router.post(f"{SESSIONS}/{{session_id}}/messages", status_code=201, response_model=None)
@@ -215,6 +252,7 @@ async def send_message(session_id: str, request: Request) -> JSONResponse | Stre
     transport = _transport(body)
     services, responder = services_of(request), _responder(request)
     content = body.get("content")
+    session_id = await _owned(request, session_id)
     if transport == "sse":  # store the user's message now, so 4xx stay plain JSON; reply in the stream
         first = await services.sessions.send_message(
             _sid(session_id), content, attachments=body.get("attachments"), metadata=body.get("metadata")
@@ -241,6 +279,7 @@ async def send_message(session_id: str, request: Request) -> JSONResponse | Stre
 @router.get(f"{SESSIONS}/{{session_id}}/messages")
 async def list_messages(session_id: str, request: Request) -> dict[str, Any]:
     query = request.query_params
+    session_id = await _owned(request, session_id)
     page = await services_of(request).sessions.messages(
         _sid(session_id), limit=query.get("limit"), before=query.get("before"), after=query.get("after")
     )
@@ -252,22 +291,22 @@ async def list_messages(session_id: str, request: Request) -> dict[str, Any]:
 
 @router.post(f"{SESSIONS}/{{session_id}}/renew")
 async def renew_session(session_id: str, request: Request) -> dict[str, Any]:
-    return (await services_of(request).sessions.renew(_sid(session_id))).as_api()
+    return (await services_of(request).sessions.renew(await _owned(request, session_id))).as_api()
 
 
 @router.post(f"{SESSIONS}/{{session_id}}/heartbeat")
 async def heartbeat(session_id: str, request: Request) -> dict[str, Any]:
-    return (await services_of(request).sessions.heartbeat(_sid(session_id))).as_api()
+    return (await services_of(request).sessions.heartbeat(await _owned(request, session_id))).as_api()
 
 
 @router.patch(f"{SESSIONS}/{{session_id}}/timeout")
 async def update_timeout(session_id: str, request: Request) -> dict[str, Any]:
     body = await json_object(request)
-    return (await services_of(request).sessions.update_timeout(_sid(session_id), body)).as_api()
+    return (await services_of(request).sessions.update_timeout(await _owned(request, session_id), body)).as_api()
 
 
 @router.delete(f"{SESSIONS}/{{session_id}}")
 async def delete_session(session_id: str, request: Request) -> JSONResponse:
-    sid = _sid(session_id)
+    sid = await _owned(request, session_id)
     await services_of(request).sessions.end(sid)
     return _with_data_mirror({"success": True, "message": f"Session {sid} deleted successfully"})
