@@ -1,0 +1,312 @@
+"""Benchmark 1, the burst: N members join one raid and claim 3 actions each, all at once.
+
+Three runs on fresh databases of the same kind, in this order:
+  core       services.raids.join(...) then .claim(...) x3 per member, exactly as the adapters
+             call them, asyncio.gather over every member;
+  raw        the same statements through the bare driver, one transaction per command, with the
+             same concurrency and connection budget (one writer connection on SQLite, 20 on
+             PostgreSQL, as core/storage/db.py);
+  batch      the same final rows in one bulk transaction: the ceiling.
+Each run ends with a fingerprint of what it wrote: runs without failures must agree, or the
+comparison is void, and every run must have stored exactly the commands it answered. Failed
+commands are counted by error, not raised. A short sequential sample afterwards gives the service
+time of one command with no queue, and its statement count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from core.clock import FakeClock
+from core.directory import ChatRef, MemberRef
+from core.events import EventBus
+from core.raids.model import RaidSpec
+from core.services import Services
+from core.storage.db import Database
+
+from . import burst_sql
+from .env import Figure, Raw, Report, Target, bench_settings, percentile
+
+ACTIONS = ("like", "repost", "reply")
+CHAT = ChatRef("telegram", "-100424242", "Burst raiders")
+PG_CONNECTIONS = 20  # core's pool: pool_size 10 + max_overflow 10
+SERIAL_MEMBERS = 100
+P99_TARGET_MS = 100.0
+
+
+def member(i: int) -> MemberRef:
+    return MemberRef("telegram", str(7_000_000 + i), f"raider {i}", f"raider{i}")
+
+
+class Tally:
+    """Latencies of the commands that succeeded and a count of the ones that failed, by error."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.failures: Counter[str] = Counter()
+
+    async def time(self, call: Awaitable[Any]) -> bool:
+        t = time.perf_counter()
+        try:
+            await call
+        except Exception as exc:  # a burst must finish and say what failed, not stop at the first
+            self.failures[f"{type(exc).__module__}.{type(exc).__qualname__}"] += 1
+            return False
+        self.latencies.append(time.perf_counter() - t)
+        return True
+
+
+Flow = Callable[[MemberRef, Tally], Awaitable[None]]
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    tally: Tally
+    fingerprint: dict[str, Any]
+    statements: float | None = None  # per command
+    commits: int | None = None
+
+    @property
+    def done(self) -> int:
+        return len(self.tally.latencies)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.tally.failures.values())
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds
+
+    def ms(self, pct: float) -> float:
+        return percentile(self.tally.latencies, pct) * 1000
+
+
+async def _start_raid(services: Services, n: int) -> int:
+    spec = RaidSpec("https://x.com/nubi/status/1", objectives={a: 1_000_000 for a in ACTIONS},
+                    duration_seconds=24 * 3600, max_participants=max(1, min(n, 100_000)))
+    return (await services.raids.start(CHAT, spec)).id
+
+
+async def _fingerprint(url: str, raid_id: int) -> dict[str, Any]:
+    r = await Raw.connect(url)
+    try:
+        q = {
+            "participants": ("SELECT count(*) FROM raid_participants WHERE raid_id = ?", raid_id),
+            "claims": ("SELECT count(*) FROM raid_actions WHERE raid_id = ?", raid_id),
+            "participant points": ("SELECT coalesce(sum(points), 0) FROM raid_participants WHERE raid_id = ?", raid_id),
+            "completed": ("SELECT count(*) FROM raid_participants WHERE raid_id = ? AND completed_all = ?", raid_id, True),
+            "raid counters": ("SELECT participant_count + action_count + points_awarded FROM raid_sessions WHERE id = ?",
+                              raid_id),
+            "objective counts": ("SELECT sum(count) FROM raid_objectives WHERE raid_id = ?", raid_id),
+            "score rows": ("SELECT count(*) FROM member_scores",),
+            "score points (all)": ("SELECT coalesce(sum(points), 0) FROM member_scores WHERE \"window\" = 'all'",),
+            "members": ("SELECT count(*) FROM community_members",),
+            "activity rows": ("SELECT count(*) FROM session_activity_log WHERE activity_type IN ('raid_joined', 'raid_action')",),
+        }
+        return {k: int(await r.fetchval(*v)) for k, v in q.items()}
+    finally:
+        await r.close()
+
+
+async def _burst(first: int, n: int, flow: Flow) -> tuple[float, Tally]:
+    tally = Tally()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(flow(member(first + i), tally) for i in range(n)))
+    return time.perf_counter() - t0, tally
+
+
+async def _serial(first: int, n: int, flow: Flow) -> tuple[float, Tally]:
+    tally = Tally()
+    t0 = time.perf_counter()
+    for i in range(n):
+        await flow(member(first + i), tally)
+    return time.perf_counter() - t0, tally
+
+
+async def run_core(url: str, n: int, clock: FakeClock, profile: Path | None) -> tuple[Run, Run]:
+    db = Database(url)
+    services = Services(db, clock, bench_settings(url), EventBus())
+    try:
+        raid_id = await _start_raid(services, n)
+
+        def flow_for(rid: int) -> Flow:
+            async def flow(m: MemberRef, tally: Tally) -> None:
+                if await tally.time(services.raids.join(rid, m)):
+                    for action in ACTIONS:
+                        await tally.time(services.raids.claim(rid, m, action))
+
+            return flow
+
+        commits0 = db.commits
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        seconds, tally = await _burst(0, n, flow_for(raid_id))
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+        burst = Run("core", seconds, tally, await _fingerprint(url, raid_id), commits=db.commits - commits0)
+
+        # The sequential sample: one command in flight, its statements counted (outside the timed burst).
+        statements = 0
+
+        def count(*_a: Any) -> None:
+            nonlocal statements
+            statements += 1
+
+        serial_raid = await _start_raid(services, SERIAL_MEMBERS)
+        event.listen(db.write_engine.sync_engine, "before_cursor_execute", count)
+        seconds, tally = await _serial(n, SERIAL_MEMBERS, flow_for(serial_raid))
+        serial = Run("core", seconds, tally, {}, statements=statements / max(1, len(tally.latencies)))
+        return burst, serial
+    finally:
+        await db.dispose()
+
+
+async def run_raw(url: str, n: int, clock: FakeClock, sqlite: bool) -> tuple[Run, Run]:
+    setup = Database(url)
+    raid_id = await _start_raid(Services(setup, clock, bench_settings(url), EventBus()), n)
+    serial_raid = await _start_raid(Services(setup, clock, bench_settings(url), EventBus()), SERIAL_MEMBERS)
+    await setup.dispose()
+    conns = [await Raw.connect(url) for _ in range(1 if sqlite else PG_CONNECTIONS)]
+    free = list(conns)
+    turn = asyncio.Semaphore(len(conns))  # first come, first served (asyncio.Queue would let a task cut in)
+    now = clock.now()
+
+    async def command(call: Callable[[Raw], Awaitable[None]]) -> None:
+        async with turn:
+            conn = free.pop()
+            try:
+                await call(conn)
+            finally:
+                free.append(conn)
+
+    def flow_for(rid: int) -> Flow:
+        async def flow(m: MemberRef, tally: Tally) -> None:
+            if await tally.time(command(lambda c: burst_sql.join(c, rid, m, now))):
+                for action in ACTIONS:
+                    await tally.time(command(lambda c, a=action: burst_sql.claim(c, rid, m, a, now)))
+
+        return flow
+
+    try:
+        seconds, tally = await _burst(0, n, flow_for(raid_id))
+        burst = Run("raw", seconds, tally, await _fingerprint(url, raid_id))
+        before = sum(c.statements for c in conns)
+        seconds, tally = await _serial(n, SERIAL_MEMBERS, flow_for(serial_raid))
+        serial = Run("raw", seconds, tally, {},
+                     statements=(sum(c.statements for c in conns) - before) / max(1, len(tally.latencies)))
+        return burst, serial
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def run_batch(url: str, n: int, clock: FakeClock) -> Run:
+    setup = Database(url)
+    raid_id = await _start_raid(Services(setup, clock, bench_settings(url), EventBus()), n)
+    await setup.dispose()
+    r = await Raw.connect(url)
+    try:
+        t0 = time.perf_counter()
+        await burst_sql.batch(r, raid_id, [member(i) for i in range(n)], ACTIONS, clock.now())
+        seconds = time.perf_counter() - t0
+    finally:
+        await r.close()
+    tally = Tally()
+    tally.latencies = [seconds] * (4 * n)  # one transaction answers every command at once
+    return Run("batch", seconds, tally, await _fingerprint(url, raid_id))
+
+
+async def bench(target: Target, report: Report, members: int, profile_dir: Path | None) -> None:
+    db = target.kind
+    print(f"\n== burst on {db}: {members} members x (1 join + {len(ACTIONS)} claims), all concurrent", flush=True)
+    runs: dict[str, Run] = {}
+    serial: dict[str, Run] = {}
+    for name in ("core", "raw", "batch"):
+        url = await target.fresh()
+        clock = FakeClock()
+        try:
+            if name == "core":
+                prof = profile_dir / f"burst-{db}.prof" if profile_dir else None
+                runs[name], serial[name] = await run_core(url, members, clock, prof)
+            elif name == "raw":
+                runs[name], serial[name] = await run_raw(url, members, clock, target.is_sqlite)
+            else:
+                runs[name] = await run_batch(url, members, clock)
+        finally:
+            await target.drop(url)
+        r = runs[name]
+        lost = f", {r.failed} FAILED: {dict(r.tally.failures)}" if r.failed else ""
+        print(f"  {name}: {r.done} commands in {r.seconds:.2f} s{lost}", flush=True)
+    # Like for like: every complete run must leave the same rows; a run with failures only what it answered.
+    complete = {k: r.fingerprint for k, r in runs.items() if not r.failed}
+    if len({tuple(sorted(p.items())) for p in complete.values()}) > 1:
+        raise RuntimeError(f"the burst runs wrote different data, the comparison is void: {complete}")
+    for r in runs.values():
+        joins = r.fingerprint["participants"]
+        if r.fingerprint["claims"] + joins != r.done:
+            raise RuntimeError(f"{r.name}: {r.done} commands answered but {joins} joins and "
+                               f"{r.fingerprint['claims']} claims stored")
+
+    core, raw, batch = runs["core"], runs["raw"], runs["batch"]
+    failed = f"; {core.failed} of {4 * members} commands FAILED ({dict(core.tally.failures)})" if core.failed else ""
+    report.add(Figure("burst", db, "commands/s", core.rate, "cmd/s", "raw driver, 1 tx/command", raw.rate,
+                      target=">= 1x raw, none failed", met=core.rate >= raw.rate and not core.failed,
+                      note=f"{members} members, {4 * members} commands{failed}"))
+    report.add(Figure("burst", db, "commands/s vs ceiling", core.rate, "cmd/s", "raw driver, one batched tx",
+                      batch.rate))
+    for pct in (50, 99):
+        report.add(Figure("burst", db, f"p{pct} latency", core.ms(pct), "ms", "raw driver", raw.ms(pct),
+                          higher_is_better=False,
+                          target=f"<= {P99_TARGET_MS:.0f} ms" if pct == 99 else "",
+                          met=core.ms(99) <= P99_TARGET_MS if pct == 99 else None))
+    sc, sr = serial["core"], serial["raw"]
+    report.add(Figure("burst", db, "one command alone (p50, no queue)", sc.ms(50), "ms", "raw driver", sr.ms(50),
+                      higher_is_better=False,
+                      note=f"p99 {sc.ms(99):.1f} vs {sr.ms(99):.2f} ms; "
+                           f"{sc.statements:.1f} vs {sr.statements:.1f} statements per command"))
+    if core.commits:
+        report.notes.append(f"burst/{db}: core committed {core.commits} transactions for {core.done} commands "
+                            f"({core.done / core.commits:.1f} commands per commit)")
+    if profile_dir:
+        prof = profile_dir / f"burst-{db}.prof"
+        print(f"  profile of the core burst (cProfile, main thread) in {prof}: own time per command by layer")
+        for line in profile_layers(prof, core.done + core.failed):
+            print("    " + line)
+
+
+LAYERS = (  # (label, substrings of the file path or function name), first match wins
+    ("idle: epoll wait (database, driver thread, GIL)", ("select.epoll", "selectors.py")),
+    ("hand-off to the aiosqlite thread (SimpleQueue.put)", ("_queue.SimpleQueue",)),
+    ("SQLAlchemy ORM (session, unit of work, loading)", ("sqlalchemy/orm",)),
+    ("SQLAlchemy SQL (statement build, cache key, compile)", ("sqlalchemy/sql",)),
+    ("SQLAlchemy engine, pool, dialect, greenlet bridge", ("sqlalchemy", "greenlet")),
+    ("driver (aiosqlite / asyncpg)", ("aiosqlite", "asyncpg")),
+    ("asyncio scheduling", ("asyncio",)),
+    ("nubi core", ("/core/",)),
+)
+
+
+def profile_layers(path: Path, commands: int) -> list[str]:
+    """Own (not cumulative) time by layer, per command: where a command's time goes."""
+    own: Counter[str] = Counter()
+    for (file, _line, func), (_cc, _nc, tottime, _ct, _callers) in pstats.Stats(str(path)).stats.items():  # type: ignore[attr-defined]
+        where = f"{file}:{func}"
+        label = next((name for name, keys in LAYERS if any(k in where for k in keys)), "other (stdlib, builtins)")
+        own[label] += tottime
+    total = sum(own.values())
+    return [f"{t / commands * 1000:7.3f} ms  {100 * t / total:5.1f}%  {name}" for name, t in own.most_common()]
