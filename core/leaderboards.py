@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -20,11 +20,11 @@ from core.windows import WINDOWS, window_end, window_start
 
 def excluded_members_clause(settings: Settings, community_id: int, member_col: Any) -> Any:
     """A WHERE clause leaving off excluded members, moderators (if configured) and configured ids."""
-    flags = [CommunityMember.excluded.is_(True)]
-    if settings.leaderboard.exclude_moderators:
-        flags.append(CommunityMember.is_moderator.is_(True))
+    # Spelled as the partial index ix_community_members_off_board is, so the planner can use it.
+    off = text("(community_members.excluded OR community_members.is_moderator)") \
+        if settings.leaderboard.exclude_moderators else CommunityMember.excluded.is_(True)
     clause = ~exists().where(
-        CommunityMember.community_id == community_id, CommunityMember.member_id == member_col, or_(*flags)
+        CommunityMember.community_id == community_id, CommunityMember.member_id == member_col, off
     )
     pairs = [p.split(":", 1) for p in settings.leaderboard.exclude_members if ":" in p]
     if pairs:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.models import MemberScore
-from core.storage.upsert import insert
 from core.windows import WINDOWS, window_start
+
+
+def _upsert(dialect: Any) -> Any:
+    stmt = dialect.insert(MemberScore)
+    return stmt.on_conflict_do_update(
+        index_elements=["community_id", "window", "window_start", "member_id"],
+        set_={"points": MemberScore.points + stmt.excluded.points, "last_scored_at": stmt.excluded.last_scored_at},
+    )
+
+
+# Built once: one parameterized statement per dialect stays in SQLAlchemy's compiled cache.
+_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
 
 
 async def credit(s: AsyncSession, community_id: int, member_id: int, points: int, at: datetime) -> None:
@@ -26,12 +39,4 @@ async def credit(s: AsyncSession, community_id: int, member_id: int, points: int
         }
         for w in WINDOWS
     ]
-    stmt = insert(s, MemberScore).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["community_id", "window", "window_start", "member_id"],
-        set_={
-            "points": MemberScore.points + stmt.excluded.points,
-            "last_scored_at": stmt.excluded.last_scored_at,
-        },
-    )
-    await s.execute(stmt)
+    await s.execute(_UPSERTS[s.get_bind().dialect.name], rows)

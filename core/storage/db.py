@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.errors import Unavailable
@@ -28,6 +29,7 @@ T = TypeVar("T")
 Op = Callable[[AsyncSession], Awaitable[T]]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_POOL = 20  # connections per process; the scale-out guide sizes max_connections from it
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
 
@@ -95,7 +97,7 @@ class Database:
             _sqlite_pragmas(self.read_engine, "BEGIN")
         else:
             self.write_engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=30
+                self.url, pool_size=PG_POOL, max_overflow=0, pool_pre_ping=True, pool_timeout=30
             )
             self.read_engine = self.write_engine
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -107,22 +109,38 @@ class Database:
         self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
         self._writer: asyncio.Task[None] | None = None
         self._write_lock: asyncio.Lock | None = None
+        # PostgreSQL: callers queue here in arrival order for one of the pool's connections, instead of
+        # racing the pool's own timeout (a burst of thousands of commands would otherwise fail).
+        self._slots: asyncio.Semaphore | None = None
         self.commits = 0  # transactions committed by the writer; a benchmark reads it
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def _pg_slots(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(PG_POOL)
+        return self._slots
+
     async def read(self, op: Op[T]) -> T:
         try:
-            async with self._read_sessions() as session, session.begin():
-                if self.row_level_security:
-                    await rls.apply(session)
-                return await op(session)
+            if self.is_sqlite:
+                return await self._read_one(op)
+            async with self._pg_slots():
+                return await self._read_one(op)
         except (DBAPIError, OSError) as exc:
             if _is_connection_error(exc):
                 raise Unavailable("The database is unavailable right now; try again shortly.") from exc
             raise
+        except PoolTimeout as exc:
+            raise Unavailable("The database is busy right now; try again shortly.") from exc
+
+    async def _read_one(self, op: Op[T]) -> T:
+        async with self._read_sessions() as session, session.begin():
+            if self.row_level_security:
+                await rls.apply(session)
+            return await op(session)
 
     async def write(self, op: Op[T]) -> T:
         if self.group_commit:
@@ -136,7 +154,10 @@ class Database:
                         self._write_lock = asyncio.Lock()
                     async with self._write_lock:
                         return await self._run_one(op)
-                return await self._run_one(op)
+                async with self._pg_slots():
+                    return await self._run_one(op)
+            except PoolTimeout as exc:
+                raise Unavailable("The database is busy right now; try again shortly.") from exc
             except DBAPIError as exc:
                 if _sqlstate(exc) in RETRY_SQLSTATES and attempts < 5:
                     await asyncio.sleep(0.01 * attempts)
