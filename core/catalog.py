@@ -56,6 +56,20 @@ async def raid_of_session(db: Database, session_id: str) -> int | None:
     return await db.read(lambda s: s.scalar(select(Raid.id).where(Raid.session_id == sid)))
 
 
+_RAID_COMMUNITY: dict[int, int] = {}  # a raid never changes community: safe to remember
+
+
+async def community_of_raid(db: Database, raid_id: int) -> int | None:
+    if raid_id not in _RAID_COMMUNITY:
+        found = await db.read(lambda s: s.scalar(select(Raid.community_id).where(Raid.id == raid_id)))
+        if found is None:
+            return None
+        if len(_RAID_COMMUNITY) > 100_000:
+            _RAID_COMMUNITY.clear()
+        _RAID_COMMUNITY[raid_id] = found
+    return _RAID_COMMUNITY[raid_id]
+
+
 async def community_of_claim(db: Database, claim_id: int) -> int | None:
     return await db.read(
         lambda s: s.scalar(

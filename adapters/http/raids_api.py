@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from core import catalog
 from core.directory import ChatRef, MemberRef
-from core.errors import AgentNotFound, NotFound, SessionNotFound, ValidationError
+from core.errors import AgentNotFound, NotFound, RaidNotFound, SessionNotFound, ValidationError
 from core.export import board_csv, report_csv
 from core.raids.model import ClaimResult, JoinResult, RaidProgress, RaidSpec
 from core.services import Services
@@ -81,6 +81,16 @@ async def _raid(request: Request, raid_id: int, top: int = 5) -> RaidProgress:
     progress = await _svc(request).raids.progress(raid_id, top=top)
     await authorize_community(request, progress.community_id)
     return progress
+
+
+async def _authorize_raid(request: Request, raid_id: int) -> None:
+    """The caller may act on this raid: free for admin keys, one remembered lookup for scoped ones."""
+    if principal(request).admin:
+        return
+    community_id = await catalog.community_of_raid(_svc(request).db, raid_id)
+    if community_id is None:
+        raise RaidNotFound(f"Raid {raid_id} not found")
+    await authorize_community(request, community_id)
 
 
 async def _community(request: Request, community_id: int) -> dict[str, Any]:
@@ -261,14 +271,14 @@ async def get_raid(request: Request, raid_id: DbId) -> dict[str, Any]:
 
 @router.post("/api/raids/{raid_id}/join", response_model=JoinOut, tags=[RAIDS], summary="Join a raid (idempotent)")
 async def join_raid(request: Request, raid_id: DbId, body: JoinIn) -> dict[str, Any]:
-    await _raid(request, raid_id, top=0)
+    await _authorize_raid(request, raid_id)
     return _join(await _svc(request).raids.join(raid_id, _member(body.member)))
 
 
 @router.post("/api/raids/{raid_id}/claims", response_model=ClaimOut, tags=[RAIDS],
              summary="Claim an action (idempotent per member and action)")
 async def claim_action(request: Request, raid_id: DbId, body: ClaimIn) -> dict[str, Any]:
-    await _raid(request, raid_id, top=0)
+    await _authorize_raid(request, raid_id)
     return _claim(await _svc(request).raids.claim(raid_id, _member(body.member), body.action,
                                                   proof_url=body.proof_url))
 
