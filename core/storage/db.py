@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Unavailable
 from core.storage import rls
@@ -44,8 +46,10 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(engine: AsyncEngine, begin: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(engine: AsyncEngine | Engine, begin: str) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take BEGIN away from the driver so we decide its kind (IMMEDIATE for writers).
         dbapi_connection.isolation_level = None
@@ -56,7 +60,7 @@ def _sqlite_pragmas(engine: AsyncEngine, begin: str) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
 
@@ -77,6 +81,48 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
 
 
+class _SyncSession:
+    """The AsyncSession surface write ops use, over a sync Session on the writer thread.
+
+    Its coroutines never suspend, so an op's coroutine runs to completion in one step (`_drive`):
+    the same op code serves the async engines and the SQLite writer thread.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    async def execute(self, *args: Any, **kw: Any) -> Any:
+        return self._s.execute(*args, **kw)
+
+    async def scalar(self, *args: Any, **kw: Any) -> Any:
+        return self._s.scalar(*args, **kw)
+
+    async def scalars(self, *args: Any, **kw: Any) -> Any:
+        return self._s.scalars(*args, **kw)
+
+    async def get(self, *args: Any, **kw: Any) -> Any:
+        return self._s.get(*args, **kw)
+
+    async def flush(self, *args: Any, **kw: Any) -> None:
+        self._s.flush(*args, **kw)
+
+    def add(self, instance: Any) -> None:
+        self._s.add(instance)
+
+    def get_bind(self, *args: Any, **kw: Any) -> Any:
+        return self._s.get_bind(*args, **kw)
+
+
+def _drive(coro: Any) -> Any:
+    """Run a coroutine that never suspends to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a write op awaited something other than its database session")
+
+
 class Database:
     def __init__(
         self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False
@@ -95,6 +141,14 @@ class Database:
             self.read_engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
             _sqlite_pragmas(self.write_engine, "BEGIN IMMEDIATE")
             _sqlite_pragmas(self.read_engine, "BEGIN")
+            # The group-commit writer: plain pysqlite on one thread of its own, one hop per batch.
+            self._sync_engine = create_engine(
+                self.url.replace("sqlite+aiosqlite://", "sqlite+pysqlite://", 1),
+                pool_size=1, max_overflow=0, connect_args={"check_same_thread": False},
+            )
+            _sqlite_pragmas(self._sync_engine, "BEGIN IMMEDIATE")
+            self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
         else:
             self.write_engine = create_async_engine(
                 self.url, pool_size=PG_POOL, max_overflow=0, pool_pre_ping=True, pool_timeout=30
@@ -201,31 +255,9 @@ class Database:
             self._idle.set()
 
     async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        loop = asyncio.get_running_loop()
         try:
-            async with self._write_sessions() as session:
-                await session.begin()
-                if len(batch) == 1:
-                    op, fut = batch[0]
-                    try:
-                        outcomes.append((fut, await op(session), None))
-                    except Exception as exc:  # the op's own error: nothing of it is kept
-                        await session.rollback()
-                        outcomes.append((fut, None, exc))
-                else:
-                    for op, fut in batch:
-                        try:
-                            async with session.begin_nested():
-                                result = await op(session)
-                            outcomes.append((fut, result, None))
-                        except Exception as exc:
-                            outcomes.append((fut, None, exc))
-                        # Ops return plain values; a session that kept every object of the batch
-                        # would make each autoflush walk all of them (quadratic in the batch size).
-                        session.expunge_all()
-                if session.in_transaction():
-                    await session.commit()
-                self.commits += 1
+            outcomes = await loop.run_in_executor(self._thread, self._run_batch_sync, [op for op, _ in batch])
         except Exception as exc:  # the batch could not commit: no caller may think it landed
             log.exception("group commit of %d operations failed", len(batch))
             err: BaseException = exc
@@ -236,13 +268,42 @@ class Database:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        for fut, result, error in outcomes:
+        self.commits += 1
+        for (_op, fut), (result, error) in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
             if error is not None:
                 fut.set_exception(error)
             else:
                 fut.set_result(result)
+
+    def _run_batch_sync(self, ops: list[Op[Any]]) -> list[tuple[Any, BaseException | None]]:
+        """One transaction for the whole batch, each op in a savepoint (writer thread only)."""
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        with self._sync_sessions() as session:
+            session.begin()
+            facade = _SyncSession(session)
+            single = len(ops) == 1
+            for op in ops:
+                savepoint = None if single else session.begin_nested()
+                try:
+                    result = _drive(op(facade))  # type: ignore[arg-type]
+                    session.flush()  # what the op added is written inside its own savepoint
+                    if savepoint is not None:
+                        savepoint.commit()
+                    outcomes.append((result, None))
+                except Exception as exc:  # the op's own error: nothing of it is kept
+                    if savepoint is not None:
+                        savepoint.rollback()
+                    else:
+                        session.rollback()
+                    outcomes.append((None, exc))
+                # Ops return plain values; a session that kept every object of the batch
+                # would make each autoflush walk all of them (quadratic in the batch size).
+                session.expunge_all()
+            if session.in_transaction():
+                session.commit()
+        return outcomes
 
     async def dispose(self) -> None:
         if self._writer is not None:
@@ -252,6 +313,9 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
             self._writer = None
+        if self.is_sqlite:
+            self._thread.shutdown(wait=True)
+            self._sync_engine.dispose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
