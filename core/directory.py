@@ -5,11 +5,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.models import Community, CommunityMember, Member, MemberIdentity
 from core.storage.upsert import insert
+
+# Built once: looked up on every join, so it stays in SQLAlchemy's compiled cache.
+_IDENTITY = select(MemberIdentity.member_id, MemberIdentity.username).where(
+    MemberIdentity.platform == bindparam("platform"), MemberIdentity.external_id == bindparam("external_id")
+)
 
 USER_NAMESPACE = uuid.UUID("5b0e6c1e-3f4d-4c8a-9a57-6e1f0d2b7c11")
 
@@ -38,13 +43,7 @@ def member_uuid(member_id: int) -> str:
 
 async def ensure_member(s: AsyncSession, ref: MemberRef, now: object) -> int:
     """The member id for a platform identity, created on first sight; names follow the platform."""
-    row = (
-        await s.execute(
-            select(MemberIdentity.member_id, MemberIdentity.username).where(
-                MemberIdentity.platform == ref.platform, MemberIdentity.external_id == ref.external_id
-            )
-        )
-    ).first()
+    row = (await s.execute(_IDENTITY, {"platform": ref.platform, "external_id": ref.external_id})).first()
     if row is not None:
         if ref.username and row.username != ref.username:
             await s.execute(

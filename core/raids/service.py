@@ -23,7 +23,6 @@ from core.directory import (
     ensure_community,
     ensure_member,
     member_uuid,
-    touch_community_member,
 )
 from core.errors import (
     Banned,
@@ -54,7 +53,6 @@ from core.storage.models import (
     ChatLock,
     Community,
     Member,
-    MemberIdentity,
     NubiSession,
     Raid,
     RaidAction,
@@ -68,6 +66,7 @@ from core.storage.upsert import insert
 from core.verification.abuse import screen_claim
 
 from . import scoring
+from . import statements as st
 from .model import (
     NEVER_VERIFIABLE,
     BoardEntry,
@@ -338,56 +337,32 @@ class RaidService:
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> JoinResult:
-            raid = await self._open_raid(s, raid_id, now)
+            raid = await _open_raid_facts(s, raid_id, now)
             member_id = await ensure_member(s, member, now)
-            await touch_community_member(s, raid.community_id, member_id, is_moderator, now)
-            banned = select(Ban.id).where(Ban.community_id == raid.community_id, Ban.member_id == member_id).exists()
+            dialect = s.get_bind().dialect.name
+            await s.execute(st.TOUCH_MEMBER[dialect], st.dml(community_id=raid.community_id, member_id=member_id,
+                                                       is_moderator=is_moderator, now=now))
             existing, is_banned = (
-                await s.execute(
-                    select(
-                        select(RaidParticipant.join_position)
-                        .where(RaidParticipant.raid_id == raid_id, RaidParticipant.member_id == member_id)
-                        .scalar_subquery(),
-                        banned,
-                    )
-                )
+                await s.execute(st.JOINED_OR_BANNED,
+                                {"raid_id": raid_id, "member_id": member_id, "community_id": raid.community_id})
             ).one()
             if existing is not None:
                 return JoinResult(raid_id, member_id, existing, True, 0, raid.community_id)
             if is_banned:
                 raise Banned("You are banned from raids in this community.")
             rules = scoring.ScoringRules.from_dict(raid.scoring)
-            # The cap, the position and the early-bird bonus in one conditional UPDATE of the raid row.
-            early = Raid.participant_count < rules.early_joiners
             bumped = (
-                await s.execute(
-                    update(Raid)
-                    .where(Raid.id == raid_id, Raid.status == "active", Raid.participant_count < Raid.max_participants)
-                    .values(
-                        participant_count=Raid.participant_count + 1,
-                        points_awarded=Raid.points_awarded + case((early, rules.early_joiner_points), else_=0),
-                    )
-                    .returning(Raid.participant_count)
-                )
+                await s.execute(st.BUMP, st.dml(raid_id=raid_id, early_joiners=rules.early_joiners,
+                                          early_points=rules.early_joiner_points))
             ).first()
             if bumped is None:
                 raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
             position = bumped[0]
             bonus = scoring.early_joiner_bonus(rules, position)
             inserted = await s.scalar(
-                insert(s, RaidParticipant)
-                .values(
-                    raid_id=raid_id,
-                    member_id=member_id,
-                    join_position=position,
-                    joined_at=now,
-                    points=bonus,
-                    claims_count=0,
-                    completed_all=False,
-                    last_scored_at=now if bonus else None,
-                )
-                .on_conflict_do_nothing(index_elements=["raid_id", "member_id"])
-                .returning(RaidParticipant.id)
+                st.INSERT_PARTICIPANT[dialect],
+                st.dml(raid_id=raid_id, member_id=member_id, position=position, now=now, points=bonus,
+                 scored_at=now if bonus else None),
             )
             if inserted is None:
                 raise _AlreadyJoined()
@@ -413,22 +388,11 @@ class RaidService:
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> ClaimResult:
-            raid = await self._open_raid(s, raid_id, now)
-            banned = (
-                select(Ban.id)
-                .where(Ban.community_id == raid.community_id, Ban.member_id == RaidParticipant.member_id)
-                .exists()
-            )
+            raid = await _open_raid_facts(s, raid_id, now)
             row = (
-                await s.execute(
-                    select(RaidParticipant.id, RaidParticipant.member_id, banned)
-                    .join(MemberIdentity, MemberIdentity.member_id == RaidParticipant.member_id)
-                    .where(
-                        RaidParticipant.raid_id == raid_id,
-                        MemberIdentity.platform == member.platform,
-                        MemberIdentity.external_id == member.external_id,
-                    )
-                )
+                await s.execute(st.PARTICIPANT_AND_BAN, {"raid_id": raid_id, "community_id": raid.community_id,
+                                                         "platform": member.platform,
+                                                         "external_id": member.external_id})
             ).first()
             if row is None:
                 raise NotParticipant("Join the raid first, then claim your actions.")
@@ -448,28 +412,13 @@ class RaidService:
             rules = scoring.ScoringRules.from_dict(raid.scoring)
             points = scoring.claim_points(rules, objectives[action][1], raid.started_at, now) if accepted else 0
             claim_id = await s.scalar(
-                insert(s, RaidAction)
-                .values(
-                    raid_id=raid_id,
-                    participant_id=participant_id,
-                    member_id=member_id,
-                    action_type=action,
-                    verification=verification,
-                    points=points,
-                    proof_url=proof_url,
-                    source="claim",
-                    claimed_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["participant_id", "action_type"])
-                .returning(RaidAction.id)
+                st.INSERT_CLAIM[s.get_bind().dialect.name],
+                st.dml(raid_id=raid_id, participant_id=participant_id, member_id=member_id, action=action,
+                 verification=verification, points=points, proof_url=proof_url, now=now),
             )
             if claim_id is None:
                 prior = (
-                    await s.execute(
-                        select(RaidAction.id, RaidAction.verification, RaidAction.points).where(
-                            RaidAction.participant_id == participant_id, RaidAction.action_type == action
-                        )
-                    )
+                    await s.execute(st.PRIOR_CLAIM, {"participant_id": participant_id, "action": action})
                 ).one()
                 return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id,
                                    community_id=raid.community_id)
@@ -498,7 +447,7 @@ class RaidService:
     async def _credit_claim(
         self,
         s: AsyncSession,
-        raid: Raid,
+        raid: Any,
         participant_id: int,
         member_id: int,
         action: str,
@@ -508,45 +457,23 @@ class RaidService:
     ) -> tuple[int, bool]:
         """Credit an accepted claim: counters, completion bonus, boards. Returns (bonus, raid now complete)."""
         rules = scoring.ScoringRules.from_dict(raid.scoring)
-        count = await s.scalar(
-            update(RaidObjective)
-            .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == action)
-            .values(count=RaidObjective.count + 1)
-            .returning(RaidObjective.count)
-        )
+        count = await s.scalar(st.COUNT_UP, st.dml(raid_id=raid.id, action=action))
         claims = await s.scalar(
-            update(RaidParticipant)
-            .where(RaidParticipant.id == participant_id)
-            .values(
-                points=RaidParticipant.points + points,
-                claims_count=RaidParticipant.claims_count + 1,
-                last_scored_at=now,
-            )
-            .returning(RaidParticipant.claims_count)
+            st.SCORE_PARTICIPANT, st.dml(participant_id=participant_id, points=points, now=now)
         )
         bonus = 0
         if claims == len(objectives) and rules.completion_points:
             done = await s.scalar(
-                update(RaidParticipant)
-                .where(RaidParticipant.id == participant_id, RaidParticipant.completed_all.is_(False))
-                .values(completed_all=True, points=RaidParticipant.points + rules.completion_points)
-                .returning(RaidParticipant.id)
+                st.COMPLETE_PARTICIPANT, st.dml(participant_id=participant_id, bonus=rules.completion_points)
             )
             bonus = rules.completion_points if done else 0
         # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
         # completion check below sees every objective count committed before it (PostgreSQL too).
-        await s.execute(
-            update(Raid)
-            .where(Raid.id == raid.id)
-            .values(action_count=Raid.action_count + 1, points_awarded=Raid.points_awarded + points + bonus)
-        )
+        await s.execute(st.SCORE_RAID, st.dml(raid_id=raid.id, points=points + bonus))
         await credit(s, raid.community_id, member_id, points + bonus, now)
         completed = False
         if raid.status == "active" and count == objectives[action][0]:  # this claim met its objective
-            unmet = await s.scalar(
-                select(func.count()).where(RaidObjective.raid_id == raid.id, RaidObjective.count < RaidObjective.target)
-            )
-            completed = unmet == 0
+            completed = await s.scalar(st.UNMET, {"raid_id": raid.id}) == 0
         return bonus, completed
 
     # -- verification (honor and moderator review; the X-API verifiers use the same calls) ----------
@@ -874,16 +801,22 @@ def _initial_state(tier: str, action: str) -> str:
 
 async def _objectives(s: AsyncSession, raid_id: int) -> dict[str, tuple[int, int]]:
     """action -> (target, points) of a raid's objectives."""
-    rows = await s.execute(
-        select(RaidObjective.action_type, RaidObjective.target, RaidObjective.points).where(
-            RaidObjective.raid_id == raid_id
-        )
-    )
+    rows = await s.execute(st.OBJECTIVES, {"raid_id": raid_id})
     return {a: (t, p) for a, t, p in rows.all()}
 
 
 async def _activity(s: AsyncSession, session_id: str, kind: str, at: datetime, data: dict[str, Any]) -> None:
-    await s.execute(insert(s, SessionActivity).values(session_id=session_id, activity_type=kind, at=at, data=data))
+    await s.execute(st.ACTIVITY, st.dml(session_id=session_id, kind=kind, at=at, data=data))
+
+
+async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
+    """The raid's fixed facts and status (a row, not an entity), if members may still act on it."""
+    raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
+    if raid is None:
+        raise RaidNotFound(f"Raid {raid_id} not found")
+    if raid.status != "active" or raid.ends_at <= now:
+        raise RaidEnded(f"Raid #{raid_id} has ended.")
+    return raid
 
 
 async def _check_ban(s: AsyncSession, community_id: int, member_id: int) -> None:
