@@ -31,6 +31,7 @@ T = TypeVar("T")
 Op = Callable[[AsyncSession], Awaitable[T]]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_READERS = 4
 PG_POOL = 20  # connections per process; the scale-out guide sizes max_connections from it
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 
@@ -92,13 +93,13 @@ class _SyncSession:
         self._s = session
 
     async def execute(self, *args: Any, **kw: Any) -> Any:
-        return self._s.execute(*args, **kw)
+        return self._s.execute(*args, **_buffered(kw))
 
     async def scalar(self, *args: Any, **kw: Any) -> Any:
         return self._s.scalar(*args, **kw)
 
     async def scalars(self, *args: Any, **kw: Any) -> Any:
-        return self._s.scalars(*args, **kw)
+        return self._s.scalars(*args, **_buffered(kw))
 
     async def get(self, *args: Any, **kw: Any) -> Any:
         return self._s.get(*args, **kw)
@@ -111,6 +112,13 @@ class _SyncSession:
 
     def get_bind(self, *args: Any, **kw: Any) -> Any:
         return self._s.get_bind(*args, **kw)
+
+
+def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
+    """Rows read up front, as AsyncSession does: an op may hand its result to its caller, who reads
+    it after the session and its connection are gone."""
+    options = {**kw.get("execution_options", {}), "prebuffer_rows": True}
+    return {**kw, "execution_options": options}
 
 
 def _drive(coro: Any) -> Any:
@@ -149,6 +157,15 @@ class Database:
             _sqlite_pragmas(self._sync_engine, "BEGIN IMMEDIATE")
             self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
+            # Reads likewise run whole on a few reader threads with their own pysqlite connections
+            # (WAL lets them read while the writer writes): one hop per read instead of one per statement.
+            self._reader_engine = create_engine(
+                self.url.replace("sqlite+aiosqlite://", "sqlite+pysqlite://", 1),
+                pool_size=SQLITE_READERS, max_overflow=0, connect_args={"check_same_thread": False},
+            )
+            _sqlite_pragmas(self._reader_engine, "BEGIN")
+            self._reader_sessions = sessionmaker(self._reader_engine, expire_on_commit=False)
+            self._readers = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="nubi-sqlite-reader")
         else:
             self.write_engine = create_async_engine(
                 self.url, pool_size=PG_POOL, max_overflow=0, pool_pre_ping=True, pool_timeout=30
@@ -180,7 +197,7 @@ class Database:
     async def read(self, op: Op[T]) -> T:
         try:
             if self.is_sqlite:
-                return await self._read_one(op)
+                return await asyncio.get_running_loop().run_in_executor(self._readers, self._read_sync, op)
             async with self._pg_slots():
                 return await self._read_one(op)
         except (DBAPIError, OSError) as exc:
@@ -189,6 +206,10 @@ class Database:
             raise
         except PoolTimeout as exc:
             raise Unavailable("The database is busy right now; try again shortly.") from exc
+
+    def _read_sync(self, op: Op[T]) -> T:
+        with self._reader_sessions() as session, session.begin():
+            return _drive(op(_SyncSession(session)))  # type: ignore[arg-type]
 
     async def _read_one(self, op: Op[T]) -> T:
         async with self._read_sessions() as session, session.begin():
@@ -315,7 +336,9 @@ class Database:
             self._writer = None
         if self.is_sqlite:
             self._thread.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
             self._sync_engine.dispose()
+            self._reader_engine.dispose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
