@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.storage.models import Community, CommunityMember, Member, MemberIdentity
+from core.storage.models import Community, Member, MemberIdentity
 from core.storage.upsert import insert
 
 # Built once: looked up on every join, so it stays in SQLAlchemy's compiled cache.
@@ -77,19 +77,6 @@ async def ensure_community(s: AsyncSession, ref: ChatRef, now: object) -> int:
             select(Community.id).where(Community.platform == ref.platform, Community.external_id == ref.external_id)
         )
     ) or 0
-
-
-async def touch_community_member(
-    s: AsyncSession, community_id: int, member_id: int, is_moderator: bool, now: object
-) -> None:
-    stmt = insert(s, CommunityMember).values(
-        community_id=community_id, member_id=member_id, is_moderator=is_moderator, excluded=False, last_seen_at=now
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["community_id", "member_id"],
-        set_={"is_moderator": stmt.excluded.is_moderator, "last_seen_at": stmt.excluded.last_seen_at},
-    )
-    await s.execute(stmt)
 
 
 async def find_member(s: AsyncSession, platform: str, text: str) -> int | None:

@@ -49,7 +49,6 @@ class RaidPosts:
         self.coalescer = Coalescer(interval, self._flush)
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
-        self._dirty: set[int] = set()  # changed while a flush was running (the Coalescer drops such pokes)
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
         self._claimed: set[int] = set()  # raid messages this process claimed (and so may create)
         self._chats: dict[int, ChatRef | None] = {}
@@ -78,7 +77,6 @@ class RaidPosts:
         return False
 
     def poke(self, raid_id: int) -> None:
-        self._dirty.add(raid_id)
         self.coalescer.poke(raid_id)
 
     async def post_now(self, raid_id: int) -> None:
@@ -110,12 +108,7 @@ class RaidPosts:
         return lock
 
     async def _flush(self, raid_id: int) -> None:
-        self._dirty.discard(raid_id)
-        try:
-            await self.refresh(raid_id)
-        finally:
-            if raid_id in self._dirty:  # poked mid-flush: run again once this flush has finished
-                asyncio.get_running_loop().call_soon(self.coalescer.poke, raid_id)
+        await self.refresh(raid_id)  # a poke during it makes the Coalescer flush again afterwards
 
     async def refresh(self, raid_id: int) -> None:
         """Draw the raid as it is now: post it if it has no post yet, else edit the post in place."""
@@ -216,11 +209,7 @@ class RaidPosts:
 
     async def drain(self) -> None:
         """Wait for every scheduled edit (tests, orderly shutdown)."""
-        while True:
-            await asyncio.sleep(0)  # let a re-poke queued with call_soon run first
-            if not self.coalescer.pending():
-                return
-            await self.coalescer.drain()
+        await self.coalescer.drain()
 
     async def close(self) -> None:
         await self.coalescer.close()

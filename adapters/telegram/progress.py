@@ -138,10 +138,6 @@ class RaidPosts:
         except RetryLater:
             self._dirty[chat_id].update(raids)
             raise
-        if self._dirty.get(chat_id):
-            # Changed while this flush was talking to Telegram: the Coalescer ignores pokes while a
-            # flush runs, so ask again once this one has finished.
-            asyncio.get_running_loop().call_soon(self.coalescer.poke, chat_id)
 
     async def _edit(self, raid_id: int) -> None:
         post = self._posts.get(raid_id)

@@ -49,7 +49,6 @@ from core.events import RaidEnded as RaidEndedEvent
 from core.scores import credit
 from core.storage.db import Database
 from core.storage.models import (
-    Ban,
     ChatLock,
     Community,
     Member,
@@ -770,14 +769,6 @@ class RaidService:
 
     # -- small helpers ------------------------------------------------------------------------------
 
-    async def _open_raid(self, s: AsyncSession, raid_id: int, now: datetime) -> Raid:
-        raid = await s.get(Raid, raid_id)
-        if raid is None:
-            raise RaidNotFound(f"Raid {raid_id} not found")
-        if raid.status != "active" or raid.ends_at <= now:
-            raise RaidEnded(f"Raid #{raid_id} has ended.")
-        return raid
-
     async def _community_of(self, raid_id: int) -> int:
         return await self.db.read(lambda s: s.scalar(select(Raid.community_id).where(Raid.id == raid_id))) or 0
 
@@ -817,12 +808,6 @@ async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
     if raid.status != "active" or raid.ends_at <= now:
         raise RaidEnded(f"Raid #{raid_id} has ended.")
     return raid
-
-
-async def _check_ban(s: AsyncSession, community_id: int, member_id: int) -> None:
-    banned = await s.scalar(select(Ban.id).where(Ban.community_id == community_id, Ban.member_id == member_id))
-    if banned is not None:
-        raise Banned("You are banned from raids in this community.")
 
 
 async def _final_status(s: AsyncSession, raid: Raid) -> str:
