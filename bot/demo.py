@@ -51,8 +51,9 @@ async def run_demo(members: int, duration: float, *, out: TextIO, seed: int = 7)
             progress = await svc.raids.start(
                 chat,
                 RaidSpec("https://x.com/nubi/status/1800000000000000000",
-                         {"like": max(1, members // 2), "repost": max(1, members // 3),
-                          "reply": max(1, members // 5), "quote": max(1, members // 10)},
+                         # targets a little above what the synthetic raiders do: the raid runs its course
+                         {"like": max(1, members), "repost": max(1, members * 2 // 3),
+                          "reply": max(1, members * 2 // 5), "quote": max(1, members // 5)},
                          duration_seconds=RAID_MINUTES * 60, max_participants=max(members, 1)),
                 by=MemberRef("console", "moderator", "moderator"),
             )

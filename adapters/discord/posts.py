@@ -209,7 +209,11 @@ class RaidPosts:
 
     async def drain(self) -> None:
         """Wait for every scheduled edit (tests, orderly shutdown)."""
-        await self.coalescer.drain()
+        while True:
+            await asyncio.sleep(0)  # let a poke from a task that is just finishing land first
+            if not self.coalescer.pending():
+                return
+            await self.coalescer.drain()
 
     async def close(self) -> None:
         await self.coalescer.close()
