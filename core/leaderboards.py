@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, text
+from sqlalchemy import and_, bindparam, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -38,7 +38,7 @@ def excluded_members_clause(settings: Settings, community_id: int, member_col: A
     return clause
 
 
-def _board_query(settings: Settings, community_id: int, window: str, start: datetime) -> Any:
+def _board_query(settings: Settings, community_id: Any, window: Any, start: Any) -> Any:
     """(member id, name, points) of one board, best first; ties go to whoever got there first."""
     return (
         select(MemberScore.member_id, Member.display_name, MemberScore.points)
@@ -65,6 +65,11 @@ class LeaderboardService:
         self.db = db
         self.clock = clock
         self.settings = settings
+        # Built once (the exclusions are fixed by the settings): a board read only binds values.
+        self._board = (
+            _board_query(settings, bindparam("community_id"), bindparam("window"), bindparam("start"))
+            .limit(bindparam("top")).offset(bindparam("offset"))
+        )
 
     async def board(
         self, community_id: int, window: str, *, top: int = 10, offset: int = 0, at: datetime | None = None
@@ -75,9 +80,8 @@ class LeaderboardService:
         start = window_start(window, at or self.clock.now())
 
         async def op(s: AsyncSession) -> list[BoardEntry]:
-            rows = (
-                await s.execute(_board_query(self.settings, community_id, window, start).limit(top).offset(offset))
-            ).all()
+            params = {"community_id": community_id, "window": window, "start": start, "top": top, "offset": offset}
+            rows = (await s.execute(self._board, params)).all()
             return [BoardEntry(offset + i + 1, r[0], r[1], r[2]) for i, r in enumerate(rows)]
 
         return await self.db.read(op)

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
@@ -102,6 +102,7 @@ class RaidService:
         self.clock = clock
         self.settings = settings
         self.bus = bus
+        self._board = _raid_board_query(settings)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -145,28 +146,14 @@ class RaidService:
             session_id=raid.session_id,
         )
 
-    async def _raid_board(self, s: AsyncSession, raid: Raid, limit: int, offset: int = 0) -> list[BoardEntry]:
-        from core.leaderboards import excluded_members_clause
-
-        q = (
-            select(RaidParticipant.member_id, Member.display_name, RaidParticipant.points, RaidParticipant.claims_count)
-            .join(Member, Member.id == RaidParticipant.member_id)
-            .where(RaidParticipant.raid_id == raid.id, RaidParticipant.points > 0)
-            .where(excluded_members_clause(self.settings, raid.community_id, RaidParticipant.member_id))
-            .order_by(
-                RaidParticipant.points.desc(),
-                RaidParticipant.last_scored_at.asc(),
-                RaidParticipant.join_position.asc(),
-            )
-            .limit(limit)
-            .offset(offset)
-        )
-        rows = (await s.execute(q)).all()
+    async def _raid_board(self, s: AsyncSession, raid: Any, limit: int, offset: int = 0) -> list[BoardEntry]:
+        params = {"raid_id": raid.id, "community_id": raid.community_id, "limit": limit, "offset": offset}
+        rows = (await s.execute(self._board, params)).all()
         return [BoardEntry(offset + i + 1, r[0], r[1], r[2], r[3]) for i, r in enumerate(rows)]
 
     async def leaderboard(self, raid_id: int, *, top: int = 10, offset: int = 0) -> list[BoardEntry]:
         async def op(s: AsyncSession) -> list[BoardEntry]:
-            raid = await s.get(Raid, raid_id)
+            raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
             if raid is None:
                 raise RaidNotFound(f"Raid {raid_id} not found")
             return await self._raid_board(s, raid, top, offset)
@@ -774,6 +761,25 @@ class RaidService:
 
 
 ORDER = ("like", "repost", "reply", "quote", "bookmark", "follow")
+
+
+def _raid_board_query(settings: Settings) -> Any:
+    """Top participants of a raid, best first (ties: who scored first, then who joined first)."""
+    from core.leaderboards import excluded_members_clause
+
+    return (
+        select(RaidParticipant.member_id, Member.display_name, RaidParticipant.points, RaidParticipant.claims_count)
+        .join(Member, Member.id == RaidParticipant.member_id)
+        .where(RaidParticipant.raid_id == bindparam("raid_id"), RaidParticipant.points > 0)
+        .where(excluded_members_clause(settings, bindparam("community_id"), RaidParticipant.member_id))
+        .order_by(
+            RaidParticipant.points.desc(),
+            RaidParticipant.last_scored_at.asc(),
+            RaidParticipant.join_position.asc(),
+        )
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
 
 def _ordered(objectives: Any) -> list[Any]:
