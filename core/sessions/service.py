@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock, from_ms, to_ms
@@ -29,6 +30,7 @@ from core.events import EventBus, SessionCreated, SessionMessageStored
 from core.events import SessionExpired as SessionExpiredEvent
 from core.storage.db import Database
 from core.storage.models import SESSION_TYPES, NubiSession, SessionActivity, SessionMessage
+from core.storage.upsert import add_now
 
 from . import timeouts
 from .timeouts import TimeoutConfig
@@ -162,10 +164,10 @@ class SessionService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _config(self, row: NubiSession) -> TimeoutConfig:
+    def _config(self, row: Any) -> TimeoutConfig:
         return timeouts.resolve(row.timeout_config or {}, self.settings.agent(row.agent_id), self.settings.sessions)
 
-    def _info(self, row: NubiSession, now: datetime) -> SessionInfo:
+    def _info(self, row: Any, now: datetime) -> SessionInfo:
         return SessionInfo(
             row.id,
             row.channel_id,
@@ -183,27 +185,28 @@ class SessionService:
         )
 
     @staticmethod
-    def _log(s: AsyncSession, session_id: str, kind: str, at: datetime, **data: Any) -> None:
-        s.add(SessionActivity(session_id=session_id, activity_type=kind, at=at, data=data))
+    async def _log(s: AsyncSession, session_id: str, kind: str, at: datetime, **data: Any) -> None:
+        await add_now(s, SessionActivity(session_id=session_id, activity_type=kind, at=at, data=data))
 
-    async def _live(self, s: AsyncSession, session_id: str, now: datetime) -> NubiSession:
+    async def _live(self, s: AsyncSession, session_id: str, now: datetime) -> _LiveRow:
         """The session row if it is alive; ends it (once) and raises if it has expired."""
         try:
             sid = str(uuid.UUID(str(session_id)))
         except ValueError as exc:
             raise SessionNotFound(f"Session {session_id} not found") from exc
-        row = await s.get(NubiSession, sid, with_for_update=not self.db.is_sqlite)
-        if row is None or row.status == "ended":
+        found = (await s.execute(_LIVE_SQLITE if self.db.is_sqlite else _LIVE_LOCKED, {"id": sid})).first()
+        if found is None or found.status == "ended":
             raise SessionNotFound(f"Session {session_id} not found")
+        row = _LiveRow(found._asdict())
         if row.status == "expired" or row.expires_at <= now:
             if row.status == "active":
-                self._log(s, row.id, "expired", now)
+                await self._log(s, row.id, "expired", now)
             row.status = "ended"
             row.ended_at = row.ended_at or now
-            raise _Expired(row.id)
+            raise _Expired(row.id, row)
         return row
 
-    async def _write_live(self, session_id: str, op: Callable[[AsyncSession, NubiSession, datetime], Any]) -> Any:
+    async def _write_live(self, session_id: str, op: Callable[[AsyncSession, Any, datetime], Any]) -> Any:
         """Run `op` on a live session in one transaction; an expiry found on the way is committed."""
 
         async def run(s: AsyncSession) -> Any:
@@ -211,8 +214,11 @@ class SessionService:
             try:
                 row = await self._live(s, session_id, now)
             except _Expired as exp:
+                await exp.row.save(s)
                 return exp
-            return await op(s, row, now)
+            result = await op(s, row, now)
+            await row.save(s)
+            return result
 
         result = await self.db.write(run)
         if isinstance(result, _Expired):
@@ -220,7 +226,7 @@ class SessionService:
             raise SessionExpired(f"Session {session_id} has expired", details={"sessionId": result.session_id})
         return result
 
-    def _renew(self, row: NubiSession, cfg: TimeoutConfig, now: datetime) -> bool:
+    def _renew(self, row: Any, cfg: TimeoutConfig, now: datetime) -> bool:
         if now - row.created_at >= timedelta(minutes=cfg.max_duration_minutes):
             return False
         row.last_activity = now
@@ -268,9 +274,8 @@ class SessionService:
         row.expires_at = timeouts.expires_at(now, now, self._config(row))
 
         async def op(s: AsyncSession) -> SessionInfo:
-            s.add(row)
-            await s.flush()
-            self._log(s, row.id, "created", now, type=session_type)
+            await add_now(s, row)
+            await self._log(s, row.id, "created", now, type=session_type)
             return self._info(row, now)
 
         info = await self.db.write(op)
@@ -278,7 +283,7 @@ class SessionService:
         return info
 
     async def get(self, session_id: str) -> SessionInfo:
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             return self._info(row, now)
 
         return await self._write_live(session_id, op)
@@ -309,10 +314,10 @@ class SessionService:
         return await self.db.read(op)
 
     async def renew(self, session_id: str) -> SessionInfo:
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo | _RenewRefused:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo | _RenewRefused:
             if not self._renew(row, self._config(row), now):
                 return _RenewRefused()
-            self._log(s, row.id, "renewed", now, manual=True, renewalCount=row.renewal_count)
+            await self._log(s, row.id, "renewed", now, manual=True, renewalCount=row.renewal_count)
             return self._info(row, now)
 
         result = await self._write_live(session_id, op)
@@ -324,12 +329,12 @@ class SessionService:
         return result
 
     async def heartbeat(self, session_id: str) -> SessionInfo:
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             cfg = self._config(row)
             renewed = cfg.auto_renew and self._renew(row, cfg, now)
             if not renewed:
                 row.last_activity = now
-            self._log(s, row.id, "heartbeat", now, renewed=renewed)
+            await self._log(s, row.id, "heartbeat", now, renewed=renewed)
             return self._info(row, now)
 
         return await self._write_live(session_id, op)
@@ -337,22 +342,22 @@ class SessionService:
     async def update_timeout(self, session_id: str, raw: Any) -> SessionInfo:
         overrides = timeouts.coerce_session_overrides(raw, self.settings.sessions, strict_timeout=True)
 
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SessionInfo:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             row.timeout_config = {**(row.timeout_config or {}), **overrides}
             cfg = self._config(row)
             base = row.last_activity if cfg.auto_renew else (row.renewed_at or row.created_at)
             row.expires_at = timeouts.expires_at(row.created_at, base, cfg)
             row.warned_at = None
-            self._log(s, row.id, "timeout_changed", now, timeoutConfig=cfg.as_api())
+            await self._log(s, row.id, "timeout_changed", now, timeoutConfig=cfg.as_api())
             return self._info(row, now)
 
         return await self._write_live(session_id, op)
 
     async def end(self, session_id: str, reason: str = "deleted") -> None:
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> None:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> None:
             row.status = "ended"
             row.ended_at = now
-            self._log(s, row.id, "ended", now, reason=reason)
+            await self._log(s, row.id, "ended", now, reason=reason)
 
         await self._write_live(session_id, op)
 
@@ -375,7 +380,7 @@ class SessionService:
         if attachments is not None and not isinstance(attachments, list):
             raise ValidationError("attachments must be an array", field="attachments")
 
-        async def op(s: AsyncSession, row: NubiSession, now: datetime) -> SendResult:
+        async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SendResult:
             cfg = self._config(row)
             renewed = cfg.auto_renew and self._renew(row, cfg, now)
             if not renewed:
@@ -390,8 +395,8 @@ class SessionService:
                 attachments=attachments,
                 meta=meta,
             )
-            s.add(msg)
-            self._log(s, row.id, "message_received", now, messageId=msg.id, renewed=renewed)
+            await add_now(s, msg)
+            await self._log(s, row.id, "message_received", now, messageId=msg.id, renewed=renewed)
             return SendResult(_message(msg), self._info(row, now), renewed, None)
 
         result: SendResult = await self._write_live(session_id, op)
@@ -421,8 +426,8 @@ class SessionService:
                 attachments=None,
                 meta={"replyTo": reply_to} if reply_to else {},
             )
-            s.add(msg)
-            self._log(s, session_id, "message_sent", now, messageId=msg.id)
+            await add_now(s, msg)
+            await self._log(s, session_id, "message_sent", now, messageId=msg.id)
             return _message(msg)
 
         stored = await self.db.write(op)
@@ -475,7 +480,7 @@ class SessionService:
                 )
             ).all()
             for sid in expired:
-                self._log(s, sid, "expired", now, by="sweep")
+                await self._log(s, sid, "expired", now, by="sweep")
             candidates = (
                 await s.scalars(
                     select(NubiSession).where(
@@ -490,7 +495,7 @@ class SessionService:
             for row in candidates:
                 if row.expires_at - now <= timedelta(minutes=self._config(row).warning_threshold_minutes):
                     row.warned_at = now
-                    self._log(s, row.id, "warned", now)
+                    await self._log(s, row.id, "warned", now)
                     warned += 1
             return list(expired), warned
 
@@ -571,27 +576,69 @@ class SessionService:
                 row.expires_at = timeouts.expires_at(now, now, self._config(row))
                 s.add(row)
                 await s.flush()
-                self._log(s, row.id, "created", now, type="community")
+                await self._log(s, row.id, "created", now, type="community")
             else:
                 cfg = self._config(row)
                 if not (cfg.auto_renew and self._renew(row, cfg, now)):
                     row.last_activity = now
-            self._log(s, row.id, "message_received", now, **data)
+            await self._log(s, row.id, "message_received", now, **data)
             return row.id
 
         return await self.db.write(op)
 
     async def log_activity(self, session_id: str, kind: str, **data: Any) -> None:
         async def op(s: AsyncSession) -> None:
-            self._log(s, session_id, kind, self.clock.now(), **data)
+            await self._log(s, session_id, kind, self.clock.now(), **data)
 
         await self.db.write(op)
 
 
 class _Expired(Exception):
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, row: _LiveRow) -> None:
         super().__init__(session_id)
         self.session_id = session_id
+        self.row = row
+
+
+_SESSION = NubiSession.__table__
+_FIELDS = {prop.key: prop.columns[0] for prop in sa_inspect(NubiSession).column_attrs}
+_LIVE_SQLITE = select(*[column.label(key) for key, column in _FIELDS.items()]).where(
+    _SESSION.c.id == bindparam("id")
+)
+_LIVE_LOCKED = _LIVE_SQLITE.with_for_update()  # PostgreSQL: one writer per session at a time
+_UPDATES: dict[frozenset[str], Any] = {}
+
+
+class _LiveRow:
+    """A session row read with one Core statement; what an op changes is written back with one UPDATE.
+
+    Reading and saving the row through the ORM (identity map, unit of work) cost more than the rest
+    of a message's transaction together. The attributes are NubiSession's.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+        self.__dict__["_changed"] = set()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _FIELDS:
+            raise AttributeError(f"sessions have no field {name!r}")
+        self.__dict__[name] = value
+        self._changed.add(name)
+
+    async def save(self, s: AsyncSession) -> None:
+        if not self._changed:
+            return
+        keys = frozenset(self._changed)
+        stmt = _UPDATES.get(keys)
+        if stmt is None:
+            stmt = _UPDATES[keys] = (
+                update(_SESSION)
+                .where(_SESSION.c.id == bindparam("b_id"))
+                .values({_FIELDS[k]: bindparam(f"b_{k}") for k in sorted(keys)})
+            )
+        await s.execute(stmt, {"b_id": self.id, **{f"b_{k}": self.__dict__[k] for k in keys}})
+        self._changed.clear()
 
 
 class _RenewRefused:
