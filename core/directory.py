@@ -12,8 +12,9 @@ from core.storage.models import Community, Member, MemberIdentity
 from core.storage.upsert import insert
 
 # Built once: looked up on every join, so it stays in SQLAlchemy's compiled cache.
-_IDENTITY = select(MemberIdentity.member_id, MemberIdentity.username).where(
-    MemberIdentity.platform == bindparam("platform"), MemberIdentity.external_id == bindparam("external_id")
+_MI = MemberIdentity.__table__
+_IDENTITY = select(_MI.c.member_id, _MI.c.username).where(  # on the table: a Core statement, no ORM step
+    _MI.c.platform == bindparam("platform"), _MI.c.external_id == bindparam("external_id")
 )
 
 USER_NAMESPACE = uuid.UUID("5b0e6c1e-3f4d-4c8a-9a57-6e1f0d2b7c11")

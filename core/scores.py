@@ -11,16 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.storage.models import MemberScore
 from core.windows import WINDOWS, window_start
 
+_SCORES = MemberScore.__table__
+
 
 def _upsert(dialect: Any) -> Any:
-    stmt = dialect.insert(MemberScore)
+    stmt = dialect.insert(_SCORES)
     return stmt.on_conflict_do_update(
         index_elements=["community_id", "window", "window_start", "member_id"],
-        set_={"points": MemberScore.points + stmt.excluded.points, "last_scored_at": stmt.excluded.last_scored_at},
+        set_={"points": _SCORES.c.points + stmt.excluded.points, "last_scored_at": stmt.excluded.last_scored_at},
     )
 
 
-# Built once: one parameterized statement per dialect stays in SQLAlchemy's compiled cache.
+# Built once, on the table: one parameterized Core statement per dialect stays in SQLAlchemy's
+# compiled cache and runs as one executemany (on the entity it took the ORM's slower bulk path).
 _UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
 
 

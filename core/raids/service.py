@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -96,6 +97,9 @@ def community_raid_settings(settings: Settings, community_settings: dict[str, An
     return RaidsConfig.model_validate({**settings.raids.model_dump(), **own})
 
 
+OBJECTIVES_CACHED = 1024  # raids whose objectives a process keeps in memory (a few hundred bytes each)
+
+
 class RaidService:
     def __init__(self, db: Database, clock: Clock, settings: Settings, bus: EventBus) -> None:
         self.db = db
@@ -103,6 +107,9 @@ class RaidService:
         self.settings = settings
         self.bus = bus
         self._board = _raid_board_query(settings)
+        # action -> (target, points) per raid: fixed when the raid starts, read by every claim.
+        # Filled only from committed claims, so a rolled-back raid never leaves an entry behind.
+        self._objectives: OrderedDict[int, dict[str, tuple[int, int]]] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -385,7 +392,8 @@ class RaidService:
             participant_id, member_id, is_banned = row
             if is_banned:
                 raise Banned("You are banned from raids in this community.")
-            objectives = await _objectives(s, raid_id)
+            objectives = self._objectives.get(raid_id) or await _objectives(s, raid_id)
+            seen_objectives.append(objectives)
             if action not in objectives:
                 raise UnknownObjective(
                     f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(objectives))}."
@@ -419,7 +427,9 @@ class RaidService:
             return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
                                raid.community_id)
 
+        seen_objectives: list[dict[str, tuple[int, int]]] = []
         result = await self.db.write(op)
+        self._remember_objectives(raid_id, seen_objectives[-1])
         if not result.already:
             community_id = result.community_id
             await self.bus.publish(
@@ -429,6 +439,12 @@ class RaidService:
             if result.raid_completed:
                 await self.end(raid_id, reason="every objective met")
         return result
+
+    def _remember_objectives(self, raid_id: int, objectives: dict[str, tuple[int, int]]) -> None:
+        self._objectives[raid_id] = objectives
+        self._objectives.move_to_end(raid_id)
+        if len(self._objectives) > OBJECTIVES_CACHED:
+            self._objectives.popitem(last=False)
 
     async def _credit_claim(
         self,

@@ -12,7 +12,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.config import RaidsConfig, Settings
@@ -39,16 +39,27 @@ def community_cfg(settings: Settings, community_settings: dict[str, Any] | None)
     return community_raid_settings(settings, community_settings)
 
 
-async def check_claim_rate(s: AsyncSession, member_id: int, now: datetime, per_minute: int) -> None:
+_A = RaidAction.__table__
+_C = Community.__table__
+_M = Member.__table__
+
+# Everything the screen reads, in one round trip, built once: whether this claim repeats one, the
+# community's settings, the member's claims in the last minute, and the member's X handle.
+_FACTS = select(
+    select(_A.c.id).where(_A.c.participant_id == bindparam("participant_id"), _A.c.action_type == bindparam("action"))
+    .scalar_subquery().label("repeated"),
+    select(_C.c.settings).where(_C.c.id == bindparam("community_id")).scalar_subquery().label("settings"),
+    select(func.count(_A.c.id))
+    .where(_A.c.member_id == bindparam("member_id"), _A.c.source == "claim", _A.c.claimed_at > bindparam("since"))
+    .scalar_subquery().label("recent"),
+    select(_M.c.x_handle).where(_M.c.id == bindparam("member_id")).scalar_subquery().label("handle"),
+    select(_M.c.x_handle_verified).where(_M.c.id == bindparam("member_id")).scalar_subquery().label("proven"),
+)
+
+
+def check_claim_rate(recent: int, per_minute: int) -> None:
     """At most `per_minute` new claims by one member in any rolling minute, across every raid."""
-    recent = await s.scalar(
-        select(func.count(RaidAction.id)).where(
-            RaidAction.member_id == member_id,
-            RaidAction.source == "claim",
-            RaidAction.claimed_at > now - timedelta(minutes=1),
-        )
-    )
-    if (recent or 0) >= per_minute:
+    if recent >= per_minute:
         raise RateLimited("You're claiming very fast. Wait a minute, then try again.")
 
 
@@ -86,15 +97,16 @@ async def screen_claim(
     `state` is the tier's default (RaidService._initial_state). A repeated claim passes untouched:
     the insert that follows leaves the first one as it was.
     """
-    repeated = await s.scalar(
-        select(RaidAction.id).where(RaidAction.participant_id == participant_id, RaidAction.action_type == action)
-    )
-    if repeated is not None:
+    facts = (await s.execute(_FACTS, {
+        "participant_id": participant_id, "action": action, "community_id": raid.community_id,
+        "member_id": member_id, "since": now - timedelta(minutes=1),
+    })).one()
+    if facts.repeated is not None:
         return state
-    cfg = community_cfg(settings, await s.scalar(select(Community.settings).where(Community.id == raid.community_id)))
-    await check_claim_rate(s, member_id, now, cfg.claims_per_minute)
+    cfg = community_cfg(settings, facts.settings)
+    check_claim_rate(facts.recent or 0, cfg.claims_per_minute)
     api = settings.x.bearer_token is not None
-    handle, proven = (await s.execute(select(Member.x_handle, Member.x_handle_verified).where(Member.id == member_id))).one()
+    handle, proven = facts.handle, facts.proven
     tier = raid.verification_tier
     if tier == "proof_link" and action in PROOF_ACTIONS:
         check_proof_url(action, proof_url, handle)
