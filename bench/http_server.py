@@ -3,8 +3,9 @@
   python -m bench.http_server nubi URL PORT   nubi's ASGI app (create_app) on a migrated database
   python -m bench.http_server bare PORT       a bare ASGI app: 200 and a two-byte body, no work
 
-Both run under the same uvicorn settings as `nubi run` (bot/app.py); the bare one is the baseline,
-so a ratio shows what nubi's request handling costs over the server and the load generator.
+Both run under the same uvicorn settings and event loop as `nubi run` (bot/app.py), and nubi's app
+settles its heap after startup as `nubi run` does; the bare one is the baseline, so a ratio shows what
+nubi's request handling costs over the server and the load generator.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def nubi_app(url: str) -> Any:
     return create_app(services)
 
 
+def serve_nubi(url: str, port: int) -> None:
+    from bot.app import settle_heap
+
+    app = nubi_app(url)
+    settle_heap()  # as `nubi run` does once it has started
+    serve(app, port)
+
+
 def serve(app: Any, port: int) -> None:
     uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -58,4 +67,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "bare":
         serve(bare_app, int(sys.argv[2]))
     else:
-        serve(nubi_app(sys.argv[2]), int(sys.argv[3]))
+        serve_nubi(sys.argv[2], int(sys.argv[3]))

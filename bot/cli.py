@@ -22,7 +22,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import NubiApp
+    from .app import NubiApp, loop_factory, settle_heap
 
     settings = _settings(args)
 
@@ -33,6 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await app.start()
+        settle_heap()
         print(f"nubi is running at http://{settings.http.host}:{app.port} (Ctrl-C stops it)", flush=True)
         try:
             await stop.wait()
@@ -40,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("stopping nubi...", flush=True)
             await app.stop()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
     return 0
 
 
