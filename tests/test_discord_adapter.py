@@ -34,6 +34,7 @@ from tests.fakes.discord_api import (
     DEFAULT_TOKEN,
     CallbackType,
     DiscordHarness,
+    Press,
     StoredMessage,
     UserArg,
     autocomplete_interaction,
@@ -529,3 +530,50 @@ async def test_server_errors_on_the_post_and_its_edits_are_retried(bot: Bot, mon
     assert [c.status for c in bot.fake.calls_to(path, "PATCH")][:2] == [503, 200]
     assert "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]
     assert len(bot.visible()) == 1  # no duplicate post
+
+
+def answer(bot: Bot, press: Press) -> str:
+    """What the member read: the direct answer, or the deferred one once it was filled in."""
+    assert press.callback is not None
+    if press.callback.type == CallbackType.DEFERRED_CHANNEL_MESSAGE:
+        return original_text(bot, {"id": press.interaction_id})
+    return press.callback.content or ""
+
+
+async def test_a_burst_of_concurrent_presses_is_answered_and_coalesced(bot: Bot) -> None:
+    """DiscordHarness.press_many: 50 members press Join at the same moment, through the real gateway path."""
+    raid_id = await bot.start_raid()
+    post = bot.raid_post()
+    joins = [component_interaction(f"nubi:join:{raid_id}", post.json, guild_id=GUILD_ID, channel_id=CHANNEL_ID,
+                                   user_id=RAIDER_BASE + i, username=f"raider{i:02d}") for i in range(50)]
+
+    presses = await bot.h.press_many(joins)
+    await bot.adapter.posts.drain()
+
+    assert [p.error for p in presses] == [None] * 50
+    assert all(p.callback is not None and p.latency is not None and p.latency >= 0 for p in presses)
+    places = [re.fullmatch(rf"Joined raid #{raid_id} as raider #(\d+)!( \+5 early bird)?", answer(bot, p)) for p in presses]
+    assert sorted(int(m.group(1)) for m in places if m) == list(range(1, 51))
+    assert (await bot.services.raids.progress(raid_id)).participants == 50
+    edits = [c for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/{post.id}", "PATCH") if c.status == 200]
+    assert 1 <= len(edits) <= (edits[-1].at - edits[0].at) / INTERVAL + 2 < 50 / 5  # coalesced, not one per join
+    assert "Raiders: 50/500" in bot.raid_post().embeds[0]["description"]
+    assert len(bot.visible()) == 1
+
+
+async def test_press_many_gives_up_waiting_without_cancelling_a_press(bot: Bot) -> None:
+    """Presses still running when the driver stops waiting finish on their own (nothing is cancelled)."""
+    raid_id = await bot.start_raid()
+    post = bot.raid_post()
+    joins = [component_interaction(f"nubi:join:{raid_id}", post.json, guild_id=GUILD_ID, channel_id=CHANNEL_ID,
+                                   user_id=RAIDER_BASE + i, username=f"raider{i:02d}") for i in range(5)]
+
+    presses = await bot.h.press_many(joins, give_up_after=0)
+
+    assert [p.finished_at for p in presses] == [None] * 5  # still running when it stopped waiting
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if len(bot.fake.interaction_responses()) == 1 + 5:  # the raid start's, then every press's
+            break
+    assert {c.interaction_id for c in bot.fake.interaction_responses()[1:]} == {p.interaction_id for p in presses}
+    assert (await bot.services.raids.progress(raid_id)).participants == 5

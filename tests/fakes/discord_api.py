@@ -25,7 +25,7 @@ import math
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -49,6 +49,7 @@ __all__ = [
     "InteractionType",
     "MessageFlags",
     "OptionType",
+    "Press",
     "RecordedCall",
     "StoredMessage",
     "UploadedFile",
@@ -707,6 +708,25 @@ class InteractionCallback:
     def choices(self) -> list[dict[str, Any]]:
         """Autocomplete choices of a type 8 response."""
         return list((self.data or {}).get("choices") or [])
+
+
+@dataclass
+class Press:
+    """One interaction delivered by :meth:`DiscordHarness.press_many`, as its member experienced it.
+
+    Times are ``time.monotonic()``, the clock of :attr:`RecordedCall.at` and :attr:`InteractionCallback.at`.
+    """
+
+    interaction_id: int
+    dispatched_at: float  # just before discord.py parsed the INTERACTION_CREATE
+    callback: InteractionCallback | None = None  # the initial response the fake accepted, if any
+    finished_at: float | None = None  # when discord.py's tasks for it were done (None: still running)
+    error: BaseException | None = None  # what escaped those tasks (the real gateway would only log it)
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from dispatch to the initial response reaching Discord: what its 3-second rule times."""
+        return None if self.callback is None else self.callback.at - self.dispatched_at
 
 
 @dataclass
@@ -1798,10 +1818,7 @@ class DiscordHarness(Generic[ClientT]):
         Exceptions escaping those tasks (e.g. an error handler that itself raised) are re-raised here;
         on the real gateway they would only be logged.
         """
-        client = self.client
-        before = asyncio.all_tasks()
-        client._connection.parsers[event](copy.deepcopy(dict(payload)))  # discord.py mutates payloads
-        spawned = asyncio.all_tasks() - before
+        spawned = self._parse(event, payload)
         if not spawned:
             return
         done, pending = await asyncio.wait(spawned, timeout=self.timeout)
@@ -1821,3 +1838,44 @@ class DiscordHarness(Generic[ClientT]):
         self.fake.register_interaction(payload)
         await self.dispatch_event("INTERACTION_CREATE", payload)
         return self.fake.interaction_response(int(payload["id"]))
+
+    async def press_many(self, payloads: Iterable[Mapping[str, Any]], *, give_up_after: float = 60.0) -> list[Press]:
+        """Deliver many INTERACTION_CREATEs as one burst, the way a busy gateway hands them over, and wait
+        until discord.py finished handling each one (so its initial response, if any, has reached the
+        fake) or until ``give_up_after`` seconds have passed.
+
+        Load-safe where :meth:`dispatch_interaction` is not: it cancels nothing and raises nothing on
+        behalf of a press. A press still running when it gives up is left to finish (``finished_at`` is
+        None, ``callback`` None if it had not been answered yet); what a press's tasks raised is in
+        ``error``. Work the presses merely set off (e.g. throttled edits of a raid post) is not waited
+        for: the only tasks it looks at are the ones discord.py spawned for each press.
+        """
+        presses: list[tuple[Press, set[asyncio.Task[Any]]]] = []
+        ended: dict[asyncio.Task[Any], float] = {}
+        for payload in payloads:
+            self.fake.register_interaction(payload)
+            press = Press(int(payload["id"]), time.monotonic())
+            tasks = self._parse("INTERACTION_CREATE", payload)
+            for task in tasks:
+                task.add_done_callback(lambda t: ended.setdefault(t, time.monotonic()))
+            presses.append((press, tasks))
+        everything = set().union(*(tasks for _, tasks in presses))
+        if everything:
+            await asyncio.wait(everything, timeout=give_up_after)
+        responses: dict[int, InteractionCallback] = {}
+        for callback in self.fake.callbacks:
+            responses.setdefault(callback.interaction_id, callback)
+        for press, tasks in presses:
+            press.callback = responses.get(press.interaction_id)
+            if all(task.done() for task in tasks):
+                press.finished_at = max((ended.get(t, time.monotonic()) for t in tasks), default=press.dispatched_at)
+            failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+            press.error = failed[0].exception() if failed else None
+        return [press for press, _ in presses]
+
+    def _parse(self, event: str, payload: Mapping[str, Any]) -> set[asyncio.Task[Any]]:
+        """Run discord.py's parser for a gateway event; returns the tasks it spawned (synchronously, so
+        nothing else can have started a task in between)."""
+        before = asyncio.all_tasks()
+        self.client._connection.parsers[event](copy.deepcopy(dict(payload)))  # discord.py mutates payloads
+        return asyncio.all_tasks() - before
