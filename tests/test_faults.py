@@ -6,8 +6,10 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from bot.backup import BackupError, backup, restore
 from core.clock import SystemClock
@@ -42,30 +44,71 @@ def own_cluster():  # type: ignore[no-untyped-def]
 
 
 async def test_postgresql_restart_under_load(own_cluster: pg.Cluster) -> None:
+    """Members keep joining and claiming while the server stops and comes back: every command ends
+    in time with its result or a clear "try again", the pool reconnects by itself, and everything
+    answered as accepted is in the database afterwards."""
     url = own_cluster.url
     await asyncio.to_thread(upgrade, url)
     svc = Services(Database(url), SystemClock(), Settings(), EventBus())
     try:
-        raid = (await svc.raids.start(CHAT, RaidSpec("https://x.com/a/status/1", {"like": 500}))).id
-        for i in range(20):
-            await svc.raids.join(raid, who(i))
-            await svc.raids.claim(raid, who(i), "like")
+        raid = (await svc.raids.start(CHAT, RaidSpec("https://x.com/a/status/1", {"like": 5000}))).id
+        joined: list[int] = []
+        claimed: list[int] = []
+        unavailable = 0
+        slowest = 0.0
+        running = True
+
+        async def member_loop(lane: int) -> None:
+            nonlocal unavailable, slowest
+            i = lane
+            while running:
+                m = who(1000 + i)
+                steps = ((svc.raids.join, (raid, m), joined), (svc.raids.claim, (raid, m, "like"), claimed))
+                for call, args, done in steps:
+                    t = time.monotonic()
+                    try:
+                        await asyncio.wait_for(call(*args), 15)  # an answer, not a hang
+                        done.append(1000 + i)
+                    except Unavailable:
+                        unavailable += 1
+                        await asyncio.sleep(0.05)
+                        break
+                    finally:
+                        slowest = max(slowest, time.monotonic() - t)
+                i += 8
+
+        lanes = [asyncio.create_task(member_loop(lane)) for lane in range(8)]
+        await asyncio.sleep(0.5)
+        assert joined, "the load runs before the outage"
         await asyncio.to_thread(own_cluster.stop, "fast")
-        started = time.monotonic()
-        with pytest.raises(Unavailable):
-            await svc.raids.join(raid, who(100))
-        reply = await svc.commands.handle_text(ChatContext(CHAT, who(101)), "/join")
+        reply = await svc.commands.handle_text(ChatContext(CHAT, who(1)), "/join")
         assert reply is not None and reply.error and "try again" in reply.text
-        assert time.monotonic() - started < 10  # a clear answer, not a hang
+        await asyncio.sleep(0.5)
+        during = unavailable
+        assert during > 0, "commands during the outage are refused"
         await asyncio.to_thread(own_cluster.start)
-        for _ in range(50):  # the pool reconnects by itself
-            try:
-                await svc.raids.join(raid, who(100))
+        before = len(claimed)
+        for _ in range(100):  # the pool reconnects by itself and the load goes on
+            if len(claimed) > before + 20:
                 break
-            except Unavailable:
-                await asyncio.sleep(0.2)
-        p = await svc.raids.progress(raid)
-        assert p.participants == 21 and p.actions == 20  # nothing accepted before the outage was lost
+            await asyncio.sleep(0.1)
+        running = False
+        await asyncio.gather(*lanes)  # a lane that raised anything but Unavailable fails the test here
+        assert len(claimed) > before + 20
+        assert slowest < 15
+
+        async def stored(s: Any) -> tuple[set[int], set[int]]:
+            rows = (await s.execute(text(
+                "SELECT CAST(i.external_id AS INTEGER), a.id IS NOT NULL FROM raid_participants p "
+                "JOIN member_identities i ON i.member_id = p.member_id "
+                "LEFT JOIN raid_actions a ON a.participant_id = p.id WHERE p.raid_id = :raid"), {"raid": raid})).all()
+            return {r[0] for r in rows}, {r[0] for r in rows if r[1]}
+
+        participants, claimers = await svc.db.read(stored)
+        assert set(joined) <= participants and set(claimed) <= claimers  # nothing accepted was lost
+        # A command whose commit landed as its connection broke answered "try again" yet is stored:
+        # at most one per lane.
+        assert len(participants - set(joined)) <= 8 and len(claimers - set(claimed)) <= 8
     finally:
         await svc.db.dispose()
 

@@ -96,6 +96,9 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    state = _sqlstate(exc) or ""
+    if state.startswith(("08", "57P")):  # connection exception; server shutting down or starting up
+        return True
     if isinstance(exc, InterfaceError | ConnectionError | OSError):
         return True
     if isinstance(exc, OperationalError):
