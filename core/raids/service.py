@@ -63,7 +63,7 @@ from core.storage.models import (
     SessionActivity,
 )
 from core.storage.upsert import insert
-from core.verification.abuse import screen_claim
+from core.verification.abuse import claim_rate_since, screen_claim
 
 from . import scoring
 from . import statements as st
@@ -381,16 +381,14 @@ class RaidService:
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> ClaimResult:
-            raid = await _open_raid_facts(s, raid_id, now)
-            row = (
-                await s.execute(st.PARTICIPANT_AND_BAN, {"raid_id": raid_id, "community_id": raid.community_id,
-                                                         "platform": member.platform,
-                                                         "external_id": member.external_id})
-            ).first()
-            if row is None:
+            raid = _open_raid((await s.execute(st.CLAIM_CONTEXT, {
+                "raid_id": raid_id, "platform": member.platform, "external_id": member.external_id,
+                "action": action, "since": claim_rate_since(now),
+            })).first(), raid_id, now)
+            if raid.participant_id is None:
                 raise NotParticipant("Join the raid first, then claim your actions.")
-            participant_id, member_id, is_banned = row
-            if is_banned:
+            participant_id, member_id = raid.participant_id, raid.member_id
+            if raid.banned:
                 raise Banned("You are banned from raids in this community.")
             objectives = self._objectives.get(raid_id) or await _objectives(s, raid_id)
             seen_objectives.append(objectives)
@@ -400,7 +398,7 @@ class RaidService:
                 )
             verification = await screen_claim(
                 s, self.settings, raid, member_id, participant_id, action, proof_url, now,
-                _initial_state(raid.verification_tier, action),
+                _initial_state(raid.verification_tier, action), facts=raid,
             )
             accepted = verification in ("unverifiable", "verified")
             rules = scoring.ScoringRules.from_dict(raid.scoring)
@@ -824,7 +822,10 @@ async def _activity(s: AsyncSession, session_id: str, kind: str, at: datetime, d
 
 async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
     """The raid's fixed facts and status (a row, not an entity), if members may still act on it."""
-    raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
+    return _open_raid((await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first(), raid_id, now)
+
+
+def _open_raid(raid: Any, raid_id: int, now: datetime) -> Any:
     if raid is None:
         raise RaidNotFound(f"Raid {raid_id} not found")
     if raid.status != "active" or raid.ends_at <= now:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.storage.models import (
@@ -22,6 +22,7 @@ from core.storage.models import (
     RaidParticipant,
     SessionActivity,
 )
+from core.verification.abuse import screen_columns
 
 R = Raid.__table__
 P = RaidParticipant.__table__
@@ -62,15 +63,19 @@ BUMP = (
     .returning(R.c.participant_count)
 )
 
-PARTICIPANT_AND_BAN = (
-    select(P.c.id, P.c.member_id, select(B.c.id).where(B.c.community_id == bindparam("community_id"),
-                                                      B.c.member_id == P.c.member_id).exists())
-    .join_from(P, MI, MI.c.member_id == P.c.member_id)
-    .where(
-        P.c.raid_id == bindparam("raid_id"),
-        MI.c.platform == bindparam("platform"),
-        MI.c.external_id == bindparam("external_id"),
+# Everything a claim reads before it writes, in one round trip: the raid's facts, the member's
+# participation (NULL if they have not joined), a ban, and the abuse screen's facts.
+_JOINED = P.join(MI, and_(MI.c.member_id == P.c.member_id, MI.c.platform == bindparam("platform"),
+                          MI.c.external_id == bindparam("external_id")))
+CLAIM_CONTEXT = (
+    select(
+        *RAID_FACTS.selected_columns,
+        P.c.id.label("participant_id"), P.c.member_id.label("member_id"),
+        exists().where(B.c.community_id == R.c.community_id, B.c.member_id == P.c.member_id).label("banned"),
+        *screen_columns(P.c.id, P.c.member_id, R.c.community_id),
     )
+    .select_from(R.outerjoin(_JOINED, P.c.raid_id == R.c.id))
+    .where(R.c.id == bindparam("raid_id"))
 )
 
 OBJECTIVES = select(O.c.action_type, O.c.target, O.c.points).where(O.c.raid_id == bindparam("raid_id"))

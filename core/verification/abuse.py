@@ -43,18 +43,28 @@ _A = RaidAction.__table__
 _C = Community.__table__
 _M = Member.__table__
 
-# Everything the screen reads, in one round trip, built once: whether this claim repeats one, the
-# community's settings, the member's claims in the last minute, and the member's X handle.
-_FACTS = select(
-    select(_A.c.id).where(_A.c.participant_id == bindparam("participant_id"), _A.c.action_type == bindparam("action"))
-    .scalar_subquery().label("repeated"),
-    select(_C.c.settings).where(_C.c.id == bindparam("community_id")).scalar_subquery().label("settings"),
-    select(func.count(_A.c.id))
-    .where(_A.c.member_id == bindparam("member_id"), _A.c.source == "claim", _A.c.claimed_at > bindparam("since"))
-    .scalar_subquery().label("recent"),
-    select(_M.c.x_handle).where(_M.c.id == bindparam("member_id")).scalar_subquery().label("handle"),
-    select(_M.c.x_handle_verified).where(_M.c.id == bindparam("member_id")).scalar_subquery().label("proven"),
-)
+
+def screen_columns(participant_id: Any, member_id: Any, community_id: Any) -> list[Any]:
+    """What the screen reads, as scalar subqueries on the given columns or parameters, so one
+    statement can carry them: whether this claim repeats one (bind `action`), the community's
+    settings, the member's claims since `since`, and the member's X handle and whether it is proven."""
+    return [
+        select(_A.c.id).where(_A.c.participant_id == participant_id, _A.c.action_type == bindparam("action"))
+        .scalar_subquery().label("repeated"),
+        select(_C.c.settings).where(_C.c.id == community_id).scalar_subquery().label("settings"),
+        select(func.count(_A.c.id))
+        .where(_A.c.member_id == member_id, _A.c.source == "claim", _A.c.claimed_at > bindparam("since"))
+        .scalar_subquery().label("recent"),
+        select(_M.c.x_handle).where(_M.c.id == member_id).scalar_subquery().label("handle"),
+        select(_M.c.x_handle_verified).where(_M.c.id == member_id).scalar_subquery().label("proven"),
+    ]
+
+
+_FACTS = select(*screen_columns(bindparam("participant_id"), bindparam("member_id"), bindparam("community_id")))
+
+
+def claim_rate_since(now: datetime) -> datetime:
+    return now - timedelta(minutes=1)
 
 
 def check_claim_rate(recent: int, per_minute: int) -> None:
@@ -91,16 +101,20 @@ async def screen_claim(
     state: str,
     *,
     rng: random.Random | None = None,
+    facts: Any = None,
 ) -> str:
     """Refuse a claim that breaks a rule (raises a NubiError), else return its starting state.
 
     `state` is the tier's default (RaidService._initial_state). A repeated claim passes untouched:
-    the insert that follows leaves the first one as it was.
+    the insert that follows leaves the first one as it was. `facts` is a row with the columns of
+    `screen_columns` when the caller already read them (RaidService.claim reads them together with
+    the raid and the participant, since = now - 1 minute); else they are read here.
     """
-    facts = (await s.execute(_FACTS, {
-        "participant_id": participant_id, "action": action, "community_id": raid.community_id,
-        "member_id": member_id, "since": now - timedelta(minutes=1),
-    })).one()
+    if facts is None:
+        facts = (await s.execute(_FACTS, {
+            "participant_id": participant_id, "action": action, "community_id": raid.community_id,
+            "member_id": member_id, "since": claim_rate_since(now),
+        })).one()
     if facts.repeated is not None:
         return state
     cfg = community_cfg(settings, facts.settings)
