@@ -258,9 +258,15 @@ class Database:
             return _drive(op(_SyncSession(session)))  # type: ignore[arg-type]
 
     async def _read_one(self, op: Op[T]) -> T:
+        if not self.row_level_security:
+            # READ COMMITTED gives each statement its own snapshot either way: a read needs no
+            # BEGIN and COMMIT around it (two round trips). With row-level security it does, for
+            # the transaction-local community setting.
+            async with self._read_sessions() as session:
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                return await session.run_sync(_run_op, op)
         async with self._read_sessions() as session, session.begin():
-            if self.row_level_security:
-                await rls.apply(session)
+            await rls.apply(session)
             return await session.run_sync(_run_op, op)
 
     async def write(self, op: Op[T]) -> T:
