@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -121,15 +121,21 @@ class _SyncSession:
 
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._conn: Connection | None = None  # the session's connection: one transaction, savepoints on it
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._s.connection()
+        return self._conn
 
     async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
         if self._plain(statement):
-            return self._s.connection().execute(statement, *args, **_buffered(kw))
+            return self._connection().execute(statement, *args, **_buffered(kw))
         return self._s.execute(statement, *args, **_buffered(kw))
 
     async def scalar(self, statement: Any, *args: Any, **kw: Any) -> Any:
         if self._plain(statement):
-            return self._s.connection().scalar(statement, *args, **kw)
+            return self._connection().scalar(statement, *args, **kw)
         return self._s.scalar(statement, *args, **kw)
 
     def _plain(self, statement: Any) -> bool:
