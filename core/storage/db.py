@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Unavailable
@@ -113,20 +113,37 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 class _SyncSession:
-    """The AsyncSession surface write ops use, over a sync Session on the writer thread.
+    """The AsyncSession surface ops use, over a sync Session or a sync Connection.
 
     Its coroutines never suspend, so an op's coroutine runs to completion in one step (`_drive`):
-    the same op code serves the async engines and the SQLite writer thread.
+    the same op code serves the async engines (inside one `run_sync` greenlet) and the SQLite
+    threads. Core statements (on tables, nothing pending to flush first) run straight on the
+    connection; over a bare Connection, the ORM Session that entity work needs is made on first use,
+    inside the connection's transaction.
     """
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
-        self._conn: Connection | None = None  # the session's connection: one transaction, savepoints on it
+    def __init__(self, session: Session | None = None, *, connection: Connection | None = None) -> None:
+        self._orm = session
+        self._conn = connection
+        self._owns_orm = session is None
+
+    @property
+    def _s(self) -> Session:
+        if self._orm is None:
+            # Joins the connection's transaction: it never commits it, and a failed flush fails the op.
+            self._orm = Session(bind=self._conn, expire_on_commit=False)
+        return self._orm
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = self._s.connection()
         return self._conn
+
+    def _plain(self, statement: Any) -> bool:
+        if getattr(statement, "_propagate_attrs", True):
+            return False
+        orm = self._orm
+        return orm is None or not (orm.new or orm.dirty or orm.deleted)
 
     async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
         if self._plain(statement):
@@ -137,13 +154,6 @@ class _SyncSession:
         if self._plain(statement):
             return self._connection().scalar(statement, *args, **kw)
         return self._s.scalar(statement, *args, **kw)
-
-    def _plain(self, statement: Any) -> bool:
-        """A Core statement (on tables, not entities) with nothing pending to autoflush first runs on
-        the session's connection, in the same transaction, without the ORM's per-statement work."""
-        return not getattr(statement, "_propagate_attrs", True) and not (
-            self._s.new or self._s.dirty or self._s.deleted
-        )
 
     async def scalars(self, *args: Any, **kw: Any) -> Any:
         return self._s.scalars(*args, **_buffered(kw))
@@ -158,7 +168,15 @@ class _SyncSession:
         self._s.add(instance)
 
     def get_bind(self, *args: Any, **kw: Any) -> Any:
-        return self._s.get_bind(*args, **kw)
+        return self._s.get_bind(*args, **kw) if self._orm is not None else self._conn
+
+    def finish(self) -> None:
+        """Over a Connection: write what the op left pending and let the session go."""
+        if self._owns_orm and self._orm is not None:
+            try:
+                self._orm.flush()
+            finally:
+                self._orm.close()
 
 
 def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +186,19 @@ def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
     return {**kw, "execution_options": options}
 
 
-def _run_op(session: Session, op: Op[T]) -> T:
-    """An op on PostgreSQL, inside the one greenlet AsyncSession.run_sync gives it: its statements go
-    through the sync API (the driver still awaits in the loop), not one greenlet hop each."""
-    return _drive(op(_SyncSession(session)))  # type: ignore[arg-type]
+def _run_op(connection: Connection, op: Op[T]) -> T:
+    """An op inside the one greenlet AsyncConnection.run_sync gives it: its statements go through
+    the sync API (the driver still awaits in the event loop), not one greenlet hop each, and no ORM
+    session is made unless the op works with entities."""
+    facade = _SyncSession(connection=connection)
+    try:
+        result = _drive(op(facade))  # type: ignore[arg-type]
+        facade.finish()
+        return result
+    except BaseException:
+        if facade._orm is not None:
+            facade._orm.close()
+        raise
 
 
 def _drive(coro: Any) -> Any:
@@ -223,8 +250,6 @@ class Database:
             self.write_engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30)
             _ping_when_idle(self.write_engine)
             self.read_engine = self.write_engine
-        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
-        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.group_commit = group_commit and self.dialect == "sqlite"
         self.max_batch = max_batch
         self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
@@ -268,12 +293,12 @@ class Database:
             # READ COMMITTED gives each statement its own snapshot either way: a read needs no
             # BEGIN and COMMIT around it (two round trips). With row-level security it does, for
             # the transaction-local community setting.
-            async with self._read_sessions() as session:
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-                return await session.run_sync(_run_op, op)
-        async with self._read_sessions() as session, session.begin():
-            await rls.apply(session)
-            return await session.run_sync(_run_op, op)
+            async with self.read_engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await conn.run_sync(_run_op, op)
+        async with self.read_engine.begin() as conn:
+            await rls.apply(conn)
+            return await conn.run_sync(_run_op, op)
 
     async def write(self, op: Op[T]) -> T:
         if self.group_commit:
@@ -302,10 +327,10 @@ class Database:
                 raise Unavailable("The database is unavailable right now; try again shortly.") from exc
 
     async def _run_one(self, op: Op[T]) -> T:
-        async with self._write_sessions() as session, session.begin():
+        async with self.write_engine.begin() as conn:
             if self.row_level_security:
-                await rls.apply(session)
-            return await session.run_sync(_run_op, op)
+                await rls.apply(conn)
+            return await conn.run_sync(_run_op, op)
 
     # -- group commit (SQLite) -------------------------------------------------------------------
 

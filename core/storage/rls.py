@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 current_community: ContextVar[int | None] = ContextVar("nubi_current_community", default=None)
 
@@ -50,9 +50,8 @@ def community_scope(community_id: int | None) -> Iterator[None]:
         current_community.reset(token)
 
 
-async def apply(session: AsyncSession) -> None:
+async def apply(conn: AsyncConnection) -> None:
     """Call right after a transaction begins on PostgreSQL with row-level security on."""
-    conn = await session.connection()
     if not conn.info.get(_CHECKED):
         await _refuse_exempt_role(conn)
         conn.info[_CHECKED] = True
