@@ -414,14 +414,14 @@ class RaidService:
                 ).one()
                 return ClaimResult(raid_id, member_id, action, prior.verification, prior.points, True, prior.id,
                                    community_id=raid.community_id)
+            if raid.session_id:
+                await _activity(s, raid.session_id, "raid_action", now,
+                                {"memberId": member_id, "action": action, "verification": verification})
             bonus, completed = 0, False
             if accepted:
                 bonus, completed = await self._credit_claim(
                     s, raid, participant_id, member_id, action, points, objectives, now
                 )
-            if raid.session_id:
-                await _activity(s, raid.session_id, "raid_action", now,
-                                {"memberId": member_id, "action": action, "verification": verification})
             return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
                                raid.community_id)
 
@@ -455,9 +455,14 @@ class RaidService:
         objectives: dict[str, tuple[int, int]],
         now: datetime,
     ) -> tuple[int, bool]:
-        """Credit an accepted claim: counters, completion bonus, boards. Returns (bonus, raid now complete)."""
+        """Credit an accepted claim: participant, boards, then the raid's shared counters.
+        Returns (bonus, raid now complete).
+
+        Every claim of a raid updates the same objective row and raid row, and holds their locks until
+        its transaction ends (on PostgreSQL other claims wait for them; on SQLite the batch is one
+        writer anyway): they are updated last, right before the commit.
+        """
         rules = scoring.ScoringRules.from_dict(raid.scoring)
-        count = await s.scalar(st.COUNT_UP, st.dml(raid_id=raid.id, action=action))
         claims = await s.scalar(
             st.SCORE_PARTICIPANT, st.dml(participant_id=participant_id, points=points, now=now)
         )
@@ -467,10 +472,11 @@ class RaidService:
                 st.COMPLETE_PARTICIPANT, st.dml(participant_id=participant_id, bonus=rules.completion_points)
             )
             bonus = rules.completion_points if done else 0
+        await credit(s, raid.community_id, member_id, points + bonus, now)
+        count = await s.scalar(st.COUNT_UP, st.dml(raid_id=raid.id, action=action))
         # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
         # completion check below sees every objective count committed before it (PostgreSQL too).
         await s.execute(st.SCORE_RAID, st.dml(raid_id=raid.id, points=points + bonus))
-        await credit(s, raid.community_id, member_id, points + bonus, now)
         completed = False
         if raid.status == "active" and count == objectives[action][0]:  # this claim met its objective
             completed = await s.scalar(st.UNMET, {"raid_id": raid.id}) == 0
