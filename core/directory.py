@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.models import Community, Member, MemberIdentity
@@ -16,6 +18,22 @@ _MI = MemberIdentity.__table__
 _IDENTITY = select(_MI.c.member_id, _MI.c.username).where(  # on the table: a Core statement, no ORM step
     _MI.c.platform == bindparam("platform"), _MI.c.external_id == bindparam("external_id")
 )
+
+_M = Member.__table__
+_NEW_MEMBER = (
+    sa_insert(_M)
+    .values(display_name=bindparam("b_name"), x_handle_verified=False, created_at=bindparam("b_now"))
+    .returning(_M.c.id)
+)
+_NEW_IDENTITY = {
+    name: dialect.insert(_MI)
+    .values(member_id=bindparam("b_member_id"), platform=bindparam("b_platform"),
+            external_id=bindparam("b_external_id"), username=bindparam("b_username"))
+    .on_conflict_do_nothing(index_elements=["platform", "external_id"])
+    .returning(_MI.c.member_id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_DROP_MEMBER = delete(_M).where(_M.c.id == bindparam("b_id"))
 
 USER_NAMESPACE = uuid.UUID("5b0e6c1e-3f4d-4c8a-9a57-6e1f0d2b7c11")
 
@@ -54,16 +72,15 @@ async def ensure_member(s: AsyncSession, ref: MemberRef, now: object) -> int:
             )
         return row.member_id
     name = ref.display_name or ref.username or f"{ref.platform}:{ref.external_id}"
-    member = Member(display_name=name[:128], x_handle_verified=False, created_at=now)
-    s.add(member)
-    await s.flush()
-    s.add(
-        MemberIdentity(
-            member_id=member.id, platform=ref.platform, external_id=ref.external_id, username=ref.username
-        )
-    )
-    await s.flush()
-    return member.id
+    member_id = await s.scalar(_NEW_MEMBER, {"b_name": name[:128], "b_now": now})
+    claimed = await s.scalar(_NEW_IDENTITY[s.get_bind().dialect.name], {
+        "b_member_id": member_id, "b_platform": ref.platform, "b_external_id": ref.external_id,
+        "b_username": ref.username,
+    })
+    if claimed is None:  # a concurrent first sight of the same identity committed first: use its member
+        await s.execute(_DROP_MEMBER, {"b_id": member_id})
+        return (await s.execute(_IDENTITY, {"platform": ref.platform, "external_id": ref.external_id})).one()[0]
+    return member_id
 
 
 async def ensure_community(s: AsyncSession, ref: ChatRef, now: object) -> int:

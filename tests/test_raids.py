@@ -22,7 +22,7 @@ from core.events import ClaimRecorded, MemberJoined, RaidStarted
 from core.events import RaidEnded as RaidEndedEvent
 from core.raids.model import RaidSpec
 from core.services import Services
-from core.storage.models import RaidReport
+from core.storage.models import Member, RaidReport
 
 CHAT = ChatRef("telegram", "-1001", "Raid Group")
 URL = "https://twitter.com/nubi/status/42?s=20"
@@ -85,6 +85,24 @@ async def test_cap_is_exact_under_300_concurrent_joins(services: Services) -> No
     assert len(joined) == 100 and len(full) == 200
     assert sorted(r.position for r in joined) == list(range(1, 101))
     assert (await services.raids.progress(raid)).participants == 100
+
+
+async def test_a_new_member_joining_several_raids_at_once_is_one_member(services: Services) -> None:
+    """First sight of an identity from concurrent commands (a double tap, two raids at once): on
+    PostgreSQL both transactions try to create the member; one wins and the other uses its row."""
+    services.settings.raids.allow_multiple_active = True
+    raids = [await start(services) for _ in range(4)]
+    newcomers = [member(500 + i) for i in range(10)]
+    results = await asyncio.gather(*(services.raids.join(r, m) for m in newcomers for r in raids))
+    for m in newcomers:
+        ids = {res.member_id for res, (mm, _r) in zip(results, [(m2, r) for m2 in newcomers for r in raids],
+                                                      strict=True) if mm == m}
+        assert len(ids) == 1, f"{m.external_id} became {ids}"
+
+    async def count(s):  # type: ignore[no-untyped-def]
+        return await s.scalar(select(func.count()).select_from(Member).where(Member.display_name.like("raider5%")))
+
+    assert await services.db.read(count) == len(newcomers)  # no member row left behind by the loser
 
 
 async def test_claims_scoring_and_completion(services: Services, clock) -> None:
