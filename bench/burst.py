@@ -40,7 +40,7 @@ from core.services import Services
 from core.storage.db import Database
 
 from . import burst_sql
-from .env import Figure, Raw, Report, Target, bench_settings, percentile
+from .env import Figure, Raw, Report, Target, bench_settings, open_loop, percentile
 
 ACTIONS = ("like", "repost", "reply")
 CHAT = ChatRef("telegram", "-100424242", "Burst raiders")
@@ -139,13 +139,7 @@ async def _paced(first: int, n: int, flow: Flow, members_per_second: float) -> t
     """Open loop: member i starts at i / rate seconds, answered or not."""
     tally = Tally()
     t0 = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        delay = t0 + i / members_per_second - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(flow(member(first + i), tally)))
-    await asyncio.gather(*tasks)
+    await open_loop(n, members_per_second, lambda i: flow(member(first + i), tally))
     return time.perf_counter() - t0, tally
 
 

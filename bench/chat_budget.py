@@ -33,7 +33,7 @@ from core.events import EventBus, ProgressChanged
 from core.services import Services
 from core.storage.db import Database
 
-from .env import Figure, Report, Target, bench_settings, percentile
+from .env import Figure, Report, Target, bench_settings, open_loop, percentile
 
 GROUP = -100987
 MOD = 42
@@ -47,6 +47,16 @@ ANSWER_TARGET = 0.100  # seconds from dispatch to the interaction callback, in p
 STREAM_BASE = 940_000_000_000_900_000
 STREAM_SECONDS = 10.0
 STREAM_SHARE = 0.5  # of the waves' answer rate
+
+
+class _Counter:
+    """ProgressChanged events: one edit each is what a naive adapter would send."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def count(self, _: ProgressChanged) -> None:
+        self.n += 1
 
 
 def _require(module: str, what: str) -> None:
@@ -71,11 +81,8 @@ async def telegram(target: Target, report: Report, members: int) -> None:
     url = await target.fresh()
     db = Database(url)
     services = Services(db, SystemClock(), bench_settings(url), EventBus())
-    events = 0
-
-    async def on_progress(_: ProgressChanged) -> None:
-        nonlocal events
-        events += 1
+    progress = _Counter()
+    on_progress = progress.count
 
     services.bus.subscribe(ProgressChanged, on_progress)
     try:
@@ -124,7 +131,7 @@ async def telegram(target: Target, report: Report, members: int) -> None:
     report.add(Figure("chat budget", kind, "presses answered/s", presses / (last_press - t0), "press/s",
                       note=f"{members} members x 4 presses"))
     report.add(Figure("chat budget", kind, "group messages + edits", len(group), "calls",
-                      "one edit per progress event (naive)", events, higher_is_better=False,
+                      "one edit per progress event (naive)", progress.n, higher_is_better=False,
                       target=f"0 flood answers (429), <= {BUDGET_PER_MINUTE} in any minute",
                       met=floods == 0 and peak <= BUDGET_PER_MINUTE, note=f"{floods} floods, peak {peak}/min"))
     report.add(Figure("chat budget", kind, "raid post current after the last press", shown - last_press, "s",
@@ -156,11 +163,8 @@ async def discord(target: Target, report: Report, members: int) -> None:
     url = await target.fresh()
     db = Database(url)
     services = Services(db, SystemClock(), bench_settings(url), EventBus())
-    events = 0
-
-    async def on_progress(_: ProgressChanged) -> None:
-        nonlocal events
-        events += 1
+    progress = _Counter()
+    on_progress = progress.count
 
     guild = guild_create_payload(GUILD, channels=[text_channel_payload(CHANNEL, guild_id=GUILD, name="raids")],
                                  members=[member_payload(MOD, username="mod")])
@@ -233,7 +237,7 @@ async def discord(target: Target, report: Report, members: int) -> None:
                       note=f"p50 {percentile(latencies, 50) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, "
                            f"{deferred} deferred; bounded below by the wave: {members} presses / throughput"))
     report.add(Figure("chat budget", kind, "channel messages + raid post edits", len(channel), "calls",
-                      "one edit per progress event (naive)", events, higher_is_better=False,
+                      "one edit per progress event (naive)", progress.n, higher_is_better=False,
                       target=f"at most 1 edit per {interval:.0f} s interval", met=paced,
                       note=f"{len(edits)} edits in {edits[-1].at - t0:.1f} s from the first press, "
                            f"peak {peak} per {interval:.0f} s, closest {min(gaps, default=0):.2f} s apart"))
@@ -264,15 +268,8 @@ async def _stream(h: Any, make: Any, post: dict[str, Any], raid_id: int, members
             payload = make(data, post, guild_id=GUILD, channel_id=CHANNEL, user_id=user_id, username=f"s{user_id}")
             presses.extend(await h.press_many([payload], give_up_after=60))
 
-    count = max(1, int(members_per_second * STREAM_SECONDS))
-    t0 = time.monotonic()
-    tasks = []
-    for i in range(count):
-        delay = t0 + i / members_per_second - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(member(STREAM_BASE + i)))
-    await asyncio.gather(*tasks)
+    await open_loop(max(1, int(members_per_second * STREAM_SECONDS)), members_per_second,
+                    lambda i: member(STREAM_BASE + i))
     return presses
 
 

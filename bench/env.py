@@ -8,6 +8,7 @@ round trip per statement, the way a hand-written baseline would talk to the data
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -15,7 +16,8 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -43,6 +45,19 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+async def open_loop(count: int, per_second: float, start: Callable[[int], Awaitable[None]]) -> None:
+    """Arrivals on a schedule: arrival i starts at i / per_second seconds whether or not earlier ones
+    were answered (an open loop, as members arrive), then wait for all of them."""
+    t0 = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = t0 + i / per_second - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start(i)))
+    await asyncio.gather(*tasks)
 
 
 def rss_mb(pid: int | str = "self") -> float:

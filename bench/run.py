@@ -29,7 +29,7 @@ ALL = ("burst", "leaderboard", "memory", "http", "chat")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="scaled-down sizes: the whole run in under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="scaled-down sizes: the whole run in under 3 minutes")
     p.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
     p.add_argument("--members", type=int, help="burst size (default 5000; 500 with --quick)")
