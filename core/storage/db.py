@@ -170,11 +170,12 @@ class _SyncSession:
     def get_bind(self, *args: Any, **kw: Any) -> Any:
         return self._s.get_bind(*args, **kw) if self._orm is not None else self._conn
 
-    def finish(self) -> None:
-        """Over a Connection: write what the op left pending and let the session go."""
+    def release(self, *, flush: bool) -> None:
+        """Over a Connection: write what the op left pending (if it succeeded) and let the session go."""
         if self._owns_orm and self._orm is not None:
             try:
-                self._orm.flush()
+                if flush:
+                    self._orm.flush()
             finally:
                 self._orm.close()
 
@@ -193,12 +194,11 @@ def _run_op(connection: Connection, op: Op[T]) -> T:
     facade = _SyncSession(connection=connection)
     try:
         result = _drive(op(facade))  # type: ignore[arg-type]
-        facade.finish()
-        return result
     except BaseException:
-        if facade._orm is not None:
-            facade._orm.close()
+        facade.release(flush=False)
         raise
+    facade.release(flush=True)
+    return result
 
 
 def _drive(coro: Any) -> Any:
