@@ -38,10 +38,6 @@ RAID_FACTS = select(
     R.c.session_id, R.c.verification_tier,
 ).where(R.c.id == bindparam("raid_id"))
 
-IDENTITY = select(MI.c.member_id, MI.c.username).where(
-    MI.c.platform == bindparam("platform"), MI.c.external_id == bindparam("external_id")
-)
-
 JOINED_OR_BANNED = select(
     select(P.c.join_position)
     .where(P.c.raid_id == bindparam("raid_id"), P.c.member_id == bindparam("member_id"))
