@@ -513,13 +513,7 @@ class RaidService:
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[ClaimResult, int]:
-            claim = await s.get(RaidAction, claim_id)
-            if claim is None:
-                raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
-            raid = await s.get(Raid, claim.raid_id)
-            assert raid is not None
-            if community_id is not None and raid.community_id != community_id:
-                raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+            claim, raid = await _claim_and_raid(s, claim_id, community_id)
             new_state = ("verified" if verified else "unverifiable") if accept else "rejected"
             won = await s.scalar(
                 update(RaidAction)
@@ -560,13 +554,7 @@ class RaidService:
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[int, int, int]:
-            claim = await s.get(RaidAction, claim_id)
-            if claim is None:
-                raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
-            raid = await s.get(Raid, claim.raid_id)
-            assert raid is not None
-            if community_id is not None and raid.community_id != community_id:
-                raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+            claim, raid = await _claim_and_raid(s, claim_id, community_id)
             prior_points = claim.points
             won = await s.scalar(
                 update(RaidAction)
@@ -824,6 +812,18 @@ async def _objectives(s: AsyncSession, raid_id: int) -> dict[str, tuple[int, int
 
 async def _activity(s: AsyncSession, session_id: str, kind: str, at: datetime, data: dict[str, Any]) -> None:
     await s.execute(st.ACTIVITY, st.dml(session_id=session_id, kind=kind, at=at, data=data))
+
+
+async def _claim_and_raid(s: AsyncSession, claim_id: int, community_id: int | None) -> tuple[RaidAction, Raid]:
+    """A claim and its raid, for a moderator acting in `community_id` (None: anywhere)."""
+    claim = await s.get(RaidAction, claim_id)
+    if claim is None:
+        raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
+    raid = await s.get(Raid, claim.raid_id)
+    assert raid is not None
+    if community_id is not None and raid.community_id != community_id:
+        raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+    return claim, raid
 
 
 async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
