@@ -21,6 +21,7 @@ from core.services import Services
 from core.windows import window_start
 
 from .schemas import (
+    MAX_DB_ID,
     AuditOut,
     BanIn,
     BanList,
@@ -257,7 +258,7 @@ async def create_raid(request: Request, body: RaidCreate) -> dict[str, Any]:
 
 
 @router.get("/api/raids", response_model=RaidList, tags=[RAIDS], summary="List raids (newest first)")
-async def list_raids(request: Request, community_id: int | None = Query(None, alias="communityId"),
+async def list_raids(request: Request, community_id: int | None = Query(None, alias="communityId", ge=1, le=MAX_DB_ID),
                      status: RaidStatus | None = None, limit: int = Limit) -> dict[str, Any]:
     cid, anything = await _list_scope(request, community_id)
     raids = await _svc(request).raids.list(community_id=cid, status=status, limit=limit) if anything else []
