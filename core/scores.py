@@ -9,6 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.models import MemberScore
+from core.storage.pgfast import prebuilt
 from core.windows import WINDOWS, window_start
 
 _SCORES = MemberScore.__table__
@@ -24,7 +25,7 @@ def _upsert(dialect: Any) -> Any:
 
 # Built once, on the table: one parameterized Core statement per dialect stays in SQLAlchemy's
 # compiled cache and runs as one executemany (on the entity it took the ORM's slower bulk path).
-_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
+_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": prebuilt(_upsert(postgresql))}
 
 
 async def credit(s: AsyncSession, community_id: int, member_id: int, points: int, at: datetime) -> None:

@@ -51,7 +51,9 @@ async def test_postgresql_restart_under_load(own_cluster: pg.Cluster) -> None:
     await asyncio.to_thread(upgrade, url)
     svc = Services(Database(url), SystemClock(), Settings(), EventBus())
     try:
-        raid = (await svc.raids.start(CHAT, RaidSpec("https://x.com/a/status/1", {"like": 5000}))).id
+        # room for every member the lanes can bring in before, during and after the outage
+        spec = RaidSpec("https://x.com/a/status/1", {"like": 100_000}, max_participants=100_000)
+        raid = (await svc.raids.start(CHAT, spec)).id
         joined: list[int] = []
         claimed: list[int] = []
         unavailable = 0

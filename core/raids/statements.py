@@ -22,6 +22,7 @@ from core.storage.models import (
     RaidParticipant,
     SessionActivity,
 )
+from core.storage.pgfast import prebuilt
 from core.verification.abuse import screen_columns
 
 R = Raid.__table__
@@ -160,3 +161,11 @@ def _touch(ins: Any) -> Any:
 
 
 TOUCH_MEMBER = _per_dialect(_touch)
+
+
+for _statement in (
+    RAID_FACTS, JOINED_OR_BANNED, BUMP, CLAIM_CONTEXT, OBJECTIVES, PRIOR_CLAIM, COUNT_UP, SCORE_PARTICIPANT,
+    COMPLETE_PARTICIPANT, SCORE_RAID, UNMET, ACTIVITY, INSERT_PARTICIPANT["postgresql"], INSERT_CLAIM["postgresql"],
+    TOUCH_MEMBER["postgresql"],
+):
+    prebuilt(_statement)

@@ -1,10 +1,18 @@
-"""Engines, transactions and the single SQLite writer.
+"""Engines, transactions and group commit.
 
 Every write in nubi is a function `op(session) -> result` handed to `Database.write`. That one seam
-lets SQLite run with one writer connection that gathers the operations waiting at that moment into
-one transaction (group commit: each operation isolated by a savepoint, each caller answered only
-after the commit), while PostgreSQL runs operations concurrently, retrying the ones that lose a
-deadlock or serialization race.
+lets one writer per process gather the operations waiting at that moment into one transaction
+(group commit: each caller answered only after the commit):
+
+- SQLite: a writer thread with plain pysqlite runs the batch's ops one after another, each in a
+  savepoint, so a failing op leaves nothing behind.
+- PostgreSQL: the batch's ops run side by side as a pipeline (`_pipelined`): each statement runs
+  once for every op waiting on it, in one network round trip, so a burst of claims costs a handful
+  of round trips per batch instead of per claim. No savepoints: an op that fails before it writes
+  fails alone; one that fails after writing, or a failed statement, rolls the batch back and its ops
+  run again one by one, each in its own transaction (retrying deadlocks and serialization races).
+
+A lone op skips the batch machinery and runs in its own transaction.
 """
 
 from __future__ import annotations
@@ -21,11 +29,11 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Unavailable
-from core.storage import rls
+from core.storage import pgfast, rls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +42,12 @@ Op = Callable[[AsyncSession], Awaitable[T]]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READERS = 4
 PG_POOL = 20  # connections per process; the scale-out guide sizes max_connections from it
+# PostgreSQL group commit: one batch at a time per process (two would take a raid's row and its
+# objectives' rows in different orders and deadlock). A batch holds its row locks until it commits:
+# keep it short. With savepoints (careful mode) each op is a subtransaction, and PostgreSQL tracks
+# at most 64 per transaction cheaply.
+PG_MAX_BATCH = 64
+CAREFUL_SECONDS = 2.0
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 PING_AFTER_IDLE_SECONDS = 1.0
 _LAST_USED = "nubi_last_used"
@@ -126,12 +140,17 @@ class _SyncSession:
         self._orm = session
         self._conn = connection
         self._owns_orm = session is None
+        # Whether the op changed anything yet: a PostgreSQL batch has no savepoints, so an op that
+        # fails after writing spoils its batch, while one that fails before writing does not.
+        self.wrote = False
 
     @property
     def _s(self) -> Session:
         if self._orm is None:
             # Joins the connection's transaction: it never commits it, and a failed flush fails the op.
-            self._orm = Session(bind=self._conn, expire_on_commit=False)
+            # "rollback_only" also inside a savepoint (careful PostgreSQL batches): by default the
+            # Session would make a savepoint of its own there and roll it back when it closes.
+            self._orm = Session(bind=self._conn, expire_on_commit=False, join_transaction_mode="rollback_only")
         return self._orm
 
     def _connection(self) -> Connection:
@@ -145,26 +164,78 @@ class _SyncSession:
         orm = self._orm
         return orm is None or not (orm.new or orm.dirty or orm.deleted)
 
+    def _fast(self, statement: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        """A marked statement on PostgreSQL, run straight on asyncpg (core/storage/pgfast.py), or None."""
+        if len(args) != 1 or kw:
+            return None
+        conn = self._connection()
+        if conn.dialect.name != "postgresql":
+            return None
+        found = pgfast.plan(statement, args[0], conn.dialect)
+        return None if found is None else pgfast.run(conn, found, args[0])
+
+    def _note(self, statement: Any, result: Any = None) -> None:
+        """Record a write: any statement but a SELECT, unless it reports that it changed no row."""
+        if self.wrote or getattr(statement, "is_select", False):
+            return
+        self.wrote = getattr(result, "rowcount", -1) != 0
+
+    def _orm_note(self, statement: Any) -> None:
+        orm = self._orm
+        if orm is not None and (orm.new or orm.dirty or orm.deleted):
+            self.wrote = True  # autoflush writes them first
+        if statement is not None:
+            self._note(statement)
+
     async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return self._execute(statement, args, kw)
+        except DBAPIError:
+            self.wrote = True  # on PostgreSQL the transaction is aborted: the batch cannot go on
+            raise
+
+    def _execute(self, statement: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         if self._plain(statement):
-            return self._connection().execute(statement, *args, **_buffered(kw))
+            result = self._fast(statement, args, kw)
+            if result is None:
+                result = self._connection().execute(statement, *args, **_buffered(kw))
+            self._note(statement, result)
+            return result
+        self._orm_note(statement)
         return self._s.execute(statement, *args, **_buffered(kw))
 
     async def scalar(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return self._scalar(statement, args, kw)
+        except DBAPIError:
+            self.wrote = True
+            raise
+
+    def _scalar(self, statement: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         if self._plain(statement):
+            result = self._fast(statement, args, kw)
+            if result is not None:
+                self._note(statement, result)
+                return result.scalar()
+            self._note(statement)
             return self._connection().scalar(statement, *args, **kw)
+        self._orm_note(statement)
         return self._s.scalar(statement, *args, **kw)
 
-    async def scalars(self, *args: Any, **kw: Any) -> Any:
-        return self._s.scalars(*args, **_buffered(kw))
+    async def scalars(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        self._orm_note(statement)
+        return self._s.scalars(statement, *args, **_buffered(kw))
 
     async def get(self, *args: Any, **kw: Any) -> Any:
+        self._orm_note(None)
         return self._s.get(*args, **kw)
 
     async def flush(self, *args: Any, **kw: Any) -> None:
+        self.wrote = True
         self._s.flush(*args, **kw)
 
     def add(self, instance: Any) -> None:
+        self.wrote = True
         self._s.add(instance)
 
     def get_bind(self, *args: Any, **kw: Any) -> Any:
@@ -199,6 +270,235 @@ def _run_op(connection: Connection, op: Op[T]) -> T:
         raise
     facade.release(flush=True)
     return result
+
+
+class _Spoiled(Exception):
+    """An op of a PostgreSQL batch failed after writing, or a statement failed: the batch rolls back."""
+
+
+def _run_batch_pg(connection: Connection, ops: list[Op[Any]], careful: bool) -> list[tuple[Any, BaseException | None]]:
+    """The ops of a PostgreSQL batch, one after another in one transaction and one greenlet.
+
+    Optimistic: no savepoints (each is two round trips), because an op that fails before it writes
+    anything (not a participant, the raid is over, ...) leaves the transaction as it found it. One
+    that fails after writing raises _Spoiled: the caller rolls the batch back and runs its ops one
+    by one. In `careful` mode (after a recent spoil) each op gets a savepoint instead.
+    """
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    for op in ops:
+        facade = _SyncSession(connection=connection)
+        savepoint = connection.begin_nested() if careful else None
+        try:
+            result = _drive(op(facade))  # type: ignore[arg-type]
+            facade.release(flush=True)
+        except Exception as exc:
+            facade.release(flush=False)
+            if savepoint is not None:
+                if savepoint.is_active:  # a failed flush has rolled it back already
+                    savepoint.rollback()
+            elif facade.wrote or isinstance(exc, DBAPIError):
+                raise _Spoiled() from exc
+            outcomes.append((None, exc))
+            continue
+        if savepoint is not None:
+            savepoint.commit()
+        outcomes.append((result, None))
+    return outcomes
+
+
+class _Leave:
+    """What an op's pipelined session yields when the op needs more than a pipeline gives."""
+
+
+_LEAVE = _Leave()
+
+
+class _Ask:
+    """Awaited by an op: its statement, answered by the batch (together with the same statement of
+    the other ops of the batch)."""
+
+    __slots__ = ("plan", "params")
+
+    def __init__(self, plan: Any, params: Any) -> None:
+        self.plan = plan
+        self.params = params
+
+    def __await__(self) -> Any:
+        return (yield self)
+
+
+class _Departure:
+    def __await__(self) -> Any:
+        yield _LEAVE
+        raise RuntimeError("an op that left its pipeline was resumed")
+
+
+class _PipelinedSession:
+    """The session surface for an op in a PostgreSQL pipeline (see `_pipelined`).
+
+    Its prebuilt Core statements (core/storage/pgfast.py) suspend the op until the batch has run
+    that statement for every op waiting on it. Anything else (the ORM, a statement built per call)
+    makes the op leave the pipeline: it runs again later, alone, in the same transaction.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self.wrote = False
+        self.left = False
+
+    def get_bind(self, *_args: Any, **_kw: Any) -> Connection:
+        return self._conn
+
+    async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        found = None
+        if not self.left and len(args) == 1 and not kw and not getattr(statement, "_propagate_attrs", True):
+            found = pgfast.plan(statement, args[0], self._conn.dialect)
+        if found is None:
+            self.left = True
+            await _Departure()
+        result = await _Ask(found, args[0])
+        if not self.wrote and not found.is_select and result.rowcount != 0:
+            self.wrote = True
+        return result
+
+    async def scalar(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        return (await self.execute(statement, *args, **kw)).scalar()
+
+    async def _leave(self, *_args: Any, **_kw: Any) -> Any:
+        self.left = True
+        await _Departure()
+
+    scalars = get = flush = _leave
+
+    def add(self, _instance: Any) -> None:
+        self.left = True  # the op leaves at its next statement, or is run again if it ends first
+
+
+async def _pipelined(conn: AsyncConnection, ops: list[Op[Any]]) -> list[tuple[Any, BaseException | None]]:
+    """Run a PostgreSQL batch's ops side by side in one transaction, one round trip per statement
+    for all of them.
+
+    Each op is a coroutine that only awaits its session. They advance in lockstep: every op runs to
+    its next statement, then each distinct statement runs once for all the ops waiting on it
+    (asyncpg pipelines the executions), and each op gets its own rows back. A burst of claims thus
+    costs about seven round trips per batch instead of per claim. Like concurrent transactions, an
+    op does not see what the others of its step write until the next step; every later statement
+    sees them (one transaction), so a cap or a duplicate is still caught by the conditional UPDATE
+    or the ON CONFLICT that catches it between concurrent commands.
+
+    An op that fails before writing fails alone. One that fails after writing, or any failed
+    statement, raises _Spoiled (the caller rolls back and runs the ops one by one). An op that needs
+    the ORM leaves the pipeline and runs afterwards, alone, in the same transaction.
+    """
+    adapted = (await conn.get_raw_connection()).dbapi_connection
+    dialect = conn.dialect
+    facades = [_PipelinedSession(conn.sync_connection) for _ in ops]  # type: ignore[arg-type]
+    live = {i: op(facades[i]) for i, op in enumerate(ops)}  # type: ignore[arg-type]
+    answers: dict[int, Any] = dict.fromkeys(live)
+    outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(ops)
+    later: list[int] = []
+    held: dict[Any, int] = {}  # a row a SELECT ... FOR UPDATE locked -> the op that holds it
+    parked: dict[int, tuple[Any, _Ask]] = {}  # ops waiting for such a row, with their request
+
+    def done(i: int) -> None:
+        del live[i]
+        for key in [k for k, holder in held.items() if holder == i]:
+            del held[key]
+
+    try:
+        while live:
+            asks: dict[int, tuple[Any, list[tuple[int, Any]]]] = {}
+            admitted = []
+            for i, (key, request) in list(parked.items()):
+                if key not in held:  # the op that had the row is done with it
+                    held[key] = i
+                    del parked[i]
+                    admitted.append((i, request))
+            for i, request in admitted:
+                asks.setdefault(id(request.plan), (request.plan, []))[1].append((i, request.params))
+            for i in list(live):
+                if i in parked or any(i == j for j, _ in admitted):
+                    continue
+                try:
+                    request = live[i].send(answers[i])
+                except StopIteration as finished:
+                    done(i)
+                    if facades[i].left:
+                        later.append(i)  # it added an object it never flushed: run it again, alone
+                    else:
+                        outcomes[i] = (finished.value, None)
+                    continue
+                except Exception as exc:
+                    done(i)
+                    if facades[i].wrote:
+                        raise _Spoiled() from exc
+                    outcomes[i] = (None, exc)
+                    continue
+                if request is _LEAVE:
+                    live[i].close()
+                    done(i)
+                    if facades[i].wrote:
+                        raise _Spoiled()
+                    later.append(i)
+                    continue
+                if request.plan.locks:
+                    key = _lock_key(request)
+                    if held.setdefault(key, i) != i:
+                        parked[i] = (key, request)  # another op of the batch has this row: wait for it
+                        continue
+                asks.setdefault(id(request.plan), (request.plan, []))[1].append((i, request.params))
+            if not asks and live:
+                raise _Spoiled()  # ops of the batch wait on each other's rows: run them one by one
+            for found, waiting in asks.values():
+                try:
+                    if len(waiting) > 1 and found.tagged is not None:
+                        results = await pgfast.pipeline(adapted, dialect, found, [p for _, p in waiting])
+                    else:
+                        results = [await pgfast.run_async(adapted, dialect, found, p) for _, p in waiting]
+                except Exception as exc:
+                    wrapped = await _wrapped(conn, found.sql, exc)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+                for (i, _), result in zip(waiting, results, strict=True):
+                    answers[i] = result
+    finally:
+        for coro in live.values():
+            coro.close()
+    if later:
+        rest = await conn.run_sync(_run_batch_pg, [ops[i] for i in later], False)
+        for i, outcome in zip(later, rest, strict=True):
+            outcomes[i] = outcome
+    return outcomes
+
+
+def _lock_key(request: _Ask) -> Any:
+    params = request.params
+    key = (request.plan.sql, tuple(params.items()) if isinstance(params, dict) else id(request))
+    try:
+        hash(key)
+    except TypeError:
+        return (request.plan.sql, id(request))
+    return key
+
+
+async def _wrapped(conn: AsyncConnection, sql: str, exc: Exception) -> BaseException:
+    """A driver error from a pipeline as SQLAlchemy would raise it; a lost connection is invalidated."""
+    dialect = conn.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    if isinstance(exc, dbapi_error):
+        disconnect = dialect.is_disconnect(exc, None, None)
+        wrapped: BaseException = DBAPIError.instance(
+            sql, None, exc, dbapi_error, dialect=dialect, connection_invalidated=disconnect
+        )
+    elif isinstance(exc, OSError | ConnectionError):
+        disconnect, wrapped = True, exc
+    else:
+        return exc
+    if disconnect:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+    return wrapped
 
 
 def _drive(coro: Any) -> Any:
@@ -250,8 +550,10 @@ class Database:
             self.write_engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30)
             _ping_when_idle(self.write_engine)
             self.read_engine = self.write_engine
-        self.group_commit = group_commit and self.dialect == "sqlite"
-        self.max_batch = max_batch
+        # Row-level security scopes a whole transaction to one community: no batches across them.
+        self.group_commit = group_commit and not self.row_level_security
+        self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
+        self._careful_until = 0.0
         self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
@@ -303,6 +605,9 @@ class Database:
     async def write(self, op: Op[T]) -> T:
         if self.group_commit:
             return await self._enqueue(op)
+        return await self._write_alone(op)
+
+    async def _write_alone(self, op: Op[T]) -> T:
         attempts = 0
         while True:
             attempts += 1
@@ -332,14 +637,14 @@ class Database:
                 await rls.apply(conn)
             return await conn.run_sync(_run_op, op)
 
-    # -- group commit (SQLite) -------------------------------------------------------------------
+    # -- group commit ----------------------------------------------------------------------------
 
     async def _enqueue(self, op: Op[T]) -> T:
         loop = asyncio.get_running_loop()
         if self._writer is None or self._writer.done():
             self._wakeup = asyncio.Event()
             self._idle = asyncio.Event()
-            self._writer = loop.create_task(self._writer_loop(), name="nubi-sqlite-writer")
+            self._writer = loop.create_task(self._writer_loop(), name="nubi-db-writer")
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, fut))
         assert self._wakeup is not None and self._idle is not None
@@ -353,10 +658,73 @@ class Database:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._run_batch(batch)
+                batch = self._take()
+                await (self._run_batch(batch) if self.is_sqlite else self._run_pg_batch(batch))
             self._idle.set()
+
+    def _take(self) -> list[tuple[Op[Any], asyncio.Future[Any]]]:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        return batch
+
+    async def _run_pg_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
+        if len(batch) == 1:
+            await self._settle(*batch[0])
+            return
+        ops = [op for op, _ in batch]
+        try:
+            async with self._pg_slots(), self.write_engine.begin() as conn:
+                if time.monotonic() < self._careful_until:
+                    outcomes = await conn.run_sync(_run_batch_pg, ops, True)
+                else:
+                    outcomes = await _pipelined(conn, ops)
+        except PoolTimeout as exc:
+            self._fail(batch, Unavailable("The database is busy right now; try again shortly."), exc)
+            return
+        except (DBAPIError, OSError) as exc:
+            if _is_connection_error(exc):
+                self._fail(batch, Unavailable("The database is unavailable right now; try again shortly."), exc)
+                return
+            await self._one_by_one(batch)  # a deadlock or serialization failure at commit: no op landed
+            return
+        except _Spoiled:
+            self._careful_until = time.monotonic() + CAREFUL_SECONDS
+            await self._one_by_one(batch)
+            return
+        except Exception as exc:  # a bug of ours: no caller may think its op landed
+            log.exception("PostgreSQL batch of %d operations failed", len(batch))
+            self._fail(batch, exc, None)
+            return
+        self.commits += 1
+        for (_op, fut), (result, error) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    async def _one_by_one(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
+        """The ops of a batch that rolled back, each in its own transaction (with the usual retries)."""
+        await asyncio.gather(*(self._settle(op, fut) for op, fut in batch))
+
+    async def _settle(self, op: Op[Any], fut: asyncio.Future[Any]) -> None:
+        try:
+            result = await self._write_alone(op)
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            fut.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Op[Any], asyncio.Future[Any]]], error: BaseException, cause: BaseException | None) -> None:
+        if cause is not None:
+            error.__cause__ = cause
+        for _op, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
     async def _run_batch(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
         loop = asyncio.get_running_loop()
@@ -386,10 +754,12 @@ class Database:
         outcomes: list[tuple[Any, BaseException | None]] = []
         with self._sync_sessions() as session:
             session.begin()
-            facade = _SyncSession(session)
             single = len(ops) == 1
             for op in ops:
                 savepoint = None if single else session.begin_nested()
+                # A facade per op: its connection must come from session.connection() inside the
+                # new savepoint (which emits the SAVEPOINT); one kept from the op before would skip it.
+                facade = _SyncSession(session)
                 try:
                     result = _drive(op(facade))  # type: ignore[arg-type]
                     session.flush()  # what the op added is written inside its own savepoint
