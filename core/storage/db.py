@@ -696,13 +696,7 @@ class Database:
             self._fail(batch, exc, None)
             return
         self.commits += 1
-        for (_op, fut), (result, error) in zip(batch, outcomes, strict=True):
-            if fut.done():
-                continue
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(result)
+        self._answer(batch, outcomes)
 
     async def _one_by_one(self, batch: list[tuple[Op[Any], asyncio.Future[Any]]]) -> None:
         """The ops of a batch that rolled back, each in its own transaction (with the usual retries)."""
@@ -719,6 +713,17 @@ class Database:
             fut.set_result(result)
 
     @staticmethod
+    def _answer(batch: list[tuple[Op[Any], asyncio.Future[Any]]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """After the commit: each caller its result or its op's own error."""
+        for (_op, fut), (result, error) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    @staticmethod
     def _fail(batch: list[tuple[Op[Any], asyncio.Future[Any]]], error: BaseException, cause: BaseException | None) -> None:
         if cause is not None:
             error.__cause__ = cause
@@ -732,22 +737,13 @@ class Database:
             outcomes = await loop.run_in_executor(self._thread, self._run_batch_sync, [op for op, _ in batch])
         except Exception as exc:  # the batch could not commit: no caller may think it landed
             log.exception("group commit of %d operations failed", len(batch))
-            err: BaseException = exc
             if isinstance(exc, DBAPIError | OSError):
-                err = Unavailable("The database is unavailable right now; try again shortly.")
-                err.__cause__ = exc
-            for _op, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+                self._fail(batch, Unavailable("The database is unavailable right now; try again shortly."), exc)
+            else:
+                self._fail(batch, exc, None)
             return
         self.commits += 1
-        for (_op, fut), (result, error) in zip(batch, outcomes, strict=True):
-            if fut.done():
-                continue
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(result)
+        self._answer(batch, outcomes)
 
     def _run_batch_sync(self, ops: list[Op[Any]]) -> list[tuple[Any, BaseException | None]]:
         """One transaction for the whole batch, each op in a savepoint (writer thread only)."""

@@ -9,6 +9,9 @@ its transaction (started the way SQLAlchemy starts it), with its prepared-statem
 codecs and bind/result processors, its exception translation (so callers see the same
 `sqlalchemy.exc` errors and a lost connection is invalidated the same way). Anything else (ORM
 work, statements built per call) goes through SQLAlchemy as before.
+
+`pipeline` runs one such statement for all the ops of a group-commit batch waiting on it, in one
+round trip (core/storage/db.py, `_pipelined`).
 """
 
 from __future__ import annotations
@@ -131,33 +134,12 @@ def _tagged(statement: Any, params: list[str], dialect: Any) -> _Plan | None:
 
 def run(conn: Connection, found: _Plan, params: Any) -> _Result:
     """Execute inside the op's greenlet (AsyncConnection.run_sync), on the connection's own asyncpg link."""
-    global executed
-    adapted = conn.connection.dbapi_connection
-    many = isinstance(params, list)
-    args: Any = [found.bind(p) for p in params] if many else found.bind(params)
-    rows: list[Any] = []
-    rowcount = -1
     try:
-        if adapted._transaction is None and not adapted.autocommit:
-            await_(adapted._start_transaction())
-        prepared, _ = await_(adapted._prepare(found.sql, conn.dialect._invalidate_schema_cache_asof))
-        if many:
-            await_(prepared.executemany(args))
-        else:
-            rows = await_(prepared.fetch(*args))
-            match = _ROWCOUNT.match(prepared.get_statusmsg() or "")
-            rowcount = int(match.group(1)) if match else -1
+        return await_(run_async(conn.connection.dbapi_connection, conn.dialect, found, params))
     except Exception as error:
-        try:
-            adapted._handle_exception(error)  # asyncpg's error as the DBAPI error SQLAlchemy expects
-        except Exception as dbapi_error:
-            conn._handle_dbapi_exception(dbapi_error, found.sql, args, None, None)
+        # As SQLAlchemy would: wrapped in sqlalchemy.exc, a lost connection invalidated.
+        conn._handle_dbapi_exception(error, found.sql, params, None, None)
         raise
-    executed += 1
-    meta = SimpleResultMetaData(found.keys, _processors=found.processors)
-    result = _Result(meta, iter(rows) if found.returns_rows else iter(()))
-    result.rowcount = rowcount
-    return result
 
 
 async def pipeline(adapted: Any, dialect: Any, found: _Plan, requests: list[Any]) -> list[_Result]:
@@ -201,7 +183,8 @@ async def pipeline(adapted: Any, dialect: Any, found: _Plan, requests: list[Any]
 
 
 async def run_async(adapted: Any, dialect: Any, found: _Plan, params: Any) -> _Result:
-    """One statement for one caller, from async code (not the op's greenlet)."""
+    """One statement for one caller, from async code (`run` calls it from the op's greenlet).
+    Raises the driver's error as the DBAPI error."""
     global executed
     many = isinstance(params, list)
     args: Any = [found.bind(p) for p in params] if many else found.bind(params)
