@@ -109,6 +109,7 @@ class Bot:
         payload = as_mod("raid start", {"url": TARGET, "likes": 40, "reposts": 30, "minutes": 30, **options})
         response = await self.h.dispatch_interaction(payload)
         assert response is not None and response.type == CallbackType.DEFERRED_CHANNEL_MESSAGE
+        await self.adapter.posts.drain()  # the raid post may still be on its way (a retried send, say)
         return int(re.search(r"Raid #(\d+)", self.raid_post().embeds[0]["title"]).group(1))  # type: ignore[union-attr]
 
     async def community_id(self) -> int:
