@@ -407,17 +407,14 @@ async def _pipelined(conn: AsyncConnection, ops: list[Op[Any]]) -> list[tuple[An
 
     try:
         while live:
-            asks: dict[int, tuple[Any, list[tuple[int, Any]]]] = {}
-            admitted = []
+            ready: dict[int, _Ask] = {}  # this step's request of each op
             for i, (key, request) in list(parked.items()):
                 if key not in held:  # the op that had the row is done with it
                     held[key] = i
                     del parked[i]
-                    admitted.append((i, request))
-            for i, request in admitted:
-                asks.setdefault(id(request.plan), (request.plan, []))[1].append((i, request.params))
+                    ready[i] = request
             for i in list(live):
-                if i in parked or any(i == j for j, _ in admitted):
+                if i in parked or i in ready:
                     continue
                 try:
                     request = live[i].send(answers[i])
@@ -446,9 +443,12 @@ async def _pipelined(conn: AsyncConnection, ops: list[Op[Any]]) -> list[tuple[An
                     if held.setdefault(key, i) != i:
                         parked[i] = (key, request)  # another op of the batch has this row: wait for it
                         continue
-                asks.setdefault(id(request.plan), (request.plan, []))[1].append((i, request.params))
-            if not asks and live:
+                ready[i] = request
+            if not ready and live:
                 raise _Spoiled()  # ops of the batch wait on each other's rows: run them one by one
+            asks: dict[int, tuple[Any, list[tuple[int, Any]]]] = {}  # the same statement, together
+            for i, request in ready.items():
+                asks.setdefault(id(request.plan), (request.plan, []))[1].append((i, request.params))
             for found, waiting in asks.values():
                 try:
                     if len(waiting) > 1 and found.tagged is not None:
