@@ -181,9 +181,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nubi")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nubi", description="nubi: community raid bot for Discord and Telegram")
     p.add_argument("--config", help="TOML config file (default: ./config.toml if present, else built-in defaults)")
+    p.add_argument("--version", action="version", version=f"nubi {_version()}")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the bot: database, scheduler, HTTP API, dashboard and configured adapters") \
