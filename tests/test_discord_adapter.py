@@ -219,9 +219,10 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
     assert await bot.services.locks.active(await bot.community_id()) is None
     assert await bot.services.locks.pending_releases("discord") == []
-    # a member whose screen still shows the live post presses a button the final edit removed
+    # a member whose screen still shows the live post presses a button the final edit removed:
+    # an id the pressed message does not carry is never acted on
     late = await bot.press(f"nubi:claim:{raid_id}:repost", *raiders[1])
-    assert late is not None and late.ephemeral and late.content == "The raid has ended."
+    assert late is not None and late.ephemeral and late.content == "That button is no longer on this post."
     stale = await bot.press(f"nubi:join:{raid_id}", RAIDER_BASE + 99, "late", message=live)
     assert stale is not None and stale.content == "The raid has ended."
     assert len(bot.visible()) == 2

@@ -19,9 +19,10 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 
 from core.commands import parser as p
-from core.directory import find_community
+from core.directory import MemberRef, find_community
 from core.errors import NubiError
 from core.raids.model import ACTION_LABELS
+from core.targets import Mention
 
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter
@@ -39,13 +40,16 @@ def host(interaction: Interaction) -> DiscordAdapter:
     return interaction.client.nubi  # type: ignore[attr-defined, no-any-return]
 
 
-def mention(user: discord.abc.User) -> str:
-    """How a member is named to core (core's member lookup understands Discord mentions)."""
-    return f"<@{user.id}>"
+def mention(user: discord.abc.User) -> Mention:
+    """A member picked in a user option: Discord resolved them, so core takes them as they are."""
+    return Mention(f"<@{user.id}>", MemberRef("discord", str(user.id), user.display_name, user.name))
 
 
-async def run(interaction: Interaction, cmd: p.Command, *, defer: bool = False, ephemeral: bool = True) -> None:
-    await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral)
+async def run(
+    interaction: Interaction, cmd: p.Command, *, defer: bool = False, ephemeral: bool = True,
+    mentions: tuple[Mention, ...] = (),
+) -> None:
+    await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral, mentions=mentions)
 
 
 # -- members -------------------------------------------------------------------------------------
@@ -183,14 +187,16 @@ async def unlock(interaction: Interaction) -> None:
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 async def ban(interaction: Interaction, member: discord.User, reason: str | None = None) -> None:
-    await run(interaction, p.BanCmd(mention(member), reason), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.BanCmd(target.text, reason), ephemeral=False, mentions=(target,))
 
 
 @app_commands.command(name="unban", description="Let a banned member raid again")
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 async def unban(interaction: Interaction, member: discord.User) -> None:
-    await run(interaction, p.UnbanCmd(mention(member)), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.UnbanCmd(target.text), ephemeral=False, mentions=(target,))
 
 
 points = app_commands.Group(
@@ -201,7 +207,8 @@ points = app_commands.Group(
 async def _adjust(interaction: Interaction, member: discord.User, amount: int, reason: str, sign: int) -> None:
     if amount < 1:  # the sign comes from the subcommand; core then checks the size
         raise p.CommandError("the number of points must be positive", "points")
-    await run(interaction, p.PointsCmd(mention(member), sign * amount, reason), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.PointsCmd(target.text, sign * amount, reason), ephemeral=False, mentions=(target,))
 
 
 @points.command(name="add", description="Give a member points")

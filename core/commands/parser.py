@@ -26,9 +26,9 @@ USAGE = {
     "raid cancel": "/raid cancel",
     "raid status": "/raid status",
     "unlock": "/unlock",
-    "ban": "/ban <member> [reason]",
-    "unban": "/unban <member>",
-    "points": "/points add|remove <member> <n> <reason>",
+    "ban": "/ban <@member|id> [reason]  (or reply to their message with /ban)",
+    "unban": "/unban <@member|id>",
+    "points": "/points add|remove <@member|id> <n> <reason>  (or reply: /points add <n> <reason>)",
     "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all> [top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
@@ -324,19 +324,21 @@ def _unlock(args: list[str]) -> Command:
     return Unlock()
 
 
+# An empty member ("") means the author of the message the command replies to: core refuses it
+# when the command is no reply.
 def _ban(args: list[str]) -> Command:
     if not args:
-        raise CommandError("Who should be banned?", "ban")
+        return BanCmd("")
     return BanCmd(args[0], " ".join(args[1:])[:500] or None)
 
 
 def _unban(args: list[str]) -> Command:
-    if not args:
-        raise CommandError("Who should be unbanned?", "unban")
-    return UnbanCmd(args[0])
+    return UnbanCmd(args[0] if args else "")
 
 
 def _points(args: list[str]) -> Command:
+    if len(args) >= 3 and args[0].lower() in ("add", "remove") and _is_int(args[1]) and not _is_int(args[2]):
+        args = [args[0], "", *args[1:]]  # `/points add 10 reason` in reply to the member's message
     if len(args) < 4 or args[0].lower() not in ("add", "remove"):
         raise CommandError("A points change needs add or remove, a member, a number and a reason.", "points")
     n = _int(args[2], "the number of points", "points")
@@ -344,6 +346,10 @@ def _points(args: list[str]) -> Command:
         raise CommandError("the number of points must be positive", "points")
     sign = 1 if args[0].lower() == "add" else -1
     return PointsCmd(args[1], sign * n, " ".join(args[3:])[:500])
+
+
+def _is_int(word: str) -> bool:
+    return word.isascii() and word.isdigit()
 
 
 def _schedule(args: list[str]) -> Command:
