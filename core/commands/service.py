@@ -152,7 +152,7 @@ class CommandService:
                             action, raid_id, ctx.chat.platform, ctx.chat.external_id, ctx.member.external_id)
                 return _say("That button belongs to a raid in another chat.", ephemeral=True)
             if action == "join":
-                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=bool(ctx.platform_moderator))
+                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
                 if r.already:
                     return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
                 bonus = f" +{r.bonus} early bird" if r.bonus else ""
@@ -183,7 +183,7 @@ class CommandService:
             return _say("Use this in the group where the raid runs.", ephemeral=True)
         if isinstance(cmd, p.Join):
             raid_id = await s.raids.active_raid_id(ctx.chat)
-            r = await s.raids.join(raid_id, ctx.member, is_moderator=bool(ctx.platform_moderator))
+            r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
             if r.already:
                 return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
             bonus = f" (+{r.bonus} early-bird points)" if r.bonus else ""
