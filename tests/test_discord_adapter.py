@@ -433,10 +433,11 @@ async def test_scheduled_leaderboard_is_posted_when_due(bot: Bot, clock: FakeClo
     assert added is not None and not added.ephemeral and (added.content or "").startswith("Schedule #1: the week top 10")
     [schedule] = await bot.services.schedules.list()
 
+    clock.advance(days=7)  # next Monday's slot: the week that has just ended, with its dates
     assert await bot.services.schedules.fire(schedule.id, clock.now().replace(second=0, microsecond=0))
 
     [gave_message, _, board] = bot.visible()
-    assert board.embeds[0]["title"] == "This week's leaderboard"
+    assert board.embeds[0]["title"] == "Leaderboard — week of Mon 5 Jan – Sun 11 Jan 2026"
     assert board.embeds[0]["description"] == "🥇 alice — 7 pts"
     assert gave_message.json["mentions"] == []  # names in replies never ping
 

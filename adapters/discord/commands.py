@@ -32,6 +32,7 @@ MAX_CHOICES = 25
 Count = Range[int, 1, 1_000_000]
 Top = Range[int, 1, 50]
 Window = Literal["day", "week", "month", "all"]
+AnnouncedWindow = Literal["day", "week", "month", "all", "day-so-far", "week-so-far", "month-so-far"]
 Verification = Literal["honor", "proof_link", "x_api", "review"]
 Interaction = discord.Interaction[Any]
 
@@ -229,10 +230,11 @@ schedule = app_commands.Group(
 
 
 @schedule.command(name="add", description="Post a leaderboard on a schedule")
-@app_commands.describe(cron="5 cron fields, e.g. 0 12 * * mon", window="Which board", top="How many places",
+@app_commands.describe(cron="5 cron fields, e.g. 0 12 * * mon",
+                       window="The last completed day/week/month, or the running one (so far)", top="How many places",
                        tz="Time zone of the cron, e.g. Europe/Berlin")
 async def schedule_add(
-    interaction: Interaction, cron: str, window: Window, top: Top | None = None, tz: str | None = None
+    interaction: Interaction, cron: str, window: AnnouncedWindow, top: Top | None = None, tz: str | None = None
 ) -> None:
     options: dict[str, Any] = {}  # unset options keep the parser's defaults
     if top is not None:

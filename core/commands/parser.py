@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.errors import ValidationError
 from core.raids.model import ACTION_LABELS, PLURALS
+from core.windows import ANNOUNCED_WINDOWS
 
 USAGE = {
     "join": "/join",
@@ -29,7 +30,8 @@ USAGE = {
     "ban": "/ban <@member|id> [reason]  (or reply to their message with /ban)",
     "unban": "/unban <@member|id>",
     "points": "/points add|remove <@member|id> <n> <reason>  (or reply: /points add <n> <reason>)",
-    "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all> [top=N] [tz=Zone]",
+    "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all|week-so-far|...> "
+    "[top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
     "review": "/review  or  /review accept|reject <claim-id>",
@@ -372,8 +374,9 @@ def _schedule(args: list[str]) -> Command:
         cron, rest = " ".join(rest[:5]), rest[5:]
     else:
         raise CommandError("The cron expression needs 5 fields.", "schedule leaderboard")
-    if not rest or rest[0].lower() not in ("day", "week", "month", "all"):
-        raise CommandError("Which window: day, week, month or all?", "schedule leaderboard")
+    if not rest or rest[0].lower() not in ANNOUNCED_WINDOWS:
+        raise CommandError("Which window: day, week, month or all (the last one completed), "
+                           "or day-so-far, week-so-far, month-so-far?", "schedule leaderboard")
     window = rest[0].lower()
     top, tz = 10, "UTC"
     for opt in rest[1:]:
