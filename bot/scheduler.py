@@ -65,6 +65,7 @@ class NubiScheduler:
         done = {
             "raids_ended": len(await _safe(svc.raids.end_overdue(), [])),
             "locks_released": len(await _safe(svc.locks.release_overdue(), [])),
+            "lock_releases_retried": len(await _safe(svc.locks.retry_releases(), [])),
             "sessions_expired": (await _safe(svc.sessions.sweep(), {"expired": 0}))["expired"],
             "windows_closed": await _safe(svc.boards.close_windows(), 0),
             "announcements": await _safe(svc.schedules.run_due(), 0),

@@ -10,7 +10,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.storage.models import Community, Member, MemberIdentity
+from core.storage.models import Community, CommunityMember, Member, MemberIdentity
 from core.storage.pgfast import prebuilt
 from core.storage.upsert import insert
 
@@ -98,31 +98,21 @@ async def ensure_community(s: AsyncSession, ref: ChatRef, now: object) -> int:
     ) or 0
 
 
-async def find_member(s: AsyncSession, platform: str, text: str) -> int | None:
-    """A member named in a command: @username, a platform user id, or a #member id."""
-    t = text.strip()
-    if t.startswith("<@") and t.endswith(">"):  # a Discord mention
-        t = t.strip("<@!>")
-    if t.startswith("#") and t[1:].isdigit():
-        return await s.scalar(select(Member.id).where(Member.id == int(t[1:])))
-    if t.startswith("@"):
-        return await s.scalar(
-            select(MemberIdentity.member_id).where(
-                MemberIdentity.platform == platform, MemberIdentity.username.ilike(t[1:])
-            )
-        )
-    found = await s.scalar(
-        select(MemberIdentity.member_id).where(
-            MemberIdentity.platform == platform, MemberIdentity.external_id == t
-        )
+async def seen_in_community(
+    s: AsyncSession, community_id: int, member_id: int, is_moderator: bool | None, now: object
+) -> None:
+    """Record that a member used nubi in a community (moderators find them there by name).
+
+    `is_moderator` is the platform's own word on this member in this community; None (a web or API
+    caller, whose key says nothing about the platform) keeps what the platform said last."""
+    stmt = insert(s, CommunityMember).values(
+        community_id=community_id, member_id=member_id, is_moderator=bool(is_moderator), excluded=False,
+        last_seen_at=now,
     )
-    if found is None:
-        found = await s.scalar(
-            select(MemberIdentity.member_id).where(
-                MemberIdentity.platform == platform, MemberIdentity.username.ilike(t)
-            )
-        )
-    return found
+    changes = {"last_seen_at": stmt.excluded.last_seen_at}
+    if is_moderator is not None:
+        changes["is_moderator"] = stmt.excluded.is_moderator
+    await s.execute(stmt.on_conflict_do_update(index_elements=["community_id", "member_id"], set_=changes))
 
 
 async def community_chat(s: AsyncSession, community_id: int) -> ChatRef | None:

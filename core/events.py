@@ -107,9 +107,10 @@ class SessionMessageStored(Event):
 class AnnouncementDue(Event):
     schedule_id: int
     community_id: int
-    window: str
+    window: str  # an announced window: day, week, month, all, or <window>-so-far
     top_n: int
     slot: str
+    timezone: str = "UTC"
 
 
 Handler = Callable[[Any], Awaitable[None]]

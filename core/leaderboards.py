@@ -11,11 +11,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import Clock
 from core.config import Settings
 from core.errors import ValidationError
+from core.events import AnnouncementDue
 from core.raids.model import BoardEntry
 from core.storage.db import Database
-from core.storage.models import CommunityMember, LeaderboardWindow, Member, MemberIdentity, MemberScore
+from core.storage.models import (
+    CommunityMember,
+    LeaderboardWindow,
+    Member,
+    MemberIdentity,
+    MemberScore,
+    MemberScoreSlice,
+)
 from core.storage.upsert import insert
-from core.windows import WINDOWS, window_end, window_start
+from core.views import View, announcement_view
+from core.windows import WINDOWS, AnnouncedWindow, announced_window, window_end, window_start
 
 
 def excluded_members_clause(settings: Settings, community_id: int, member_col: Any) -> Any:
@@ -85,6 +94,39 @@ class LeaderboardService:
             return [BoardEntry(offset + i + 1, r[0], r[1], r[2]) for i, r in enumerate(rows)]
 
         return await self.db.read(op)
+
+    async def board_between(self, community_id: int, window: AnnouncedWindow, *, top: int = 10) -> list[BoardEntry]:
+        """The board of an announced window. A window that is one of the stored UTC windows (or all
+        time) reads its running score rows; any other (a time zone's week, a window so far) sums the
+        quarter-hour slices inside [start, end)."""
+        aligned = window.window == "all" or (
+            window.start == window_start(window.window, window.start)
+            and (window.running or window.end == window_end(window.window, window.start))
+        )
+        if aligned:
+            return await self.board(community_id, window.window, top=top, at=window.start)
+        sl = MemberScoreSlice
+        points = func.sum(sl.points).label("points")
+        query = (
+            select(sl.member_id, Member.display_name, points)
+            .join(Member, Member.id == sl.member_id)
+            .where(sl.community_id == community_id, sl.slice_start >= window.start, sl.slice_start < window.end,
+                   excluded_members_clause(self.settings, community_id, sl.member_id))
+            .group_by(sl.member_id, Member.display_name)
+            .having(func.sum(sl.points) > 0)
+            .order_by(points.desc(), func.max(sl.last_scored_at), sl.member_id)
+            .limit(top)
+        )
+
+        async def op(s: AsyncSession) -> list[BoardEntry]:
+            return [BoardEntry(i + 1, r[0], r[1], int(r[2])) for i, r in enumerate((await s.execute(query)).all())]
+
+        return await self.db.read(op)
+
+    async def announcement(self, event: AnnouncementDue) -> View:
+        """What a scheduled announcement shows, chosen from its slot (not from when it is drawn)."""
+        window = announced_window(event.window, datetime.fromisoformat(event.slot), event.timezone)
+        return announcement_view(window.title, await self.board_between(event.community_id, window, top=event.top_n))
 
     async def rank(self, community_id: int, member_id: int, window: str = "all") -> tuple[int | None, int]:
         """(rank or None when unranked, points) of a member on a community board."""

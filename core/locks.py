@@ -2,13 +2,18 @@
 
 Release is two-phase so a crash cannot lose it: a release is first *requested* (a conditional
 UPDATE only one process wins, which publishes LockReleased), then *confirmed* by the adapter once
-the platform accepted the restored permissions. Requested-but-unconfirmed locks are retried on start.
+the platform accepted the restored permissions. Requested-but-unconfirmed locks are retried on start
+and by the scheduler's sweep (`retry_releases`) until a release is confirmed: one transient error at
+a raid's end must not leave a chat muted until someone restarts the bot.
+
+The deadline rule lives here too (`raid_deadline`): a raid's lock is lifted `grace` after the raid
+ends, whatever adapter locked it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -33,11 +38,20 @@ class LockInfo:
     deadline: datetime
 
 
+# A release requested this recently may still be under way in the process that requested it.
+RELEASE_RETRY_AFTER = timedelta(seconds=10)
+
+
 class LockService:
-    def __init__(self, db: Database, clock: Clock, bus: EventBus) -> None:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus, *, grace: timedelta = timedelta(minutes=5)) -> None:
         self.db = db
         self.clock = clock
         self.bus = bus
+        self.grace = grace
+
+    def raid_deadline(self, ends_at: datetime) -> datetime:
+        """When a raid's chat lock is lifted even if nothing else lifts it: `grace` after the raid ends."""
+        return ends_at + self.grace
 
     async def lock(
         self, community_id: int, saved_permissions: dict[str, Any], deadline: datetime, *, raid_id: int | None = None
@@ -92,6 +106,23 @@ class LockService:
             )
 
         await self.db.write(op)
+
+    async def retry_releases(self) -> list[LockInfo]:
+        """Ask the adapters again for every release requested a while ago and still not confirmed.
+
+        Each adapter restores the permissions it saved and confirms; restoring is idempotent, so a
+        retry that meets a release still under way (here or in another process) does no harm."""
+        cutoff = self.clock.now() - RELEASE_RETRY_AFTER
+
+        async def op(s: AsyncSession) -> list[LockInfo]:
+            ids = (await s.scalars(select(ChatLock.id).where(
+                ChatLock.released_at.is_(None), ChatLock.release_requested_at <= cutoff))).all()
+            return await self._infos(s, list(ids))
+
+        pending = await self.db.read(op)
+        for info in pending:
+            await self.bus.publish(LockReleased(info.id, info.community_id, info.saved_permissions, "retry"))
+        return pending
 
     async def pending_releases(self, platform: str | None = None) -> list[LockInfo]:
         """Locks whose release was requested but not confirmed: an adapter restores these on start."""

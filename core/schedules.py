@@ -16,8 +16,9 @@ from core.events import AnnouncementDue, EventBus
 from core.storage.db import Database
 from core.storage.models import AnnouncementRun, ScheduledAnnouncement
 from core.storage.upsert import insert
+from core.windows import ANNOUNCED_WINDOWS, SO_FAR, split_option
 
-SCHEDULE_WINDOWS = ("day", "week", "month", "all")
+SCHEDULE_WINDOWS = ANNOUNCED_WINDOWS  # day, week, month, all: the last completed one; <window>-so-far: the running one
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,12 @@ class Schedule:
     community_id: int
     cron: str
     timezone: str
-    window: str
+    window: str  # as the moderator wrote it: "week" or "week-so-far"
     top_n: int
+
+
+def _schedule(r: ScheduledAnnouncement) -> Schedule:
+    return Schedule(r.id, r.community_id, r.cron, r.timezone, r.window + (SO_FAR if r.so_far else ""), r.top_n)
 
 
 def check_cron(expr: str) -> str:
@@ -74,18 +79,19 @@ class ScheduleService:
         tz = check_zone(tz)
         if window not in SCHEDULE_WINDOWS:
             raise ValidationError(f"window must be one of {', '.join(SCHEDULE_WINDOWS)}", field="window")
+        base, so_far = split_option(window)
         if not 1 <= top_n <= 50:
             raise ValidationError("top must be between 1 and 50", field="top")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> Schedule:
             row = ScheduledAnnouncement(
-                community_id=community_id, cron=cron, timezone=tz, window=window, top_n=top_n,
+                community_id=community_id, cron=cron, timezone=tz, window=base, so_far=so_far, top_n=top_n,
                 created_by=created_by, created_at=now, enabled=True,
             )
             s.add(row)
             await s.flush()
-            return Schedule(row.id, community_id, cron, tz, window, top_n)
+            return _schedule(row)
 
         return await self.db.write(op)
 
@@ -94,9 +100,7 @@ class ScheduleService:
             q = select(ScheduledAnnouncement).where(ScheduledAnnouncement.enabled.is_(True)).order_by(ScheduledAnnouncement.id)
             if community_id is not None:
                 q = q.where(ScheduledAnnouncement.community_id == community_id)
-            return [
-                Schedule(r.id, r.community_id, r.cron, r.timezone, r.window, r.top_n) for r in (await s.scalars(q)).all()
-            ]
+            return [_schedule(r) for r in (await s.scalars(q)).all()]
 
         return await self.db.read(op)
 
@@ -126,12 +130,14 @@ class ScheduleService:
             )
             if not res.rowcount:
                 return None
-            return Schedule(row.id, row.community_id, row.cron, row.timezone, row.window, row.top_n)
+            return _schedule(row)
 
         won = await self.db.write(op)
         if won is None:
             return False
-        await self.bus.publish(AnnouncementDue(won.id, won.community_id, won.window, won.top_n, slot.isoformat()))
+        await self.bus.publish(
+            AnnouncementDue(won.id, won.community_id, won.window, won.top_n, slot.isoformat(), won.timezone)
+        )
         return True
 
     async def run_due(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from core.clock import Clock, SystemClock
@@ -35,7 +36,9 @@ class Services:
         self.boards = LeaderboardService(self.db, self.clock, self.settings)
         self.moderation = ModerationService(self.db, self.clock)
         self.schedules = ScheduleService(self.db, self.clock, self.bus)
-        self.locks = LockService(self.db, self.clock, self.bus)
+        self.locks = LockService(
+            self.db, self.clock, self.bus, grace=timedelta(minutes=self.settings.raids.lock_grace_minutes)
+        )
         self.links = RecordingLinkService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)

@@ -6,7 +6,7 @@ buttons. Telegram draws it as HTML with an inline keyboard, Discord as an embed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.raids.model import ACTION_LABELS, BoardEntry, RaidProgress
@@ -157,6 +157,13 @@ def leaderboard_view(scope: str, entries: list[BoardEntry], *, raid_id: int | No
     medals = {1: "🥇", 2: "🥈", 3: "🥉"}
     lines = [f"{medals.get(e.rank, f'{e.rank}.')} {e.name} — {e.points} pts" for e in entries]
     return View("leaderboard", title, lines)
+
+
+def announcement_view(title: str, entries: list[BoardEntry]) -> View:
+    """A scheduled board: titled with its window's dates (chosen in core from the announcement's slot)."""
+    if not entries:
+        return View("leaderboard", title, ["No points in this window."])
+    return replace(leaderboard_view("", entries), title=title)
 
 
 def info_view(text: str, title: str = "") -> View:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 WINDOWS = ("day", "week", "month", "all")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -30,3 +32,71 @@ def window_end(window: str, start: datetime) -> datetime:
     if window == "month":
         return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
     raise ValueError(f"window {window!r} never closes")
+
+
+# -- announced windows ----------------------------------------------------------------------------
+# A scheduled announcement shows, by default, the most recent window that has *ended* at its slot
+# (a weekly post on Monday shows last Monday to Sunday); `<window>-so-far` shows the running one.
+# Boundaries are local midnights in the schedule's time zone. Core picks the window; adapters render.
+
+SO_FAR = "-so-far"
+ANNOUNCED_WINDOWS = ("day", "week", "month", "all") + tuple(w + SO_FAR for w in ("day", "week", "month"))
+
+
+@dataclass(frozen=True)
+class AnnouncedWindow:
+    window: str  # day, week, month or all
+    start: datetime  # UTC; EPOCH for all time
+    end: datetime  # UTC, exclusive
+    running: bool
+    title: str
+
+
+def split_option(option: str) -> tuple[str, bool]:
+    """('week', True) for 'week-so-far'; ValueError for anything else than ANNOUNCED_WINDOWS."""
+    if option not in ANNOUNCED_WINDOWS:
+        raise ValueError(f"unknown announced window {option!r}")
+    return (option[: -len(SO_FAR)], True) if option.endswith(SO_FAR) else (option, False)
+
+
+def local_window_start(window: str, at: datetime, zone: str) -> datetime:
+    """The start (UTC) of the day, week (from Monday) or month holding `at`, by the clock of `zone`."""
+    tz = ZoneInfo(zone)
+    local = at.astimezone(tz)
+    day = local.date()
+    if window == "week":
+        day -= timedelta(days=day.weekday())
+    elif window == "month":
+        day = day.replace(day=1)
+    elif window != "day":
+        raise ValueError(f"window {window!r} has no local start")
+    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+
+
+def announced_window(option: str, slot: datetime, zone: str = "UTC") -> AnnouncedWindow:
+    """The window an announcement at `slot` shows: the last completed one, or the running one."""
+    window, running = split_option(option)
+    if window == "all":
+        return AnnouncedWindow("all", EPOCH, slot, False, "All-time leaderboard")
+    current = local_window_start(window, slot, zone)
+    if running:
+        start, end = current, slot
+    else:
+        start, end = local_window_start(window, current - timedelta(microseconds=1), zone), current
+    return AnnouncedWindow(window, start, end, running, _title(window, start, end, running, ZoneInfo(zone)))
+
+
+def _title(window: str, start: datetime, end: datetime, running: bool, tz: ZoneInfo) -> str:
+    first = start.astimezone(tz).date()
+    last = (end - timedelta(microseconds=1)).astimezone(tz).date()
+    if window == "month":
+        dates = f"{first:%B %Y}"
+    elif first == last:
+        dates = f"{first:%a %-d %b %Y}"
+    elif first.year != last.year:
+        dates = f"{first:%a %-d %b %Y} – {last:%a %-d %b %Y}"
+    else:
+        dates = f"{first:%a %-d %b} – {last:%a %-d %b %Y}"
+    if running:
+        return f"Leaderboard — this {window} so far ({dates})"
+    return f"Leaderboard — week of {dates}" if window == "week" else f"Leaderboard — {dates}"

@@ -219,9 +219,10 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
     assert await bot.services.locks.active(await bot.community_id()) is None
     assert await bot.services.locks.pending_releases("discord") == []
-    # a member whose screen still shows the live post presses a button the final edit removed
+    # a member whose screen still shows the live post presses a button the final edit removed:
+    # an id the pressed message does not carry is never acted on
     late = await bot.press(f"nubi:claim:{raid_id}:repost", *raiders[1])
-    assert late is not None and late.ephemeral and late.content == "The raid has ended."
+    assert late is not None and late.ephemeral and late.content == "That button is no longer on this post."
     stale = await bot.press(f"nubi:join:{raid_id}", RAIDER_BASE + 99, "late", message=live)
     assert stale is not None and stale.content == "The raid has ended."
     assert len(bot.visible()) == 2
@@ -432,10 +433,11 @@ async def test_scheduled_leaderboard_is_posted_when_due(bot: Bot, clock: FakeClo
     assert added is not None and not added.ephemeral and (added.content or "").startswith("Schedule #1: the week top 10")
     [schedule] = await bot.services.schedules.list()
 
+    clock.advance(days=7)  # next Monday's slot: the week that has just ended, with its dates
     assert await bot.services.schedules.fire(schedule.id, clock.now().replace(second=0, microsecond=0))
 
     [gave_message, _, board] = bot.visible()
-    assert board.embeds[0]["title"] == "This week's leaderboard"
+    assert board.embeds[0]["title"] == "Leaderboard — week of Mon 5 Jan – Sun 11 Jan 2026"
     assert board.embeds[0]["description"] == "🥇 alice — 7 pts"
     assert gave_message.json["mentions"] == []  # names in replies never ping
 

@@ -354,14 +354,16 @@ async def test_scheduled_leaderboard_is_posted(
         if name == "Alice":
             await services.raids.claim(progress.id, member, "like")
     schedule = await services.schedules.add(progress.community_id, "0 12 * * 1", "week", top_n=3)
+    clock.advance(days=7)  # next Monday's slot: the week that has just ended, with its dates
     assert await services.schedules.fire(schedule.id, clock.now())
     await adapter.drain()
 
-    [post, board] = fake.sent_messages(GROUP)
+    [post, *_, board] = fake.sent_messages(GROUP)
     assert post.text.startswith(f"Raid #{progress.id} — live")
-    assert board.text.startswith("This week's leaderboard\n🥇 Alice — ")
+    title = "Leaderboard — week of Mon 5 Jan – Sun 11 Jan 2026"
+    assert board.text.startswith(f"{title}\n🥇 Alice — ")
     assert "🥈 Bob — 5 pts" in board.text
-    assert board.entities == [{"type": "bold", "offset": 0, "length": len("This week's leaderboard")}]
+    assert board.entities == [{"type": "bold", "offset": 0, "length": len(title)}]
 
 
 async def test_member_names_are_escaped(

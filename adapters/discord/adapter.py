@@ -28,6 +28,7 @@ from core.config import DiscordConfig
 from core.directory import ChatRef, MemberRef
 from core.events import AnnouncementDue, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
 from core.services import Services
+from core.targets import Mention
 
 from . import commands, render
 from .chat_lock import ChannelLocks
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 MAX_RATELIMIT_WAIT = 30.0  # discord.py waits out shorter 429s itself; longer ones raise RateLimited
+NOT_ON_POST = "That button is no longer on this post."
 ANSWER_WITHIN = 1.0  # Discord drops an interaction not answered within 3 s: defer early enough to land under load
 
 
@@ -191,23 +193,26 @@ class DiscordAdapter:
             return False
         return any(str(role.id) == wanted or role.name.casefold() == wanted.casefold() for role in user.roles)
 
-    def context(self, interaction: discord.Interaction[Any]) -> ChatContext:
+    def context(self, interaction: discord.Interaction[Any], mentions: tuple[Mention, ...] = ()) -> ChatContext:
         user = interaction.user
         return ChatContext(
             chat=self.chat(interaction),
             member=MemberRef(PLATFORM, str(user.id), user.display_name, user.name),
             is_moderator=self.is_moderator(interaction),
             private=interaction.guild_id is None,
+            mentions=mentions,
         )
 
     # -- interactions ----------------------------------------------------------------------------------
 
     async def run_command(
-        self, interaction: discord.Interaction[Any], cmd: Command, *, defer: bool = False, ephemeral: bool = True
+        self, interaction: discord.Interaction[Any], cmd: Command, *, defer: bool = False, ephemeral: bool = True,
+        mentions: tuple[Mention, ...] = (),
     ) -> None:
         """A slash command: core decides and words the answer. `ephemeral` is the usual visibility of
-        the answer, used when the interaction has to be deferred before core answered."""
-        work = self.services.commands.execute(self.context(interaction), cmd)
+        the answer, used when the interaction has to be deferred before core answered; `mentions` are
+        the members picked in its user options."""
+        work = self.services.commands.execute(self.context(interaction, mentions), cmd)
         await self._answer(interaction, work, defer=defer, ephemeral=ephemeral)
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
@@ -219,14 +224,16 @@ class DiscordAdapter:
             await self._reply_error(interaction, exc)
 
     async def on_removed_button(self, interaction: discord.Interaction[Any]) -> None:
-        """A press on a raid button the post no longer shows (the member's screen was behind the final
-        edit). discord.py drops such presses, which Discord shows as "This interaction failed"; core
-        still answers them (e.g. "The raid has ended.")."""
+        """A press on a raid button the post does not show (the member's screen was behind the final
+        edit, or a client sent an id of its own). discord.py drops such presses, which Discord shows
+        as "This interaction failed"; nothing is done for them, the member is only told."""
         if interaction.type is not discord.InteractionType.component or interaction.message is None:
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
         if CUSTOM_ID.fullmatch(custom_id) and custom_id not in _custom_ids(interaction.message):
-            await self.on_button(interaction, custom_id)
+            log.info("ignored a press of %r, which message %s does not show", custom_id[:100], interaction.message.id)
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.send_message(NOT_ON_POST, ephemeral=True)
 
     async def _answer(
         self, interaction: discord.Interaction[Any], work: Awaitable[Reply], *, defer: bool, ephemeral: bool

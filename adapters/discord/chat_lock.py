@@ -3,7 +3,7 @@
 The @everyone overwrite as it was (allow/deny bits, or "none" when there was none) is saved through
 core's LockService *before* the channel is touched, so a crash between the two can only leave a lock
 record that restores what is already there. Release is restored exactly (or the overwrite deleted)
-and only then confirmed; unconfirmed releases are retried on ready. REST only, no cache: any process
+and only then confirmed; unconfirmed releases are retried on ready and by the scheduler sweep. REST only, no cache: any process
 may end a raid, whichever shard holds the guild.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import discord
@@ -72,7 +71,7 @@ class ChannelLocks:
             "raid_id": progress.id,
             "everyone": everyone,
         }
-        deadline = progress.ends_at + timedelta(minutes=self.s.settings.raids.lock_grace_minutes)
+        deadline = self.s.locks.raid_deadline(progress.ends_at)
         try:
             lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id)
         except Conflict:
@@ -136,7 +135,7 @@ class ChannelLocks:
         except discord.NotFound:
             return True  # the overwrite (or the channel) is already gone
         except (discord.HTTPException, discord.RateLimited) as exc:
-            log.warning("restoring channel %s permissions failed, will retry on ready: %s", channel_id, exc)
+            log.warning("restoring channel %s permissions failed, the next sweep retries: %s", channel_id, exc)
             return False
         return True
 

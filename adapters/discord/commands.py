@@ -19,9 +19,10 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 
 from core.commands import parser as p
-from core.directory import find_community
+from core.directory import MemberRef, find_community
 from core.errors import NubiError
 from core.raids.model import ACTION_LABELS
+from core.targets import Mention
 
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter
@@ -31,6 +32,7 @@ MAX_CHOICES = 25
 Count = Range[int, 1, 1_000_000]
 Top = Range[int, 1, 50]
 Window = Literal["day", "week", "month", "all"]
+AnnouncedWindow = Literal["day", "week", "month", "all", "day-so-far", "week-so-far", "month-so-far"]
 Verification = Literal["honor", "proof_link", "x_api", "review"]
 Interaction = discord.Interaction[Any]
 
@@ -39,13 +41,16 @@ def host(interaction: Interaction) -> DiscordAdapter:
     return interaction.client.nubi  # type: ignore[attr-defined, no-any-return]
 
 
-def mention(user: discord.abc.User) -> str:
-    """How a member is named to core (core's member lookup understands Discord mentions)."""
-    return f"<@{user.id}>"
+def mention(user: discord.abc.User) -> Mention:
+    """A member picked in a user option: Discord resolved them, so core takes them as they are."""
+    return Mention(f"<@{user.id}>", MemberRef("discord", str(user.id), user.display_name, user.name))
 
 
-async def run(interaction: Interaction, cmd: p.Command, *, defer: bool = False, ephemeral: bool = True) -> None:
-    await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral)
+async def run(
+    interaction: Interaction, cmd: p.Command, *, defer: bool = False, ephemeral: bool = True,
+    mentions: tuple[Mention, ...] = (),
+) -> None:
+    await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral, mentions=mentions)
 
 
 # -- members -------------------------------------------------------------------------------------
@@ -183,14 +188,16 @@ async def unlock(interaction: Interaction) -> None:
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 async def ban(interaction: Interaction, member: discord.User, reason: str | None = None) -> None:
-    await run(interaction, p.BanCmd(mention(member), reason), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.BanCmd(target.text, reason), ephemeral=False, mentions=(target,))
 
 
 @app_commands.command(name="unban", description="Let a banned member raid again")
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 async def unban(interaction: Interaction, member: discord.User) -> None:
-    await run(interaction, p.UnbanCmd(mention(member)), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.UnbanCmd(target.text), ephemeral=False, mentions=(target,))
 
 
 points = app_commands.Group(
@@ -201,7 +208,8 @@ points = app_commands.Group(
 async def _adjust(interaction: Interaction, member: discord.User, amount: int, reason: str, sign: int) -> None:
     if amount < 1:  # the sign comes from the subcommand; core then checks the size
         raise p.CommandError("the number of points must be positive", "points")
-    await run(interaction, p.PointsCmd(mention(member), sign * amount, reason), ephemeral=False)
+    target = mention(member)
+    await run(interaction, p.PointsCmd(target.text, sign * amount, reason), ephemeral=False, mentions=(target,))
 
 
 @points.command(name="add", description="Give a member points")
@@ -222,10 +230,11 @@ schedule = app_commands.Group(
 
 
 @schedule.command(name="add", description="Post a leaderboard on a schedule")
-@app_commands.describe(cron="5 cron fields, e.g. 0 12 * * mon", window="Which board", top="How many places",
+@app_commands.describe(cron="5 cron fields, e.g. 0 12 * * mon",
+                       window="The last completed day/week/month, or the running one (so far)", top="How many places",
                        tz="Time zone of the cron, e.g. Europe/Berlin")
 async def schedule_add(
-    interaction: Interaction, cron: str, window: Window, top: Top | None = None, tz: str | None = None
+    interaction: Interaction, cron: str, window: AnnouncedWindow, top: Top | None = None, tz: str | None = None
 ) -> None:
     options: dict[str, Any] = {}  # unset options keep the parser's defaults
     if top is not None:

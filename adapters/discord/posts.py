@@ -25,7 +25,7 @@ from core.events import AnnouncementDue, ProgressChanged, RaidEnded
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
-from core.views import leaderboard_view, raid_view, report_view
+from core.views import raid_view, report_view
 
 from . import render
 
@@ -96,8 +96,7 @@ class RaidPosts:
         chat = await self.chat_of(event.community_id)
         if chat is None:
             return
-        entries = await self.s.boards.board(event.community_id, event.window, top=event.top_n)
-        await self._send_retrying(int(chat.external_id), render.message(leaderboard_view(event.window, entries)))
+        await self._send_retrying(int(chat.external_id), render.message(await self.s.boards.announcement(event)))
 
     # -- the live post -----------------------------------------------------------------------------
 

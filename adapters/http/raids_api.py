@@ -18,6 +18,7 @@ from core.errors import AgentNotFound, NotFound, RaidNotFound, SessionNotFound, 
 from core.export import board_csv, report_csv
 from core.raids.model import ClaimResult, JoinResult, RaidProgress, RaidSpec
 from core.services import Services
+from core.targets import member_in_community
 from core.windows import window_start
 
 from .schemas import (
@@ -128,9 +129,10 @@ def _chat_for(request: Request, wanted: ChatRef | None, fallback: ChatRef) -> Ch
     return wanted
 
 
-async def _known_member(request: Request, member_id: int) -> None:
-    if not await catalog.member_exists(_svc(request).db, member_id):
-        raise ValidationError(f"there is no member #{member_id}", field="memberId")
+async def _known_member(request: Request, community_id: int, member_id: int) -> None:
+    """Members are named by id, and only in the community they used nubi in: never a guess."""
+    if not await _svc(request).db.read(lambda s: member_in_community(s, community_id, member_id)):
+        raise ValidationError(f"there is no member #{member_id} in community #{community_id}", field="memberId")
 
 
 def _member(m: MemberIn) -> MemberRef:
@@ -405,7 +407,7 @@ async def review_queue(request: Request, community_id: DbId, limit: int = Limit)
              tags=[COMMUNITIES], summary="Add or remove a member's points, with a reason (audited)")
 async def adjust_points(request: Request, community_id: DbId, body: PointsIn) -> dict[str, Any]:
     await _community(request, community_id)
-    await _known_member(request, body.member_id)
+    await _known_member(request, community_id, body.member_id)
     svc = _svc(request)
     await svc.moderation.adjust_points(community_id, body.member_id, body.points, body.reason, actor=None)
     rank, total = await svc.boards.rank(community_id, body.member_id, "all")
@@ -461,7 +463,7 @@ async def list_bans(request: Request, community_id: DbId) -> dict[str, Any]:
              tags=[COMMUNITIES], summary="Ban a member from raids (audited)")
 async def ban_member(request: Request, community_id: DbId, body: BanIn) -> dict[str, Any]:
     await _community(request, community_id)
-    await _known_member(request, body.member_id)
+    await _known_member(request, community_id, body.member_id)
     done = await _svc(request).moderation.ban(community_id, body.member_id, body.reason, actor=None)
     return {"communityId": community_id, "memberId": body.member_id, "already": not done}
 

@@ -27,6 +27,8 @@ Action = Literal["like", "repost", "reply", "quote", "bookmark", "follow"]
 Verification = Literal["honor", "proof_link", "x_api", "review"]
 RaidStatus = Literal["active", "completed", "timeout", "failed", "cancelled"]
 Window = Literal["day", "week", "month", "all"]
+# A scheduled board: the last completed window by default, or the running one ("week-so-far").
+AnnouncedWindow = Literal["day", "week", "month", "all", "day-so-far", "week-so-far", "month-so-far"]
 NUBI_ACTIONS = {**{a: a for a in ACTION_NAMES}, "retweet": "repost"}  # the original's word for a repost
 T = TypeVar("T")
 
@@ -134,7 +136,8 @@ class PointsIn(Body):
 
 class ScheduleIn(Body):
     cron: str = Field(max_length=64, description='5 fields, e.g. "0 12 * * mon"')
-    window: Window
+    window: AnnouncedWindow = Field(description="day, week, month: the last completed one at each slot, "
+                                    "in the schedule's time zone; *-so-far: the running one; all: all time")
     top: int = Field(10, ge=1, le=50)
     tz: str = Field("UTC", max_length=64)
 

@@ -22,11 +22,12 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import ACTION_NAMES
-from core.directory import ChatRef, MemberRef, find_member
+from core.directory import ChatRef, MemberRef
 from core.errors import NotFound, NubiError, ValidationError
 from core.raids.model import JoinResult, RaidSpec
 from core.services import Services
 from core.storage.models import PLATFORMS
+from core.targets import member_by_identity
 from core.windows import WINDOWS
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def add_tools(server: MCPServer, services: Services) -> None:
         if session_id is not None:
             return await services.context.for_session(session_id)
         if member is not None:
-            member_id = await services.db.read(lambda s: find_member(s, member.platform, member.id))
+            member_id = await services.db.read(lambda s: member_by_identity(s, member.platform, member.id))
             if member_id is None:
                 raise NotFound(f"nubi does not know {member.platform} member {member.id} yet")
         assert member_id is not None

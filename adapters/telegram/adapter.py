@@ -17,7 +17,15 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from telegram import BotCommandScopeAllChatAdministrators, BotCommandScopeDefault, Chat, Message, Update, User
+from telegram import (
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeDefault,
+    Chat,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
 from telegram.error import TelegramError
 from telegram.ext import (
     ApplicationBuilder,
@@ -34,6 +42,7 @@ from core.config import ConfigError, TelegramConfig
 from core.directory import ChatRef, MemberRef
 from core.events import AnnouncementDue, Event, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
 from core.services import Services
+from core.targets import Mention
 
 from .chats import PLATFORM, ChatDirectory
 from .locks import ChatLocks
@@ -172,12 +181,17 @@ class TelegramAdapter:
 
     # -- updates -------------------------------------------------------------------------------------
 
-    async def _context(self, chat: Chat, user: User, sender_chat: Chat | None = None) -> ChatContext:
+    async def _context(
+        self, chat: Chat, user: User, sender_chat: Chat | None = None, *,
+        mentions: tuple[Mention, ...] = (), reply_to: MemberRef | None = None,
+    ) -> ChatContext:
         return ChatContext(
             chat=ChatRef(PLATFORM, str(chat.id), chat.title),
-            member=MemberRef(PLATFORM, str(user.id), user.full_name, user.username),
+            member=_member(user),
             is_moderator=await self._moderators.check(chat, user, sender_chat),
             private=chat.type == Chat.PRIVATE,
+            mentions=mentions,
+            reply_to=reply_to,
         )
 
     def _addressed_to_us(self, text: str) -> bool:
@@ -191,8 +205,12 @@ class TelegramAdapter:
             return
         if not self._addressed_to_us(message.text):
             return
-        ctx = await self._context(chat, user, message.sender_chat)
-        reply = await self.services.commands.handle_text(ctx, message.text)
+        text, mentions = _with_mentions(message)
+        replied = message.reply_to_message
+        author = replied.from_user if replied is not None and not message.is_topic_message else None
+        ctx = await self._context(chat, user, message.sender_chat, mentions=mentions,
+                                  reply_to=_member(author) if author is not None and not author.is_bot else None)
+        reply = await self.services.commands.handle_text(ctx, text)
         if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
             return
         text = render_html(reply.view)
@@ -223,6 +241,28 @@ class TelegramAdapter:
                 await self._outbox.send(
                     update.effective_chat.id, escape(SORRY), reply_to=update.effective_message.message_id
                 )
+
+
+def _member(user: User) -> MemberRef:
+    return MemberRef(PLATFORM, str(user.id), user.full_name, user.username)
+
+
+def _with_mentions(message: Message) -> tuple[str, tuple[Mention, ...]]:
+    """The command text with each `text_mention` (a name Telegram links to a user without a
+    username, spaces and all) replaced by that user's id, and the users Telegram resolved."""
+    text = message.text or ""
+    found = [e for e in message.entities if e.type == MessageEntity.TEXT_MENTION and e.user is not None]
+    if not found:
+        return text, ()
+    units = text.encode("utf-16-le")
+    mentions: list[Mention] = []
+    for entity in sorted(found, key=lambda e: e.offset, reverse=True):  # offsets count UTF-16 code units
+        assert entity.user is not None
+        token = str(entity.user.id)
+        start, end = entity.offset * 2, (entity.offset + entity.length) * 2
+        units = units[:start] + f" {token} ".encode("utf-16-le") + units[end:]
+        mentions.append(Mention(token, _member(entity.user)))
+    return units.decode("utf-16-le"), tuple(mentions)
 
 
 def _describe(update: object) -> str:

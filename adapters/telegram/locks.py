@@ -3,7 +3,8 @@
 The saved permissions go to the database (services.locks) before the chat is restricted, so a
 crash between the two can only leave a record of permissions that are still in place. Releasing
 makes the chat's permissions equal to the saved ones (with independent permissions, so Telegram
-applies them exactly) and only then confirms the release; unconfirmed releases are retried on start.
+applies them exactly) and only then confirms the release; unconfirmed releases are retried on start
+and by the scheduler sweep (core decides when).
 Work on one chat is serialized so a release and the next raid's lock cannot interleave.
 """
 
@@ -14,7 +15,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 from telegram import Bot, ChatPermissions
@@ -64,7 +64,7 @@ class ChatLocks:
                 return False
             if not saved:  # not a group: there is nothing to lock
                 return False
-            deadline = progress.ends_at + timedelta(minutes=self._s.settings.raids.lock_grace_minutes)
+            deadline = self._s.locks.raid_deadline(progress.ends_at)
             try:
                 await self._s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id)
             except Conflict:

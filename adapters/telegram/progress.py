@@ -20,7 +20,7 @@ from core.events import AnnouncementDue, ProgressChanged, RaidEnded, RaidStarted
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
-from core.views import leaderboard_view, raid_view, report_view
+from core.views import raid_view, report_view
 
 from .chats import PLATFORM, ChatDirectory
 from .locks import NO_RIGHTS_NOTICE, ChatLocks, Spawn
@@ -165,5 +165,4 @@ class RaidPosts:
             await self._outbox.send(post.chat_id, render_html(report_view(report)), reply_to=post.message_id)
 
     async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:
-        entries = await self._s.boards.board(event.community_id, event.window, top=event.top_n)
-        await self._outbox.send(chat_id, render_html(leaderboard_view(event.window, entries)))
+        await self._outbox.send(chat_id, render_html(await self._s.boards.announcement(event)))

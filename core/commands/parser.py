@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.errors import ValidationError
 from core.raids.model import ACTION_LABELS, PLURALS
+from core.windows import ANNOUNCED_WINDOWS
 
 USAGE = {
     "join": "/join",
@@ -26,10 +27,11 @@ USAGE = {
     "raid cancel": "/raid cancel",
     "raid status": "/raid status",
     "unlock": "/unlock",
-    "ban": "/ban <member> [reason]",
-    "unban": "/unban <member>",
-    "points": "/points add|remove <member> <n> <reason>",
-    "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all> [top=N] [tz=Zone]",
+    "ban": "/ban <@member|id> [reason]  (or reply to their message with /ban)",
+    "unban": "/unban <@member|id>",
+    "points": "/points add|remove <@member|id> <n> <reason>  (or reply: /points add <n> <reason>)",
+    "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all|week-so-far|...> "
+    "[top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
     "review": "/review  or  /review accept|reject <claim-id>",
@@ -324,19 +326,21 @@ def _unlock(args: list[str]) -> Command:
     return Unlock()
 
 
+# An empty member ("") means the author of the message the command replies to: core refuses it
+# when the command is no reply.
 def _ban(args: list[str]) -> Command:
     if not args:
-        raise CommandError("Who should be banned?", "ban")
+        return BanCmd("")
     return BanCmd(args[0], " ".join(args[1:])[:500] or None)
 
 
 def _unban(args: list[str]) -> Command:
-    if not args:
-        raise CommandError("Who should be unbanned?", "unban")
-    return UnbanCmd(args[0])
+    return UnbanCmd(args[0] if args else "")
 
 
 def _points(args: list[str]) -> Command:
+    if len(args) >= 3 and args[0].lower() in ("add", "remove") and _is_int(args[1]) and not _is_int(args[2]):
+        args = [args[0], "", *args[1:]]  # `/points add 10 reason` in reply to the member's message
     if len(args) < 4 or args[0].lower() not in ("add", "remove"):
         raise CommandError("A points change needs add or remove, a member, a number and a reason.", "points")
     n = _int(args[2], "the number of points", "points")
@@ -344,6 +348,10 @@ def _points(args: list[str]) -> Command:
         raise CommandError("the number of points must be positive", "points")
     sign = 1 if args[0].lower() == "add" else -1
     return PointsCmd(args[1], sign * n, " ".join(args[3:])[:500])
+
+
+def _is_int(word: str) -> bool:
+    return word.isascii() and word.isdigit()
 
 
 def _schedule(args: list[str]) -> Command:
@@ -366,8 +374,9 @@ def _schedule(args: list[str]) -> Command:
         cron, rest = " ".join(rest[:5]), rest[5:]
     else:
         raise CommandError("The cron expression needs 5 fields.", "schedule leaderboard")
-    if not rest or rest[0].lower() not in ("day", "week", "month", "all"):
-        raise CommandError("Which window: day, week, month or all?", "schedule leaderboard")
+    if not rest or rest[0].lower() not in ANNOUNCED_WINDOWS:
+        raise CommandError("Which window: day, week, month or all (the last one completed), "
+                           "or day-so-far, week-so-far, month-so-far?", "schedule leaderboard")
     window = rest[0].lower()
     top, tz = 10, "UTC"
     for opt in rest[1:]:

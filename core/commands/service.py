@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, find_member
+from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
 from core.storage.models import Community, Raid
+from core.targets import Mention, resolve_target
 from core.views import View, info_view, leaderboard_view, parse_custom_id, raid_view, report_view
 
 from . import parser as p
@@ -21,15 +22,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PLATFORM_CHATS = ("telegram", "discord")
+
 
 @dataclass(frozen=True)
 class ChatContext:
-    """Where a command came from and who sent it. Who is a moderator is the adapter's fact to pass in."""
+    """Where a command came from and who sent it. Who is a moderator is the adapter's fact to pass in.
+
+    `mentions` are the members the platform resolved in the command's text (Telegram `text_mention`
+    and `mention` entities, Discord user options) and `reply_to` the author of the message the command
+    answers: a moderator's command finds its target member through these before any name lookup."""
 
     chat: ChatRef
     member: MemberRef
     is_moderator: bool = False
     private: bool = False
+    mentions: tuple[Mention, ...] = ()
+    reply_to: MemberRef | None = None
+
+    @property
+    def platform_moderator(self) -> bool | None:
+        """The moderator flag a community records: the platform's own word (Telegram admins, Discord
+        permissions), or None where the caller is not on a platform (Sessions API, console), whose
+        permission to run moderator commands says nothing about the member's place on the boards."""
+        return self.is_moderator if self.chat.platform in PLATFORM_CHATS else None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,8 @@ class CommandService:
         if isinstance(cmd, p.MODERATOR_TYPES) and not ctx.is_moderator:
             return _say("Sorry, only moderators can do that here.", ephemeral=True)
         try:
+            if not ctx.private and not isinstance(cmd, p.Join | p.Claim):  # joining records it itself
+                await self._seen(ctx)
             return await self._run(ctx, cmd)
         except Exception as exc:  # mapped in one place: domain errors to words, the rest logged
             return error_reply(exc)
@@ -129,8 +147,12 @@ class CommandService:
             return _say("That button is no longer valid.", ephemeral=True)
         action, raid_id, arg = parsed
         try:
+            if not await self._raid_in_chat(raid_id, ctx.chat):
+                log.warning("refused a %s press on raid %s from %s:%s (not that chat's raid), member %s",
+                            action, raid_id, ctx.chat.platform, ctx.chat.external_id, ctx.member.external_id)
+                return _say("That button belongs to a raid in another chat.", ephemeral=True)
             if action == "join":
-                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.is_moderator)
+                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
                 if r.already:
                     return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
                 bonus = f" +{r.bonus} early bird" if r.bonus else ""
@@ -161,7 +183,7 @@ class CommandService:
             return _say("Use this in the group where the raid runs.", ephemeral=True)
         if isinstance(cmd, p.Join):
             raid_id = await s.raids.active_raid_id(ctx.chat)
-            r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.is_moderator)
+            r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
             if r.already:
                 return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
             bonus = f" (+{r.bonus} early-bird points)" if r.bonus else ""
@@ -295,19 +317,19 @@ class CommandService:
     async def _moderate(self, ctx: ChatContext, community_id: int, cmd: p.BanCmd | p.UnbanCmd | p.PointsCmd) -> Reply:
         s = self.s
         actor = await self._member_id(ctx)
-        target = await s.db.read(lambda sess: find_member(sess, ctx.chat.platform, cmd.member))
-        if target is None:
-            return _say(f"I don't know {cmd.member[:40]} yet: they need to have used the bot here once.",
-                        ephemeral=True)
+        now = s.clock.now()
+        target = await s.db.write(lambda sess: resolve_target(
+            sess, community_id, ctx.chat.platform, cmd.member, now, mentions=ctx.mentions, reply_to=ctx.reply_to))
+        who = target.shown
         if isinstance(cmd, p.BanCmd):
-            done = await s.moderation.ban(community_id, target, cmd.reason, actor=actor)
-            return _say(f"{cmd.member} is banned from raids here." if done else f"{cmd.member} was already banned.")
+            done = await s.moderation.ban(community_id, target.member_id, cmd.reason, actor=actor)
+            return _say(f"{who} is banned from raids here." if done else f"{who} was already banned.")
         if isinstance(cmd, p.UnbanCmd):
-            done = await s.moderation.unban(community_id, target, actor=actor)
-            return _say(f"{cmd.member} may raid again." if done else f"{cmd.member} was not banned.")
-        await s.moderation.adjust_points(community_id, target, cmd.amount, cmd.reason, actor=actor)
+            done = await s.moderation.unban(community_id, target.member_id, actor=actor)
+            return _say(f"{who} may raid again." if done else f"{who} was not banned.")
+        await s.moderation.adjust_points(community_id, target.member_id, cmd.amount, cmd.reason, actor=actor)
         verb = "added to" if cmd.amount > 0 else "removed from"
-        return _say(f"{abs(cmd.amount)} points {verb} {cmd.member}: {cmd.reason}")
+        return _say(f"{abs(cmd.amount)} points {verb} {who}: {cmd.reason}")
 
     async def _review(self, ctx: ChatContext, community_id: int, cmd: p.Review) -> Reply:
         s = self.s
@@ -333,6 +355,27 @@ class CommandService:
     async def _community(self, ctx: ChatContext) -> int:
         now = self.s.clock.now()
         return await self.s.db.write(lambda sess: ensure_community(sess, ctx.chat, now))
+
+    async def _seen(self, ctx: ChatContext) -> None:
+        """The sender used nubi in this community: from now on moderators can name them here."""
+        now = self.s.clock.now()
+
+        async def op(sess):  # type: ignore[no-untyped-def]
+            community_id = await ensure_community(sess, ctx.chat, now)
+            member_id = await ensure_member(sess, ctx.member, now)
+            await seen_in_community(sess, community_id, member_id, ctx.platform_moderator, now)
+
+        await self.s.db.write(op)
+
+    async def _raid_in_chat(self, raid_id: int, chat: ChatRef) -> bool:
+        """A raid's buttons act only in the chat the raid runs in (an unknown raid answers for itself)."""
+        async def op(sess):  # type: ignore[no-untyped-def]
+            return (await sess.execute(
+                select(Community.platform, Community.external_id).join(Raid, Raid.community_id == Community.id)
+                .where(Raid.id == raid_id))).first()
+
+        where = await self.s.db.read(op)
+        return where is None or (where.platform, where.external_id) == (chat.platform, chat.external_id)
 
     async def _member_id(self, ctx: ChatContext) -> int:
         now = self.s.clock.now()

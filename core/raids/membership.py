@@ -37,15 +37,18 @@ class MembershipMixin(EndingMixin):
 
     # -- joining and claiming ----------------------------------------------------------------------
 
-    async def join(self, raid_id: int, member: MemberRef, *, is_moderator: bool = False) -> JoinResult:
+    async def join(self, raid_id: int, member: MemberRef, *, is_moderator: bool | None = None) -> JoinResult:
+        """`is_moderator` is the chat platform's word on the member in the raid's community; None
+        (REST, MCP, Socket.IO, the Sessions API) leaves the recorded flag as it is."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> JoinResult:
             raid = await _open_raid_facts(s, raid_id, now)
             member_id = await ensure_member(s, member, now)
             dialect = s.get_bind().dialect.name
-            await s.execute(st.TOUCH_MEMBER[dialect], st.dml(community_id=raid.community_id, member_id=member_id,
-                                                       is_moderator=is_moderator, now=now))
+            touch = st.TOUCH_MEMBER if is_moderator is not None else st.TOUCH_MEMBER_KEEP_FLAG
+            await s.execute(touch[dialect], st.dml(community_id=raid.community_id, member_id=member_id,
+                                                   is_moderator=bool(is_moderator), now=now))
             existing, is_banned = (
                 await s.execute(st.JOINED_OR_BANNED,
                                 {"raid_id": raid_id, "member_id": member_id, "community_id": raid.community_id})

@@ -149,23 +149,26 @@ INSERT_CLAIM = _per_dialect(
 )
 
 
-def _touch(ins: Any) -> Any:
+def _touch(ins: Any, *, platform_says: bool = True) -> Any:
     stmt = ins(CM).values(
         community_id=bindparam("b_community_id"), member_id=bindparam("b_member_id"),
         is_moderator=bindparam("b_is_moderator"), excluded=False, last_seen_at=bindparam("b_now"),
     )
-    return stmt.on_conflict_do_update(
-        index_elements=["community_id", "member_id"],
-        set_={"is_moderator": stmt.excluded.is_moderator, "last_seen_at": stmt.excluded.last_seen_at},
-    )
+    changes = {"last_seen_at": stmt.excluded.last_seen_at}
+    if platform_says:
+        changes["is_moderator"] = stmt.excluded.is_moderator
+    return stmt.on_conflict_do_update(index_elements=["community_id", "member_id"], set_=changes)
 
 
+# A join from a chat platform records what the platform says of the member's moderator rights; a
+# join through REST, MCP or Socket.IO says nothing of them, and keeps the flag the platform set.
 TOUCH_MEMBER = _per_dialect(_touch)
+TOUCH_MEMBER_KEEP_FLAG = _per_dialect(lambda ins: _touch(ins, platform_says=False))
 
 
 for _statement in (
     RAID_FACTS, JOINED_OR_BANNED, BUMP, CLAIM_CONTEXT, OBJECTIVES, PRIOR_CLAIM, COUNT_UP, SCORE_PARTICIPANT,
     COMPLETE_PARTICIPANT, SCORE_RAID, UNMET, ACTIVITY, INSERT_PARTICIPANT["postgresql"], INSERT_CLAIM["postgresql"],
-    TOUCH_MEMBER["postgresql"],
+    TOUCH_MEMBER["postgresql"], TOUCH_MEMBER_KEEP_FLAG["postgresql"],
 ):
     prebuilt(_statement)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -316,6 +317,21 @@ class MemberScore(Base):
     last_scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class MemberScoreSlice(Base):
+    """Points per community, member and quarter hour: a board over any time zone's day, week or
+    month (a scheduled announcement's window) is the sum of the slices inside it."""
+
+    __tablename__ = "member_score_slices"
+    __table_args__ = (Index("ix_member_score_slices_range", "community_id", "slice_start"),)
+    community_id: Mapped[int] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), primary_key=True
+    )
+    slice_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), primary_key=True)
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    last_scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class LeaderboardWindow(Base):
     """A closed window's winners, kept as history and never wiped."""
 
@@ -344,6 +360,8 @@ class ScheduledAnnouncement(Base):
     cron: Mapped[str] = mapped_column(String(64))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     window: Mapped[str] = mapped_column(String(8))
+    # False: announce the window that ended last (the default); True: the running one ("week-so-far").
+    so_far: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     top_n: Mapped[int] = mapped_column(Integer, default=10)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -432,10 +432,15 @@ class FakeTelegramAPI:
             sender = message.get("from")
             if sender is not None:
                 self._remember_sender(chat, sender)
+            replied = message.pop("reply_to_message_id", None)
             stored = self._store_message(
-                chat, sender or self.bot_user, text=message.get("text"), entities=message.get("entities")
+                chat, sender or self.bot_user, text=message.get("text"), entities=message.get("entities"),
+                reply_to_message_id=replied,
             )
             message["message_id"] = stored.message_id
+            target = chat.messages.get(replied or 0)
+            if target is not None and not target.deleted:  # as delivered: the replied-to message, one level deep
+                message["reply_to_message"] = self._message_json(chat, target, nested=False)
         query = update.get("callback_query")
         if query is not None:
             self._remember_user(query["from"]["id"], first_name=query["from"].get("first_name"))
@@ -1238,8 +1243,10 @@ def make_text_update(
     chat_type: ChatType = "supergroup",
     chat_title: str = "Raid Group",
     entities: list[JSONDict] | None = None,
+    reply_to: int | None = None,
 ) -> JSONDict:
-    """A message Update as the API delivers it; ids are placeholders until ``push_update``."""
+    """A message Update as the API delivers it; ids are placeholders until ``push_update``.
+    ``reply_to`` is the id of a stored message in the same chat this one answers."""
     user = _user_json(user_id, username, first_name)
     message: JSONDict = {
         "message_id": next(_builder_message_ids),
@@ -1250,7 +1257,29 @@ def make_text_update(
     }
     if entities:
         message["entities"] = entities
+    if reply_to is not None:  # ``push_update`` swaps in the stored message, as Telegram delivers it
+        message["reply_to_message_id"] = reply_to
     return {"update_id": next(_builder_update_ids), "message": message}
+
+
+# The Bot API marks "@username" as a `mention` entity when it is a well-formed username (5-32 of
+# [A-Za-z0-9_]); anything else (e.g. "@%") is plain text.
+_MENTION = re.compile(r"(?<![A-Za-z0-9_])@[A-Za-z0-9_]{5,32}(?![A-Za-z0-9_])")
+
+
+def mention_entities(text: str) -> list[JSONDict]:
+    """The `mention` entities Telegram attaches to a message's text (offsets in UTF-16 code units)."""
+    return [
+        {"type": "mention", "offset": _utf16_len(text[: m.start()]), "length": _utf16_len(m.group())}
+        for m in _MENTION.finditer(text)
+    ]
+
+
+def text_mention(text: str, name: str, user_id: int, first_name: str) -> JSONDict:
+    """A `text_mention` entity for ``name`` inside ``text``: a member without a username, linked by id."""
+    start = text.index(name)
+    return {"type": "text_mention", "offset": _utf16_len(text[:start]), "length": _utf16_len(name),
+            "user": {"id": user_id, "is_bot": False, "first_name": first_name}}
 
 
 def make_command_update(
@@ -1262,11 +1291,16 @@ def make_command_update(
     first_name: str = "Raider",
     chat_type: ChatType = "supergroup",
     chat_title: str = "Raid Group",
+    entities: list[JSONDict] | None = None,
+    reply_to: int | None = None,
 ) -> JSONDict:
-    """A command message ("/cmd args" or "/cmd@botname args") with the bot_command entity PTB matches on."""
+    """A command message ("/cmd args" or "/cmd@botname args") with the bot_command entity PTB matches on,
+    the `mention` entities Telegram adds for @usernames, and any further ``entities`` (text_mention)."""
     if not text.startswith("/"):
         raise ValueError("a command must start with '/'")
     command = text.split(maxsplit=1)[0]
+    found = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)},
+             *mention_entities(text), *(entities or [])]
     return make_text_update(
         chat_id,
         user_id,
@@ -1275,7 +1309,8 @@ def make_command_update(
         first_name=first_name,
         chat_type=chat_type,
         chat_title=chat_title,
-        entities=[{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}],
+        entities=sorted(found, key=lambda e: (e["offset"], -e["length"])),
+        reply_to=reply_to,
     )
 
 
