@@ -76,7 +76,7 @@ async def test_read_api_and_static_files(services: Services, clock) -> None:
         missing = await http.get("/api/dashboard/raids/424242")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "RAID_NOT_FOUND"
         page = await http.get("/")
-        assert page.status_code == 200 and '<script src="/static/socket.io.min.js">' in page.text
+        assert page.status_code == 200 and '<script src="/static/socket.io.min.js?v=' in page.text
         client_js = await http.get("/static/socket.io.min.js")
         assert client_js.status_code == 200 and "Socket.IO v4" in client_js.text[:200]
         assert (await http.get("/static/dashboard.js")).status_code == 200

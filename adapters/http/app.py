@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import socketio
-from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
@@ -34,7 +34,10 @@ def create_app(
     The result is the Socket.IO wrapper around the FastAPI app; `.fastapi` is the FastAPI app and
     `.state` its state (`.state.services`, `.state.realtime`).
     """
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI whose /docs loads Swagger UI from nubi itself, not from a CDN
+        docs_url="/docs",
+        redoc_url=None,
+        static_url="/docs/static",
         title="nubi API",
         version="0.1.0",
         description="ElizaOS-compatible Sessions API plus nubi's raid and community API.",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
@@ -21,6 +21,7 @@ from core.services import Services
 from core.storage.models import Community
 from core.windows import WINDOWS
 
+from .assets import BrowserAssets, versioned_page
 from .schemas import DbId
 from .security import authorize_community, principal
 
@@ -35,11 +36,25 @@ def attach(app: FastAPI) -> None:
     app.include_router(page)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BrowserAssets, static_dir=STATIC_DIR)  # added last: outermost, sees the limiter's 429
 
 
 @page.get("/")
-async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+async def index() -> HTMLResponse:
+    return HTMLResponse(versioned_page(STATIC_DIR / "index.html", STATIC_DIR))
+
+
+@router.get("/me")
+async def me(request: Request) -> dict[str, Any]:
+    """Who the presented key is, so the page offers a moderator only the communities the key may act on."""
+    who = principal(request)
+    community_id = await _scope_filter(request)
+    return {
+        "keysRequired": request.app.state.guard.keys_configured,
+        "scope": "all" if who.admin else "community",
+        "community": who.community,
+        "communityId": community_id or None,
+    }
 
 
 def _services(request: Request) -> Services:

@@ -1,11 +1,14 @@
 // nubi live dashboard: a REST snapshot on every (re)connect, then Socket.IO events on top of it
 // (deliveries are at-most-once, so the snapshot is the truth and events only move it forward).
+// moderate.js adds the moderator's tools on top, through window.nubi and "nubi:*" DOM events.
 (() => {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
+  const KEY = "nubi.apiKey"; // sessionStorage: the key lives as long as the tab, never on disk for good
   const state = {
-    key: localStorage.getItem("nubi.apiKey") || "",
+    key: sessionStorage.getItem(KEY) || "",
+    me: null, // {keysRequired, scope, community, communityId} once the server accepted us
     active: new Map(), // raid id -> latest RaidProgress dict
     deadlines: new Map(), // raid id -> local ms when it ends
     ended: [],
@@ -31,14 +34,8 @@
   }
 
   const LABELS = { like: "likes", repost: "reposts", reply: "replies", quote: "quotes", bookmark: "bookmarks", follow: "follows" };
-
-  function chatTitle(raid) {
-    return raid.chat.title || `${raid.chat.platform} ${raid.chat.id}`;
-  }
-
-  function shortUrl(url) {
-    return url.replace(/^https:\/\//, "");
-  }
+  const chatTitle = (raid) => raid.chat.title || `${raid.chat.platform} ${raid.chat.id}`;
+  const shortUrl = (url) => url.replace(/^https:\/\//, "");
 
   function link(url) {
     const a = h("a", { class: "target", text: shortUrl(url), title: url });
@@ -57,9 +54,13 @@
     return hrs ? `${hrs}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
   }
 
+  // 31 -> "31 s", 95 -> "1 min 35 s", 3720 -> "1 h 2 min": a short raid keeps its seconds.
   function duration(seconds) {
-    const m = Math.round(seconds / 60);
-    return m < 60 ? `${m} min` : `${Math.floor(m / 60)} h ${m % 60} min`;
+    const total = Math.max(0, Math.round(seconds));
+    if (total < 60) return `${total} s`;
+    const hrs = Math.floor(total / 3600), m = Math.floor(total / 60) % 60, s = total % 60;
+    if (hrs) return m ? `${hrs} h ${m} min` : `${hrs} h`;
+    return s ? `${m} min ${s} s` : `${m} min`;
   }
 
   function board(list, entries, limit) {
@@ -68,14 +69,23 @@
         h("span", { class: "pts", text: `${e.points} pt` }))));
   }
 
-  async function api(path) {
-    const res = await fetch(path, { headers: state.key ? { "X-API-KEY": state.key } : {} });
-    if (res.status === 401) {
-      askForKey("That API key was not accepted.");
-      throw new Error("unauthorized");
+  class ApiError extends Error {
+    constructor(status, body) {
+      super(body?.error?.message || `HTTP ${status}`);
+      this.status = status;
+      this.code = body?.error?.code;
     }
-    if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
-    return res.json();
+  }
+
+  // Every call of the page goes through here: the key as X-API-KEY, errors in the documented shape.
+  async function api(path, { method = "GET", body } = {}) {
+    const headers = state.key ? { "X-API-KEY": state.key } : {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const data = res.status === 204 ? null : await res.json().catch(() => null);
+    if (res.status === 401) askForKey(state.key ? "That API key was not accepted." : "");
+    if (!res.ok) throw new ApiError(res.status, data);
+    return data;
   }
 
   function setConn(kind, text) {
@@ -88,16 +98,72 @@
     $("keyform").hidden = false;
     $("keyerror").hidden = !message;
     $("keyerror").textContent = message || "";
+    $("signout").hidden = true;
+    $("signed-in").hidden = true;
     setConn("locked", "API key needed");
+    $("no-active").textContent = "Sign in with an API key to see this server's raids.";
+    $("no-ended").hidden = true;
+    if (state.me) {
+      state.me = null;
+      document.dispatchEvent(new CustomEvent("nubi:signedout"));
+    }
   }
 
-  // -- active raid cards ---------------------------------------------------------------------
+  // -- the live region: one polite, throttled summary ----------------------------------------
 
-  function card(raid) {
-    const node = h("article", { class: "card raid", "data-raid-id": String(raid.id), tabindex: "0" },
-      h("header", {}, h("span", { class: "tag platform" }), h("h3", { class: "title" }), h("span", { class: "tag active", text: "live" })),
-      link(raid.targetUrl),
-      h("div", { class: "overall" }, h("div", { class: "bar" }, h("span")), h("span", { class: "pct" })),
+  const ANNOUNCE_EVERY = 5000; // a screen reader hears at most one summary per 5 s
+  let lastAnnounced = 0, pendingText = null, announceTimer = null;
+  function announce(text) {
+    pendingText = text;
+    if (announceTimer) return;
+    const wait = Math.max(0, lastAnnounced + ANNOUNCE_EVERY - Date.now());
+    announceTimer = setTimeout(() => {
+      announceTimer = null;
+      lastAnnounced = Date.now();
+      $("announcer").textContent = pendingText;
+    }, wait);
+  }
+
+  function summary(raid) {
+    const met = raid.objectives.filter((o) => o.met).length;
+    return `Raid ${raid.id} in ${chatTitle(raid)}: ${raid.completionPct}% done, ${raid.participants} raiders, ` +
+      `${raid.actions} actions, ${met} of ${raid.objectives.length} objectives met.`;
+  }
+
+  // -- raid cards ----------------------------------------------------------------------------
+
+  // A card is an <article>; its title is a real button that selects it (aria-pressed says which is shown).
+  // A click anywhere else on the card does the same for mouse users.
+  function cardShell(raid, kind) {
+    const select = h("button", { type: "button", class: "select", "aria-pressed": "false" });
+    const node = h("article", { class: `card ${kind}`, "data-raid-id": String(raid.id) },
+      h("header", {}, h("span", { class: "tag platform" }), h("h3", { class: "title" }, select), h("span", { class: "tag status" })),
+      link(raid.targetUrl));
+    select.addEventListener("click", () => choose(raid.id));
+    node.addEventListener("click", (ev) => { if (!ev.target.closest("a, button")) choose(raid.id); });
+    return node;
+  }
+
+  function fillShell(node, raid, statusText) {
+    node.querySelector(".platform").textContent = raid.chat.platform;
+    node.querySelector(".select").textContent = chatTitle(raid);
+    node.querySelector(".select").setAttribute("aria-label", `Raid ${raid.id} in ${chatTitle(raid)}: show details`);
+    const tag = node.querySelector(".tag.status");
+    tag.className = `tag status ${raid.status}`;
+    tag.textContent = statusText;
+    markSelected(node);
+  }
+
+  function markSelected(node) {
+    const on = node.dataset.raidId === String(state.selected);
+    node.classList.toggle("selected", on);
+    node.querySelector(".select").setAttribute("aria-pressed", String(on));
+  }
+
+  function activeCard(raid) {
+    const node = cardShell(raid, "raid");
+    node.append(
+      h("div", { class: "overall" }, h("div", { class: "bar", "aria-hidden": "true" }, h("span")), h("span", { class: "pct" })),
       h("dl", { class: "stats" },
         h("div", {}, h("dt", { text: "Raiders" }), h("dd", {}, h("span", { class: "participants", "data-testid": "participants" }), h("small", { class: "max" }))),
         h("div", {}, h("dt", { text: "Actions" }), h("dd", { class: "actions" })),
@@ -105,19 +171,16 @@
         h("div", {}, h("dt", { text: "Time left" }), h("dd", { class: "time-left" }))),
       h("ul", { class: "objectives" }),
       h("ol", { class: "board top" }));
-    node.addEventListener("click", () => select(raid.id));
-    node.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(raid.id); });
     return node;
   }
 
   function renderActive(raid) {
     let node = document.querySelector(`#active [data-raid-id="${raid.id}"]`);
     if (!node) {
-      node = card(raid);
+      node = activeCard(raid);
       $("active").prepend(node);
     }
-    node.querySelector(".platform").textContent = raid.chat.platform;
-    node.querySelector(".title").textContent = chatTitle(raid);
+    fillShell(node, raid, "live");
     node.querySelector(".overall .bar > span").style.width = `${Math.min(100, raid.completionPct)}%`;
     node.querySelector(".pct").textContent = `${raid.completionPct}%`;
     node.querySelector(".participants").textContent = String(raid.participants);
@@ -126,10 +189,9 @@
     node.querySelector(".points").textContent = String(raid.pointsAwarded);
     node.querySelector(".objectives").replaceChildren(...raid.objectives.map((o) =>
       h("li", {}, h("span", { text: LABELS[o.action] || o.action }),
-        h("div", { class: `bar small${o.met ? " met" : ""}` }, h("span", { style: `width:${Math.min(100, (100 * o.count) / o.target)}%` })),
+        h("div", { class: `bar small${o.met ? " met" : ""}`, "aria-hidden": "true" }, h("span", { style: `width:${Math.min(100, (100 * o.count) / o.target)}%` })),
         h("span", { class: "n", text: `${o.count}/${o.target}` }))));
     board(node.querySelector(".top"), raid.top, 3);
-    node.classList.toggle("selected", state.selected === raid.id);
     tick();
   }
 
@@ -156,6 +218,7 @@
       state.detail.raid = raid;
       renderDetail();
       refreshDetailSoon();
+      announce(summary(raid));
     }
   }
 
@@ -189,43 +252,45 @@
     }
   }
 
-  // -- ended raids ---------------------------------------------------------------------------
+  function reportFigures(raid, r) {
+    const objectives = r.objectives || raid.objectives;
+    return [["Duration", r.durationSeconds != null ? duration(r.durationSeconds) : "–"], ["Raiders", r.participants ?? raid.participants],
+      ["Actions", r.actions ?? raid.actions], ["Objectives", `${objectives.filter((o) => o.met).length}/${objectives.length}`],
+      ["Points", r.pointsAwarded ?? raid.pointsAwarded], ["Done", `${r.completionPct ?? raid.completionPct}%`]]
+      .map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v) })));
+  }
 
   function renderEnded() {
     $("ended").replaceChildren(...state.ended.map((raid) => {
       const r = raid.report || {};
-      const objectives = r.objectives || raid.objectives;
-      const node = h("article", { class: "card ended", "data-raid-id": String(raid.id), tabindex: "0" },
-        h("header", {}, h("span", { class: "tag platform", text: raid.chat.platform }), h("h3", { text: chatTitle(raid) }),
-          h("span", { class: `tag ${raid.status}`, text: raid.status })),
-        link(raid.targetUrl),
-        h("dl", { class: "report" },
-          ...[["Duration", r.durationSeconds != null ? duration(r.durationSeconds) : "–"], ["Raiders", raid.participants],
-            ["Actions", raid.actions], ["Objectives", `${objectives.filter((o) => o.met).length}/${objectives.length}`],
-            ["Points", raid.pointsAwarded], ["Done", `${raid.completionPct}%`]]
-            .map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v) })))),
-        h("ol", { class: "board top" }));
-      board(node.querySelector(".top"), (r.topRaiders || raid.top).map((e) => ({ ...e })), 3);
-      node.classList.toggle("selected", state.selected === raid.id);
-      node.addEventListener("click", () => select(raid.id));
+      const node = cardShell(raid, "ended");
+      fillShell(node, raid, raid.status);
+      node.append(h("dl", { class: "report" }, ...reportFigures(raid, r)), h("ol", { class: "board top" }));
+      board(node.querySelector(".top"), r.topRaiders || raid.top, 3);
       return node;
     }));
     $("no-ended").hidden = state.ended.length > 0;
   }
 
-  // -- detail panel: chart and raid leaderboard ----------------------------------------------
+  // -- detail panel: chart, report and raid leaderboard --------------------------------------
+
+  function choose(id) {
+    select(id);
+    $("detail").scrollIntoView({ block: "nearest" });
+  }
 
   async function select(id) {
     state.selected = id;
-    for (const n of document.querySelectorAll(".card")) n.classList.toggle("selected", n.dataset.raidId === String(id));
+    for (const n of document.querySelectorAll(".card")) markSelected(n);
     try {
       detailFetched = Date.now();
-      state.detail = await api(`/api/dashboard/raids/${id}`);
+      const detail = await api(`/api/dashboard/raids/${id}`);
+      if (state.selected !== id) return;
+      state.detail = detail;
     } catch (err) {
       console.warn(err);
       return;
     }
-    if (state.selected !== id) return;
     const raid = state.detail.raid;
     state.community = { id: raid.communityId, title: chatTitle(raid) };
     renderDetail();
@@ -233,65 +298,29 @@
   }
 
   function renderDetail() {
-    const { raid, metrics } = state.detail;
+    const { raid, metrics, report } = state.detail;
+    const active = raid.status === "active";
     $("detail").hidden = false;
     $("detail-title").textContent = `Raid #${raid.id} · ${chatTitle(raid)}`;
     $("detail-sub").textContent = `${shortUrl(raid.targetUrl)} · ${raid.status} · ${raid.verification} verification` +
       (raid.pendingClaims ? ` · ${raid.pendingClaims} claims awaiting review` : "");
     board($("raid-board"), raid.top, 10);
     $("raid-board-empty").hidden = raid.top.length > 0;
+    $("detail-report").hidden = active || !report;
+    if (!active && report) $("detail-report").replaceChildren(...reportFigures(raid, report));
+    const end = Date.parse(active ? raid.endsAt : raid.endedAt || raid.endsAt);
     const points = [{ t: Date.parse(raid.startedAt), pct: 0, raiders: 0 }]
       .concat(metrics.map((m) => ({ t: Date.parse(m.takenAt), pct: m.completionPct, raiders: m.participants })))
       .concat(state.live.get(raid.id) || []);
-    if (raid.status !== "active") {
-      points.push({ t: Date.parse(raid.endedAt || raid.endsAt), pct: raid.completionPct, raiders: raid.participants });
-    }
+    if (!active) points.push({ t: end, pct: raid.completionPct, raiders: raid.participants });
     points.sort((a, b) => a.t - b.t);
-    drawChart(points, Date.parse(raid.startedAt), Date.parse(raid.status === "active" ? raid.endsAt : raid.endedAt || raid.endsAt));
-    $("chart-note").textContent = metrics.length
-      ? `${metrics.length} metrics snapshot${metrics.length === 1 ? "" : "s"}${raid.status === "active" ? " plus live updates" : ""}.`
-      : "No metrics snapshot yet: showing live updates only.";
-  }
-
-  const SVG = "http://www.w3.org/2000/svg";
-  function s(tag, attrs) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    return node;
-  }
-
-  function drawChart(points, t0, t1) {
-    const svg = $("chart");
-    const W = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600), H = 220, L = 38, R = 28, T = 12, B = 26;
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    const span = Math.max(1, t1 - t0);
-    const maxRaiders = Math.max(1, ...points.map((p) => p.raiders));
-    const x = (t) => L + ((Math.min(Math.max(t, t0), t1) - t0) / span) * (W - L - R);
-    const yPct = (v) => T + (1 - v / 100) * (H - T - B);
-    const yRaiders = (v) => T + (1 - v / maxRaiders) * (H - T - B);
-    const parts = [];
-    for (const g of [0, 25, 50, 75, 100]) {
-      parts.push(s("line", { x1: L, x2: W - R, y1: yPct(g), y2: yPct(g), stroke: "#e3e7ef", "stroke-width": 1 }));
-      const label = s("text", { x: L - 6, y: yPct(g) + 4, "text-anchor": "end" });
-      label.textContent = `${g}%`;
-      parts.push(label);
-    }
-    const right = s("text", { x: W - R + 6, y: T + 8, "text-anchor": "start" });
-    right.textContent = String(maxRaiders);
-    parts.push(right);
-    const fmt = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]].forEach(([t, anchor]) => {
-      const label = s("text", { x: x(t), y: H - 8, "text-anchor": anchor });
-      label.textContent = fmt(t);
-      parts.push(label);
-    });
-    const line = (y, key) => points.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
-    const last = points[points.length - 1];
-    parts.push(s("path", { d: `${line(yPct, "pct")} L${x(last.t).toFixed(1)},${yPct(0)} L${x(points[0].t).toFixed(1)},${yPct(0)} Z`, fill: "rgba(91,91,214,.10)" }));
-    parts.push(s("path", { d: line(yRaiders, "raiders"), fill: "none", stroke: "#12a594", "stroke-width": 2, "stroke-dasharray": "5 4" }));
-    parts.push(s("path", { d: line(yPct, "pct"), fill: "none", stroke: "#5b5bd6", "stroke-width": 2.5, "stroke-linejoin": "round" }));
-    parts.push(s("circle", { cx: x(last.t), cy: yPct(last.pct), r: 4, fill: "#5b5bd6" }));
-    svg.replaceChildren(...parts);
+    window.nubiChart.draw($("chart"), points, Date.parse(raid.startedAt), end);
+    $("chart").setAttribute("aria-label", `Raid progress over time: ${raid.completionPct}% done, ${raid.participants} raiders`);
+    const snaps = `${metrics.length} metrics snapshot${metrics.length === 1 ? "" : "s"}`;
+    $("chart-note").textContent = !active
+      ? `Final figures: ${raid.completionPct}% done, ${raid.participants} raiders, ${raid.actions} actions (${snaps}).`
+      : metrics.length ? `${snaps} plus live updates.` : "No metrics snapshot yet: showing live updates only.";
+    document.dispatchEvent(new CustomEvent("nubi:detail", { detail: raid }));
   }
 
   // -- community leaderboard -----------------------------------------------------------------
@@ -318,10 +347,10 @@
     $("community-empty").hidden = data.entries.length > 0;
   }
 
-  for (const tab of document.querySelectorAll(".tabs button")) {
-    tab.addEventListener("click", () => {
-      state.window = tab.dataset.window;
-      for (const t of document.querySelectorAll(".tabs button")) t.classList.toggle("on", t === tab);
+  for (const button of document.querySelectorAll(".windows button")) {
+    button.addEventListener("click", () => {
+      state.window = button.dataset.window;
+      for (const b of document.querySelectorAll(".windows button")) b.setAttribute("aria-pressed", String(b === button));
       loadCommunity();
     });
   }
@@ -358,12 +387,24 @@
       refreshCommunitySoon();
     } else if (msg.type === "action_completed") refreshCommunitySoon();
     else if (msg.type === "raid_completed") {
+      const raid = state.active.get(msg.raidId);
+      if (raid && state.selected === msg.raidId) announce(`Raid ${raid.id} in ${chatTitle(raid)} has ended.`);
       removeActive(msg.raidId);
       clearTimeout(endedTimer);
       endedTimer = setTimeout(loadEnded, 300);
       refreshCommunitySoon();
       if (state.selected === msg.raidId) setTimeout(() => select(msg.raidId), 400);
     }
+    document.dispatchEvent(new CustomEvent("nubi:update", { detail: msg }));
+  }
+
+  function showSignedIn(me) {
+    const label = !me.keysRequired ? "Open server: no API key needed"
+      : me.scope === "all" ? "Signed in · all communities" : `Signed in · ${me.community}`;
+    $("signed-in").textContent = label;
+    $("signed-in").hidden = false;
+    $("signout").hidden = !me.keysRequired;
+    $("no-active").textContent = "No active raid right now. New raids appear here as they start.";
   }
 
   async function onConnect() {
@@ -375,11 +416,15 @@
         return;
       }
       $("keyform").hidden = true;
+      state.me = await api("/api/dashboard/me");
+      showSignedIn(state.me);
+      document.dispatchEvent(new CustomEvent("nubi:signedin", { detail: state.me }));
       const raids = await loadSnapshot();
       await Promise.all(raids.map((r) => subscribe(r.id)));
       setConn("live", "live");
     } catch (err) {
       console.warn(err);
+      if (err instanceof ApiError && err.status === 401) return;
       setConn("reconnecting", "retrying…");
       setTimeout(() => state.socket.connected && onConnect(), 2000);
     }
@@ -399,11 +444,31 @@
     socket.on("raid:update", onUpdate);
   }
 
+  function reset() {
+    for (const id of [...state.active.keys()]) removeActive(id);
+    state.ended = [];
+    state.selected = null;
+    state.detail = null;
+    state.community = null;
+    renderEnded();
+    $("detail").hidden = true;
+  }
+
   $("keyform").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("apikey").value.trim();
-    localStorage.setItem("nubi.apiKey", state.key);
+    sessionStorage.setItem(KEY, state.key);
     state.socket.disconnect().connect();
+  });
+
+  $("signout").addEventListener("click", () => {
+    state.key = "";
+    sessionStorage.removeItem(KEY);
+    $("apikey").value = "";
+    reset();
+    askForKey("");
+    state.socket.disconnect().connect();
+    $("apikey").focus();
   });
 
   let resizeTimer = null;
@@ -411,6 +476,8 @@
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => state.detail && renderDetail(), 150);
   });
+
+  window.nubi = { api, ApiError, state, select, loadEnded, announce, duration, h };
   setInterval(tick, 1000);
   updateCounts();
   connect();
