@@ -37,7 +37,6 @@ from core.directory import ChatRef, MemberRef
 from core.events import EventBus
 from core.raids.model import RaidSpec
 from core.services import Services
-from core.storage import pgfast
 from core.storage.db import Database
 
 from . import burst_sql
@@ -190,12 +189,12 @@ async def run_core(url: str, n: int, clock: FakeClock, profile: Path | None, pac
             statements += 1
 
         serial_raid = await _start_raid(services, SERIAL_MEMBERS)
-        event.listen(db.write_engine.sync_engine, "before_cursor_execute", count)
-        fast0 = pgfast.executed  # PostgreSQL's hot statements bypass SQLAlchemy's events
+        for engine in db.statement_engines():
+            event.listen(engine, "before_cursor_execute", count)
         seconds, tally = await _serial(n, SERIAL_MEMBERS, flow_for(serial_raid))
-        statements += pgfast.executed - fast0
         serial = Run("core", seconds, tally, {}, statements=statements / max(1, len(tally.latencies)))
-        event.remove(db.write_engine.sync_engine, "before_cursor_execute", count)
+        for engine in db.statement_engines():
+            event.remove(engine, "before_cursor_execute", count)
 
         count_paced, per_second = paced_members(paced_rate)
         paced_raid = await _start_raid(services, count_paced)

@@ -74,7 +74,7 @@ async def proof_row(services: Services, handle: str) -> tuple[bool, XLink]:
 async def test_link_proven_with_a_one_time_code(services: Services, fake: FakeXAPI, clock: FakeClock) -> None:
     assert install(services)
     joined = datetime(2019, 3, 1, tzinfo=UTC)
-    fake.add_user("Alice_X", created_at=joined, followers=42)
+    alice_x_id = fake.add_user("Alice_X", created_at=joined, followers=42)
     fake.add_user("mallory")
     alice, bob = dm(1), dm(2)
 
@@ -91,7 +91,7 @@ async def test_link_proven_with_a_one_time_code(services: Services, fake: FakeXA
 
     proven, row = await proof_row(services, "alice_x")
     assert proven and row.code is None  # spent: the code proves once
-    assert (row.account_created_at, row.followers, row.x_user_id) == (joined, 42, fake._users["alice_x"].id)
+    assert (row.account_created_at, row.followers, row.x_user_id) == (joined, 42, alice_x_id)
     assert "already proven" in await say(services, alice, "/link verify")
     assert "already proven" in await say(services, alice, "/link alice_x")
     assert "(not proven)" not in await say(services, alice, "/me")

@@ -261,7 +261,7 @@ async def test_a_group_never_gets_more_than_its_budget_per_minute(
         # 1 post + 2 edits is this minute's budget of 3.
         assert len(fake.calls_for("sendMessage", GROUP)) == 1
         assert len(fake.calls_for("editMessageText", GROUP)) == 2
-        assert adapter._posts.coalescer.pending() == 1  # the newest state waits for the budget
+        assert adapter.posts.coalescer.pending() == 1  # the newest state waits for the budget
 
 
 async def test_lock_without_rights_runs_the_raid_unlocked_with_one_notice(

@@ -164,6 +164,11 @@ class TelegramAdapter:
         except TelegramError as exc:
             log.error("could not set the Telegram command menus: %s", exc)
 
+    @property
+    def posts(self) -> RaidPosts:
+        """The raid posts and their edit coalescer (tests read how many edits wait for the budget)."""
+        return self._posts
+
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._logged(coro, what))
         self._tasks.add(task)

@@ -1,0 +1,104 @@
+"""Engines for the two databases, and what a database error means for a caller.
+
+Promises: SQLite connections take BEGIN away from the driver (writers begin IMMEDIATE, so a
+read-modify-write never loses an update), run in WAL with a busy timeout and foreign keys on.
+PostgreSQL connections that sat idle are pinged before use, so a server restart costs a caller at
+most one "try again", never a hang. `is_connection_error` and `sqlstate` tell a lost database (the
+caller hears "unavailable") from a deadlock or serialization race (the write is retried) and from
+an op's own error (the caller hears it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+PING_AFTER_IDLE_SECONDS = 1.0
+LAST_USED = "nubi_last_used"  # key in a pooled connection's info
+
+
+def normalize_url(url: str) -> str:
+    """Accept the plain driver names people paste and map them to the async drivers we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        url = "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str) -> None:
+    """Set up every connection of a SQLite engine; `begin` is the statement that opens a transaction."""
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so we decide its kind (IMMEDIATE for writers).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def ping_when_idle(engine: AsyncEngine) -> None:
+    """Test a pooled PostgreSQL connection before use only if it sat idle (SQLAlchemy's pre-ping
+    tests every checkout, three round trips each time: a third of an empty read). A connection in
+    steady use is known good; one that sat through a server restart fails the ping and the pool
+    replaces it. A connection that breaks in use fails its statement with "try again", as before."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info[LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(LAST_USED, 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # the pool discards this connection and checks out another
+            raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database was lost (or never reached): nothing the caller sent may be assumed to have landed."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    state = sqlstate(exc) or ""
+    if state.startswith(("08", "57P")):  # connection exception; server shutting down or starting up
+        return True
+    if isinstance(exc, InterfaceError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+        return any(s in text for s in ("connect", "closed", "terminat", "shutdown", "refused"))
+    return False
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a database error, as the asyncpg dialect exposes it, or None."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: PostgreSQL rolled the statement back; running again may pass."""
+    return isinstance(exc, DBAPIError) and sqlstate(exc) in RETRY_SQLSTATES

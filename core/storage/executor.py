@@ -1,0 +1,131 @@
+"""Running write ops in a transaction: one op alone, or a batch of ops sharing one transaction.
+
+An op is `async def op(session) -> result`; `session` offers the AsyncSession methods ops use
+(`execute`, `scalar`, `scalars`, `get`, `add`, `flush`, `get_bind`), over one sync ORM `Session`
+joined to a `Connection` whose transaction the caller (core/storage/db.py) begins and commits. The
+session's coroutines never suspend, so an op runs to completion in one step (`drive`): the same
+code serves the SQLite writer thread and PostgreSQL (inside `AsyncConnection.run_sync`, one greenlet
+for the whole batch instead of one per statement).
+
+What this module promises, on both databases:
+- a lone op (`run_alone`) raises its own error and the caller rolls the transaction back;
+- in a batch (`run_batch`) each op runs inside its own savepoint (`Session.begin_nested`), one after
+  another in arrival order, each seeing what the ops before it wrote. An op that raises is rolled back
+  to its savepoint: it leaves nothing behind and the transaction goes on for the others. So whether
+  an op wrote never needs guessing, and no op is ever run twice here;
+- an op that failed on a deadlock or serialization race is reported as such (`Outcome.retry`): its
+  savepoint rollback left nothing behind, so the caller may run it again after the batch commits;
+- an error that leaves the transaction unusable (the connection is lost, a savepoint cannot be
+  rolled back) propagates: the caller fails or retries the whole batch, which never committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from core.storage.engines import is_connection_error, is_retryable
+
+T = TypeVar("T")
+Op = Callable[[Any], Awaitable[T]]
+
+
+class OpSession:
+    """The AsyncSession surface an op sees, over a sync Session: each coroutine finishes at once."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        return self.session.execute(statement, *args, **kw)
+
+    async def scalar(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        return self.session.scalar(statement, *args, **kw)
+
+    async def scalars(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        return self.session.scalars(statement, *args, **kw)
+
+    async def get(self, *args: Any, **kw: Any) -> Any:
+        return self.session.get(*args, **kw)
+
+    async def flush(self, *args: Any, **kw: Any) -> None:
+        self.session.flush(*args, **kw)
+
+    def add(self, instance: Any) -> None:
+        self.session.add(instance)
+
+    def get_bind(self, *args: Any, **kw: Any) -> Any:
+        return self.session.get_bind(*args, **kw)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One op's part of a batch: its result, or its error (nothing of it kept)."""
+
+    result: Any = None
+    error: BaseException | None = None
+
+    @property
+    def retry(self) -> bool:
+        """Failed on a deadlock or serialization race: worth running again once the batch has committed."""
+        return self.error is not None and is_retryable(self.error)
+
+
+def drive(coro: Any) -> Any:
+    """Run a coroutine that never suspends to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a database op awaited something other than its database session")
+
+
+def _session(connection: Connection) -> Session:
+    # Joins the connection's transaction: the session never commits it ("rollback_only"), and the
+    # caller's `engine.begin()` block commits or rolls back.
+    return Session(bind=connection, expire_on_commit=False, autoflush=True, join_transaction_mode="rollback_only")
+
+
+def run_alone(connection: Connection, op: Op[T]) -> T:
+    """One op in the connection's transaction; its error propagates (the caller rolls back)."""
+    with _session(connection) as session:
+        result = drive(op(OpSession(session)))
+        session.flush()  # what the op added but never flushed
+        return result  # type: ignore[no-any-return]
+
+
+def run_batch(connection: Connection, ops: list[Op[Any]]) -> list[Outcome]:
+    """The ops one after another in the connection's transaction, each in a savepoint of its own.
+
+    Raises only when the transaction itself is lost (see the module's promises); each op's own
+    error is in its Outcome.
+    """
+    outcomes: list[Outcome] = []
+    with _session(connection) as session:
+        facade = OpSession(session)
+        for op in ops:
+            savepoint = session.begin_nested()
+            try:
+                result = drive(op(facade))
+                session.flush()  # what the op added is written inside its own savepoint
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                # Also after a failed flush, which deactivated the savepoint: this closes it, and
+                # the session goes on in the outer transaction.
+                savepoint.rollback()
+                outcomes.append(Outcome(error=exc))
+            else:
+                savepoint.commit()
+                outcomes.append(Outcome(result=result))
+            # Ops return plain values; a session that kept every object of the batch would make
+            # each autoflush walk all of them (quadratic in the batch size).
+            session.expunge_all()
+    return outcomes
