@@ -177,9 +177,10 @@ class CommandService:
         if isinstance(cmd, p.RaidEnd):
             raid_id = await s.raids.active_raid_id(ctx.chat)
             if cmd.cancel:
-                await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator")
+                await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator",
+                                  cause="cancelled_by_moderator")
             else:
-                await s.raids.end(raid_id, reason="ended by a moderator")
+                await s.raids.end(raid_id, reason="ended by a moderator", cause="ended_by_moderator")
             report = await s.raids.report(raid_id)
             return Reply(report_view(report) if report else info_view(f"Raid #{raid_id} ended."), quiet=True)
         if isinstance(cmd, p.RaidStatus):
@@ -357,8 +358,8 @@ class CommandService:
 
 
 def _state(verification: str) -> str:
-    return {"verified": "verified", "unverifiable": "counted, not verifiable", "pending": "pending",
-            "rejected": "rejected"}.get(verification, verification)
+    return {"verified": "verified", "accepted": "accepted by a moderator", "unverifiable": "counted, not verifiable",
+            "pending": "pending", "rejected": "rejected"}.get(verification, verification)
 
 
 SHORT_ERRORS = {

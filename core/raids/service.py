@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import outbox
 from core.clock import Clock
 from core.config import RaidsConfig, Settings
 from core.directory import (
@@ -42,9 +43,9 @@ from core.events import (
     EventBus,
     LockReleased,
     MemberJoined,
-    PostDue,
     ProgressChanged,
     RaidStarted,
+    ReportChanged,
 )
 from core.events import RaidEnded as RaidEndedEvent
 from core.scores import credit
@@ -63,11 +64,16 @@ from core.storage.models import (
     SessionActivity,
 )
 from core.storage.upsert import insert
+from core.storage.verification_models import ClaimCheck
 from core.verification.abuse import claim_rate_since, screen_claim
+from core.verification.base import WINDOW_CLOSED, initial_state
 
 from . import scoring
 from . import statements as st
 from .model import (
+    CLAIM_STATES,
+    COUNTED,
+    END_CAUSES,
     NEVER_VERIFIABLE,
     BoardEntry,
     ClaimResult,
@@ -210,7 +216,7 @@ class RaidService:
             community_id = await ensure_community(s, chat, now)
             settings_json = await s.scalar(select(Community.settings).where(Community.id == community_id))
             cfg = community_raid_settings(self.settings, settings_json)
-            objectives, duration, max_p, tier = _validated(spec, cfg)
+            objectives, duration, max_p, tier = _validated(spec, cfg, x_ready=self.settings.x.bearer_token is not None)
             starter = await ensure_member(s, by, now) if by else None
             active = (
                 await s.scalars(select(Raid.id).where(Raid.community_id == community_id, Raid.status == "active"))
@@ -261,9 +267,10 @@ class RaidService:
             await s.flush()
             raid.session_id = session.id
             s.add(SessionActivity(session_id=session.id, activity_type="created", at=now, data={"raidId": raid.id}))
+            await outbox.enqueue(s, "raid", outbox.raid_key(raid.id), community_id, raid.id, now)
             locks: list[tuple[int, dict[str, Any]]] = []
             for old in replaced:
-                locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now)
+                locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now, "replaced")
             return raid.id, replaced, locks
 
         raid_id, replaced, locks = await self.db.write(op)
@@ -280,49 +287,6 @@ class RaidService:
             await s.execute(update(Raid).where(Raid.id == raid_id).values(progress_ref=ref))
 
         await self.db.write(op)
-
-    async def claim_post(self, raid_id: int) -> bool:
-        """Claim the right to post the raid message: True for exactly one caller across processes."""
-        return await self._claim_once(raid_id, Raid.posted_at)
-
-    async def claim_completion_post(self, raid_id: int) -> bool:
-        """Claim the right to post the completion report: True for exactly one caller across processes."""
-        return await self._claim_once(raid_id, Raid.completion_posted_at)
-
-    async def _claim_once(self, raid_id: int, column: Any) -> bool:
-        now = self.clock.now()
-
-        async def op(s: AsyncSession) -> bool:
-            won = await s.scalar(
-                update(Raid).where(Raid.id == raid_id, column.is_(None)).values({column: now}).returning(Raid.id)
-            )
-            return won is not None
-
-        return await self.db.write(op)
-
-    async def unposted(self) -> list[PostDue]:
-        """Chat posts nobody has made yet, for Telegram and Discord chats.
-
-        The scheduler republishes these in every process; the adapter that serves the raid's platform
-        claims each one, so a raid started or ended in a process without that adapter (or in one that
-        died) still gets its posts, exactly once.
-        """
-        recent = self.clock.now() - timedelta(days=1)
-
-        async def op(s: AsyncSession) -> list[PostDue]:
-            rows = (await s.execute(
-                select(Raid.id, Raid.community_id, Community.platform, Raid.status, Raid.posted_at)
-                .join(Community, Community.id == Raid.community_id)
-                .where(Community.platform.in_(("telegram", "discord")))
-                .where(
-                    (Raid.status == "active") & Raid.posted_at.is_(None)
-                    | (Raid.status != "active") & Raid.posted_at.is_not(None)
-                    & Raid.completion_posted_at.is_(None) & (Raid.ended_at >= recent)
-                )
-            )).all()
-            return [PostDue(r[0], r[1], r[2], None if r[3] == "active" else r[3]) for r in rows]
-
-        return await self.db.read(op)
 
     # -- joining and claiming ----------------------------------------------------------------------
 
@@ -400,7 +364,7 @@ class RaidService:
                 s, self.settings, raid, member_id, participant_id, action, proof_url, now,
                 _initial_state(raid.verification_tier, action), facts=raid,
             )
-            accepted = verification in ("unverifiable", "verified")
+            accepted = verification in COUNTED
             rules = scoring.ScoringRules.from_dict(raid.scoring)
             points = scoring.claim_points(rules, objectives[action][1], raid.started_at, now) if accepted else 0
             claim_id = await s.scalar(
@@ -435,7 +399,7 @@ class RaidService:
             )
             await self.bus.publish(ProgressChanged(raid_id, community_id))
             if result.raid_completed:
-                await self.end(raid_id, reason="every objective met")
+                await self.end(raid_id, reason="every objective met", cause="objectives_met")
         return result
 
     def _remember_objectives(self, raid_id: int, objectives: dict[str, tuple[int, int]]) -> None:
@@ -507,14 +471,22 @@ class RaidService:
 
     async def review(
         self, claim_id: int, accept: bool, *, reviewer_id: int | None = None, community_id: int | None = None,
-        verified: bool = True,
+        machine: bool = False, refresh: bool = True,
     ) -> ClaimResult:
-        """Settle a pending claim. `verified=False` accepts it as honestly unverifiable instead."""
+        """Settle a pending claim. A moderator's accept is `accepted`; only a machine check that saw
+        the action (`machine=True`, the X verifiers) makes it `verified`, and never for a like or a
+        bookmark, which nothing can see. A claim of an ended raid changes its report (`refresh`: now;
+        the X runner refreshes once after a whole sweep)."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[ClaimResult, int]:
             claim, raid = await _claim_and_raid(s, claim_id, community_id)
-            new_state = ("verified" if verified else "unverifiable") if accept else "rejected"
+            if not accept:
+                new_state = "rejected"
+            elif machine and claim.action_type not in NEVER_VERIFIABLE:
+                new_state = "verified"
+            else:
+                new_state = "accepted"
             won = await s.scalar(
                 update(RaidAction)
                 .where(RaidAction.id == claim_id, RaidAction.verification == "pending")
@@ -544,7 +516,9 @@ class RaidService:
             )
             await self.bus.publish(ProgressChanged(result.raid_id, cid))
             if result.raid_completed:
-                await self.end(result.raid_id, reason="every objective met")
+                await self.end(result.raid_id, reason="every objective met", cause="objectives_met")
+            elif refresh:
+                await self.refresh_report(result.raid_id)  # no-op while the raid runs (no report yet)
         return result
 
     async def revoke(self, claim_id: int, *, reviewer_id: int | None, reason: str, community_id: int | None = None) -> int:
@@ -558,7 +532,7 @@ class RaidService:
             prior_points = claim.points
             won = await s.scalar(
                 update(RaidAction)
-                .where(RaidAction.id == claim_id, RaidAction.verification.in_(("verified", "unverifiable")))
+                .where(RaidAction.id == claim_id, RaidAction.verification.in_(COUNTED))
                 .values(verification="rejected", verified_at=now, reviewed_by=reviewer_id, points=0)
                 .returning(RaidAction.id)
             )
@@ -592,8 +566,13 @@ class RaidService:
 
     # -- ending --------------------------------------------------------------------------------------
 
-    async def end(self, raid_id: int, *, status: str | None = None, reason: str = "") -> bool:
-        """End the raid if it is still active. True only for the one call (in any process) that ended it."""
+    async def end(
+        self, raid_id: int, *, status: str | None = None, reason: str = "", cause: str | None = None
+    ) -> bool:
+        """End the raid if it is still active. True only for the one call (in any process) that ended it.
+
+        `cause` says why (END_CAUSES); left out, it follows from the facts: past the deadline the time
+        ran out, a cancel is a moderator's, and any other end before the deadline is someone's choice."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
@@ -601,7 +580,8 @@ class RaidService:
             if raid is None:
                 raise RaidNotFound(f"Raid {raid_id} not found")
             final = status or await _final_status(s, raid)
-            locks = await self._end_in_tx(s, raid_id, final, reason, now)
+            why = cause or _end_cause(final, raid.ends_at <= now)
+            locks = await self._end_in_tx(s, raid_id, final, reason, now, why)
             return (final if locks is not None else None), (locks or [])
 
         final, locks = await self.db.write(op)
@@ -611,12 +591,12 @@ class RaidService:
         return True
 
     async def _end_in_tx(
-        self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime
+        self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime, cause: str
     ) -> list[tuple[int, dict[str, Any]]] | None:
         won = await s.scalar(
             update(Raid)
             .where(Raid.id == raid_id, Raid.status == "active")
-            .values(status=status, ended_at=now, end_reason=reason[:64] or None)
+            .values(status=status, ended_at=now, end_reason=reason[:64] or None, end_cause=cause)
             .returning(Raid.id)
         )
         if won is None:
@@ -627,6 +607,8 @@ class RaidService:
             .values(raid_id=raid_id, status=status, created_at=now, report=report)
             .on_conflict_do_nothing(index_elements=["raid_id"])
         )
+        community_id = await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
+        await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
         if session_id:
             await s.execute(
@@ -660,7 +642,7 @@ class RaidService:
 
         ended = []
         for raid_id in await self.db.read(op):
-            if await self.end(raid_id, reason="time is up"):
+            if await self.end(raid_id, reason="time is up", cause="time_up"):
                 ended.append(raid_id)
         return ended
 
@@ -680,16 +662,26 @@ class RaidService:
             )).all()
         )
         ended = progress.ended_at or self.clock.now()
+        cause = await s.scalar(select(Raid.end_cause).where(Raid.id == raid_id))
+        expired = await s.scalar(
+            select(func.count()).select_from(ClaimCheck)
+            .where(ClaimCheck.raid_id == raid_id, ClaimCheck.reason == WINDOW_CLOSED)
+        )
         return {
             "raidId": raid_id,
             "status": progress.status,
+            "endCause": cause,
+            "endedBecause": END_CAUSES.get(cause or "", ""),
             "targetUrl": progress.target_url,
             "startedAt": progress.started_at.isoformat(),
             "endedAt": ended.isoformat(),
             "durationSeconds": int((ended - progress.started_at).total_seconds()),
             "participants": progress.participants,
             "actions": progress.actions,
-            "claimsByState": {k: by_state.get(k, 0) for k in ("verified", "unverifiable", "pending", "rejected")},
+            "claimsByState": {k: by_state.get(k, 0) for k in CLAIM_STATES},
+            # of the unverifiable ones: still pending when the verification window closed (no points)
+            "unsettledAtClose": expired or 0,
+            "final": by_state.get("pending", 0) == 0,
             "objectives": [
                 {"action": o.action, "target": o.target, "count": o.count, "met": o.met} for o in progress.objectives
             ],
@@ -700,16 +692,23 @@ class RaidService:
         }
 
     async def refresh_report(self, raid_id: int) -> dict[str, Any] | None:
-        """Rewrite a stored report (e.g. after the final verification sweep changed claim states)."""
+        """Rewrite a stored report (a sweep, a review or the verification window changed claim states);
+        the report already posted in the chat is redrawn through the outbox."""
+        now = self.clock.now()
 
-        async def op(s: AsyncSession) -> dict[str, Any] | None:
+        async def op(s: AsyncSession) -> tuple[dict[str, Any], int] | None:
             if await s.scalar(select(RaidReport.id).where(RaidReport.raid_id == raid_id)) is None:
                 return None
             report = await self._build_report(s, raid_id)
             await s.execute(update(RaidReport).where(RaidReport.raid_id == raid_id).values(report=report))
-            return report
+            await outbox.mark_stale(s, outbox.report_key(raid_id), now)
+            return report, await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
 
-        return await self.db.write(op)
+        done = await self.db.write(op)
+        if done is None:
+            return None
+        await self.bus.publish(ReportChanged(raid_id, done[1]))
+        return done[0]
 
     async def report(self, raid_id: int) -> dict[str, Any] | None:
         async def op(s: AsyncSession) -> dict[str, Any] | None:
@@ -799,9 +798,7 @@ def _ordered_names(actions: Any) -> list[str]:
 
 
 def _initial_state(tier: str, action: str) -> str:
-    if tier == "honor" or (tier in ("proof_link", "x_api") and action in NEVER_VERIFIABLE):
-        return "unverifiable"
-    return "pending"
+    return initial_state(tier, action)
 
 
 async def _objectives(s: AsyncSession, raid_id: int) -> dict[str, tuple[int, int]]:
@@ -839,6 +836,14 @@ def _open_raid(raid: Any, raid_id: int, now: datetime) -> Any:
     return raid
 
 
+def _end_cause(status: str, deadline_passed: bool) -> str:
+    if status == "cancelled":
+        return "cancelled_by_moderator"
+    if status == "completed":
+        return "objectives_met"
+    return "time_up" if deadline_passed else "ended_by_moderator"
+
+
 async def _final_status(s: AsyncSession, raid: Raid) -> str:
     if raid.participant_count == 0:
         return "failed"
@@ -848,7 +853,9 @@ async def _final_status(s: AsyncSession, raid: Raid) -> str:
     return "completed" if unmet == 0 else "timeout"
 
 
-def _validated(spec: RaidSpec, cfg: RaidsConfig) -> tuple[dict[str, tuple[int, int]], int, int, str]:
+def _validated(
+    spec: RaidSpec, cfg: RaidsConfig, *, x_ready: bool
+) -> tuple[dict[str, tuple[int, int]], int, int, str]:
     objectives: dict[str, tuple[int, int]] = {}
     wanted = spec.objectives or {a: cfg.objectives[a].target for a in cfg.default_objectives}
     for action, count in wanted.items():
@@ -869,6 +876,13 @@ def _validated(spec: RaidSpec, cfg: RaidsConfig) -> tuple[dict[str, tuple[int, i
     tier = spec.verification or cfg.verification
     if tier not in ("honor", "proof_link", "x_api", "review"):
         raise ValidationError("verification must be honor, proof_link, x_api or review", field="verification")
+    if tier == "x_api" and not x_ready:
+        raise ValidationError(
+            "This raid would check claims through the X API, but no X API token is set. An admin sets one "
+            "with NUBI_X_BEARER_TOKEN (or bearer_token under [x] in the config file); or start the raid "
+            "with verify=honor, verify=proof_link or verify=review.",
+            field="verification",
+        )
     return objectives, duration, max_p, tier
 
 
