@@ -440,7 +440,7 @@ async def test_account_gates_and_bans_in_the_sweep(services: Services, fake: Fak
 
 
 @pytest.mark.skipif(
-    not hasattr(__import__("core.raids.service", fromlist=["_"]), "screen_claim"),
+    not hasattr(__import__("core.raids.membership", fromlist=["_"]), "screen_claim"),
     reason="screen_claim is not wired into RaidService.claim yet",
 )
 async def test_the_claim_path_screens_claims(services: Services, fake: FakeXAPI) -> None:

@@ -34,7 +34,7 @@ def gates_for(cfg: RaidsConfig) -> Gates:
 
 
 def community_cfg(settings: Settings, community_settings: dict[str, Any] | None) -> RaidsConfig:
-    from core.raids.service import community_raid_settings  # the raid service imports this module
+    from core.raids.common import community_raid_settings  # the raid modules import this module
 
     return community_raid_settings(settings, community_settings)
 
