@@ -212,8 +212,8 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     post, report = bot.visible()
     assert post.id == post_id and post.embeds[0]["title"] == f"Raid #{raid_id} — time ran out"
     assert [c.get("custom_id") for row in post.components for c in row["components"]] == [None]  # link only
-    assert report.embeds[0]["title"] == f"Raid #{raid_id} report"
-    assert "Status: time ran out" in report.embeds[0]["description"]
+    assert report.embeds[0]["title"] == f"Raid #{raid_id} report — time ran out"
+    assert "Ended: time ran out" in report.embeds[0]["description"]
     assert "Raiders: 32" in report.embeds[0]["description"]
     assert int(report.json["message_reference"]["message_id"]) == post_id
     assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
@@ -399,7 +399,8 @@ async def test_a_channel_without_an_overwrite_gets_it_removed_again(services: Se
         assert ended is not None and ended.ephemeral and original_text(bot, payload) == "Raid #1 report is in this channel."
         assert bot.everyone() is None
         assert len(bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "DELETE")) == 1
-        assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part", "Raid #1 report"]
+        assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part",
+                                                                 "Raid #1 report — nobody took part"]
 
 
 async def test_a_release_that_failed_is_restored_when_the_bot_is_ready_again(bot: Bot) -> None:

@@ -312,6 +312,8 @@ class CommandService:
 
     async def _review(self, ctx: ChatContext, community_id: int, cmd: p.Review) -> Reply:
         s = self.s
+        if cmd.decision == "links":
+            return await self._refused_links(community_id)
         if cmd.decision is None:
             items = await s.raids.review_queue(community_id=community_id)
             if not items:
@@ -328,6 +330,19 @@ class CommandService:
         if cmd.decision == "accept":
             return _say(f"Claim #{cmd.claim_id} accepted: +{r.points + r.completion_bonus}.", ephemeral=True)
         return _say(f"Claim #{cmd.claim_id} rejected.", ephemeral=True)
+
+    async def _refused_links(self, community_id: int) -> Reply:
+        """Handle links /link refused because another member holds the handle, in this community."""
+        conflicts = await self.s.links.conflicts(community_id=community_id, limit=20)
+        if not conflicts:
+            return _say("No refused handle links here.", ephemeral=True)
+        lines = [
+            f"@{c['handle']}: asked for by {c['claimantName']} (member {c['claimantMemberId']}), held by "
+            + (f"{c['ownerName']} (member {c['ownerMemberId']})" if c["ownerMemberId"] else "nobody now")
+            + f", {c['at'][:16].replace('T', ' ')} UTC"
+            for c in conflicts
+        ]
+        return _say("Refused handle links:\n" + "\n".join(lines), ephemeral=True)
 
     # -- lookups -------------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class RaidProgress:
     now: datetime
     progress_ref: dict[str, Any] | None = None
     session_id: str | None = None
+    end_cause: str | None = None  # END_CAUSES key once ended
 
     @property
     def active(self) -> bool:
@@ -133,6 +134,7 @@ class RaidProgress:
             ],
             "top": [asdict(e) for e in self.top],
             "sessionId": self.session_id,
+            "endCause": self.end_cause,
         }
 
 

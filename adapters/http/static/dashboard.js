@@ -202,7 +202,9 @@
         h("dl", { class: "report" },
           ...[["Duration", r.durationSeconds != null ? duration(r.durationSeconds) : "–"], ["Raiders", raid.participants],
             ["Actions", raid.actions], ["Objectives", `${objectives.filter((o) => o.met).length}/${objectives.length}`],
-            ["Points", raid.pointsAwarded], ["Done", `${raid.completionPct}%`]]
+            ["Points", raid.pointsAwarded], ["Done", `${raid.completionPct}%`],
+            ...(r.endedBecause ? [["Ended", r.endedBecause]] : []),
+            ...(r.claimsByState ? [["Claims", claimStates(r)]] : [])]
             .map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v) })))),
         h("ol", { class: "board top" }));
       board(node.querySelector(".top"), (r.topRaiders || raid.top).map((e) => ({ ...e })), 3);
@@ -211,6 +213,14 @@
       return node;
     }));
     $("no-ended").hidden = state.ended.length > 0;
+  }
+
+  // Verified (a machine saw it) and accepted (a moderator approved it) are never shown as one number.
+  const STATE_WORDS = { verified: "verified on X", accepted: "accepted by a moderator", unverifiable: "not verifiable",
+    pending: "pending", rejected: "rejected" };
+  function claimStates(r) {
+    const parts = Object.entries(r.claimsByState).filter(([, n]) => n).map(([k, n]) => `${n} ${STATE_WORDS[k] || k}`);
+    return parts.length ? parts.join(" · ") : "none";
   }
 
   // -- detail panel: chart and raid leaderboard ----------------------------------------------
