@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -75,8 +75,8 @@ class RecordingLinkService(LinkService):
     async def conflicts(
         self, *, handle: str | None = None, community_id: int | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        """Refused handle links, newest first. With `community_id`: only those where the member who
-        asked, or the handle's owner, is a member of that community (a moderator sees their own)."""
+        """Refused handle links, newest first. With `community_id`: only those asked for by a member of
+        that community (a moderator sees their own members' refusals, not another community's people)."""
         owner, claimant = aliased(Member), aliased(Member)
 
         async def op(s: AsyncSession) -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ class RecordingLinkService(LinkService):
                 q = q.where(XLinkConflict.handle == normalize_handle(handle))
             if community_id is not None:
                 known = select(CommunityMember.member_id).where(CommunityMember.community_id == community_id)
-                q = q.where(or_(XLinkConflict.claimant_member_id.in_(known), XLinkConflict.owner_member_id.in_(known)))
+                q = q.where(XLinkConflict.claimant_member_id.in_(known))
             return [
                 {"id": c.id, "handle": c.handle, "ownerMemberId": c.owner_member_id, "ownerName": owner_name,
                  "claimantMemberId": c.claimant_member_id, "claimantName": claimant_name, "at": c.at.isoformat()}
