@@ -579,3 +579,46 @@ async def test_press_many_gives_up_waiting_without_cancelling_a_press(bot: Bot) 
             break
     assert {c.interaction_id for c in bot.fake.interaction_responses()[1:]} == {p.interaction_id for p in presses}
     assert (await bot.services.raids.progress(raid_id)).participants == 5
+
+
+async def test_a_post_whose_answer_was_lost_is_sent_again_and_appears_once(bot: Bot, clock: FakeClock) -> None:
+    """Discord made the raid post but the connection dropped before the answer: nubi cannot know. The
+    outbox keeps the post owed and the sweep sends it again with the same nonce (enforce_nonce), so
+    Discord hands back the first message instead of making a second; a report that lost its answer
+    the same way appears once too."""
+    from bot.scheduler import NubiScheduler
+
+    bot.fake.drop_after_handling("POST", f"/channels/{CHANNEL_ID}/messages")
+    payload = as_mod("raid start", {"url": TARGET, "likes": 40, "minutes": 30})
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+    progress = await bot.services.raids.progress(1)
+    assert progress.progress_ref is None and len(bot.visible()) == 1  # made on Discord, unknown to nubi
+
+    sweep = NubiScheduler(bot.services)
+    clock.advance(seconds=6)
+    await sweep.republish_unposted()
+    await bot.adapter.posts.drain()
+    await sweep.republish_unposted()  # sent now: nothing more to do
+
+    (post,) = bot.visible()
+    posts = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")
+    assert len(posts) == 2 and posts[0].json["nonce"] == posts[1].json["nonce"]
+    assert (await bot.services.raids.progress(1)).progress_ref["message_id"] == str(post.id)
+    await bot.services.raids.join(1, MemberRef("discord", str(RAIDER_BASE), "raider00"))
+    for _ in range(60):  # edits go to that one message
+        await asyncio.sleep(0.1)
+        if "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]:
+            break
+    assert "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]
+
+    bot.fake.drop_after_handling("POST", f"/channels/{CHANNEL_ID}/messages")
+    ended = as_mod("raid end")
+    await bot.h.dispatch_interaction(ended)
+    await bot.adapter.posts.drain()
+    clock.advance(seconds=6)
+    await sweep.republish_unposted()
+    await bot.adapter.posts.drain()
+    reports = [m for m in bot.visible() if "report" in m.embeds[0]["title"]]
+    assert len(reports) == 1 and "Ended: ended by a moderator" in reports[0].embeds[0]["description"]
+    assert await bot.services.outbox.due() == []
