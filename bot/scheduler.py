@@ -19,6 +19,7 @@ from core.errors import NubiError
 from core.events import RaidStarted
 from core.schedules import next_slot
 from core.services import Services
+from core.verification.window import close_verification_windows
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class NubiScheduler:
             "lock_releases_retried": len(await _safe(svc.locks.retry_releases(), [])),
             "sessions_expired": (await _safe(svc.sessions.sweep(), {"expired": 0}))["expired"],
             "windows_closed": await _safe(svc.boards.close_windows(), 0),
+            "claims_unsettled": await _safe(close_verification_windows(svc), 0),
             "announcements": await _safe(svc.schedules.run_due(), 0),
         }
         if any(done.values()):
@@ -81,7 +83,7 @@ class NubiScheduler:
 
     async def republish_unposted(self) -> None:
         """Posts another process could not make (no adapter there, or it died): adapters claim them."""
-        for due in await _safe(self.services.raids.unposted(), []):
+        for due in await _safe(self.services.outbox.due(), []):
             await self.services.bus.publish(due)
 
     async def x_sweeps(self) -> None:
@@ -98,7 +100,7 @@ class NubiScheduler:
             await _safe(self.services.raids.snapshot(raid_id), False)
 
     async def end_raid(self, raid_id: int) -> None:
-        await _safe(self.services.raids.end(raid_id, reason="time is up"), False)
+        await _safe(self.services.raids.end(raid_id, reason="time is up", cause="time_up"), False)
 
     async def fire_schedule(self, schedule_id: int, slot: datetime) -> None:
         await _safe(self.services.schedules.fire(schedule_id, slot), False)

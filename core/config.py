@@ -160,6 +160,10 @@ class RaidsConfig(Section):
     bonuses: Bonuses = Bonuses()
     metrics_interval_seconds: int = Field(60, ge=5)
     lock_grace_minutes: int = Field(5, ge=0)
+    # After a raid ends, sweeps and moderators have this long to settle its pending claims; what is
+    # still pending then becomes `unverifiable` (no points) with the reason noted. X's recent search
+    # reaches 7 days back, so a final sweep later than 6 days could read nothing anyway.
+    verification_window_hours: int = Field(24, ge=1, le=144)
     audit_share: float = Field(0.0, ge=0, le=1)
     claims_per_minute: int = Field(30, ge=1)
     min_account_age_days: int = Field(0, ge=0)

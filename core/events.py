@@ -66,16 +66,25 @@ class RaidEnded(Event):
 
 @dataclass(frozen=True)
 class PostDue(Event):
-    """A chat post nobody has made yet (the raid message, or with `status` the completion report).
+    """A chat post of the outbox (core/outbox.py) still owed: never sent, or a sent report to redraw.
 
-    Republished by every process's scheduler sweep; the adapter serving the chat's platform claims it
-    with RaidService.claim_post / claim_completion_post, so exactly one post is made.
+    Republished by every process's scheduler sweep; the adapter serving the chat's platform delivers
+    it through Outbox.deliver, whose lease lets one process at a time send it.
     """
 
     raid_id: int
     community_id: int
     platform: str
-    status: str | None = None  # None: the raid message; else the raid ended with this status
+    kind: str = "raid"  # raid (the live post) | report
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ReportChanged(Event):
+    """An ended raid's report was rebuilt (a sweep, a review, the verification window closing)."""
+
+    raid_id: int
+    community_id: int
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ def report_csv(report: dict[str, Any]) -> str:
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["section", "key", "value", "extra"])
-    for key in ("raidId", "status", "targetUrl", "startedAt", "endedAt", "durationSeconds", "participants",
-                "actions", "objectivesMet", "pointsAwarded", "completionPct"):
+    for key in ("raidId", "status", "endCause", "endedBecause", "targetUrl", "startedAt", "endedAt",
+                "durationSeconds", "participants", "actions", "objectivesMet", "pointsAwarded", "completionPct",
+                "unsettledAtClose", "final"):
         w.writerow(["summary", key, _safe(report.get(key)), ""])
     for o in report.get("objectives", []):
         w.writerow(["objective", o["action"], o["count"], o["target"]])

@@ -26,6 +26,7 @@ class Services:
         from core.leaderboards import LeaderboardService
         from core.locks import LockService
         from core.moderation import ModerationService
+        from core.outbox import Outbox
         from core.raids.service import RaidService
         from core.schedules import ScheduleService
         from core.sessions.service import SessionService
@@ -39,6 +40,7 @@ class Services:
         self.locks = LockService(
             self.db, self.clock, self.bus, grace=timedelta(minutes=self.settings.raids.lock_grace_minutes)
         )
+        self.outbox = Outbox(self.db, self.clock)
         self.links = RecordingLinkService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)

@@ -9,21 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core.raids.model import ACTION_LABELS, BoardEntry, RaidProgress
+from core.raids.model import ACTION_LABELS, END_CAUSES, BoardEntry, RaidProgress
 
 STATE_LABELS = {
-    "verified": "verified",
-    "unverifiable": "counted (not verifiable)",
+    "verified": "verified on X",
+    "accepted": "accepted by a moderator",
+    "unverifiable": "not verifiable",
     "pending": "pending review",
     "rejected": "rejected",
 }
 STATUS_LABELS = {
     "active": "live",
     "completed": "completed",
-    "timeout": "time ran out",
+    "timeout": "objectives not met",
     "failed": "nobody took part",
     "cancelled": "cancelled",
 }
+
+
+def ended_title(status: str, cause: str | None) -> str:
+    """What a finished raid's title says: why it ended (a moderator's end is not "time ran out")."""
+    if status in ("failed", "completed") or not cause:
+        return STATUS_LABELS.get(status, status)
+    return END_CAUSES.get(cause, STATUS_LABELS.get(status, status))
 
 
 @dataclass(frozen=True)
@@ -106,13 +114,15 @@ def raid_view(p: RaidProgress) -> View:
         lines.append(f"Time left: {duration_text(p.time_left_seconds)}")
     else:
         lines.append(f"Status: {STATUS_LABELS.get(p.status, p.status)}")
+        if p.end_cause:
+            lines.append(f"Ended: {END_CAUSES.get(p.end_cause, p.end_cause)}")
     if p.pending:
         lines.append(f"Claims awaiting review: {p.pending}")
     if p.top:
         lines.append("Top raiders: " + ", ".join(f"{e.name} ({e.points})" for e in p.top[:3]))
     if p.lock and p.active:
         lines.append("Chat is locked for the raid.")
-    title = f"Raid #{p.id} — {STATUS_LABELS.get(p.status, p.status)}"
+    title = f"Raid #{p.id} — {STATUS_LABELS['active'] if p.active else ended_title(p.status, p.end_cause)}"
     color = "live" if p.active else ("success" if p.status == "completed" else "warning")
     return View("raid", title, lines, raid_buttons(p), url=p.target_url, color=color)
 
@@ -123,6 +133,7 @@ def report_view(report: dict[str, Any]) -> View:
         report.get("targetUrl", ""),
         "",
         f"Status: {STATUS_LABELS.get(status, status)}",
+        *([f"Ended: {report['endedBecause']}"] if report.get("endedBecause") else []),
         f"Duration: {duration_text(report.get('durationSeconds', 0))}",
         f"Raiders: {report.get('participants', 0)}",
         f"Actions: {report.get('actions', 0)}",
@@ -132,19 +143,30 @@ def report_view(report: dict[str, Any]) -> View:
         lines.append(f"{plural}: {o['count']}/{o['target']}{' ✓' if o['met'] else ''}")
     lines.append(f"Objectives met: {report.get('objectivesMet', 0)}/{len(report.get('objectives', []))}")
     lines.append(f"Points awarded: {report.get('pointsAwarded', 0)}")
-    states = report.get("claimsByState") or {}
+    states = dict(report.get("claimsByState") or {})
+    expired = report.get("unsettledAtClose") or 0
     if states:
-        lines.append(
-            "Claims: "
-            + ", ".join(f"{n} {STATE_LABELS[k]}" for k, n in states.items() if n and k in STATE_LABELS)
-        )
+        words = []
+        for k, n in states.items():
+            if k == "unverifiable":
+                if n - expired:
+                    words.append(f"{n - expired} counted on the member's word")
+                if expired:
+                    words.append(f"{expired} not settled in time (no points)")
+            elif n and k in STATE_LABELS:
+                words.append(f"{n} {STATE_LABELS[k]}")
+        if words:
+            lines.append("Claims: " + ", ".join(words))
+    if states.get("pending"):
+        lines.append("Not final yet: this report updates when the pending claims are settled.")
     top = report.get("topRaiders") or []
     if top:
         lines.append("")
         lines.append("Top raiders:")
         lines += [f"{e['rank']}. {e['name']} — {e['points']} pts" for e in top]
     color = "success" if status == "completed" else "warning"
-    return View("report", f"Raid #{report.get('raidId')} report", lines, url=report.get("targetUrl"), color=color)
+    title = f"Raid #{report.get('raidId')} report — {ended_title(status, report.get('endCause'))}"
+    return View("report", title, lines, url=report.get("targetUrl"), color=color)
 
 
 WINDOW_TITLES = {"raid": "Raid", "day": "Today's", "week": "This week's", "month": "This month's", "all": "All-time"}

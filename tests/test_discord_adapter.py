@@ -212,8 +212,8 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     post, report = bot.visible()
     assert post.id == post_id and post.embeds[0]["title"] == f"Raid #{raid_id} — time ran out"
     assert [c.get("custom_id") for row in post.components for c in row["components"]] == [None]  # link only
-    assert report.embeds[0]["title"] == f"Raid #{raid_id} report"
-    assert "Status: time ran out" in report.embeds[0]["description"]
+    assert report.embeds[0]["title"] == f"Raid #{raid_id} report — time ran out"
+    assert "Ended: time ran out" in report.embeds[0]["description"]
     assert "Raiders: 32" in report.embeds[0]["description"]
     assert int(report.json["message_reference"]["message_id"]) == post_id
     assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
@@ -400,7 +400,8 @@ async def test_a_channel_without_an_overwrite_gets_it_removed_again(services: Se
         assert ended is not None and ended.ephemeral and original_text(bot, payload) == "Raid #1 report is in this channel."
         assert bot.everyone() is None
         assert len(bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "DELETE")) == 1
-        assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part", "Raid #1 report"]
+        assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part",
+                                                                 "Raid #1 report — nobody took part"]
 
 
 async def test_a_release_that_failed_is_restored_when_the_bot_is_ready_again(bot: Bot) -> None:
@@ -580,3 +581,46 @@ async def test_press_many_gives_up_waiting_without_cancelling_a_press(bot: Bot) 
             break
     assert {c.interaction_id for c in bot.fake.interaction_responses()[1:]} == {p.interaction_id for p in presses}
     assert (await bot.services.raids.progress(raid_id)).participants == 5
+
+
+async def test_a_post_whose_answer_was_lost_is_sent_again_and_appears_once(bot: Bot, clock: FakeClock) -> None:
+    """Discord made the raid post but the connection dropped before the answer: nubi cannot know. The
+    outbox keeps the post owed and the sweep sends it again with the same nonce (enforce_nonce), so
+    Discord hands back the first message instead of making a second; a report that lost its answer
+    the same way appears once too."""
+    from bot.scheduler import NubiScheduler
+
+    bot.fake.drop_after_handling("POST", f"/channels/{CHANNEL_ID}/messages")
+    payload = as_mod("raid start", {"url": TARGET, "likes": 40, "minutes": 30})
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+    progress = await bot.services.raids.progress(1)
+    assert progress.progress_ref is None and len(bot.visible()) == 1  # made on Discord, unknown to nubi
+
+    sweep = NubiScheduler(bot.services)
+    clock.advance(seconds=6)
+    await sweep.republish_unposted()
+    await bot.adapter.posts.drain()
+    await sweep.republish_unposted()  # sent now: nothing more to do
+
+    (post,) = bot.visible()
+    posts = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")
+    assert len(posts) == 2 and posts[0].json["nonce"] == posts[1].json["nonce"]
+    assert (await bot.services.raids.progress(1)).progress_ref["message_id"] == str(post.id)
+    await bot.services.raids.join(1, MemberRef("discord", str(RAIDER_BASE), "raider00"))
+    for _ in range(60):  # edits go to that one message
+        await asyncio.sleep(0.1)
+        if "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]:
+            break
+    assert "Raiders: 1/500" in bot.raid_post().embeds[0]["description"]
+
+    bot.fake.drop_after_handling("POST", f"/channels/{CHANNEL_ID}/messages")
+    ended = as_mod("raid end")
+    await bot.h.dispatch_interaction(ended)
+    await bot.adapter.posts.drain()
+    clock.advance(seconds=6)
+    await sweep.republish_unposted()
+    await bot.adapter.posts.drain()
+    reports = [m for m in bot.visible() if "report" in m.embeds[0]["title"]]
+    assert len(reports) == 1 and "Ended: ended by a moderator" in reports[0].embeds[0]["description"]
+    assert await bot.services.outbox.due() == []

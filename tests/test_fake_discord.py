@@ -327,6 +327,28 @@ async def test_rate_limited_message_post_is_retried_and_created_once(h: DiscordH
     assert [(m.id, m.content) for m in h.fake.channel_messages(CHANNEL_ID)] == [(message.id, "raid starting")]
 
 
+async def test_a_nonce_with_enforce_nonce_returns_the_first_message_instead_of_a_second(
+    h: DiscordHarness[RaidBot],
+) -> None:
+    """discord.py sends `nonce` with `enforce_nonce: true`; Discord then dedupes for a few minutes."""
+    import aiohttp
+
+    channel = text_channel(h)
+    h.fake.drop_after_handling("POST", "/channels/*/messages")
+    with pytest.raises(aiohttp.ClientError):  # Discord made it; the answer was lost on the way
+        await channel.send("raid starting", nonce="raid-7-post")
+    again = await channel.send("raid starting", nonce="raid-7-post")
+    other = await channel.send("raid starting", nonce="raid-8-post")
+
+    sent = h.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")
+    assert all(c.json["enforce_nonce"] is True for c in sent)
+    assert [m.id for m in h.fake.channel_messages(CHANNEL_ID)] == [again.id, other.id]
+    assert again.nonce == "raid-7-post"
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x", nonce="n" * 26)  # up to 25 characters
+    assert too_long.value.status == 400
+
+
 async def test_rate_limited_interaction_callback_is_retried_by_the_webhook_adapter(
     h: DiscordHarness[RaidBot],
 ) -> None:

@@ -415,6 +415,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
         ("/api/communities", "get"), ("/api/communities/{community_id}/leaderboard", "get"),
         ("/api/communities/{community_id}/leaderboard.csv", "get"), ("/api/communities/{community_id}/history", "get"),
         ("/api/communities/{community_id}/review", "get"), ("/api/communities/{community_id}/points", "post"),
+        ("/api/communities/{community_id}/link-conflicts", "get"),
         ("/api/communities/{community_id}/audit", "get"), ("/api/communities/{community_id}/schedules", "post"),
         ("/api/communities/{community_id}/bans", "post"), ("/api/context/members/{member_id}", "get"),
         ("/api/context/sessions/{session_id}", "get"), ("/api/raids/sessions", "post"),
@@ -426,3 +427,38 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
     docs = await client.get("/docs")
     assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
     assert "swagger" in docs.text.lower()
+
+
+async def test_claim_states_end_cause_and_refused_links_over_rest(services: Services, client: httpx.AsyncClient) -> None:
+    from core.directory import MemberRef
+    from core.errors import Conflict
+
+    raid = await start(client, verification="review")
+    a, b = await join(client, raid["id"], 1, 2)
+    pending = (await claim(client, raid["id"], 1, "like")).json()
+    assert pending["verification"] == "pending"
+    accepted = await client.post(f"/api/claims/{pending['claimId']}/review", json={"decision": "accept"})
+    assert accepted.status_code == 200 and accepted.json()["verification"] == "accepted"  # a moderator, not a machine
+
+    ended = await client.post(f"/api/raids/{raid['id']}/end", json={})
+    assert ended.json()["ended"] is True
+    got = (await client.get(f"/api/raids/{raid['id']}")).json()
+    assert got["endCause"] == "ended_by_moderator"  # before the deadline, objectives unmet: not "time ran out"
+    report = (await client.get(f"/api/raids/{raid['id']}/report")).json()
+    assert (report["endCause"], report["endedBecause"], report["final"]) == ("ended_by_moderator",
+                                                                             "ended by a moderator", True)
+    assert report["claimsByState"]["accepted"] == 1 and report["claimsByState"]["verified"] == 0
+    rows = list(csv.reader(io.StringIO((await client.get(f"/api/raids/{raid['id']}/report.csv")).text)))
+    assert ["summary", "endCause", "ended_by_moderator", ""] in rows
+
+    await services.links.link(MemberRef("web", "user-1", "raider1"), "alice")
+    with pytest.raises(Conflict):
+        await services.links.link(MemberRef("web", "user-2", "raider2"), "alice")
+    with pytest.raises(Conflict):
+        await services.links.link(MemberRef("discord", "elsewhere", "mallory"), "alice")
+    r = await client.get(f"/api/communities/{raid['communityId']}/link-conflicts")
+    assert r.status_code == 200, r.text
+    (conflict,) = r.json()["conflicts"]  # mallory is no member of this community
+    assert (conflict["handle"], conflict["claimantMemberId"], conflict["ownerMemberId"]) == ("alice", b, a)
+    assert conflict["claimantName"] == "raider2"
+    assert_error(await client.get("/api/communities/999999/link-conflicts"), 404, "NOT_FOUND")

@@ -175,7 +175,7 @@ async def test_review_tier_queue_accept_reject(services: Services) -> None:
     assert [q.claim_id for q in queue] == [c1.claim_id, c2.claim_id]
     ok = await services.raids.review(c1.claim_id, True, reviewer_id=None)
     no = await services.raids.review(c2.claim_id, False, reviewer_id=None)
-    assert ok.verification == "verified" and ok.points == 2 + 3
+    assert ok.verification == "accepted" and ok.points == 2 + 3  # a moderator approved it; nothing saw it
     assert no.verification == "rejected" and no.points == 0
     assert (await services.raids.review(c1.claim_id, False)).already
     p = await services.raids.progress(raid)
@@ -220,18 +220,51 @@ async def test_metrics_snapshots(services: Services, clock) -> None:
     assert rows[1]["completionPct"] == 25.0 and rows[1]["timeLeftSeconds"] == 29 * 60
 
 
-async def test_chat_posts_are_claimed_once_and_republished_until_made(services: Services) -> None:
+async def test_chat_posts_are_claimed_once_and_republished_until_made(services: Services, clock) -> None:
+    from core.outbox import LEASE, raid_key, report_key
+
     raid = await start(services)
     web = (await services.raids.start(ChatRef("web", "agent:x"), RaidSpec(URL))).id
-    due = await services.raids.unposted()
-    assert [(d.raid_id, d.platform, d.status) for d in due] == [(raid, "telegram", None)]  # web raids have no chat post
-    results = await asyncio.gather(*(services.raids.claim_post(raid) for _ in range(3)))
-    assert sorted(results) == [False, False, True]
-    assert await services.raids.unposted() == []
+    due = await services.outbox.due()
+    assert [(d.raid_id, d.platform, d.kind) for d in due] == [(raid, "telegram", "raid")]  # web raids have no chat post
+    sent: list[str] = []
+    gate = asyncio.Event()
+
+    async def send(d) -> dict:  # type: ignore[no-untyped-def]
+        await gate.wait()
+        sent.append(d.nonce)
+        return {"message_id": 1}
+
+    async def release() -> None:
+        await asyncio.sleep(0.05)
+        gate.set()
+
+    results = await asyncio.gather(*(services.outbox.deliver(raid_key(raid), send) for _ in range(3)), release())
+    assert sorted(results[:3]) == [False, False, True] and len(sent) == 1  # the lease lets one sender through
+    assert await services.outbox.due() == []
+
     await services.raids.end(raid, status="cancelled")
     await services.raids.end(web, status="cancelled")
-    due = await services.raids.unposted()
-    assert [(d.raid_id, d.status) for d in due] == [(raid, "cancelled")]
-    assert await services.raids.claim_completion_post(raid)
-    assert not await services.raids.claim_completion_post(raid)
-    assert await services.raids.unposted() == []
+    assert [(d.raid_id, d.kind) for d in await services.outbox.due()] == [(raid, "report")]
+
+    async def lost(d) -> dict:  # type: ignore[no-untyped-def]
+        raise ConnectionResetError("the connection dropped")  # any error at all: the post stays owed
+
+    assert not await services.outbox.deliver(report_key(raid), lost)
+    assert await services.outbox.due() == []  # not before its retry time
+    clock.advance(seconds=6)
+    assert [d.kind for d in await services.outbox.due()] == ["report"]
+    assert await services.outbox.deliver(report_key(raid), send)
+    assert await services.outbox.due() == [] and not await services.outbox.deliver(report_key(raid), send)
+
+    # A sender that died between claiming and marking: the lease runs out, the post goes out again.
+    third = await start(services)
+
+    async def crash(d) -> dict:  # type: ignore[no-untyped-def]
+        raise asyncio.CancelledError  # the process is gone mid-send: no release, no mark
+
+    with pytest.raises(asyncio.CancelledError):
+        await services.outbox.deliver(raid_key(third), crash)
+    assert await services.outbox.due() == []  # leased
+    clock.advance(seconds=LEASE.total_seconds() + 1)
+    assert [d.raid_id for d in await services.outbox.due()] == [third]

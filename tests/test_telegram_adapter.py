@@ -210,7 +210,7 @@ async def test_raid_with_lock_members_press_buttons_and_it_ends_on_time(
 
     [report] = [m for m in fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} report")]
     assert report.reply_to_message_id == post.message_id
-    assert f"Raiders: {members}" in report.text and "Status: time ran out" in report.text
+    assert f"Raiders: {members}" in report.text and "Ended: time ran out" in report.text
     assert len(fake.sent_messages(GROUP)) == 2 and len(services.recorder.of(RaidEnded)) == 1
     final = fake.message(GROUP, post.message_id)
     assert f"Raid #{raid} — time ran out" in final.text and "Time left" not in final.text

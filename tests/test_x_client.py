@@ -155,6 +155,43 @@ async def test_search_recent_since_filters_and_old_since_is_dropped(fake: FakeXA
     assert "start_time" not in second.query
 
 
+async def test_fake_refuses_a_start_time_less_than_10_s_old(fake: FakeXAPI) -> None:
+    """X's rule, as the live API answers it: 400 invalid-request naming the parameter."""
+    import httpx
+
+    fake.add_user("author")
+    root = fake.add_tweet("author", "raid me", created_at=fake.utcnow() - timedelta(hours=1))
+    params = {"query": f"conversation_id:{root}"}
+    async with httpx.AsyncClient(base_url=fake.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        too_new = (fake.utcnow() - timedelta(seconds=9)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        refused = await http.get("/2/tweets/search/recent", params=params | {"start_time": too_new})
+        old_enough = (fake.utcnow() - timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        allowed = await http.get("/2/tweets/search/recent", params=params | {"start_time": old_enough})
+
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["type"] == "https://api.twitter.com/2/problems/invalid-request"
+    assert body["errors"][0]["parameters"] == {"start_time": [too_new]}
+    assert "minimum of 10 seconds prior to the request time" in body["errors"][0]["message"]
+    assert allowed.status_code == 200
+
+
+async def test_search_recent_moves_a_fresh_since_10_s_back(fake: FakeXAPI, client: XClient) -> None:
+    """A sweep right after a raid starts asks from the raid's start, 1 s ago: X would answer 400."""
+    fake.add_user("author")
+    fake.add_user("raider")
+    now = fake.utcnow()
+    root = fake.add_tweet("author", "raid me", created_at=now - timedelta(hours=1))
+    reply = fake.add_tweet("raider", "gm", reply_to=root, created_at=now - timedelta(milliseconds=500))
+
+    found = await client.search_recent(f"conversation_id:{root}", since=now - timedelta(seconds=1))
+
+    assert [t.id for t in found] == [reply]
+    (request,) = fake.requests_to("/2/tweets/search/recent")
+    sent = datetime.strptime(request.query["start_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert sent <= now - timedelta(seconds=10)
+
+
 async def test_search_recent_rejects_naive_since(client: XClient) -> None:
     with pytest.raises(ValueError):
         await client.search_recent("gm", since=datetime(2025, 1, 1))  # noqa: DTZ001 - the point of the test

@@ -26,7 +26,15 @@ from core.commands.parser import Command
 from core.commands.service import ChatContext, Reply, error_reply
 from core.config import DiscordConfig
 from core.directory import ChatRef, MemberRef
-from core.events import AnnouncementDue, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
+from core.events import (
+    AnnouncementDue,
+    LockReleased,
+    PostDue,
+    ProgressChanged,
+    RaidEnded,
+    RaidStarted,
+    ReportChanged,
+)
 from core.services import Services
 from core.targets import Mention
 
@@ -99,6 +107,7 @@ class DiscordAdapter:
             (LockReleased, self.locks.on_released),
             (AnnouncementDue, self.posts.on_announcement),
             (PostDue, self.on_post_due),
+            (ReportChanged, self.posts.on_report_changed),
         ]
         self._subscribed = False
         self._connection: asyncio.Task[None] | None = None
@@ -305,8 +314,8 @@ class DiscordAdapter:
         """Lock first (the post says whether the chat is locked), then post the raid."""
         if await self.posts.chat_of(event.community_id) is None:
             return
-        if not await self.posts.claim(event.raid_id):
-            return  # another process (or an earlier event) posts this raid
+        if not await self.posts.owe(event.raid_id):
+            return  # posted already, or this process or another one is delivering it
         progress = await self.services.raids.progress(event.raid_id, top=0)
         if progress.lock and progress.active:
             await self.locks.lock(progress)
@@ -314,13 +323,13 @@ class DiscordAdapter:
 
 
     async def on_post_due(self, event: PostDue) -> None:
-        """A post no process has made yet (republished by the scheduler sweep)."""
-        if event.platform != "discord":
+        """An outbox row still owed (republished by the scheduler sweep): the raid post or its report."""
+        if event.platform != PLATFORM:
             return
-        if event.status is None:
+        if event.kind == "raid":
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
-        else:
-            await self.posts.on_raid_ended(RaidEnded(event.raid_id, event.community_id, event.status))
+        elif event.kind == "report":
+            await self.posts.post_report(event.raid_id)
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

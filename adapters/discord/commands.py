@@ -290,6 +290,11 @@ async def review_list(interaction: Interaction) -> None:
     await run(interaction, p.Review())
 
 
+@review.command(name="links", description="Handle links refused because another member holds the handle")
+async def review_links(interaction: Interaction) -> None:
+    await run(interaction, p.Review("links"))
+
+
 @review.command(name="accept", description="Accept a claim")
 async def review_accept(interaction: Interaction, claim_id: int) -> None:
     await run(interaction, p.Review("accept", claim_id))

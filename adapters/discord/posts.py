@@ -5,7 +5,10 @@ restart) and then edited in place through core's Coalescer: any number of change
 at most one edit per `edit_interval_seconds`. Edits of one raid are serialized by a lock, so a late
 progress edit can never overwrite the final one. Discord's 429s are waited out by discord.py up to
 the client's `max_ratelimit_timeout`; longer ones come back as RateLimited and become RetryLater.
-Edits are PATCHes of one known message, so retrying never duplicates a post.
+Edits are PATCHes of one known message, so retrying never duplicates a post. The raid post and the
+report go through core's outbox (claimed, sent, then marked; retried by the scheduler sweep until
+sent), each sent with the row's nonce and Discord's enforce_nonce, so a repeat after a lost answer
+returns the message already made instead of making a second one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 import discord
 
 from core.directory import ChatRef, community_chat
-from core.events import AnnouncementDue, ProgressChanged, RaidEnded
+from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
+from core.outbox import Delivery, raid_key, report_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -50,7 +54,7 @@ class RaidPosts:
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
-        self._claimed: set[int] = set()  # raid messages this process claimed (and so may create)
+        self._owed: set[int] = set()  # raid posts this process is delivering (refresh may create them)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -67,14 +71,13 @@ class RaidPosts:
         if await self.chat_of(event.community_id) is not None:
             self.poke(event.raid_id)
 
-    async def claim(self, raid_id: int) -> bool:
-        """Claim the raid message for this process: only the claimer may create the post."""
-        if raid_id in self._claimed:
+    async def owe(self, raid_id: int) -> bool:
+        """Should this process deliver the raid post now? False when it is sent, or this process or
+        another one is on it (the outbox's lease decides who sends)."""
+        if raid_id in self._owed or not await self.s.outbox.pending(raid_key(raid_id)):
             return False
-        if await self.s.raids.claim_post(raid_id):
-            self._claimed.add(raid_id)
-            return True
-        return False
+        self._owed.add(raid_id)
+        return True
 
     def poke(self, raid_id: int) -> None:
         self.coalescer.poke(raid_id)
@@ -91,6 +94,10 @@ class RaidPosts:
             return
         await self.post_now(event.raid_id)  # the final edit: no claim buttons any more
         await self.post_report(event.raid_id)
+
+    async def on_report_changed(self, event: ReportChanged) -> None:
+        if await self.chat_of(event.community_id) is not None:
+            await self.post_report(event.raid_id)  # the outbox row is stale: this edits the sent report
 
     async def on_announcement(self, event: AnnouncementDue) -> None:
         chat = await self.chat_of(event.community_id)
@@ -120,20 +127,15 @@ class RaidPosts:
             parts = render.message(raid_view(await self._with_lock_state(progress)))
             drawn = _fingerprint(parts)
             ref = progress.progress_ref
-            if ref is None and (not progress.active or raid_id not in self._claimed):
-                return  # never posted (posting failed), or another process posts it
-            if ref is not None and self._drawn.get(raid_id) == drawn:
+            if ref is None:
+                if progress.active and raid_id in self._owed:
+                    await self._deliver_raid_post(raid_id, int(progress.chat.external_id), parts, drawn)
+                return  # else: not posted yet, and another process (or the sweep) delivers it
+            if self._drawn.get(raid_id) == drawn:
                 return
             try:
                 channel = self._client().get_partial_messageable(int(progress.chat.external_id))
-                if ref is None:
-                    message = await channel.send(**parts)
-                    guild_id = message.guild.id if message.guild else await self._guild_of(channel.id)
-                    ref = {"channel_id": str(channel.id), "message_id": str(message.id),
-                           "guild_id": str(guild_id) if guild_id else None}
-                    await self.s.raids.set_progress_ref(raid_id, ref)
-                else:
-                    await channel.get_partial_message(int(ref["message_id"])).edit(**{"view": None, **parts})
+                await channel.get_partial_message(int(ref["message_id"])).edit(**{"view": None, **parts})
             except discord.RateLimited as exc:
                 raise RetryLater(exc.retry_after) from exc
             except discord.DiscordServerError as exc:  # a 5xx: nothing changed on Discord's side, try later
@@ -142,10 +144,34 @@ class RaidPosts:
                 log.warning("raid #%s post is out of reach, no more edits: %s", raid_id, exc)
                 self._gone.add(raid_id)
                 return
-            self._drawn.pop(raid_id, None)
-            self._drawn[raid_id] = drawn
-            if len(self._drawn) > MAX_DRAWN:  # forget the longest-untouched post
-                self._drawn.pop(next(iter(self._drawn)))
+            self._remember(raid_id, drawn)
+
+    def _remember(self, raid_id: int, drawn: str) -> None:
+        self._drawn.pop(raid_id, None)
+        self._drawn[raid_id] = drawn
+        if len(self._drawn) > MAX_DRAWN:  # forget the longest-untouched post
+            self._drawn.pop(next(iter(self._drawn)))
+
+    async def _deliver_raid_post(self, raid_id: int, channel_id: int, parts: dict[str, Any], drawn: str) -> None:
+        async def send(d: Delivery) -> dict[str, Any]:
+            channel = self._client().get_partial_messageable(channel_id)
+            message = await _sent(channel.send(**parts, nonce=d.nonce))
+            guild_id = message.guild.id if message.guild else await self._guild_of(channel.id)
+            ref = {"channel_id": str(channel.id), "message_id": str(message.id),
+                   "guild_id": str(guild_id) if guild_id else None}
+            await self.s.raids.set_progress_ref(raid_id, ref)
+            return ref
+
+        try:
+            if await self.s.outbox.deliver(raid_key(raid_id), send):
+                self._remember(raid_id, drawn)
+        except RetryLater:
+            raise  # still owed by this process: the Coalescer tries again soon
+        except BaseException:
+            self._owed.discard(raid_id)
+            raise
+        # Sent, or failed (the sweep brings it back as PostDue), or someone else sent it.
+        self._owed.discard(raid_id)
 
     async def _with_lock_state(self, progress: RaidProgress) -> RaidProgress:
         """The post says the chat is locked only while this raid's lock really holds."""
@@ -162,30 +188,37 @@ class RaidPosts:
     # -- the completion report -------------------------------------------------------------------------
 
     async def post_report(self, raid_id: int) -> None:
+        """Send the report, or edit the sent one when its numbers settled later (outbox row stale)."""
         async with self._lock(raid_id):
             progress = await self.s.raids.progress(raid_id, top=0)
-            ref = progress.progress_ref or {}
-            report = await self.s.raids.report(raid_id)
-            if report is None or ref.get("report_message_id"):
-                return  # no report, or it is already posted
-            if not await self.s.raids.claim_completion_post(raid_id):
-                return  # another process posts it
-            parts = render.message(report_view(report))
-            if ref.get("message_id"):
-                parts["reference"] = discord.MessageReference(
-                    message_id=int(ref["message_id"]), channel_id=int(ref["channel_id"]), fail_if_not_exists=False
-                )
             channel_id = int(progress.chat.external_id)
+
+            async def send(d: Delivery) -> dict[str, Any] | None:
+                report = await self.s.raids.report(raid_id)
+                if report is None:
+                    raise LookupError(f"raid {raid_id} has no report yet")
+                parts = render.message(report_view(report))
+                channel = self._client().get_partial_messageable(channel_id)
+                if d.edit and d.ref:
+                    try:
+                        await _sent(channel.get_partial_message(int(d.ref["message_id"])).edit(**parts))
+                    except (discord.NotFound, discord.Forbidden) as exc:
+                        log.warning("the report of raid #%s is out of reach, no more edits: %s", raid_id, exc)
+                    return None
+                ref = progress.progress_ref or {}
+                if ref.get("message_id"):
+                    parts["reference"] = discord.MessageReference(
+                        message_id=int(ref["message_id"]), channel_id=int(ref["channel_id"]), fail_if_not_exists=False
+                    )
+                message = await _sent(channel.send(**parts, nonce=d.nonce))
+                if ref:
+                    await self.s.raids.set_progress_ref(raid_id, {**ref, "report_message_id": str(message.id)})
+                return {"channel_id": str(channel_id), "message_id": str(message.id)}
+
             try:
-                message = await self._client().get_partial_messageable(channel_id).send(**parts)
-            except discord.RateLimited as exc:
-                self._later(exc.retry_after, lambda: self.post_report(raid_id))
-                return
-            except discord.HTTPException as exc:
-                log.warning("could not post the report of raid #%s: %s", raid_id, exc)
-                return
-            if ref:
-                await self.s.raids.set_progress_ref(raid_id, {**ref, "report_message_id": str(message.id)})
+                await self.s.outbox.deliver(report_key(raid_id), send)
+            except RetryLater as exc:
+                self._later(exc.seconds, lambda: self.post_report(raid_id))
 
     async def _send_retrying(self, channel_id: int, parts: dict[str, Any]) -> None:
         try:
@@ -228,3 +261,13 @@ def _fingerprint(parts: dict[str, Any]) -> str:
         [parts.get("content"), embed.to_dict() if embed else None, view.to_components() if view else None],
         sort_keys=True,
     )
+
+
+async def _sent(call: Awaitable[Any]) -> Any:
+    """Discord's answers that mean "later" become RetryLater, for the outbox and the Coalescer."""
+    try:
+        return await call
+    except discord.RateLimited as exc:
+        raise RetryLater(exc.retry_after) from exc
+    except discord.DiscordServerError as exc:
+        raise RetryLater(SERVER_ERROR_RETRY) from exc

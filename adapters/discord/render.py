@@ -74,5 +74,5 @@ def quiet_ack(reply: Reply, jump_url: str | None = None) -> str:
     if reply.raid is not None:
         return f"Raid #{reply.raid.id} is live: the raid post is{where}."
     if reply.view.kind == "report":
-        return f"{escape(reply.view.title)} is{where}."
+        return f"{escape(reply.view.title.split(' — ')[0])} is{where}."  # "Raid #N report", without why it ended
     return text(reply.view)

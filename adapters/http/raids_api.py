@@ -40,6 +40,7 @@ from .schemas import (
     HistoryOut,
     JoinIn,
     JoinOut,
+    LinkConflictsOut,
     MemberIn,
     MetricsOut,
     NubiAction,
@@ -401,6 +402,14 @@ async def review_queue(request: Request, community_id: DbId, limit: int = Limit)
     return {"communityId": community_id, "items": [
         {"claimId": i.claim_id, "raidId": i.raid_id, "memberId": i.member_id, "name": i.name, "action": i.action,
          "proofUrl": i.proof_url, "claimedAt": i.claimed_at.isoformat()} for i in items]}
+
+
+@router.get("/api/communities/{community_id}/link-conflicts", response_model=LinkConflictsOut, tags=[COMMUNITIES],
+            summary="Handle links refused because another member holds the handle (newest first)")
+async def link_conflicts(request: Request, community_id: DbId, limit: int = Limit) -> dict[str, Any]:
+    await _community(request, community_id)
+    found = await _svc(request).links.conflicts(community_id=community_id, limit=limit)
+    return {"communityId": community_id, "conflicts": found}
 
 
 @router.post("/api/communities/{community_id}/points", status_code=201, response_model=PointsOut,

@@ -26,6 +26,8 @@ Platform = Literal["telegram", "discord", "web", "console"]
 Action = Literal["like", "repost", "reply", "quote", "bookmark", "follow"]
 Verification = Literal["honor", "proof_link", "x_api", "review"]
 RaidStatus = Literal["active", "completed", "timeout", "failed", "cancelled"]
+EndCause = Literal["objectives_met", "time_up", "ended_by_moderator", "cancelled_by_moderator", "replaced"]
+ClaimState = Literal["verified", "accepted", "unverifiable", "pending", "rejected"]
 Window = Literal["day", "week", "month", "all"]
 # A scheduled board: the last completed window by default, or the running one ("week-so-far").
 AnnouncedWindow = Literal["day", "week", "month", "all", "day-so-far", "week-so-far", "month-so-far"]
@@ -193,6 +195,7 @@ class RaidOut(Model):
     objectives: list[ObjectiveOut]
     top: list[BoardEntryOut]
     session_id: str | None
+    end_cause: EndCause | None = Field(None, description="why the raid ended; null while it runs")
 
 
 class RaidList(Model):
@@ -212,7 +215,9 @@ class ClaimOut(Model):
     raid_id: int
     member_id: int
     action: str
-    verification: str
+    verification: ClaimState = Field(description=(
+        "verified: a machine check saw the action; accepted: a moderator approved it; unverifiable: "
+        "counted on the member's word, or left unsettled when the verification window closed"))
     points: int
     completion_bonus: int
     already: bool = Field(description="claimed (or settled) before; nothing changed")
@@ -261,13 +266,18 @@ class Winner(Model):
 class ReportOut(Model):
     raid_id: int
     status: str
+    end_cause: EndCause | None = Field(None, description="why the raid ended")
+    ended_because: str = Field("", description="end_cause in words, as the chat report says it")
     target_url: str
     started_at: str
     ended_at: str
     duration_seconds: int
     participants: int
     actions: int
-    claims_by_state: dict[str, int]
+    claims_by_state: dict[ClaimState, int]
+    unsettled_at_close: int = Field(0, description="of the unverifiable claims: still pending when the "
+                                    "verification window closed (they earn no points)")
+    final: bool = Field(True, description="false while claims are pending: the report changes when they settle")
     objectives: list[ReportObjective]
     objectives_met: int
     points_awarded: int
@@ -320,6 +330,21 @@ class ReviewItemOut(Model):
 class ReviewQueueOut(Model):
     community_id: int
     items: list[ReviewItemOut]
+
+
+class LinkConflictOut(Model):
+    id: int
+    handle: str = Field(description="the X handle, lower-case, without @")
+    claimant_member_id: int = Field(description="the member whose /link was refused")
+    claimant_name: str
+    owner_member_id: int | None = Field(description="the member who holds the handle (null: nobody any more)")
+    owner_name: str | None
+    at: str
+
+
+class LinkConflictsOut(Model):
+    community_id: int
+    conflicts: list[LinkConflictOut]
 
 
 class PointsOut(Model):

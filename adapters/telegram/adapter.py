@@ -40,7 +40,16 @@ from core.commands.parser import MEMBER_COMMANDS, MODERATOR_COMMANDS
 from core.commands.service import ChatContext
 from core.config import ConfigError, TelegramConfig
 from core.directory import ChatRef, MemberRef
-from core.events import AnnouncementDue, Event, LockReleased, PostDue, ProgressChanged, RaidEnded, RaidStarted
+from core.events import (
+    AnnouncementDue,
+    Event,
+    LockReleased,
+    PostDue,
+    ProgressChanged,
+    RaidEnded,
+    RaidStarted,
+    ReportChanged,
+)
 from core.services import Services
 from core.targets import Mention
 
@@ -93,22 +102,14 @@ class TelegramAdapter:
             (RaidEnded, self._posts.on_raid_ended),
             (AnnouncementDue, self._posts.on_announcement_due),
             (LockReleased, self._locks.on_lock_released),
-            (PostDue, self._on_post_due),
+            (PostDue, self._posts.on_post_due),
+            (ReportChanged, self._posts.on_report_changed),
         ]
         # The ASGI app the HTTP server mounts (at /telegram/webhook) in webhook mode; None when polling.
         self.webhook_app = webhook_app(self.application, secret) if config.mode == "webhook" else None
         self.application.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_command))
         self.application.add_handler(CallbackQueryHandler(self._on_press))
         self.application.add_error_handler(self._on_error)
-
-    async def _on_post_due(self, event: PostDue) -> None:
-        """A post no process has made yet (republished by the scheduler sweep); the claim keeps it single."""
-        if event.platform != "telegram":
-            return
-        if event.status is None:
-            await self._posts.on_raid_started(RaidStarted(event.raid_id, event.community_id))
-        else:
-            await self._posts.on_raid_ended(RaidEnded(event.raid_id, event.community_id, event.status))
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ One raid post per raid, edited in place. Edits are coalesced per chat (core.thro
 however many members press buttons, a chat sees at most one edit per `edit_interval_seconds`, the
 edit carries the newest state, and a flood answer from Telegram defers it instead of dropping it.
 Event handlers return quickly (they run inside the core call that published the event); the
-Telegram work happens in background tasks.
+Telegram work happens in background tasks. The raid post and the report go through core's outbox
+(core/outbox.py): claimed, sent, then marked, and retried by the scheduler sweep until sent; a report
+whose numbers settle later is edited in place.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from telegram.error import BadRequest, TelegramError
 
-from core.events import AnnouncementDue, ProgressChanged, RaidEnded, RaidStarted
+from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
+from core.outbox import Delivery, raid_key, report_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -66,11 +70,25 @@ class RaidPosts:
         if progress.chat.platform != PLATFORM:
             self._posts[event.raid_id] = None
             return
-        if not await self._s.raids.claim_post(event.raid_id):
-            return  # another process (or an earlier event) posts it; edits find it via progress_ref
+        known = self._posts.get(event.raid_id)
+        if known is not None and known.posting is not None and not known.posting.done():
+            return  # this process is sending it right now
         post = RaidPost(int(progress.chat.external_id))
         self._posts[event.raid_id] = post
         post.posting = self._spawn(self._post_raid(progress, post), "raid post")
+
+    async def on_post_due(self, event: PostDue) -> None:
+        """An outbox row the sweep found owed: the raid post, a report, or a report to redraw."""
+        if event.platform != PLATFORM:
+            return
+        if event.kind == "raid":
+            await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
+        elif event.kind == "report":
+            self._spawn(self._finish(event.raid_id), "raid report")
+
+    async def on_report_changed(self, event: ReportChanged) -> None:
+        if await self._post(event.raid_id) is not None:
+            self._spawn(self._deliver_report(event.raid_id, None), "report edit")
 
     async def on_progress_changed(self, event: ProgressChanged) -> None:
         post = await self._post(event.raid_id)
@@ -111,15 +129,28 @@ class RaidPosts:
         return self._posts[raid_id]
 
     async def _post_raid(self, progress: RaidProgress, post: RaidPost) -> None:
-        locked = await self._locks.lock_for_raid(progress) if progress.lock else True
-        text, markup = await self._render(progress.id)
-        message = await self._outbox.send(post.chat_id, text, markup=markup)
-        post.message_id = message.message_id
-        await self._s.raids.set_progress_ref(progress.id, {"chat_id": post.chat_id, "message_id": message.message_id})
+        locked = True
+
+        async def send(_: Delivery) -> dict[str, int] | None:
+            nonlocal locked
+            if not progress.active:
+                return None  # it ended before its post went out: the report tells the story
+            if progress.lock and progress.active:
+                locked = await self._locks.lock_for_raid(progress)
+            text, markup = await self._render(progress.id)
+            message = await self._outbox.send(post.chat_id, text, markup=markup)
+            post.message_id = message.message_id
+            ref = {"chat_id": post.chat_id, "message_id": message.message_id}
+            await self._s.raids.set_progress_ref(progress.id, ref)
+            return ref
+
+        if not await self._s.outbox.deliver(raid_key(progress.id), send):
+            post.posting = None  # not sent by us (sent already, another process, or failed): read its ref later
+            return
         if post.stale:
             self._redraw(post.chat_id, progress.id)
-        if not locked:
-            await self._outbox.send(post.chat_id, escape(NO_RIGHTS_NOTICE), reply_to=message.message_id)
+        if not locked and post.message_id is not None:
+            await self._outbox.send(post.chat_id, escape(NO_RIGHTS_NOTICE), reply_to=post.message_id)
 
     async def _render(self, raid_id: int) -> Rendered:
         progress = await self._locks.shown(await self._s.raids.progress(raid_id))
@@ -160,9 +191,37 @@ class RaidPosts:
             await asyncio.wait({post.posting})
         if post.message_id is not None:
             self._redraw(post.chat_id, raid_id)  # final state: status, no claim buttons
-        report = await self._s.raids.report(raid_id)
-        if report and await self._s.raids.claim_completion_post(raid_id):
-            await self._outbox.send(post.chat_id, render_html(report_view(report)), reply_to=post.message_id)
+        await self._deliver_report(raid_id, post)
 
-    async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:
+    async def _deliver_report(self, raid_id: int, post: RaidPost | None) -> None:
+        """Send the report, or redraw the one sent (its numbers settled after the raid ended)."""
+
+        async def send(d: Delivery) -> dict[str, int] | None:
+            report = await self._s.raids.report(raid_id)
+            if report is None:
+                raise LookupError(f"raid {raid_id} has no report yet")
+            text = render_html(report_view(report))
+            if d.edit and d.ref:
+                try:
+                    await self._outbox.edit_latest(d.ref["chat_id"], d.ref["message_id"], _fixed(text))
+                except BadRequest as exc:
+                    log.warning("report of raid %s cannot be edited: %s", raid_id, exc.message)  # deleted: stop
+                return None
+            chat_id = post.chat_id if post else await self._chat_of_raid(raid_id)
+            message = await self._outbox.send(chat_id, text, reply_to=post.message_id if post else None)
+            return {"chat_id": chat_id, "message_id": message.message_id}
+
+        await self._s.outbox.deliver(report_key(raid_id), send)
+
+    async def _chat_of_raid(self, raid_id: int) -> int:
+        return int((await self._s.raids.progress(raid_id, top=0)).chat.external_id)
+
+    async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:  # not through the outbox yet
         await self._outbox.send(chat_id, render_html(await self._s.boards.announcement(event)))
+
+
+def _fixed(text: str) -> Callable[[], Awaitable[Rendered]]:
+    async def render() -> Rendered:
+        return text, None
+
+    return render

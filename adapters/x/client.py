@@ -55,6 +55,8 @@ _IDS_PER_LOOKUP = 100  # hard cap of GET /2/tweets?ids=
 _PAGE_SIZE = 100  # max_results ceiling shared by every paginated endpoint used here
 _MAX_BACKOFF = 30.0  # keeps a misconfigured max_retries from parking a sweep for hours
 _SEARCH_WINDOW = timedelta(days=7)  # recent search rejects older start_time values
+# X answers 400 when start_time is less than 10 s before the request; 15 s leaves room for clock skew.
+_START_TIME_MIN_AGE = timedelta(seconds=15)
 _USAGE_CAPPED_TYPE = "https://api.twitter.com/2/problems/usage-capped"
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 
@@ -345,7 +347,9 @@ class XClient:
 
         A ``since`` older than the 7-day window is dropped rather than sent,
         because the API rejects it with a 400 while its default window already
-        covers everything that could match.
+        covers everything that could match. A ``since`` less than 10 seconds
+        ago is moved back (X refuses those with a 400 too): reading a few
+        seconds more costs nothing, callers filter by time themselves.
         """
         params = {
             "query": query,
@@ -356,8 +360,9 @@ class XClient:
         if since is not None:
             if since.tzinfo is None:
                 raise ValueError("since must be timezone-aware")
-            if since > self._clock() - _SEARCH_WINDOW:
-                params["start_time"] = _format_time(since)
+            now = self._clock()
+            if since > now - _SEARCH_WINDOW:
+                params["start_time"] = _format_time(min(since, now - _START_TIME_MIN_AGE))
         return [
             tweet
             async for body in self._paginate(

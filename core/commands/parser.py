@@ -34,7 +34,7 @@ USAGE = {
     "[top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
-    "review": "/review  or  /review accept|reject <claim-id>",
+    "review": "/review  or  /review accept|reject <claim-id>  or  /review links",
 }
 MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
@@ -146,7 +146,7 @@ class ScheduleRemove:
 
 @dataclass(frozen=True)
 class Review:
-    decision: str | None = None  # accept, reject, or None to list
+    decision: str | None = None  # accept, reject, links (refused handle links), or None to list claims
     claim_id: int | None = None
 
 
@@ -394,6 +394,8 @@ def _review(args: list[str]) -> Command:
     if not args:
         return Review()
     decision = args[0].lower()
+    if decision == "links":
+        return Review("links")
     if decision not in ("accept", "reject") or len(args) < 2:
         raise CommandError("Accept or reject which claim?", "review")
     return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))

@@ -199,9 +199,10 @@ class CommandService:
         if isinstance(cmd, p.RaidEnd):
             raid_id = await s.raids.active_raid_id(ctx.chat)
             if cmd.cancel:
-                await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator")
+                await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator",
+                                  cause="cancelled_by_moderator")
             else:
-                await s.raids.end(raid_id, reason="ended by a moderator")
+                await s.raids.end(raid_id, reason="ended by a moderator", cause="ended_by_moderator")
             report = await s.raids.report(raid_id)
             return Reply(report_view(report) if report else info_view(f"Raid #{raid_id} ended."), quiet=True)
         if isinstance(cmd, p.RaidStatus):
@@ -333,6 +334,8 @@ class CommandService:
 
     async def _review(self, ctx: ChatContext, community_id: int, cmd: p.Review) -> Reply:
         s = self.s
+        if cmd.decision == "links":
+            return await self._refused_links(community_id)
         if cmd.decision is None:
             items = await s.raids.review_queue(community_id=community_id)
             if not items:
@@ -349,6 +352,19 @@ class CommandService:
         if cmd.decision == "accept":
             return _say(f"Claim #{cmd.claim_id} accepted: +{r.points + r.completion_bonus}.", ephemeral=True)
         return _say(f"Claim #{cmd.claim_id} rejected.", ephemeral=True)
+
+    async def _refused_links(self, community_id: int) -> Reply:
+        """Handle links /link refused because another member holds the handle, in this community."""
+        conflicts = await self.s.links.conflicts(community_id=community_id, limit=20)
+        if not conflicts:
+            return _say("No refused handle links here.", ephemeral=True)
+        lines = [
+            f"@{c['handle']}: asked for by {c['claimantName']} (member {c['claimantMemberId']}), held by "
+            + (f"{c['ownerName']} (member {c['ownerMemberId']})" if c["ownerMemberId"] else "nobody now")
+            + f", {c['at'][:16].replace('T', ' ')} UTC"
+            for c in conflicts
+        ]
+        return _say("Refused handle links:\n" + "\n".join(lines), ephemeral=True)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -400,8 +416,8 @@ class CommandService:
 
 
 def _state(verification: str) -> str:
-    return {"verified": "verified", "unverifiable": "counted, not verifiable", "pending": "pending",
-            "rejected": "rejected"}.get(verification, verification)
+    return {"verified": "verified", "accepted": "accepted by a moderator", "unverifiable": "counted, not verifiable",
+            "pending": "pending", "rejected": "rejected"}.get(verification, verification)
 
 
 SHORT_ERRORS = {

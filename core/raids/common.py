@@ -16,9 +16,9 @@ from core.errors import RaidEnded, RaidNotFound, ValidationError
 from core.events import EventBus
 from core.storage.db import Database
 from core.storage.models import Member, Raid, RaidAction, RaidObjective, RaidParticipant
+from core.verification.base import initial_state
 
 from . import statements as st
-from .model import NEVER_VERIFIABLE
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ def _ordered_names(actions: Any) -> list[str]:
 
 
 def _initial_state(tier: str, action: str) -> str:
-    if tier == "honor" or (tier in ("proof_link", "x_api") and action in NEVER_VERIFIABLE):
-        return "unverifiable"
-    return "pending"
+    return initial_state(tier, action)
 
 
 async def _objectives(s: AsyncSession, raid_id: int) -> dict[str, tuple[int, int]]:
@@ -126,6 +124,15 @@ def _open_raid(raid: Any, raid_id: int, now: datetime) -> Any:
     if raid.status != "active" or raid.ends_at <= now:
         raise RaidEnded(f"Raid #{raid_id} has ended.")
     return raid
+
+
+def _end_cause(status: str, deadline_passed: bool) -> str:
+    """Why a raid ended, when the caller did not say: from the facts at the moment it ended."""
+    if status == "cancelled":
+        return "cancelled_by_moderator"
+    if status == "completed":
+        return "objectives_met"
+    return "time_up" if deadline_passed else "ended_by_moderator"
 
 
 async def _final_status(s: AsyncSession, raid: Raid) -> str:

@@ -8,14 +8,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import outbox
 from core.errors import RaidNotFound
-from core.events import LockReleased
+from core.events import LockReleased, ReportChanged
 from core.events import RaidEnded as RaidEndedEvent
 from core.storage.models import ChatLock, NubiSession, Raid, RaidAction, RaidReport, SessionActivity
 from core.storage.upsert import insert
+from core.storage.verification_models import ClaimCheck
+from core.verification.base import WINDOW_CLOSED
 
-from .common import _final_status
+from .common import _end_cause, _final_status
 from .metrics import MetricsMixin
+from .model import CLAIM_STATES, END_CAUSES
 
 
 class EndingMixin(MetricsMixin):
@@ -23,8 +27,13 @@ class EndingMixin(MetricsMixin):
 
     # -- ending --------------------------------------------------------------------------------------
 
-    async def end(self, raid_id: int, *, status: str | None = None, reason: str = "") -> bool:
-        """End the raid if it is still active. True only for the one call (in any process) that ended it."""
+    async def end(
+        self, raid_id: int, *, status: str | None = None, reason: str = "", cause: str | None = None
+    ) -> bool:
+        """End the raid if it is still active. True only for the one call (in any process) that ended it.
+
+        `cause` says why (END_CAUSES); left out, it follows from the facts: past the deadline the time
+        ran out, a cancel is a moderator's, and any other end before the deadline is someone's choice."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
@@ -32,7 +41,8 @@ class EndingMixin(MetricsMixin):
             if raid is None:
                 raise RaidNotFound(f"Raid {raid_id} not found")
             final = status or await _final_status(s, raid)
-            locks = await self._end_in_tx(s, raid_id, final, reason, now)
+            why = cause or _end_cause(final, raid.ends_at <= now)
+            locks = await self._end_in_tx(s, raid_id, final, reason, now, why)
             return (final if locks is not None else None), (locks or [])
 
         final, locks = await self.db.write(op)
@@ -42,12 +52,12 @@ class EndingMixin(MetricsMixin):
         return True
 
     async def _end_in_tx(
-        self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime
+        self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime, cause: str
     ) -> list[tuple[int, dict[str, Any]]] | None:
         won = await s.scalar(
             update(Raid)
             .where(Raid.id == raid_id, Raid.status == "active")
-            .values(status=status, ended_at=now, end_reason=reason[:64] or None)
+            .values(status=status, ended_at=now, end_reason=reason[:64] or None, end_cause=cause)
             .returning(Raid.id)
         )
         if won is None:
@@ -58,6 +68,8 @@ class EndingMixin(MetricsMixin):
             .values(raid_id=raid_id, status=status, created_at=now, report=report)
             .on_conflict_do_nothing(index_elements=["raid_id"])
         )
+        community_id = await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
+        await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
         if session_id:
             await s.execute(
@@ -91,7 +103,7 @@ class EndingMixin(MetricsMixin):
 
         ended = []
         for raid_id in await self.db.read(op):
-            if await self.end(raid_id, reason="time is up"):
+            if await self.end(raid_id, reason="time is up", cause="time_up"):
                 ended.append(raid_id)
         return ended
 
@@ -111,16 +123,26 @@ class EndingMixin(MetricsMixin):
             )).all()
         )
         ended = progress.ended_at or self.clock.now()
+        cause = await s.scalar(select(Raid.end_cause).where(Raid.id == raid_id))
+        expired = await s.scalar(
+            select(func.count()).select_from(ClaimCheck)
+            .where(ClaimCheck.raid_id == raid_id, ClaimCheck.reason == WINDOW_CLOSED)
+        )
         return {
             "raidId": raid_id,
             "status": progress.status,
+            "endCause": cause,
+            "endedBecause": END_CAUSES.get(cause or "", ""),
             "targetUrl": progress.target_url,
             "startedAt": progress.started_at.isoformat(),
             "endedAt": ended.isoformat(),
             "durationSeconds": int((ended - progress.started_at).total_seconds()),
             "participants": progress.participants,
             "actions": progress.actions,
-            "claimsByState": {k: by_state.get(k, 0) for k in ("verified", "unverifiable", "pending", "rejected")},
+            "claimsByState": {k: by_state.get(k, 0) for k in CLAIM_STATES},
+            # of the unverifiable ones: still pending when the verification window closed (no points)
+            "unsettledAtClose": expired or 0,
+            "final": by_state.get("pending", 0) == 0,
             "objectives": [
                 {"action": o.action, "target": o.target, "count": o.count, "met": o.met} for o in progress.objectives
             ],
@@ -131,16 +153,23 @@ class EndingMixin(MetricsMixin):
         }
 
     async def refresh_report(self, raid_id: int) -> dict[str, Any] | None:
-        """Rewrite a stored report (e.g. after the final verification sweep changed claim states)."""
+        """Rewrite a stored report (a sweep, a review or the verification window changed claim states);
+        the report already posted in the chat is redrawn through the outbox."""
+        now = self.clock.now()
 
-        async def op(s: AsyncSession) -> dict[str, Any] | None:
+        async def op(s: AsyncSession) -> tuple[dict[str, Any], int] | None:
             if await s.scalar(select(RaidReport.id).where(RaidReport.raid_id == raid_id)) is None:
                 return None
             report = await self._build_report(s, raid_id)
             await s.execute(update(RaidReport).where(RaidReport.raid_id == raid_id).values(report=report))
-            return report
+            await outbox.mark_stale(s, outbox.report_key(raid_id), now)
+            return report, await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
 
-        return await self.db.write(op)
+        done = await self.db.write(op)
+        if done is None:
+            return None
+        await self.bus.publish(ReportChanged(raid_id, done[1]))
+        return done[0]
 
     async def report(self, raid_id: int) -> dict[str, Any] | None:
         async def op(s: AsyncSession) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from .common import (
     _ordered_names,
 )
 from .ending import EndingMixin
-from .model import ClaimResult, JoinResult
+from .model import COUNTED, ClaimResult, JoinResult
 
 
 class _AlreadyJoined(Exception):
@@ -114,7 +114,7 @@ class MembershipMixin(EndingMixin):
                 s, self.settings, raid, member_id, participant_id, action, proof_url, now,
                 _initial_state(raid.verification_tier, action), facts=raid,
             )
-            accepted = verification in ("unverifiable", "verified")
+            accepted = verification in COUNTED
             rules = scoring.ScoringRules.from_dict(raid.scoring)
             points = scoring.claim_points(rules, objectives[action][1], raid.started_at, now) if accepted else 0
             claim_id = await s.scalar(
@@ -149,7 +149,7 @@ class MembershipMixin(EndingMixin):
             )
             await self.bus.publish(ProgressChanged(raid_id, community_id))
             if result.raid_completed:
-                await self.end(raid_id, reason="every objective met")
+                await self.end(raid_id, reason="every objective met", cause="objectives_met")
         return result
 
     def _remember_objectives(self, raid_id: int, objectives: dict[str, tuple[int, int]]) -> None:

@@ -60,6 +60,7 @@ class MetricsMixin(RaidsBase):
             now=self.clock.now(),
             progress_ref=raid.progress_ref,
             session_id=raid.session_id,
+            end_cause=raid.end_cause,
         )
 
     async def _raid_board(self, s: AsyncSession, raid: Any, limit: int, offset: int = 0) -> list[BoardEntry]:

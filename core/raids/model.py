@@ -19,6 +19,17 @@ ACTION_LABELS = {
 PLURALS = {plural: single for single, (_, plural) in ACTION_LABELS.items()}
 # Claims the X API can never confirm: likes are private, bookmarks are the user's own.
 NEVER_VERIFIABLE = {"like", "bookmark"}
+# Claim states that earn points: seen by a machine, approved by a moderator, or on the member's word.
+COUNTED = ("verified", "accepted", "unverifiable")
+CLAIM_STATES = ("verified", "accepted", "unverifiable", "pending", "rejected")
+# Why a raid ended (raid_sessions.end_cause), in words for reports.
+END_CAUSES = {
+    "objectives_met": "objectives met",
+    "time_up": "time ran out",
+    "ended_by_moderator": "ended by a moderator",
+    "cancelled_by_moderator": "cancelled by a moderator",
+    "replaced": "replaced by a new raid",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class RaidProgress:
     now: datetime
     progress_ref: dict[str, Any] | None = None
     session_id: str | None = None
+    end_cause: str | None = None  # END_CAUSES key once ended
 
     @property
     def active(self) -> bool:
@@ -122,6 +134,7 @@ class RaidProgress:
             ],
             "top": [asdict(e) for e in self.top],
             "sessionId": self.session_id,
+            "endCause": self.end_cause,
         }
 
 

@@ -13,7 +13,7 @@ from core.storage.models import Member, Raid, RaidAction, RaidObjective, RaidPar
 from . import scoring
 from .common import _claim_and_raid, _objectives
 from .membership import MembershipMixin
-from .model import ClaimResult, ReviewItem
+from .model import COUNTED, NEVER_VERIFIABLE, ClaimResult, ReviewItem
 
 
 class ReviewMixin(MembershipMixin):
@@ -44,14 +44,22 @@ class ReviewMixin(MembershipMixin):
 
     async def review(
         self, claim_id: int, accept: bool, *, reviewer_id: int | None = None, community_id: int | None = None,
-        verified: bool = True,
+        machine: bool = False, refresh: bool = True,
     ) -> ClaimResult:
-        """Settle a pending claim. `verified=False` accepts it as honestly unverifiable instead."""
+        """Settle a pending claim. A moderator's accept is `accepted`; only a machine check that saw
+        the action (`machine=True`, the X verifiers) makes it `verified`, and never for a like or a
+        bookmark, which nothing can see. A claim of an ended raid changes its report (`refresh`: now;
+        the X runner refreshes once after a whole sweep)."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[ClaimResult, int]:
             claim, raid = await _claim_and_raid(s, claim_id, community_id)
-            new_state = ("verified" if verified else "unverifiable") if accept else "rejected"
+            if not accept:
+                new_state = "rejected"
+            elif machine and claim.action_type not in NEVER_VERIFIABLE:
+                new_state = "verified"
+            else:
+                new_state = "accepted"
             won = await s.scalar(
                 update(RaidAction)
                 .where(RaidAction.id == claim_id, RaidAction.verification == "pending")
@@ -81,7 +89,9 @@ class ReviewMixin(MembershipMixin):
             )
             await self.bus.publish(ProgressChanged(result.raid_id, cid))
             if result.raid_completed:
-                await self.end(result.raid_id, reason="every objective met")
+                await self.end(result.raid_id, reason="every objective met", cause="objectives_met")
+            elif refresh:
+                await self.refresh_report(result.raid_id)  # no-op while the raid runs (no report yet)
         return result
 
     async def revoke(self, claim_id: int, *, reviewer_id: int | None, reason: str, community_id: int | None = None) -> int:
@@ -95,7 +105,7 @@ class ReviewMixin(MembershipMixin):
             prior_points = claim.points
             won = await s.scalar(
                 update(RaidAction)
-                .where(RaidAction.id == claim_id, RaidAction.verification.in_(("verified", "unverifiable")))
+                .where(RaidAction.id == claim_id, RaidAction.verification.in_(COUNTED))
                 .values(verification="rejected", verified_at=now, reviewed_by=reviewer_id, points=0)
                 .returning(RaidAction.id)
             )

@@ -1,4 +1,4 @@
-"""Starting a raid, and claiming the one right to post its messages."""
+"""Starting a raid (its chat post goes into the outbox in the same transaction)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import outbox
 from core.config import RaidsConfig
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid
 from core.errors import RaidAlreadyActive, ValidationError
-from core.events import PostDue, RaidStarted
+from core.events import RaidStarted
 from core.storage.models import Community, NubiSession, Raid, RaidObjective, SessionActivity
 
 from . import scoring
@@ -23,7 +24,7 @@ from .urls import normalize_target
 
 
 class StartMixin(EndingMixin):
-    """Starting raids and claiming their chat posts."""
+    """Starting raids."""
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -35,7 +36,7 @@ class StartMixin(EndingMixin):
             community_id = await ensure_community(s, chat, now)
             settings_json = await s.scalar(select(Community.settings).where(Community.id == community_id))
             cfg = community_raid_settings(self.settings, settings_json)
-            objectives, duration, max_p, tier = _validated(spec, cfg)
+            objectives, duration, max_p, tier = _validated(spec, cfg, x_ready=self.settings.x.bearer_token is not None)
             starter = await ensure_member(s, by, now) if by else None
             active = (
                 await s.scalars(select(Raid.id).where(Raid.community_id == community_id, Raid.status == "active"))
@@ -86,9 +87,10 @@ class StartMixin(EndingMixin):
             await s.flush()
             raid.session_id = session.id
             s.add(SessionActivity(session_id=session.id, activity_type="created", at=now, data={"raidId": raid.id}))
+            await outbox.enqueue(s, "raid", outbox.raid_key(raid.id), community_id, raid.id, now)
             locks: list[tuple[int, dict[str, Any]]] = []
             for old in replaced:
-                locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now)
+                locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now, "replaced")
             return raid.id, replaced, locks
 
         raid_id, replaced, locks = await self.db.write(op)
@@ -106,51 +108,10 @@ class StartMixin(EndingMixin):
 
         await self.db.write(op)
 
-    async def claim_post(self, raid_id: int) -> bool:
-        """Claim the right to post the raid message: True for exactly one caller across processes."""
-        return await self._claim_once(raid_id, Raid.posted_at)
 
-    async def claim_completion_post(self, raid_id: int) -> bool:
-        """Claim the right to post the completion report: True for exactly one caller across processes."""
-        return await self._claim_once(raid_id, Raid.completion_posted_at)
-
-    async def _claim_once(self, raid_id: int, column: Any) -> bool:
-        now = self.clock.now()
-
-        async def op(s: AsyncSession) -> bool:
-            won = await s.scalar(
-                update(Raid).where(Raid.id == raid_id, column.is_(None)).values({column: now}).returning(Raid.id)
-            )
-            return won is not None
-
-        return await self.db.write(op)
-
-    async def unposted(self) -> list[PostDue]:
-        """Chat posts nobody has made yet, for Telegram and Discord chats.
-
-        The scheduler republishes these in every process; the adapter that serves the raid's platform
-        claims each one, so a raid started or ended in a process without that adapter (or in one that
-        died) still gets its posts, exactly once.
-        """
-        recent = self.clock.now() - timedelta(days=1)
-
-        async def op(s: AsyncSession) -> list[PostDue]:
-            rows = (await s.execute(
-                select(Raid.id, Raid.community_id, Community.platform, Raid.status, Raid.posted_at)
-                .join(Community, Community.id == Raid.community_id)
-                .where(Community.platform.in_(("telegram", "discord")))
-                .where(
-                    (Raid.status == "active") & Raid.posted_at.is_(None)
-                    | (Raid.status != "active") & Raid.posted_at.is_not(None)
-                    & Raid.completion_posted_at.is_(None) & (Raid.ended_at >= recent)
-                )
-            )).all()
-            return [PostDue(r[0], r[1], r[2], None if r[3] == "active" else r[3]) for r in rows]
-
-        return await self.db.read(op)
-
-
-def _validated(spec: RaidSpec, cfg: RaidsConfig) -> tuple[dict[str, tuple[int, int]], int, int, str]:
+def _validated(
+    spec: RaidSpec, cfg: RaidsConfig, *, x_ready: bool
+) -> tuple[dict[str, tuple[int, int]], int, int, str]:
     objectives: dict[str, tuple[int, int]] = {}
     wanted = spec.objectives or {a: cfg.objectives[a].target for a in cfg.default_objectives}
     for action, count in wanted.items():
@@ -171,4 +132,11 @@ def _validated(spec: RaidSpec, cfg: RaidsConfig) -> tuple[dict[str, tuple[int, i
     tier = spec.verification or cfg.verification
     if tier not in ("honor", "proof_link", "x_api", "review"):
         raise ValidationError("verification must be honor, proof_link, x_api or review", field="verification")
+    if tier == "x_api" and not x_ready:
+        raise ValidationError(
+            "This raid would check claims through the X API, but no X API token is set. An admin sets one "
+            "with NUBI_X_BEARER_TOKEN (or bearer_token under [x] in the config file); or start the raid "
+            "with verify=honor, verify=proof_link or verify=review.",
+            field="verification",
+        )
     return objectives, duration, max_p, tier

@@ -33,7 +33,12 @@ NAMING = {
 
 ACTION_TYPES = ("like", "repost", "reply", "quote", "bookmark", "follow")
 RAID_STATUSES = ("active", "completed", "timeout", "failed", "cancelled")
-VERIFICATION_STATES = ("verified", "pending", "rejected", "unverifiable")
+# verified: a machine check saw the action; accepted: a moderator approved it; unverifiable: counted
+# on the member's word (nothing can check it), or left unsettled when the verification window closed.
+VERIFICATION_STATES = ("verified", "accepted", "pending", "rejected", "unverifiable")
+# Why a raid ended; the status alone cannot tell a moderator's early end from time running out.
+END_CAUSES = ("objectives_met", "time_up", "ended_by_moderator", "cancelled_by_moderator", "replaced")
+POST_KINDS = ("raid", "report", "announcement")
 VERIFICATION_TIERS = ("honor", "proof_link", "x_api", "review")
 SESSION_TYPES = ("conversation", "raid", "community")
 SESSION_STATUSES = ("active", "expired", "ended")
@@ -209,6 +214,7 @@ class Raid(Base):
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completion_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(64))
+    end_cause: Mapped[str | None] = mapped_column(String(24))  # one of END_CAUSES
 
 
 class RaidObjective(Base):
@@ -426,6 +432,37 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class ChatPost(Base):
+    """The outbox: one row per chat post nubi owes (a raid post, a report, an announcement).
+
+    Written in the transaction that makes the post due, so a crash cannot forget it. A sender claims
+    it (a lease only one process wins), sends, then marks it sent: a crash between send and mark
+    repeats one post after the lease, never loses one. `nonce` makes the repeat a no-op where the
+    platform deduplicates (Discord's enforce_nonce). `stale` asks for an edit of a sent post (a
+    report whose numbers settled after it went out).
+    """
+
+    __tablename__ = "chat_posts"
+    __table_args__ = (
+        CheckConstraint(_in("kind", POST_KINDS), name="kind"),
+        Index("ix_chat_posts_due", "sent_at", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # e.g. raid:12, report:12
+    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
+    raid_id: Mapped[int | None] = mapped_column(ForeignKey("raid_sessions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    nonce: Mapped[str] = mapped_column(String(25))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stale: Mapped[bool] = mapped_column(Boolean, default=False)
+    ref: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    last_error: Mapped[str | None] = mapped_column(String(200))
 
 
 # Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets).

@@ -18,6 +18,25 @@ from core.events import Event
 # What a sweep reads, one "part" each; likes and bookmarks cannot be read (private / the user's own).
 PARTS = ("repost", "quote", "reply")
 
+# Per tier, the actions something settles: a machine check (x_api, proof_link) or a moderator (review).
+# A claim of any other action has nothing that could ever settle it: it is `unverifiable` from the start
+# (counted on the member's word), never a `pending` that waits forever.
+SETTLED_BY = {
+    "honor": frozenset[str](),
+    "review": frozenset(("like", "repost", "reply", "quote", "bookmark", "follow")),
+    "proof_link": frozenset(("reply", "quote")),
+    "x_api": frozenset(PARTS),
+}
+
+
+# ClaimCheck.reason of a claim still pending when its raid's verification window closed.
+WINDOW_CLOSED = "window_closed"
+
+
+def initial_state(tier: str, action: str) -> str:
+    """The state a new claim starts in: `pending` only when its tier has something that settles it."""
+    return "pending" if action in SETTLED_BY.get(tier, ()) else "unverifiable"
+
 
 class Deferred(Exception):
     """X cannot be read now (rate limit, usage cap, read budget, outage): try again later, never fail.

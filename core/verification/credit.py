@@ -69,7 +69,7 @@ async def credit_found(services: Services, raid_id: int, found: Credit) -> Claim
     claim_id, community_id, position = recorded
     if position is not None:
         await services.bus.publish(MemberJoined(raid_id, community_id, found.member_id, position))
-    return await services.raids.review(claim_id, True, reviewer_id=None)
+    return await services.raids.review(claim_id, True, reviewer_id=None, machine=True, refresh=False)
 
 
 async def _participant(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from core.directory import MemberRef, ensure_member
 from core.errors import Conflict
@@ -71,15 +72,30 @@ class RecordingLinkService(LinkService):
         await self.db.write(op)
         log.warning("X handle conflict: @%s asked for by %s:%s", handle, member.platform, member.external_id)
 
-    async def conflicts(self, *, handle: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def conflicts(
+        self, *, handle: str | None = None, community_id: int | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Refused handle links, newest first. With `community_id`: only those asked for by a member of
+        that community (a moderator sees their own members' refusals, not another community's people)."""
+        owner, claimant = aliased(Member), aliased(Member)
+
         async def op(s: AsyncSession) -> list[dict[str, Any]]:
-            q = select(XLinkConflict).order_by(XLinkConflict.id.desc()).limit(limit)
+            q = (
+                select(XLinkConflict, claimant.display_name, owner.display_name)
+                .join(claimant, claimant.id == XLinkConflict.claimant_member_id)
+                .outerjoin(owner, owner.id == XLinkConflict.owner_member_id)
+                .order_by(XLinkConflict.id.desc())
+                .limit(limit)
+            )
             if handle is not None:
                 q = q.where(XLinkConflict.handle == normalize_handle(handle))
+            if community_id is not None:
+                known = select(CommunityMember.member_id).where(CommunityMember.community_id == community_id)
+                q = q.where(XLinkConflict.claimant_member_id.in_(known))
             return [
-                {"handle": c.handle, "ownerMemberId": c.owner_member_id, "claimantMemberId": c.claimant_member_id,
-                 "at": c.at.isoformat()}
-                for c in (await s.scalars(q)).all()
+                {"id": c.id, "handle": c.handle, "ownerMemberId": c.owner_member_id, "ownerName": owner_name,
+                 "claimantMemberId": c.claimant_member_id, "claimantName": claimant_name, "at": c.at.isoformat()}
+                for c, claimant_name, owner_name in (await s.execute(q)).all()
             ]
 
         return await self.db.read(op)

@@ -246,7 +246,8 @@ class VerificationRunner:
 
         async def settle(o: Outcome) -> None:
             if o.state in ("verified", "rejected"):
-                result = await self.s.raids.review(o.claim_id, o.state == "verified", reviewer_id=None)
+                result = await self.s.raids.review(o.claim_id, o.state == "verified", reviewer_id=None,
+                                                   machine=True, refresh=False)
                 if result.already:
                     return  # a moderator settled it first
             counts[o.state] += 1
@@ -264,8 +265,8 @@ class VerificationRunner:
             await asyncio.gather(*(job() for job in jobs[start : start + APPLY_BATCH]))
         if notes:
             await self.s.db.write(lambda s: _save_notes(s, notes))
-        if ctx.final and (notes or verdict.metrics is not None):
-            await self.s.raids.refresh_report(ctx.raid.id)  # the final sweep may have changed its numbers
+        if ctx.raid.status != "active" and (notes or verdict.metrics is not None):
+            await self.s.raids.refresh_report(ctx.raid.id)  # a sweep after the end may have changed its numbers
         return counts["verified"], counts["rejected"], counts["flagged"], counts["credited"]
 
     async def _remember(

@@ -90,6 +90,7 @@ DEFAULT_MEMBER_PERMISSIONS = discord.Permissions(
     speak=True,
 ).value
 _ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+NONCE_WINDOW_SECONDS = 300.0  # enforce_nonce: "checked for uniqueness in the past few minutes"
 _DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
@@ -897,6 +898,8 @@ class FakeDiscordAPI:
         self._interactions: dict[int, _Interaction] = {}
         self._attachments: dict[int, bytes] = {}
         self._faults: list[_Fault] = []
+        self._nonces: dict[tuple[str, str], tuple[float, int]] = {}  # (author, nonce) -> (when, message id)
+        self._drops: list[tuple[str, re.Pattern[str], int]] = []
         self._gateway_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -1052,6 +1055,20 @@ class FakeDiscordAPI:
                 code=code,
             )
         )
+
+    def drop_after_handling(self, method: str, path_pattern: str, times: int = 1) -> None:
+        """Handle the next ``times`` matching requests (their effects happen), then close the connection
+        without an answer: what a client sees when a network path fails after Discord did the work."""
+        self._drops.append((method.upper(), _compile_pattern(path_pattern), times))
+
+    def _take_drop(self, method: str, path: str) -> bool:
+        for i, (m, pattern, left) in enumerate(self._drops):
+            if m in ("*", method) and pattern.fullmatch(path):
+                self._drops[i] = (m, pattern, left - 1)
+                if left <= 1:
+                    del self._drops[i]
+                return True
+        return False
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -1209,6 +1226,9 @@ class FakeDiscordAPI:
         self.calls.append(call)
         response = self._respond(call, request.headers.get("Authorization"))
         call.status = response.status
+        if self._take_drop(call.method, call.path) and request.transport is not None:
+            call.status = 0  # no answer reached the client
+            request.transport.abort()  # the work is done; the answer never arrives
         return response
 
     def _respond(self, call: RecordedCall, authorization: str | None) -> web.Response:
@@ -1621,8 +1641,24 @@ class FakeDiscordAPI:
         return _json_response(self._channel_or_404(channel_id))
 
     def _post_message(self, call: RecordedCall, channel_id: str) -> web.Response:
+        """Create Message, with Discord's nonce rules: a nonce is an integer or a string of up to 25
+        characters; with ``enforce_nonce: true`` a nonce the same author used in the past few minutes
+        returns that message and creates none (https://discord.com/developers/docs/resources/message)."""
         self._channel_or_404(channel_id)
-        stored = self._create_message(_snowflake(channel_id), call.json or {}, call.files)
+        payload = call.json or {}
+        nonce = payload.get("nonce")
+        if nonce is not None and (not isinstance(nonce, (int, str)) or len(str(nonce)) > 25):
+            raise _APIError(400, "Invalid Form Body", 50035)
+        key = (str(self.bot_user["id"]), str(nonce))
+        if nonce is not None and payload.get("enforce_nonce"):
+            seen = self._nonces.get(key)
+            if seen is not None and time.monotonic() - seen[0] < NONCE_WINDOW_SECONDS:
+                earlier = self.messages.get(seen[1])
+                if earlier is not None and not earlier.deleted:
+                    return _json_response(earlier.json)
+        stored = self._create_message(_snowflake(channel_id), payload, call.files)
+        if nonce is not None:
+            self._nonces[key] = (time.monotonic(), stored.id)
         return _json_response(stored.json)
 
     def _get_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:

@@ -256,7 +256,9 @@
     const objectives = r.objectives || raid.objectives;
     return [["Duration", r.durationSeconds != null ? duration(r.durationSeconds) : "–"], ["Raiders", r.participants ?? raid.participants],
       ["Actions", r.actions ?? raid.actions], ["Objectives", `${objectives.filter((o) => o.met).length}/${objectives.length}`],
-      ["Points", r.pointsAwarded ?? raid.pointsAwarded], ["Done", `${r.completionPct ?? raid.completionPct}%`]]
+      ["Points", r.pointsAwarded ?? raid.pointsAwarded], ["Done", `${r.completionPct ?? raid.completionPct}%`],
+      ...(r.endedBecause ? [["Ended", r.endedBecause]] : []),
+      ...(r.claimsByState ? [["Claims", claimStates(r)]] : [])]
       .map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v) })));
   }
 
@@ -270,6 +272,14 @@
       return node;
     }));
     $("no-ended").hidden = state.ended.length > 0;
+  }
+
+  // Verified (a machine saw it) and accepted (a moderator approved it) are never shown as one number.
+  const STATE_WORDS = { verified: "verified on X", accepted: "accepted by a moderator", unverifiable: "not verifiable",
+    pending: "pending", rejected: "rejected" };
+  function claimStates(r) {
+    const parts = Object.entries(r.claimsByState).filter(([, n]) => n).map(([k, n]) => `${n} ${STATE_WORDS[k] || k}`);
+    return parts.length ? parts.join(" · ") : "none";
   }
 
   // -- detail panel: chart, report and raid leaderboard --------------------------------------
