@@ -14,11 +14,14 @@ import discord
 import pytest
 from discord import app_commands
 
+from adapters.discord.endpoints import use_endpoints
+from core.config import DiscordConfig
 from tests.fakes.discord_api import (
     APPLICATION_ID,
     DEFAULT_MEMBER_PERMISSIONS,
     CallbackType,
     DiscordHarness,
+    FakeDiscordAPI,
     MessageFlags,
     UserArg,
     autocomplete_interaction,
@@ -175,9 +178,15 @@ def raid_guild() -> dict[str, Any]:
     )
 
 
+def pointed_at(fake: FakeDiscordAPI) -> RaidBot:
+    """A RaidBot whose REST calls and gateway go to the fake, through nubi's two address settings."""
+    use_endpoints(DiscordConfig(api_base_url=fake.base_url, gateway_url=fake.gateway_url))
+    return RaidBot()
+
+
 @pytest.fixture
 async def h() -> AsyncIterator[DiscordHarness[RaidBot]]:
-    async with DiscordHarness(RaidBot, guilds=[raid_guild()]) as harness:
+    async with FakeDiscordAPI() as fake, DiscordHarness(lambda: pointed_at(fake), guilds=[raid_guild()], fake=fake) as harness:
         yield harness
         # Every request discord.py made must have hit an implemented endpoint.
         assert harness.fake.unhandled_calls() == []
@@ -468,14 +477,12 @@ async def test_attachments_edits_and_deletes_are_stored(h: DiscordHarness[RaidBo
     ]
 
 
-async def test_rejected_token_fails_login_and_route_base_is_restored() -> None:
-    base = discord.http.Route.BASE
-    async with DiscordHarness(RaidBot, guilds=[raid_guild()]) as h:
-        assert discord.http.Route.BASE == h.fake.base_url
+async def test_rejected_token_fails_login() -> None:
+    async with FakeDiscordAPI() as fake, DiscordHarness(lambda: pointed_at(fake), guilds=[raid_guild()], fake=fake) as h:
+        assert discord.http.Route.BASE == fake.base_url  # set by nubi's setting, not by the harness
         h.token = "stale-token"
 
         with pytest.raises(discord.LoginFailure):
             await h.restart()
 
         assert (h.fake.calls[-1].path, h.fake.calls[-1].status) == ("/users/@me", 401)
-    assert discord.http.Route.BASE == base

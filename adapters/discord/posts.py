@@ -51,6 +51,7 @@ class RaidPosts:
         self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
         self._claimed: set[int] = set()  # raid messages this process claimed (and so may create)
+        self.refused: dict[int, str] = {}  # raid id -> why Discord refused its first post (it never went up)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -142,6 +143,8 @@ class RaidPosts:
             except (discord.NotFound, discord.Forbidden) as exc:
                 log.warning("raid #%s post is out of reach, no more edits: %s", raid_id, exc)
                 self._gone.add(raid_id)
+                if ref is None:
+                    self.refused[raid_id] = exc.text or "refused"
                 return
             self._drawn.pop(raid_id, None)
             self._drawn[raid_id] = drawn
@@ -167,8 +170,8 @@ class RaidPosts:
             progress = await self.s.raids.progress(raid_id, top=0)
             ref = progress.progress_ref or {}
             report = await self.s.raids.report(raid_id)
-            if report is None or ref.get("report_message_id"):
-                return  # no report, or it is already posted
+            if report is None or ref.get("report_message_id") or raid_id in self.refused:
+                return  # no report, it is already posted, or the raid never had a post to report on
             if not await self.s.raids.claim_completion_post(raid_id):
                 return  # another process posts it
             parts = render.message(report_view(report))
