@@ -631,3 +631,88 @@ async def test_press_many_gives_up_waiting_without_cancelling_a_press(bot: Bot) 
             break
     assert {c.interaction_id for c in bot.fake.interaction_responses()[1:]} == {p.interaction_id for p in presses}
     assert (await bot.services.raids.progress(raid_id)).participants == 5
+
+
+async def test_a_raid_start_without_a_needed_permission_is_refused_and_names_it(services: Services) -> None:
+    """The channel's @everyone overwrite denies Embed Links, which nubi's role only had from its base."""
+    denied = overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=EMBED | POLLS)
+    async for bot in make_bot(services, guild(everyone=denied)):
+        payload = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+
+        response = await bot.h.dispatch_interaction(payload)
+
+        assert response is not None and (response.type, response.ephemeral) == (CallbackType.CHANNEL_MESSAGE, True)
+        assert (response.content or "").startswith(
+            "I can't start a raid here: I'm missing the Embed Links permission in this channel"
+        )
+        assert await services.raids.list() == [] and bot.visible() == []
+        assert bot.overwrites() == sorted([denied, MODERATORS_BEFORE], key=lambda o: o["id"])  # nothing touched
+        assert bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/*") == []
+
+
+async def test_a_locking_raid_needs_manage_roles_and_an_unlocked_one_does_not(services: Services) -> None:
+    without = BOT_ROLE & ~discord.Permissions(manage_roles=True).value
+    async for bot in make_bot(services, guild(bot_role=without)):
+        locking = await bot.h.dispatch_interaction(as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True}))
+
+        assert locking is not None and locking.ephemeral
+        assert "missing the Manage Roles permission" in (locking.content or "")
+        assert await services.raids.list() == []
+
+        raid_id = await bot.start_raid()  # no lock asked: nothing missing
+        assert bot.raid_post().embeds[0]["title"] == f"Raid #{raid_id} — live"
+
+
+async def test_a_post_discord_refuses_cancels_the_raid_and_tells_the_moderator(bot: Bot) -> None:
+    bot.fake.fail_next("POST", f"/channels/{CHANNEL_ID}/messages", status=403)
+    payload = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+
+    response = await bot.h.dispatch_interaction(payload)
+
+    assert response is not None and response.ephemeral
+    text = original_text(bot, payload)
+    assert text.startswith("Raid #1 was cancelled: Discord refused its post in this channel (Missing Permissions).")
+    assert "live" not in text
+    [raid] = await bot.services.raids.list()
+    assert raid.status == "cancelled"
+    assert bot.visible() == []  # no post, and no report of a raid nobody saw
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])  # lock undone
+    assert await bot.services.locks.pending_releases("discord") == []
+
+
+async def test_the_report_is_posted_even_while_the_channel_stays_locked(bot: Bot) -> None:
+    """Releasing fails at the raid's end: the channel is still locked, and nubi still posts the report."""
+    await bot.start_raid(lock=True)
+    bot.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", status=403)
+
+    payload = as_mod("raid end")
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert int(bot.everyone()["deny"]) & SEND  # type: ignore[index]
+    titles = [m.embeds[0]["title"] for m in bot.visible()]
+    assert titles == ["Raid #1 — nobody took part", "Raid #1 report"]
+    assert [c.status for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")] == [200, 200]
+
+    await bot.h.restart()  # the next ready finishes the release, every overwrite as it was
+    await asyncio.wait_for(bot.adapter.reconciled.wait(), 5)
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
+    assert await bot.services.locks.pending_releases("discord") == []
+
+
+async def test_nubi_keeps_an_overwrite_of_its_own_and_gets_it_back_exactly(services: Services) -> None:
+    """An admin had already given nubi a member overwrite (with a bit past 32): the lock widens it, the
+    release puts it back as it was."""
+    own = overwrite_payload(BOT_USER_ID, type=1, allow=HISTORY, deny=REACT | POLLS)
+    payload = guild()
+    payload["channels"][0]["permission_overwrites"].append(own)
+    async for bot in make_bot(services, payload):
+        await bot.start_raid(lock=True)
+        assert bot.overwrite(BOT_USER_ID) == overwrite_payload(
+            BOT_USER_ID, type=1, allow=VIEW | SEND | EMBED | HISTORY, deny=REACT | POLLS
+        )
+        assert len(bot.visible()) == 1
+
+        await bot.h.dispatch_interaction(as_mod("raid end"))
+
+        assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE, own], key=lambda o: o["id"])
