@@ -716,3 +716,49 @@ async def test_nubi_keeps_an_overwrite_of_its_own_and_gets_it_back_exactly(servi
         await bot.h.dispatch_interaction(as_mod("raid end"))
 
         assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE, own], key=lambda o: o["id"])
+
+
+async def _answered(fake: FakeDiscordAPI, payload: dict[str, Any], text: str) -> str:
+    for _ in range(100):
+        message = fake.original_response(int(payload["id"]))
+        if message is not None and message.content.startswith(text):
+            return message.content
+        callback = fake.interaction_response(int(payload["id"]))
+        if callback is not None and (callback.content or "").startswith(text):
+            return callback.content or ""
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer starting with {text!r}")
+
+
+async def test_the_settings_point_rest_and_the_gateway_at_another_server(services: Services) -> None:
+    """`nubi run`'s path, no harness: login over REST at api_base_url, then a real websocket session at
+    gateway_url (Hello, Identify with the guilds intent only, READY, GUILD_CREATE), interactions and
+    the echoes of nubi's own writes arriving over it."""
+    async with FakeDiscordAPI() as fake:
+        fake.add_guild(guild())
+        adapter = DiscordAdapter(services, fake_config(fake, token=DEFAULT_TOKEN))
+        await adapter.start()
+        try:
+            await asyncio.wait_for(adapter.reconciled.wait(), 10)
+            [session] = fake.gateway.sessions
+            assert session.identify["token"] == DEFAULT_TOKEN
+            assert session.intents == discord.Intents(guilds=True).value
+            assert [c.path for c in fake.calls[:2]] == ["/users/@me", "/oauth2/applications/@me"]
+
+            start = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+            fake.register_interaction(start)
+            await fake.gateway.dispatch("INTERACTION_CREATE", start)
+
+            assert (await _answered(fake, start, "Raid #1 is live")).endswith(f"/{CHANNEL_ID}/{fake.channel_messages(CHANNEL_ID)[0].id}.")
+            channel = adapter.client.get_channel(CHANNEL_ID)
+            assert isinstance(channel, discord.TextChannel)
+            for _ in range(50):  # the CHANNEL_UPDATE echo of the lock reaches the cache over the gateway
+                if channel.overwrites_for(discord.Object(GUILD_ID)).send_messages is False:
+                    break
+                await asyncio.sleep(0.05)
+                channel = adapter.client.get_channel(CHANNEL_ID)  # type: ignore[assignment]
+            assert channel.overwrites_for(discord.Object(GUILD_ID)).send_messages is False
+            assert channel.permissions_for(channel.guild.me).send_messages  # nubi's own overwrite holds
+        finally:
+            await adapter.stop()
+        assert fake.unhandled_calls() == []
