@@ -148,6 +148,7 @@ async def discord(target: Target, report: Report, members: int) -> None:
         DEFAULT_MEMBER_PERMISSIONS,
         CallbackType,
         DiscordHarness,
+        FakeDiscordAPI,
         Press,
         component_interaction,
         guild_create_payload,
@@ -168,11 +169,13 @@ async def discord(target: Target, report: Report, members: int) -> None:
 
     guild = guild_create_payload(GUILD, channels=[text_channel_payload(CHANNEL, guild_id=GUILD, name="raids")],
                                  members=[member_payload(MOD, username="mod")])
-    adapter = DiscordAdapter(services, config)
     presses: list[Press] = []
+    fake = FakeDiscordAPI()
+    await fake.start()  # the adapter reaches it through its address settings
+    adapter = DiscordAdapter(services, config.model_copy(
+        update={"api_base_url": fake.base_url, "gateway_url": fake.gateway_url}))
     try:
-        async with DiscordHarness(adapter.build_client, guilds=[guild]) as h:
-            fake = h.fake
+        async with DiscordHarness(adapter.build_client, guilds=[guild], fake=fake) as h:
             try:
                 await asyncio.wait_for(adapter.reconciled.wait(), 10)
                 start = slash_command_interaction(
@@ -205,6 +208,7 @@ async def discord(target: Target, report: Report, members: int) -> None:
                        and c.status == 200]
             deferred = sum(1 for p in presses if p.callback and p.callback.type == CallbackType.DEFERRED_CHANNEL_MESSAGE)
     finally:
+        await fake.stop()
         await db.dispose()
         await target.drop(url)
 

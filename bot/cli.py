@@ -158,10 +158,27 @@ def cmd_discord_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.discord.token is None:
         raise CliError("discord.token is not set (NUBI_DISCORD_TOKEN)")
-    from adapters.discord.adapter import sync_commands  # type: ignore[attr-defined]
+    from adapters.discord.adapter import sync_commands
 
-    n = asyncio.run(sync_commands(settings.discord.token.get_secret_value(), args.guild))
+    n = asyncio.run(sync_commands(settings.discord, args.guild))
     print(f"synced {n} command(s)" + (f" to guild {args.guild}" if args.guild else " globally"))
+    return 0
+
+
+def cmd_discord_invite(args: argparse.Namespace) -> int:
+    """The URL that adds the bot to a server with exactly the permissions docs/discord.md explains."""
+    from adapters.discord.adapter import application_id
+    from adapters.discord.permissions import invite_url
+
+    app_id = args.application_id
+    if app_id is None:
+        settings = _settings(args)
+        if settings.discord.token is None:
+            raise CliError("pass --application-id, or set discord.token (NUBI_DISCORD_TOKEN) to look it up")
+        app_id = asyncio.run(application_id(settings.discord))
+    if app_id <= 0:
+        raise CliError("--application-id must be the application's positive id")
+    print(invite_url(app_id))
     return 0
 
 
@@ -221,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("sync", help="sync the slash command tree")
     ds.add_argument("--guild", type=int, default=None)
     ds.set_defaults(fn=cmd_discord_sync)
+    di = dsub.add_parser("invite", help="print the URL that adds the bot to a server with its permissions")
+    di.add_argument("--application-id", type=int, default=None,
+                    help="the application's id (looked up with the bot token when left out)")
+    di.set_defaults(fn=cmd_discord_invite)
     b = sub.add_parser("backup", help="write a consistent copy of the SQLite database while the bot runs")
     b.add_argument("file")
     b.set_defaults(fn=cmd_backup)

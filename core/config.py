@@ -74,10 +74,28 @@ class TelegramConfig(Section):
 
 class DiscordConfig(Section):
     token: SecretStr | None = None
+    # Where discord.py sends REST calls and opens the gateway: Discord's own unless a proxy, a gateway
+    # cache or a local test server stands in. Both are process-wide in discord.py (one bot per process).
+    api_base_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
     moderator_role: str | None = None
     shard_count: int | None = None
     shard_ids: list[int] | None = None
     edit_interval_seconds: float = Field(5.0, ge=0.5)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")) or "?" in v:
+            raise ValueError("must be an http(s) URL such as https://discord.com/api/v10")
+        return v.rstrip("/")
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        if not v.startswith(("wss://", "ws://")) or "?" in v:
+            raise ValueError("must be a ws(s) URL such as wss://gateway.discord.gg/ (without a query)")
+        return v
 
 
 class XConfig(Section):

@@ -30,10 +30,12 @@ from core.storage.models import ChatLock
 from core.throttle import RetryLater
 from tests.fakes.discord_api import (
     APPLICATION_ID,
+    BOT_USER_ID,
     DEFAULT_MEMBER_PERMISSIONS,
     DEFAULT_TOKEN,
     CallbackType,
     DiscordHarness,
+    FakeDiscordAPI,
     Press,
     StoredMessage,
     UserArg,
@@ -59,6 +61,19 @@ MANAGE_GUILD = discord.Permissions(manage_guild=True).value
 SEND = discord.Permissions(send_messages=True).value
 VIEW = discord.Permissions(view_channel=True).value
 REACT = discord.Permissions(add_reactions=True).value
+EMBED = discord.Permissions(embed_links=True).value
+HISTORY = discord.Permissions(read_message_history=True).value
+# Permission bits past 32 in the channel's own overwrites: Send Polls (49), Use External Apps (50),
+# Send Voice Messages (46). They must come back exactly, not truncated.
+POLLS = discord.Permissions(send_polls=True).value
+EXTERNAL_APPS = discord.Permissions(use_external_apps=True).value
+VOICE_MESSAGES = discord.Permissions(send_voice_messages=True).value
+# What docs/discord.md asks a server to give nubi's role: nothing more, no Administrator.
+BOT_ROLE = discord.Permissions(
+    view_channel=True, send_messages=True, embed_links=True, read_message_history=True, manage_roles=True
+).value
+EVERYONE_BEFORE = overwrite_payload(GUILD_ID, type=0, allow=VIEW | VOICE_MESSAGES, deny=REACT | POLLS)
+MODERATORS_BEFORE = overwrite_payload(MOD_ROLE_ID, type=0, allow=SEND | EXTERNAL_APPS, deny=POLLS)
 INTERVAL = 0.5
 TARGET = "https://twitter.com/nubi/status/1234567890?s=20"
 
@@ -66,13 +81,19 @@ slash = functools.partial(slash_command_interaction, guild_id=GUILD_ID, channel_
 as_mod = functools.partial(slash, user_id=MOD_ID, username="mod", permissions=DEFAULT_MEMBER_PERMISSIONS | MANAGE_GUILD)
 
 
-def guild(*, everyone_overwrite: bool = True) -> dict[str, Any]:
-    overwrites = [overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)] if everyone_overwrite else []
+def guild(
+    *, everyone_overwrite: bool = True, everyone: dict[str, Any] | None = None, bot_role: int = BOT_ROLE
+) -> dict[str, Any]:
+    """The server as an owner sets it up: nubi's role holds exactly the documented permissions, and the
+    raid channel already has its own @everyone overwrite and a moderators' overwrite."""
+    overwrites = [everyone or EVERYONE_BEFORE] if everyone_overwrite else []
     return guild_create_payload(
         GUILD_ID,
-        channels=[text_channel_payload(CHANNEL_ID, guild_id=GUILD_ID, name="raids", permission_overwrites=overwrites)],
+        channels=[text_channel_payload(CHANNEL_ID, guild_id=GUILD_ID, name="raids",
+                                       permission_overwrites=[*overwrites, MODERATORS_BEFORE])],
         roles=[role_payload(MOD_ROLE_ID, "Raid Lead")],
         members=[member_payload(MOD_ID, username="mod"), member_payload(LEAD_ID, username="lead", roles=[MOD_ROLE_ID])],
+        bot_permissions=bot_role,
     )
 
 
@@ -95,8 +116,14 @@ class Bot:
         return post
 
     def everyone(self) -> dict[str, Any] | None:
+        return self.overwrite(GUILD_ID)
+
+    def overwrite(self, target_id: int) -> dict[str, Any] | None:
         overwrites = self.fake.channel(CHANNEL_ID)["permission_overwrites"]
-        return next((o for o in overwrites if o["id"] == str(GUILD_ID)), None)
+        return next((o for o in overwrites if o["id"] == str(target_id)), None)
+
+    def overwrites(self) -> list[dict[str, Any]]:
+        return sorted(self.fake.channel(CHANNEL_ID)["permission_overwrites"], key=lambda o: o["id"])
 
     async def press(self, custom_id: str, user_id: int, username: str, message: dict[str, Any] | None = None) -> Any:
         payload = component_interaction(
@@ -118,14 +145,20 @@ class Bot:
         return found
 
 
+def fake_config(fake: FakeDiscordAPI, **overrides: Any) -> DiscordConfig:
+    """The adapter's settings pointing at the fake: no patching of discord.py."""
+    options: dict[str, Any] = {"moderator_role": "Raid Lead", "edit_interval_seconds": INTERVAL, **overrides}
+    return DiscordConfig(api_base_url=fake.base_url, gateway_url=fake.gateway_url, **options)
+
+
 async def make_bot(services: Services, guild_payload: dict[str, Any]) -> AsyncIterator[Bot]:
-    config = DiscordConfig(moderator_role="Raid Lead", edit_interval_seconds=INTERVAL)
-    adapter = DiscordAdapter(services, config)
-    async with DiscordHarness(adapter.build_client, guilds=[guild_payload]) as h:
-        await asyncio.wait_for(adapter.reconciled.wait(), 5)
-        yield Bot(adapter, h, services)
-        await adapter.stop()
-        assert h.fake.unhandled_calls() == []
+    async with FakeDiscordAPI() as fake:
+        adapter = DiscordAdapter(services, fake_config(fake))
+        async with DiscordHarness(adapter.build_client, guilds=[guild_payload], fake=fake) as h:
+            await asyncio.wait_for(adapter.reconciled.wait(), 5)
+            yield Bot(adapter, h, services)
+            await adapter.stop()
+            assert h.fake.unhandled_calls() == []
 
 
 @pytest.fixture
@@ -163,22 +196,31 @@ async def test_moderator_starts_a_locked_raid_and_the_post_has_persistent_button
     assert original_text(bot, payload) == f"Raid #1 is live: the raid post is {jump}."
     progress = await bot.services.raids.progress(1)
     assert progress.progress_ref == {"channel_id": str(CHANNEL_ID), "message_id": str(post.id), "guild_id": str(GUILD_ID)}
-    # the previous @everyone overwrite is on record, and the channel denies sending now
+    # the previous overwrites are on record; the channel denies sending now, except to nubi itself
     lock = await bot.services.locks.active(await bot.community_id())
     assert lock is not None and lock.raid_id == 1
-    assert lock.saved_permissions["everyone"] == {"allow": VIEW, "deny": REACT}
-    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT | SEND)
+    assert lock.saved_permissions["everyone"] == {"allow": VIEW | VOICE_MESSAGES, "deny": REACT | POLLS}
+    assert lock.saved_permissions["bot"] == "none"
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW | VOICE_MESSAGES, deny=REACT | POLLS | SEND)
+    assert bot.overwrite(BOT_USER_ID) == overwrite_payload(BOT_USER_ID, type=1, allow=VIEW | SEND | EMBED | HISTORY)
+    assert bot.overwrite(MOD_ROLE_ID) == MODERATORS_BEFORE
     reads = bot.fake.calls_to(f"/channels/{CHANNEL_ID}", "GET")
+    [voice] = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{BOT_USER_ID}", "PUT")
     [put] = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "PUT")
-    assert reads and reads[0].at <= put.at
+    assert reads and reads[0].at <= voice.at <= put.at  # nubi keeps its voice before @everyone loses theirs
+    [posted] = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")
+    assert put.at <= posted.at and posted.status == 200  # posted into the locked channel
+    assert not bot.fake.bot_permissions(CHANNEL_ID) & discord.Permissions(administrator=True).value
     assert len(bot.visible()) == 1
 
 
 async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once(
     bot: Bot, clock: FakeClock
 ) -> None:
+    """All of it in a locked channel, by a bot whose role holds only the documented permissions."""
     raid_id = await bot.start_raid(lock=True)
     post_id = bot.raid_post().id
+    assert bot.everyone() is not None and int(bot.everyone()["deny"]) & SEND  # type: ignore[index]
     raiders = [(RAIDER_BASE + i, f"raider{i:02d}") for i in range(32)]
 
     for i, (user_id, name) in enumerate(raiders, start=1):
@@ -193,7 +235,9 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     assert again is not None and again.content == f"You're already in raid #{raid_id} (raider #1)."
     await bot.adapter.posts.drain()
 
-    edits = [c for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/{post_id}", "PATCH") if c.status == 200]
+    all_edits = bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/{post_id}", "PATCH")
+    assert [c.status for c in all_edits if c.status != 200] == []  # no edit refused while locked
+    edits = [c for c in all_edits if c.status == 200]
     times = [c.at for c in edits]
     # 64 changes, a handful of edits: flushes start an interval apart (a slow read may delay one PATCH,
     # so arrivals are checked as a rate: no three edits within one interval)
@@ -216,7 +260,7 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     assert "Ended: time ran out" in report.embeds[0]["description"]
     assert "Raiders: 32" in report.embeds[0]["description"]
     assert int(report.json["message_reference"]["message_id"]) == post_id
-    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)  # exactly as before
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])  # exactly
     assert await bot.services.locks.active(await bot.community_id()) is None
     assert await bot.services.locks.pending_releases("discord") == []
     # a member whose screen still shows the live post presses a button the final edit removed:
@@ -229,15 +273,23 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
 
 
 async def test_raid_start_needs_manage_server_or_the_moderator_role(bot: Bot) -> None:
-    raid = bot.h.client.tree.get_command("raid")  # type: ignore[attr-defined]
-    assert raid is not None and raid.default_permissions == discord.Permissions(manage_guild=True)
+    """Registered for everyone (no default permission to override), checked on every call."""
+    tree = bot.h.client.tree  # type: ignore[attr-defined]
+    for command in COMMANDS:
+        assert tree.get_command(command.name).default_permissions is None, command.name
     refused = slash("raid start", {"url": TARGET})
 
     response = await bot.h.dispatch_interaction(refused)
 
-    assert response is not None and response.ephemeral
-    assert original_text(bot, refused) == "Sorry, only moderators can do that here."
+    assert response is not None and (response.type, response.ephemeral) == (CallbackType.CHANNEL_MESSAGE, True)
+    assert response.content == "Sorry, only moderators can do that here."
     assert bot.visible() == [] and await bot.services.raids.list() == []
+    for name, options in [("unlock", {}), ("ban", {"member": UserArg(LEAD_ID, "lead")}), ("schedule list", {}),
+                          ("review list", {}), ("points add", {"member": UserArg(LEAD_ID, "lead"), "amount": 5,
+                                                               "reason": "x"})]:
+        answer = await bot.h.dispatch_interaction(slash(name, options))
+        assert answer is not None and answer.ephemeral and answer.content == "Sorry, only moderators can do that here."
+    assert bot.visible() == []
 
     by_role = slash("raid start", {"url": TARGET}, user_id=LEAD_ID, username="lead", roles=[MOD_ROLE_ID])
     await bot.h.dispatch_interaction(by_role)
@@ -373,7 +425,7 @@ async def test_a_lock_without_permission_is_released_and_the_raid_runs_unlocked(
 
     raid_id = await bot.start_raid(lock=True)
 
-    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
     rows = await bot.services.db.read(lambda s: s.scalars(select(ChatLock)))
     [row] = rows.all()  # the lock was recorded before the attempt, then released
     assert row.raid_id == raid_id and row.released_at is not None and row.release_reason == "missing permissions"
@@ -398,7 +450,7 @@ async def test_a_channel_without_an_overwrite_gets_it_removed_again(services: Se
         ended = await bot.h.dispatch_interaction(payload)
 
         assert ended is not None and ended.ephemeral and original_text(bot, payload) == "Raid #1 report is in this channel."
-        assert bot.everyone() is None
+        assert bot.everyone() is None and bot.overwrites() == [MODERATORS_BEFORE]
         assert len(bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "DELETE")) == 1
         assert [m.embeds[0]["title"] for m in bot.visible()] == ["Raid #1 — nobody took part",
                                                                  "Raid #1 report — nobody took part"]
@@ -413,13 +465,13 @@ async def test_a_release_that_failed_is_restored_when_the_bot_is_ready_again(bot
     unlocked = await bot.h.dispatch_interaction(payload)
 
     assert unlocked is not None and not unlocked.ephemeral and original_text(bot, payload) == "Chat unlocked."
-    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT | SEND)
+    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW | VOICE_MESSAGES, deny=REACT | POLLS | SEND)
     [pending] = await bot.services.locks.pending_releases("discord")
 
     await bot.h.restart()
     await asyncio.wait_for(bot.adapter.reconciled.wait(), 5)
 
-    assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
     assert await bot.services.locks.pending_releases("discord") == []
     assert await bot.services.locks.active(pending.community_id) is None
 
@@ -466,15 +518,16 @@ async def test_errors_become_short_private_replies(
 
 
 async def test_sync_commands_publishes_the_tree(bot: Bot) -> None:
-    count = await sync_commands(DEFAULT_TOKEN, None)
-    in_guild = await sync_commands(DEFAULT_TOKEN, GUILD_ID)
+    config = fake_config(bot.fake, token=DEFAULT_TOKEN)
+    count = await sync_commands(config, None)
+    in_guild = await sync_commands(config, GUILD_ID)
 
     assert count == in_guild == len(COMMANDS)
     published = {c["name"]: c for c in bot.fake.commands[None]}
     assert set(published) == {"join", "claim", "leaderboard", "me", "link", "help", "raid", "unlock", "ban",
                               "unban", "points", "schedule", "review"}
-    assert int(published["raid"]["default_member_permissions"]) == MANAGE_GUILD
-    assert published["join"]["default_member_permissions"] is None
+    # no default permission: members with the moderator role see the commands without an override
+    assert {c.get("default_member_permissions") for c in published.values()} == {None}
     assert {c["guild_id"] for c in bot.fake.commands[GUILD_ID]} == {str(GUILD_ID)}
     assert bot.fake.calls_to(f"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands", "PUT")
 
@@ -624,3 +677,134 @@ async def test_a_post_whose_answer_was_lost_is_sent_again_and_appears_once(bot: 
     reports = [m for m in bot.visible() if "report" in m.embeds[0]["title"]]
     assert len(reports) == 1 and "Ended: ended by a moderator" in reports[0].embeds[0]["description"]
     assert await bot.services.outbox.due() == []
+
+
+async def test_a_raid_start_without_a_needed_permission_is_refused_and_names_it(services: Services) -> None:
+    """The channel's @everyone overwrite denies Embed Links, which nubi's role only had from its base."""
+    denied = overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=EMBED | POLLS)
+    async for bot in make_bot(services, guild(everyone=denied)):
+        payload = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+
+        response = await bot.h.dispatch_interaction(payload)
+
+        assert response is not None and (response.type, response.ephemeral) == (CallbackType.CHANNEL_MESSAGE, True)
+        assert (response.content or "").startswith(
+            "I can't start a raid here: I'm missing the Embed Links permission in this channel"
+        )
+        assert await services.raids.list() == [] and bot.visible() == []
+        assert bot.overwrites() == sorted([denied, MODERATORS_BEFORE], key=lambda o: o["id"])  # nothing touched
+        assert bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/*") == []
+
+
+async def test_a_locking_raid_needs_manage_roles_and_an_unlocked_one_does_not(services: Services) -> None:
+    without = BOT_ROLE & ~discord.Permissions(manage_roles=True).value
+    async for bot in make_bot(services, guild(bot_role=without)):
+        locking = await bot.h.dispatch_interaction(as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True}))
+
+        assert locking is not None and locking.ephemeral
+        assert "missing the Manage Roles permission" in (locking.content or "")
+        assert await services.raids.list() == []
+
+        raid_id = await bot.start_raid()  # no lock asked: nothing missing
+        assert bot.raid_post().embeds[0]["title"] == f"Raid #{raid_id} — live"
+
+
+async def test_a_post_discord_refuses_cancels_the_raid_and_tells_the_moderator(bot: Bot) -> None:
+    bot.fake.fail_next("POST", f"/channels/{CHANNEL_ID}/messages", status=403)
+    payload = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+
+    response = await bot.h.dispatch_interaction(payload)
+
+    assert response is not None and response.ephemeral
+    text = original_text(bot, payload)
+    assert text.startswith("Raid #1 was cancelled: Discord refused its post in this channel (Missing Permissions).")
+    assert "live" not in text
+    [raid] = await bot.services.raids.list()
+    assert raid.status == "cancelled"
+    assert bot.visible() == []  # no post, and no report of a raid nobody saw
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])  # lock undone
+    assert await bot.services.locks.pending_releases("discord") == []
+
+
+async def test_the_report_is_posted_even_while_the_channel_stays_locked(bot: Bot) -> None:
+    """Releasing fails at the raid's end: the channel is still locked, and nubi still posts the report."""
+    await bot.start_raid(lock=True)
+    bot.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", status=403)
+
+    payload = as_mod("raid end")
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert int(bot.everyone()["deny"]) & SEND  # type: ignore[index]
+    titles = [m.embeds[0]["title"] for m in bot.visible()]
+    assert titles == ["Raid #1 — nobody took part", "Raid #1 report — nobody took part"]
+    assert [c.status for c in bot.fake.calls_to(f"/channels/{CHANNEL_ID}/messages", "POST")] == [200, 200]
+
+    await bot.h.restart()  # the next ready finishes the release, every overwrite as it was
+    await asyncio.wait_for(bot.adapter.reconciled.wait(), 5)
+    assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
+    assert await bot.services.locks.pending_releases("discord") == []
+
+
+async def test_nubi_keeps_an_overwrite_of_its_own_and_gets_it_back_exactly(services: Services) -> None:
+    """An admin had already given nubi a member overwrite (with a bit past 32): the lock widens it, the
+    release puts it back as it was."""
+    own = overwrite_payload(BOT_USER_ID, type=1, allow=HISTORY, deny=REACT | POLLS)
+    payload = guild()
+    payload["channels"][0]["permission_overwrites"].append(own)
+    async for bot in make_bot(services, payload):
+        await bot.start_raid(lock=True)
+        assert bot.overwrite(BOT_USER_ID) == overwrite_payload(
+            BOT_USER_ID, type=1, allow=VIEW | SEND | EMBED | HISTORY, deny=REACT | POLLS
+        )
+        assert len(bot.visible()) == 1
+
+        await bot.h.dispatch_interaction(as_mod("raid end"))
+
+        assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE, own], key=lambda o: o["id"])
+
+
+async def _answered(fake: FakeDiscordAPI, payload: dict[str, Any], text: str) -> str:
+    for _ in range(100):
+        message = fake.original_response(int(payload["id"]))
+        if message is not None and message.content.startswith(text):
+            return message.content
+        callback = fake.interaction_response(int(payload["id"]))
+        if callback is not None and (callback.content or "").startswith(text):
+            return callback.content or ""
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer starting with {text!r}")
+
+
+async def test_the_settings_point_rest_and_the_gateway_at_another_server(services: Services) -> None:
+    """`nubi run`'s path, no harness: login over REST at api_base_url, then a real websocket session at
+    gateway_url (Hello, Identify with the guilds intent only, READY, GUILD_CREATE), interactions and
+    the echoes of nubi's own writes arriving over it."""
+    async with FakeDiscordAPI() as fake:
+        fake.add_guild(guild())
+        adapter = DiscordAdapter(services, fake_config(fake, token=DEFAULT_TOKEN))
+        await adapter.start()
+        try:
+            await asyncio.wait_for(adapter.reconciled.wait(), 10)
+            [session] = fake.gateway.sessions
+            assert session.identify["token"] == DEFAULT_TOKEN
+            assert session.intents == discord.Intents(guilds=True).value
+            assert [c.path for c in fake.calls[:2]] == ["/users/@me", "/oauth2/applications/@me"]
+
+            start = as_mod("raid start", {"url": TARGET, "likes": 5, "lock": True})
+            fake.register_interaction(start)
+            await fake.gateway.dispatch("INTERACTION_CREATE", start)
+
+            assert (await _answered(fake, start, "Raid #1 is live")).endswith(f"/{CHANNEL_ID}/{fake.channel_messages(CHANNEL_ID)[0].id}.")
+            channel = adapter.client.get_channel(CHANNEL_ID)
+            assert isinstance(channel, discord.TextChannel)
+            for _ in range(50):  # the CHANNEL_UPDATE echo of the lock reaches the cache over the gateway
+                if channel.overwrites_for(discord.Object(GUILD_ID)).send_messages is False:
+                    break
+                await asyncio.sleep(0.05)
+                channel = adapter.client.get_channel(CHANNEL_ID)  # type: ignore[assignment]
+            assert channel.overwrites_for(discord.Object(GUILD_ID)).send_messages is False
+            assert channel.permissions_for(channel.guild.me).send_messages  # nubi's own overwrite holds
+        finally:
+            await adapter.stop()
+        assert fake.unhandled_calls() == []

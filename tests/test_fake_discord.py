@@ -14,11 +14,16 @@ import discord
 import pytest
 from discord import app_commands
 
+from adapters.discord.endpoints import use_endpoints
+from core.config import DiscordConfig
+from tests.fakes import discord_permissions as rules
 from tests.fakes.discord_api import (
     APPLICATION_ID,
+    BOT_USER_ID,
     DEFAULT_MEMBER_PERMISSIONS,
     CallbackType,
     DiscordHarness,
+    FakeDiscordAPI,
     MessageFlags,
     UserArg,
     autocomplete_interaction,
@@ -29,6 +34,7 @@ from tests.fakes.discord_api import (
     overwrite_payload,
     role_payload,
     slash_command_interaction,
+    text_channel_payload,
 )
 
 GUILD_ID = 910_000_000_000_000_001
@@ -175,9 +181,15 @@ def raid_guild() -> dict[str, Any]:
     )
 
 
+def pointed_at(fake: FakeDiscordAPI) -> RaidBot:
+    """A RaidBot whose REST calls and gateway go to the fake, through nubi's two address settings."""
+    use_endpoints(DiscordConfig(api_base_url=fake.base_url, gateway_url=fake.gateway_url))
+    return RaidBot()
+
+
 @pytest.fixture
 async def h() -> AsyncIterator[DiscordHarness[RaidBot]]:
-    async with DiscordHarness(RaidBot, guilds=[raid_guild()]) as harness:
+    async with FakeDiscordAPI() as fake, DiscordHarness(lambda: pointed_at(fake), guilds=[raid_guild()], fake=fake) as harness:
         yield harness
         # Every request discord.py made must have hit an implemented endpoint.
         assert harness.fake.unhandled_calls() == []
@@ -490,14 +502,112 @@ async def test_attachments_edits_and_deletes_are_stored(h: DiscordHarness[RaidBo
     ]
 
 
-async def test_rejected_token_fails_login_and_route_base_is_restored() -> None:
-    base = discord.http.Route.BASE
-    async with DiscordHarness(RaidBot, guilds=[raid_guild()]) as h:
-        assert discord.http.Route.BASE == h.fake.base_url
+async def test_rejected_token_fails_login() -> None:
+    async with FakeDiscordAPI() as fake, DiscordHarness(lambda: pointed_at(fake), guilds=[raid_guild()], fake=fake) as h:
+        assert discord.http.Route.BASE == fake.base_url  # set by nubi's setting, not by the harness
         h.token = "stale-token"
 
         with pytest.raises(discord.LoginFailure):
             await h.restart()
 
         assert (h.fake.calls[-1].path, h.fake.calls[-1].status) == ("/users/@me", 401)
-    assert discord.http.Route.BASE == base
+
+
+# -- Discord's permission rules, enforced on the bot ------------------------------------------------
+
+P = discord.Permissions
+VIEW, SEND, EMBED = P(view_channel=True).value, P(send_messages=True).value, P(embed_links=True).value
+MANAGE_ROLES, MANAGE_MESSAGES = P(manage_roles=True).value, P(manage_messages=True).value
+POLLS = P(send_polls=True).value  # bit 49
+BOT_ROLE = P(view_channel=True, send_messages=True, embed_links=True, read_message_history=True,
+             manage_roles=True).value
+
+
+def limited_guild(*overwrites: dict[str, Any], bot_permissions: int = BOT_ROLE) -> dict[str, Any]:
+    """A server where the bot's role holds exactly `bot_permissions` (no Administrator) and @everyone
+    holds nothing, so every right the bot has comes from its role or the channel's overwrites."""
+    return guild_create_payload(
+        GUILD_ID,
+        channels=[text_channel_payload(CHANNEL_ID, guild_id=GUILD_ID, permission_overwrites=overwrites)],
+        roles=[role_payload(GUILD_ID, "@everyone", permissions=0), role_payload(RAIDER_ROLE_ID, "raider")],
+        members=[member_payload(BOB_ID, username="bob")],
+        bot_permissions=bot_permissions,
+    )
+
+
+async def limited(*overwrites: dict[str, Any], bot_permissions: int = BOT_ROLE) -> AsyncIterator[DiscordHarness[RaidBot]]:
+    async with FakeDiscordAPI() as fake, DiscordHarness(
+        lambda: pointed_at(fake), guilds=[limited_guild(*overwrites, bot_permissions=bot_permissions)], fake=fake
+    ) as harness:
+        yield harness
+
+
+async def test_an_everyone_deny_silences_the_bot_until_its_own_overwrite_allows_it() -> None:
+    async for h in limited(overwrite_payload(GUILD_ID, type=0, deny=SEND)):
+        channel = text_channel(h)
+        with pytest.raises(discord.Forbidden) as refused:
+            await channel.send("raid!")
+        assert (refused.value.status, refused.value.code) == (403, 50013)
+        assert h.fake.channel_messages(CHANNEL_ID) == []
+
+        await channel.set_permissions(channel.guild.me, overwrite=discord.PermissionOverwrite(send_messages=True))
+        message = await channel.send("raid!")
+        edited = await message.edit(content="raid! (edited)")
+
+        assert edited.content == "raid! (edited)"
+        assert channel.permissions_for(channel.guild.me).send_messages  # discord.py's own computation agrees
+
+
+async def test_overwrite_edits_need_manage_roles_and_only_grant_what_the_bot_holds() -> None:
+    async for h in limited(overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=POLLS)):
+        http = h.client.http
+        with pytest.raises(discord.Forbidden):  # Manage Messages: not the bot's to give
+            await http.edit_channel_permissions(CHANNEL_ID, RAIDER_ROLE_ID, str(MANAGE_MESSAGES), "0", 0)
+        with pytest.raises(discord.Forbidden):  # nor Manage Roles itself, without such an overwrite
+            await http.edit_channel_permissions(CHANNEL_ID, RAIDER_ROLE_ID, str(MANAGE_ROLES), "0", 0)
+        # denying Send Messages to @everyone changes only a bit the bot holds; Send Polls (bit 49),
+        # which it does not hold, is sent back unchanged and stays exactly as it was
+        await http.edit_channel_permissions(CHANNEL_ID, GUILD_ID, str(VIEW), str(POLLS | SEND), 0)
+        assert h.fake.channel(CHANNEL_ID)["permission_overwrites"] == [
+            overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=POLLS | SEND)
+        ]
+        with pytest.raises(discord.Forbidden):  # but dropping the Send Polls deny would change it
+            await http.edit_channel_permissions(CHANNEL_ID, GUILD_ID, str(VIEW), str(SEND), 0)
+    async for h in limited(overwrite_payload(GUILD_ID, type=0, deny=SEND), bot_permissions=BOT_ROLE & ~MANAGE_ROLES):
+        with pytest.raises(discord.Forbidden):
+            await h.client.http.edit_channel_permissions(CHANNEL_ID, BOT_USER_ID, str(SEND), "0", 1)
+        with pytest.raises(discord.Forbidden):
+            await h.client.http.delete_channel_permissions(CHANNEL_ID, GUILD_ID)
+        assert h.fake.channel(CHANNEL_ID)["permission_overwrites"] == [overwrite_payload(GUILD_ID, type=0, deny=SEND)]
+
+
+def test_the_permission_computation_follows_discords_order() -> None:
+    raider_role, other_role = str(RAIDER_ROLE_ID), "77"
+    guild = {"id": str(GUILD_ID), "owner_id": str(BOB_ID), "roles": [
+        {"id": str(GUILD_ID), "permissions": str(VIEW | SEND)},
+        {"id": raider_role, "permissions": str(EMBED | POLLS)},
+        {"id": other_role, "permissions": "0"},
+    ]}
+    alice = {"user": {"id": str(ALICE_ID)}, "roles": [raider_role, other_role]}
+
+    def channel(*overwrites: dict[str, Any]) -> dict[str, Any]:
+        return {"permission_overwrites": list(overwrites)}
+
+    assert rules.channel_permissions(guild, alice, channel()) == VIEW | SEND | EMBED | POLLS  # base: roles OR-ed
+    # @everyone's deny, then the role overwrites together: one role's allow beats another's deny
+    everyone_deny = overwrite_payload(GUILD_ID, type=0, deny=SEND)
+    assert not rules.channel_permissions(guild, alice, channel(everyone_deny)) & SEND
+    both = channel(everyone_deny, overwrite_payload(RAIDER_ROLE_ID, type=0, deny=SEND),
+                   overwrite_payload(77, type=0, allow=SEND))
+    assert rules.channel_permissions(guild, alice, both) & SEND
+    # the member's own overwrite comes last and wins
+    mine = overwrite_payload(ALICE_ID, type=1, deny=SEND)
+    assert not rules.channel_permissions(guild, alice, channel(*both["permission_overwrites"], mine)) & SEND
+    # implicit: no Send Messages, no Embed Links; no View Channel, nothing at all (bit 49 included)
+    assert rules.channel_permissions(guild, alice, channel(everyone_deny)) == VIEW | POLLS
+    assert rules.channel_permissions(guild, alice, channel(overwrite_payload(GUILD_ID, type=0, deny=VIEW))) == 0
+    # Administrator and the owner: every permission, whatever the overwrites say
+    admin_guild = {**guild, "roles": [*guild["roles"][:2], {"id": other_role, "permissions": str(P(administrator=True).value)}]}
+    assert rules.channel_permissions(admin_guild, alice, channel(mine)) == P.all().value
+    bob = {"user": {"id": str(BOB_ID)}, "roles": []}
+    assert rules.channel_permissions(guild, bob, channel(overwrite_payload(BOB_ID, type=1, deny=VIEW))) == P.all().value

@@ -22,7 +22,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from core.commands.parser import Command
+from core.commands.parser import Command, RaidStart
 from core.commands.service import ChatContext, Reply, error_reply
 from core.config import DiscordConfig
 from core.directory import ChatRef, MemberRef
@@ -38,8 +38,9 @@ from core.events import (
 from core.services import Services
 from core.targets import Mention
 
-from . import commands, render
+from . import commands, permissions, render
 from .chat_lock import ChannelLocks
+from .endpoints import use_endpoints
 from .posts import RaidPosts, jump_url
 from .views import CUSTOM_ID, RaidButton
 
@@ -119,6 +120,7 @@ class DiscordAdapter:
 
     def build_client(self) -> discord.Client:
         """A fresh client for this adapter (sharded when configured); it becomes `self.client`."""
+        use_endpoints(self.config)
         options = client_options()
         if self.config.shard_count:
             client: discord.Client = NubiShardedClient(
@@ -202,6 +204,15 @@ class DiscordAdapter:
             return False
         return any(str(role.id) == wanted or role.name.casefold() == wanted.casefold() for role in user.roles)
 
+    def bot_permissions(self, interaction: discord.Interaction[Any]) -> discord.Permissions:
+        """What nubi may do in the interaction's channel: its roles and the channel's overwrites, as
+        discord.py computes them from the guild cache; Discord's own figure when the cache lacks them."""
+        guild, channel = interaction.guild, interaction.channel
+        me = guild.me if guild is not None else None
+        if me is not None and isinstance(channel, discord.abc.GuildChannel):
+            return channel.permissions_for(me)
+        return interaction.app_permissions
+
     def context(self, interaction: discord.Interaction[Any], mentions: tuple[Mention, ...] = ()) -> ChatContext:
         user = interaction.user
         return ChatContext(
@@ -221,6 +232,11 @@ class DiscordAdapter:
         """A slash command: core decides and words the answer. `ephemeral` is the usual visibility of
         the answer, used when the interaction has to be deferred before core answered; `mentions` are
         the members picked in its user options."""
+        if isinstance(cmd, RaidStart):
+            lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock)
+            if lacking:  # refused before anything starts: never a raid without its post
+                await interaction.response.send_message(permissions.refusal(lacking), ephemeral=True)
+                return
         work = self.services.commands.execute(self.context(interaction, mentions), cmd)
         await self._answer(interaction, work, defer=defer, ephemeral=ephemeral)
 
@@ -264,7 +280,7 @@ class DiscordAdapter:
 
     async def _send(self, interaction: discord.Interaction[Any], reply: Reply, *, deferred_ephemeral: bool) -> None:
         if reply.quiet:  # the channel already has the post; the member gets a private pointer to it
-            parts: dict[str, Any] = {"content": render.quiet_ack(reply, await self._raid_post_url(reply))}
+            parts: dict[str, Any] = {"content": await self._quiet_ack(reply)}
             private = True
         else:
             parts = render.message(reply.view)
@@ -278,11 +294,17 @@ class DiscordAdapter:
             await interaction.delete_original_response()
             await interaction.followup.send(**parts, ephemeral=True)
 
-    async def _raid_post_url(self, reply: Reply) -> str | None:
+    async def _quiet_ack(self, reply: Reply) -> str:
+        """Where the raid post is, and only if it is there: a refused post is reported, never called live."""
         if reply.raid is None:
-            return None
-        progress = await self.services.raids.progress(reply.raid.id, top=0)
-        return jump_url(progress.progress_ref)
+            return render.quiet_ack(reply)
+        raid_id = reply.raid.id
+        if raid_id in self.posts.refused:
+            return render.post_refused(raid_id, self.posts.refused[raid_id])
+        progress = await self.services.raids.progress(raid_id, top=0)
+        if progress.progress_ref is None:
+            return render.post_pending(raid_id)
+        return render.quiet_ack(reply, jump_url(progress.progress_ref))
 
     async def on_tree_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -298,6 +320,8 @@ class DiscordAdapter:
             text = f"That {error.type.name.lower()} option isn't valid here."
         elif isinstance(error, app_commands.NoPrivateMessage):
             text = "Use this in a server channel."
+        elif isinstance(error, commands.NotModerator):
+            text = commands.NOT_MODERATOR
         else:
             text = error_reply(error if isinstance(error, Exception) else RuntimeError(error)).text
         try:
@@ -311,7 +335,8 @@ class DiscordAdapter:
     # -- core events -----------------------------------------------------------------------------------
 
     async def on_raid_started(self, event: RaidStarted) -> None:
-        """Lock first (the post says whether the chat is locked), then post the raid."""
+        """Lock first (the post says whether the chat is locked; nubi keeps its own voice), then post
+        the raid. A raid whose post Discord refuses is cancelled: members could never see or join it."""
         if await self.posts.chat_of(event.community_id) is None:
             return
         if not await self.posts.owe(event.raid_id):
@@ -320,6 +345,10 @@ class DiscordAdapter:
         if progress.lock and progress.active:
             await self.locks.lock(progress)
         await self.posts.post_now(event.raid_id)
+        if event.raid_id in self.posts.refused:
+            log.warning("raid #%s cancelled: Discord refused its post (%s)", event.raid_id,
+                        self.posts.refused[event.raid_id])
+            await self.services.raids.end(event.raid_id, status="cancelled", reason="post refused")
 
 
     async def on_post_due(self, event: PostDue) -> None:
@@ -341,11 +370,15 @@ def _custom_ids(message: discord.Message) -> set[str]:
     return ids
 
 
-async def sync_commands(token: str, guild_id: int | None) -> int:
+async def sync_commands(config: DiscordConfig, guild_id: int | None) -> int:
     """Publish the command tree (`nubi discord sync [--guild ID]`); returns how many commands synced.
 
     A guild sync is instant (for testing a bot in one server); a global one can take a while to show.
     """
+    if config.token is None:
+        raise RuntimeError("discord.token is not set (NUBI_DISCORD_TOKEN)")
+    token = config.token.get_secret_value()
+    use_endpoints(config)
     client = discord.Client(intents=discord.Intents.none())
     tree: app_commands.CommandTree[Any] = app_commands.CommandTree(client)
     commands.install(tree)
@@ -358,3 +391,15 @@ async def sync_commands(token: str, guild_id: int | None) -> int:
             tree.copy_global_to(guild=guild)
             synced = await tree.sync(guild=guild)
     return len(synced)
+
+
+async def application_id(config: DiscordConfig) -> int:
+    """The bot's application id, asked of Discord with the bot token (`nubi discord invite`)."""
+    if config.token is None:
+        raise RuntimeError("discord.token is not set (NUBI_DISCORD_TOKEN)")
+    use_endpoints(config)
+    client = discord.Client(intents=discord.Intents.none())
+    async with client:
+        await client.login(config.token.get_secret_value())
+        info = await client.application_info()
+    return info.id

@@ -1,10 +1,16 @@
 """The raid chat lock on Discord: deny Send Messages to @everyone through a channel overwrite.
 
-The @everyone overwrite as it was (allow/deny bits, or "none" when there was none) is saved through
-core's LockService *before* the channel is touched, so a crash between the two can only leave a lock
-record that restores what is already there. Release is restored exactly (or the overwrite deleted)
-and only then confirmed; unconfirmed releases are retried on ready and by the scheduler sweep. REST only, no cache: any process
-may end a raid, whichever shard holds the guild.
+Discord applies the @everyone overwrite to the bot too (only Administrator, or an overwrite for the
+bot's own role or member, lifts it), so before denying, nubi gives its own member an overwrite that
+allows what it needs to keep posting there (`permissions.SPEAKING`); a lock never silences the raid post,
+its edits or the report. On release both overwrites are put back exactly as they were (or deleted when
+there was none), every other overwrite untouched; permission bits are kept as Python ints, never
+truncated to 32 bits.
+
+Both overwrites as they were (allow/deny bits, or "none") are saved through core's LockService *before*
+the channel is touched, so a crash in between can only leave a lock record that restores what is
+already there. Release is confirmed only once Discord has both back; unconfirmed releases are retried
+on ready and by the scheduler sweep. REST only, no cache: any process may end a raid, whichever shard holds the guild.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ from core.events import LockReleased
 from core.raids.model import RaidProgress
 from core.services import Services
 
+from .permissions import SPEAKING
+
 log = logging.getLogger(__name__)
 
 SEND_MESSAGES = discord.Permissions(send_messages=True).value
 ROLE_OVERWRITE = 0
+MEMBER_OVERWRITE = 1
 NO_PERMISSION_NOTE = (
     "I couldn't lock this channel: I need the Manage Permissions (Manage Roles) permission here. "
     "The raid runs unlocked."
@@ -54,22 +63,20 @@ class ChannelLocks:
             await self._say(channel_id, FAILED_NOTE)
             return False
         guild_id = channel.get("guild_id")
-        if guild_id is None:
+        me = self._client().user
+        if guild_id is None or me is None:
             return False
-        current = next(
-            (o for o in channel.get("permission_overwrites") or []
-             if o["id"] == str(guild_id) and int(o["type"]) == ROLE_OVERWRITE),
-            None,
-        )
-        everyone: dict[str, int] | str = (
-            {"allow": int(current["allow"]), "deny": int(current["deny"])} if current else "none"
-        )
+        overwrites = channel.get("permission_overwrites") or []
+        everyone = _overwrite_state(overwrites, str(guild_id), ROLE_OVERWRITE)
+        mine = _overwrite_state(overwrites, str(me.id), MEMBER_OVERWRITE)
         saved = {
             "platform": "discord",
             "channel_id": str(channel_id),
             "guild_id": str(guild_id),
             "raid_id": progress.id,
             "everyone": everyone,
+            "bot_id": str(me.id),
+            "bot": mine,
         }
         deadline = self.s.locks.raid_deadline(progress.ends_at)
         try:
@@ -77,14 +84,25 @@ class ChannelLocks:
         except Conflict:
             log.info("channel %s is already locked; raid #%s adds no lock", channel_id, progress.id)
             return False
-        allow, deny = (everyone["allow"], everyone["deny"]) if isinstance(everyone, dict) else (0, 0)
+        allow, deny = _bits(everyone)
+        my_allow, my_deny = _bits(mine)
+        reason = f"nubi: chat lock for raid #{progress.id}"
+        voiced = False
         try:
+            # first nubi's own voice in the channel, then the lock: never a moment where it is muted
+            await self.http.edit_channel_permissions(
+                channel_id, me.id, str(my_allow | SPEAKING.value), str(my_deny & ~SPEAKING.value), MEMBER_OVERWRITE,
+                reason=reason,
+            )
+            voiced = True
             await self.http.edit_channel_permissions(
                 channel_id, guild_id, str(allow & ~SEND_MESSAGES), str(deny | SEND_MESSAGES), ROLE_OVERWRITE,
-                reason=f"nubi: chat lock for raid #{progress.id}",
+                reason=reason,
             )
         except discord.Forbidden:
-            self._unapplied.add(lock_id)
+            # Refused, so @everyone is as it was; only nubi's own overwrite may need putting back.
+            if not voiced or await self._put_back(channel_id, me.id, MEMBER_OVERWRITE, mine):
+                self._unapplied.add(lock_id)
             await self.s.locks.unlock(progress.community_id, "missing permissions")
             await self._say(channel_id, NO_PERMISSION_NOTE)
             return False
@@ -118,20 +136,29 @@ class ChannelLocks:
         return restored
 
     async def _restore(self, saved: dict[str, Any]) -> bool:
-        """Put @everyone's overwrite back exactly as saved; True when Discord has it (or nothing is left to fix)."""
+        """Put @everyone's overwrite back exactly as saved, then nubi's own; True when Discord has both
+        (or nothing is left to fix)."""
         if "channel_id" not in saved or "guild_id" not in saved:
             return True  # not a record this adapter wrote: nothing it could restore
-        channel_id, guild_id = int(saved["channel_id"]), int(saved["guild_id"])
-        everyone = saved.get("everyone", "none")
+        channel_id = int(saved["channel_id"])
+        targets = [(int(saved["guild_id"]), ROLE_OVERWRITE, saved.get("everyone", "none"))]
+        if saved.get("bot_id"):  # records written before nubi gave itself an overwrite have none
+            targets.append((int(saved["bot_id"]), MEMBER_OVERWRITE, saved.get("bot", "none")))
+        for target_id, kind, state in targets:
+            if not await self._put_back(channel_id, target_id, kind, state):
+                return False
+        return True
+
+    async def _put_back(self, channel_id: int, target_id: int, kind: int, state: Any) -> bool:
         reason = "nubi: raid chat lock released"
         try:
-            if isinstance(everyone, dict):
+            if isinstance(state, dict):
+                allow, deny = _bits(state)
                 await self.http.edit_channel_permissions(
-                    channel_id, guild_id, str(int(everyone["allow"])), str(int(everyone["deny"])), ROLE_OVERWRITE,
-                    reason=reason,
+                    channel_id, target_id, str(allow), str(deny), kind, reason=reason
                 )
             else:
-                await self.http.delete_channel_permissions(channel_id, guild_id, reason=reason)
+                await self.http.delete_channel_permissions(channel_id, target_id, reason=reason)
         except discord.NotFound:
             return True  # the overwrite (or the channel) is already gone
         except (discord.HTTPException, discord.RateLimited) as exc:
@@ -144,3 +171,13 @@ class ChannelLocks:
             await self._client().get_partial_messageable(channel_id).send(text)
         except (discord.HTTPException, discord.RateLimited) as exc:
             log.warning("could not tell channel %s: %s", channel_id, exc)
+
+
+def _overwrite_state(overwrites: list[dict[str, Any]], target_id: str, kind: int) -> dict[str, int] | str:
+    """One overwrite as saved in the lock record: its exact bits, or "none" when the channel has none."""
+    found = next((o for o in overwrites if o["id"] == target_id and int(o["type"]) == kind), None)
+    return {"allow": int(found["allow"]), "deny": int(found["deny"])} if found else "none"
+
+
+def _bits(state: Any) -> tuple[int, int]:
+    return (int(state["allow"]), int(state["deny"])) if isinstance(state, dict) else (0, 0)

@@ -3,9 +3,10 @@
 Every callback builds the command object the text parser would build and hands it to
 `services.commands.execute` through the adapter, which answers the interaction in time. Ranges are
 declared for Discord's client, but discord.py does not enforce them: core validates every value.
-Moderator commands carry Manage Server as their default permission, which only hides them in
-Discord's UI; who is a moderator (Manage Server or the configured role) is decided on every call and
-core refuses others politely. Autocomplete reads core state and never fails loudly.
+Moderator commands are registered without a default permission, so members with the configured
+moderator role see them with no override in the server's settings; who is a moderator (Manage Server
+or that role) is checked on every call, before anything runs, and others get a private refusal (core
+refuses them too). Autocomplete reads core state and never fails loudly.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from core.targets import Mention
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter
 
-MODERATOR = discord.Permissions(manage_guild=True)
 MAX_CHOICES = 25
+NOT_MODERATOR = "Sorry, only moderators can do that here."
 Count = Range[int, 1, 1_000_000]
 Top = Range[int, 1, 50]
 Window = Literal["day", "week", "month", "all"]
@@ -51,6 +52,23 @@ async def run(
     mentions: tuple[Mention, ...] = (),
 ) -> None:
     await host(interaction).run_command(interaction, cmd, defer=defer, ephemeral=ephemeral, mentions=mentions)
+
+
+class NotModerator(app_commands.CheckFailure):
+    """A member without Manage Server or the moderator role ran a moderator command."""
+
+
+def moderators_only(interaction: Interaction) -> bool:
+    if not host(interaction).is_moderator(interaction):
+        raise NotModerator(NOT_MODERATOR)
+    return True
+
+
+class ModeratorGroup(app_commands.Group):
+    """A command group only moderators may run (checked here, per call: Discord's UI shows it to all)."""
+
+    async def interaction_check(self, interaction: Interaction) -> bool:
+        return moderators_only(interaction)
 
 
 # -- members -------------------------------------------------------------------------------------
@@ -116,9 +134,7 @@ async def help_(interaction: Interaction) -> None:
 
 # -- raids (moderators) --------------------------------------------------------------------------
 
-raid = app_commands.Group(
-    name="raid", description="Run raids in this channel", guild_only=True, default_permissions=MODERATOR
-)
+raid = ModeratorGroup(name="raid", description="Run raids in this channel", guild_only=True)
 
 
 @raid.command(name="start", description="Start a raid on a post")
@@ -176,7 +192,7 @@ async def raid_status(interaction: Interaction) -> None:
 
 @app_commands.command(name="unlock", description="Lift the raid chat lock now")
 @app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@app_commands.check(moderators_only)
 async def unlock(interaction: Interaction) -> None:
     await run(interaction, p.Unlock(), defer=True, ephemeral=False)
 
@@ -186,7 +202,7 @@ async def unlock(interaction: Interaction) -> None:
 
 @app_commands.command(name="ban", description="Ban a member from raids here")
 @app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@app_commands.check(moderators_only)
 async def ban(interaction: Interaction, member: discord.User, reason: str | None = None) -> None:
     target = mention(member)
     await run(interaction, p.BanCmd(target.text, reason), ephemeral=False, mentions=(target,))
@@ -194,15 +210,13 @@ async def ban(interaction: Interaction, member: discord.User, reason: str | None
 
 @app_commands.command(name="unban", description="Let a banned member raid again")
 @app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@app_commands.check(moderators_only)
 async def unban(interaction: Interaction, member: discord.User) -> None:
     target = mention(member)
     await run(interaction, p.UnbanCmd(target.text), ephemeral=False, mentions=(target,))
 
 
-points = app_commands.Group(
-    name="points", description="Add or remove points, with a reason", guild_only=True, default_permissions=MODERATOR
-)
+points = ModeratorGroup(name="points", description="Add or remove points, with a reason", guild_only=True)
 
 
 async def _adjust(interaction: Interaction, member: discord.User, amount: int, reason: str, sign: int) -> None:
@@ -224,9 +238,7 @@ async def points_remove(interaction: Interaction, member: discord.User, amount: 
 
 # -- schedules -----------------------------------------------------------------------------------
 
-schedule = app_commands.Group(
-    name="schedule", description="Scheduled leaderboard posts", guild_only=True, default_permissions=MODERATOR
-)
+schedule = ModeratorGroup(name="schedule", description="Scheduled leaderboard posts", guild_only=True)
 
 
 @schedule.command(name="add", description="Post a leaderboard on a schedule")
@@ -280,9 +292,7 @@ async def schedule_choices(interaction: Interaction, current: str) -> list[Choic
 
 # -- review --------------------------------------------------------------------------------------
 
-review = app_commands.Group(
-    name="review", description="Claims waiting for a moderator", guild_only=True, default_permissions=MODERATOR
-)
+review = ModeratorGroup(name="review", description="Claims waiting for a moderator", guild_only=True)
 
 
 @review.command(name="list", description="Claims waiting for review")
@@ -321,7 +331,7 @@ async def review_choices(interaction: Interaction, current: str) -> list[Choice[
 
 
 async def _community_for_moderator(interaction: Interaction) -> int | None:
-    """Moderator-only suggestions: the default permission hides the command, but is not enforced."""
+    """Moderator-only suggestions: checks do not run for autocomplete, so it asks itself."""
     adapter = host(interaction)
     if not adapter.is_moderator(interaction):
         return None

@@ -55,6 +55,7 @@ class RaidPosts:
         self._drawn: dict[int, str] = {}  # raid id -> what the post shows now (skip no-op edits)
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
         self._owed: set[int] = set()  # raid posts this process is delivering (refresh may create them)
+        self.refused: dict[int, str] = {}  # raid id -> why Discord refused its first post (it never went up)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -155,7 +156,12 @@ class RaidPosts:
     async def _deliver_raid_post(self, raid_id: int, channel_id: int, parts: dict[str, Any], drawn: str) -> None:
         async def send(d: Delivery) -> dict[str, Any]:
             channel = self._client().get_partial_messageable(channel_id)
-            message = await _sent(channel.send(**parts, nonce=d.nonce))
+            try:
+                message = await _sent(channel.send(**parts, nonce=d.nonce))
+            except (discord.NotFound, discord.Forbidden) as exc:  # never went up: the raid is cancelled
+                self.refused[raid_id] = exc.text or "refused"
+                self._gone.add(raid_id)
+                raise
             guild_id = message.guild.id if message.guild else await self._guild_of(channel.id)
             ref = {"channel_id": str(channel.id), "message_id": str(message.id),
                    "guild_id": str(guild_id) if guild_id else None}
@@ -189,6 +195,8 @@ class RaidPosts:
 
     async def post_report(self, raid_id: int) -> None:
         """Send the report, or edit the sent one when its numbers settled later (outbox row stale)."""
+        if raid_id in self.refused:
+            return  # the raid never had a post to report on (and Discord refuses nubi there)
         async with self._lock(raid_id):
             progress = await self.s.raids.progress(raid_id, top=0)
             channel_id = int(progress.chat.external_id)

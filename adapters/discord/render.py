@@ -76,3 +76,15 @@ def quiet_ack(reply: Reply, jump_url: str | None = None) -> str:
     if reply.view.kind == "report":
         return f"{escape(reply.view.title.split(' — ')[0])} is{where}."  # "Raid #N report", without why it ended
     return text(reply.view)
+
+
+def post_refused(raid_id: int, reason: str) -> str:
+    """The moderator's answer when Discord refused the raid post: the raid did not go live."""
+    return (f"Raid #{raid_id} was cancelled: Discord refused its post in this channel ({escape(reason)}). "
+            "Check that my role can view this channel, send messages, embed links and read message history "
+            "here, then start it again.")
+
+
+def post_pending(raid_id: int) -> str:
+    """The raid post has not reached the channel yet (Discord was busy): it is on its way, not live."""
+    return f"Raid #{raid_id} started; its post is on its way to this channel."

@@ -11,8 +11,15 @@ Mocking discord.py objects would only test our assumptions about it, so instead:
   CHANNEL_UPDATE / MESSAGE_* echoes of REST writes) is fed through the client's own connection-state
   parsers by :class:`DiscordHarness`, exactly as the websocket reader would.
 
-The only seam is ``discord.http.Route.BASE`` (a URL setting). The webhook adapter used for interaction
-responses and followups imports that same ``Route`` class, so one assignment covers both paths.
+Clients reach the fake through discord.py's two address settings, ``discord.http.Route.BASE`` (REST,
+including the interaction webhooks) and ``DiscordWebSocket.DEFAULT_GATEWAY`` (a real gateway websocket,
+see ``discord_gateway.py``), which nubi sets from ``[discord] api_base_url`` / ``gateway_url``: use
+:attr:`FakeDiscordAPI.base_url` and :attr:`FakeDiscordAPI.gateway_url` there. The harness patches nothing.
+
+The fake enforces Discord's documented permission computation for the bot (``discord_permissions.py``)
+on reading a channel, creating and editing messages and editing or deleting overwrites: 403 with 50001
+Missing Access without View Channel, 50013 Missing Permissions otherwise. Interaction responses and
+followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from typing import Any, Generic, Self, TypeVar
 
 import discord
 from aiohttp import web
+
+from tests.fakes import discord_permissions as perms
+from tests.fakes.discord_gateway import FakeGateway
 
 __all__ = [
     "ALL_PERMISSIONS",
@@ -70,6 +80,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v10"
+_GATEWAY_PATH = "/gateway"
 DEFAULT_TOKEN = "fake-bot-token"
 # Bot users share their application's id on real Discord; mirroring that keeps payloads self-consistent.
 APPLICATION_ID = 1_180_000_000_000_000_001
@@ -904,6 +915,7 @@ class FakeDiscordAPI:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._routes: list[tuple[str, re.Pattern[str], str, _Handler, bool]] = []
+        self.gateway = FakeGateway(lambda: self.token, self.ready_event, self._guild_creates)
         for method, template, handler, needs_auth in self._route_table():
             regex = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
             self._routes.append((method, regex, template, handler, needs_auth))
@@ -913,6 +925,7 @@ class FakeDiscordAPI:
     async def start(self) -> None:
         """Serve on a free 127.0.0.1 port."""
         app = web.Application(client_max_size=_ATTACHMENT_SIZE_LIMIT * 2)
+        app.router.add_get(_GATEWAY_PATH, self.gateway.handle)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -923,6 +936,7 @@ class FakeDiscordAPI:
 
     async def stop(self) -> None:
         """Shut the server down; state stays readable for assertions."""
+        await self.gateway.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -945,8 +959,21 @@ class FakeDiscordAPI:
 
     @property
     def base_url(self) -> str:
-        """Value for ``discord.http.Route.BASE``."""
+        """Value for ``[discord] api_base_url`` (discord.py's ``Route.BASE``)."""
         return self.origin + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        """Value for ``[discord] gateway_url`` (discord.py's ``DiscordWebSocket.DEFAULT_GATEWAY``)."""
+        return self.origin.replace("http://", "ws://") + _GATEWAY_PATH
+
+    def _guild_creates(self) -> list[dict[str, Any]]:
+        return [self.guild_create_event(guild_id) for guild_id in self.guilds]
+
+    def bot_permissions(self, channel_id: int) -> int:
+        """What the bot may do in a channel now, by Discord's rules (ALL outside a known guild)."""
+        found = self._bot_in(self.channels[channel_id])
+        return perms.ALL if found is None else perms.channel_permissions(*found)
 
     # ---------------------------------------------------------------- seeding & gateway payloads
 
@@ -1281,6 +1308,7 @@ class FakeDiscordAPI:
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         self.gateway_events.append((event, payload))
+        self.gateway.echo(event, copy.deepcopy(payload))
         for listener in list(self._gateway_listeners):
             listener(event, copy.deepcopy(payload))
 
@@ -1637,15 +1665,37 @@ class FakeDiscordAPI:
             raise _APIError(404, "Unknown Channel", 10003)
         return channel
 
+    def _bot_in(self, channel: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Mapping[str, Any]] | None:
+        """(guild, the bot's member, channel) when the channel is in a guild the fake knows the bot in."""
+        guild_id = channel.get("guild_id")
+        guild = self.guilds.get(int(guild_id)) if guild_id else None
+        member = self.members.get(int(guild_id), {}).get(int(self.bot_user["id"])) if guild_id else None
+        return (guild, member, channel) if guild is not None and member is not None else None
+
+    def _require(self, channel: Mapping[str, Any], needed: int) -> None:
+        """Refuse like Discord when the bot lacks `needed` in the channel."""
+        found = self._bot_in(channel)
+        if found is None:
+            return
+        held = perms.channel_permissions(*found)
+        if not held & perms.VIEW_CHANNEL:
+            raise _APIError(403, "Missing Access", 50001)
+        if needed & ~held:
+            raise _APIError(403, "Missing Permissions", 50013)
+
     def _get_channel(self, call: RecordedCall, channel_id: str) -> web.Response:
-        return _json_response(self._channel_or_404(channel_id))
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.VIEW_CHANNEL)
+        return _json_response(channel)
 
     def _post_message(self, call: RecordedCall, channel_id: str) -> web.Response:
         """Create Message, with Discord's nonce rules: a nonce is an integer or a string of up to 25
         characters; with ``enforce_nonce: true`` a nonce the same author used in the past few minutes
         returns that message and creates none (https://discord.com/developers/docs/resources/message)."""
-        self._channel_or_404(channel_id)
+        channel = self._channel_or_404(channel_id)
         payload = call.json or {}
+        reply = isinstance(payload, dict) and payload.get("message_reference")
+        self._require(channel, perms.SEND_MESSAGES | (perms.READ_MESSAGE_HISTORY if reply else 0))
         nonce = payload.get("nonce")
         if nonce is not None and (not isinstance(nonce, (int, str)) or len(str(nonce)) > 25):
             raise _APIError(400, "Invalid Form Body", 50035)
@@ -1666,7 +1716,7 @@ class FakeDiscordAPI:
         return _json_response(self._live_message(_snowflake(message_id), _snowflake(channel_id)).json)
 
     def _patch_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
-        self._channel_or_404(channel_id)
+        self._require(self._channel_or_404(channel_id), perms.SEND_MESSAGES)
         stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
         return _json_response(self._edit_message(stored, call.json or {}, call.files).json)
 
@@ -1683,9 +1733,14 @@ class FakeDiscordAPI:
         overwrite = overwrite_payload(
             _snowflake(overwrite_id),
             type=body["type"],
-            allow=int(body.get("allow", 0)),
-            deny=int(body.get("deny", 0)),
+            allow=int(body.get("allow") or 0),
+            deny=int(body.get("deny") or 0),
         )
+        found = self._bot_in(channel)
+        if found is not None:
+            self._require(channel, 0)
+            if perms.overwrite_edit_refused(*found, overwrite["id"], int(overwrite["allow"]), int(overwrite["deny"])):
+                raise _APIError(403, "Missing Permissions", 50013)
         others = [o for o in channel["permission_overwrites"] if o["id"] != overwrite["id"]]
         channel["permission_overwrites"] = [*others, overwrite]
         self._emit("CHANNEL_UPDATE", copy.deepcopy(channel))
@@ -1694,6 +1749,11 @@ class FakeDiscordAPI:
     def _delete_overwrite(self, call: RecordedCall, channel_id: str, overwrite_id: str) -> web.Response:
         channel = self._channel_or_404(channel_id)
         target = str(_snowflake(overwrite_id))
+        found = self._bot_in(channel)
+        if found is not None:
+            self._require(channel, 0)
+            if perms.overwrite_delete_refused(*found):
+                raise _APIError(403, "Missing Permissions", 50013)
         if not any(o["id"] == target for o in channel["permission_overwrites"]):
             raise _APIError(404, "Unknown Overwrite", 10009)
         channel["permission_overwrites"] = [o for o in channel["permission_overwrites"] if o["id"] != target]
@@ -1744,7 +1804,10 @@ class DiscordHarness(Generic[ClientT]):
     shortened to keep tests fast.
 
     ``token`` defaults to the fake's (a different one makes login fail with ``LoginFailure``).
-    ``Route.BASE`` is a class attribute, so only one harness may be active at a time.
+    The harness does not point discord.py anywhere: ``client_factory`` builds a client configured for
+    the fake (nubi's adapter with ``api_base_url=fake.base_url``, or any client after
+    ``use_endpoints``), so pass the started ``fake`` it was configured for. Those addresses are
+    process-wide in discord.py, so only one harness may be active at a time.
     """
 
     def __init__(
@@ -1765,7 +1828,7 @@ class DiscordHarness(Generic[ClientT]):
         self.timeout = timeout
         self._guild_ready_timeout = guild_ready_timeout
         self._client: ClientT | None = None
-        self._previous_base: str | None = None
+        self._listening = False
         self.gateway_errors: list[tuple[str, BaseException]] = []
 
     @property
@@ -1788,14 +1851,13 @@ class DiscordHarness(Generic[ClientT]):
             raise RuntimeError(f"discord.py failed to handle gateway event {event}") from error
 
     async def start(self) -> None:
-        """Start the fake (if owned), point discord.py at it and boot a client."""
+        """Start the fake (if owned) and boot a client."""
         if self._owns_fake:
             await self.fake.start()
         for guild in self._guilds:
             self.fake.add_guild(guild)
-        self._previous_base = discord.http.Route.BASE
-        discord.http.Route.BASE = self.fake.base_url
         self.fake.add_gateway_listener(self._on_gateway_event)
+        self._listening = True
         try:
             self._client = await self._boot()
         except BaseException:
@@ -1803,14 +1865,13 @@ class DiscordHarness(Generic[ClientT]):
             raise
 
     async def stop(self) -> None:
-        """Close the client, restore ``Route.BASE`` and stop an owned fake."""
+        """Close the client and stop an owned fake."""
         if self._client is not None:
             await self._client.close()
             self._client = None
-        if self._previous_base is not None:
+        if self._listening:
             self.fake.remove_gateway_listener(self._on_gateway_event)
-            discord.http.Route.BASE = self._previous_base
-            self._previous_base = None
+            self._listening = False
         if self._owns_fake:
             await self.fake.stop()
 

@@ -1,0 +1,64 @@
+"""What nubi needs from a Discord server, in one list: the invite URL, the pre-start check and the docs
+(docs/discord.md) all come from `NEEDED`, so they cannot drift apart.
+
+nubi asks for no Administrator: a server owner can see exactly what each permission is for. A raid is
+only started where the bot holds what the raid needs in that channel (computed by discord.py from the
+bot's roles and the channel's overwrites), so a raid never starts without its post.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import discord
+
+SCOPES = ("bot", "applications.commands")
+
+
+@dataclass(frozen=True)
+class Need:
+    flag: str  # the discord.Permissions attribute
+    label: str  # the name Discord's settings show
+    why: str
+    lock_only: bool = False  # needed only for a raid that locks the chat
+
+
+NEEDED: tuple[Need, ...] = (
+    Need("view_channel", "View Channel", "see the raid channel at all"),
+    Need("send_messages", "Send Messages", "post the raid, its report and scheduled leaderboards"),
+    Need("embed_links", "Embed Links", "raid posts, reports and leaderboards are embeds"),
+    Need("read_message_history", "Read Message History", "the report is posted as a reply to its raid post"),
+    Need(
+        "manage_roles", "Manage Roles",
+        "the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)",
+        lock_only=True,
+    ),
+)
+
+# What the bot's own member overwrite allows while a channel is locked: everything it needs to keep
+# posting and editing there, whatever the lock denies to @everyone.
+SPEAKING = discord.Permissions(**{n.flag: True for n in NEEDED if not n.lock_only})
+
+
+def invite_permissions() -> discord.Permissions:
+    """Every permission nubi asks for when invited."""
+    return discord.Permissions(**{n.flag: True for n in NEEDED})
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL that adds the bot with its commands and exactly `invite_permissions()`."""
+    return discord.utils.oauth_url(application_id, permissions=invite_permissions(), scopes=SCOPES)
+
+
+def missing(held: discord.Permissions, *, lock: bool) -> list[Need]:
+    """What a raid (locking or not) needs in a channel and the bot does not hold there."""
+    return [n for n in NEEDED if (lock or not n.lock_only) and not getattr(held, n.flag)]
+
+
+def refusal(lacking: list[Need]) -> str:
+    """The moderator's answer when a raid cannot start here: which permissions, and what they are for."""
+    names = ", ".join(n.label for n in lacking)
+    word = "permission" if len(lacking) == 1 else "permissions"
+    reasons = "; ".join(f"{n.label}: {n.why}" for n in lacking)
+    return (f"I can't start a raid here: I'm missing the {names} {word} in this channel ({reasons}). "
+            "Give my role these in the channel's or the server's settings and try again.")
