@@ -16,13 +16,14 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
+from core import access
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.storage.models import Community
 from core.windows import WINDOWS
 
 from .schemas import DbId
-from .security import authorize_community, principal
+from .security import authorize_community, caller
 
 STATIC_DIR = Path(__file__).with_name("static")
 ENDED = ("completed", "timeout", "failed", "cancelled")
@@ -48,7 +49,7 @@ def _services(request: Request) -> Services:
 
 async def _scope_filter(request: Request) -> int | None | Literal[False]:
     """The community id a scoped key may list (False: its community has no rows yet), None for all."""
-    scope = principal(request).community
+    scope = access.list_scope(caller(request))
     if scope is None:
         return None
     platform, _, external_id = scope.partition(":")
