@@ -40,7 +40,7 @@ __all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard",
 
 # Reachable without an API key: the page and its files, the API docs, health, and the Telegram webhook
 # (which checks Telegram's secret token itself). Exact paths: nothing below them is public.
-OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico",
+OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico",
                         "/api/messaging/sessions/health", "/telegram/webhook"})
 OPEN_PREFIXES = ("/static/",)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
