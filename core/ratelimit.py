@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 
 WINDOW = 60.0
-MAX_BUCKETS = 20_000
+MAX_BUCKETS = 10_000
 
 
 class RateLimiter:

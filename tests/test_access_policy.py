@@ -453,6 +453,9 @@ async def sockets(url: str, w: World, before: dict[str, Any]) -> None:
                 ack = await client.call(event, payload, timeout=10)
                 expected = ("UNAUTHORIZED",) if key is None else ("FORBIDDEN", "SESSION_NOT_FOUND", "RAID_NOT_FOUND")
                 assert ack["ok"] is False and ack["error"]["code"] in expected, (key, event, ack)
+                if key == A_KEY and event == "raid:subscribe" and w.svc.db.row_level_security:
+                    # the event ran in A's row-level-security scope: B's raid is not even found
+                    assert ack["error"]["code"] == "RAID_NOT_FOUND", ack
                 assert not leaks(w, json.dumps(ack), json.dumps(payload)), (key, event, ack)
         assert await snapshot(w.svc) == before  # every refused write (HTTP, MCP, socket) left the rows as they were
         # B's live events reach none of them: a join, and a new raid in B.
