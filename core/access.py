@@ -8,10 +8,10 @@ API keys are scoped with and sessions store. Callers are:
   never the tools that span communities (MCP, member context);
 - a **session** (a Socket.IO token issued for one session): that session, and the raids of the
   session's community, acting as the session's own member;
+- a **chat** member (Telegram, Discord, the console): the raids and boards of that chat's community;
+  its moderators (a Telegram admin, a Discord role: the platform says who, the adapter asks it) also
+  its moderation, and nothing of another chat, whatever raid id a button or command names;
 - **nobody** (an unauthenticated socket): nothing but authenticating.
-
-A platform moderator (a Telegram admin, a Discord role) is decided by the chat adapters; what a
-moderator may do in their chat is `may_moderate` below, the same rule for keys and chats.
 
 Refusals never name another community's objects: a caller learns that it may not look, not what is there.
 """
@@ -24,7 +24,7 @@ from typing import Literal
 from core.directory import ChatRef
 from core.errors import PermissionDenied, SessionNotFound, Unauthorized
 
-Kind = Literal["admin", "community", "session", "nobody"]
+Kind = Literal["admin", "community", "session", "chat", "nobody"]
 
 
 def community_name(platform: str, external_id: str) -> str:
@@ -44,6 +44,7 @@ class Caller:
     community: str | None = None  # set for community and session callers
     session_id: str | None = None  # set for session callers
     key_id: str | None = None  # which configured key (for per-key rate limits); None without one
+    moderator: bool = False  # chat callers: the platform says this member moderates the chat
 
     @property
     def admin(self) -> bool:
@@ -53,7 +54,7 @@ class Caller:
         """May this caller read (and, within the services' own rules, change) `community`'s data?"""
         if self.kind == "admin":
             return True
-        return self.kind in ("community", "session") and self.community == community
+        return self.kind in ("community", "session", "chat") and self.community == community
 
 
 ADMIN = Caller("admin")  # also what the keyless loopback API is
@@ -66,6 +67,10 @@ def community_key(community: str, key_id: str) -> Caller:
 
 def session_caller(community: str, session_id: str) -> Caller:
     return Caller("session", community=community, session_id=session_id)
+
+
+def chat_caller(chat: ChatRef, *, moderator: bool) -> Caller:
+    return Caller("chat", community=chat_community(chat), moderator=moderator)
 
 
 def require_known(caller: Caller) -> None:
@@ -86,7 +91,8 @@ def require_community(caller: Caller, community: str | None) -> None:
     if caller.admin:
         return
     if community is None or not caller.sees(community):
-        raise PermissionDenied("This API key cannot access that community.")
+        raise PermissionDenied(
+            "That belongs to another community." if caller.kind == "chat" else "This API key cannot access that community.")
 
 
 def list_scope(caller: Caller) -> str | None:
@@ -105,7 +111,10 @@ def require_session(caller: Caller, session_id: str, session_community: str) -> 
 
 
 def may_moderate(caller: Caller, community: str) -> bool:
-    """Keys (admin, or the community's own) run moderator commands; a session's member does not."""
+    """Keys (admin, or the community's own) and the chat's own moderators run moderator commands there;
+    a session's member and a moderator of another chat do not."""
+    if caller.kind == "chat":
+        return caller.moderator and caller.sees(community)
     return caller.kind in ("admin", "community") and caller.sees(community)
 
 

@@ -504,3 +504,23 @@ async def test_the_keyless_api_answers_loopback_clients_only(db_url: str) -> Non
     finally:
         svc.settings = settings
         await svc.db.dispose()
+
+
+async def test_chat_callers_reach_their_own_chat_only(services: Services) -> None:
+    """A member's button names a raid id; a moderator's commands act in their chat: neither reaches B."""
+    from core.commands.service import ChatContext
+
+    b_raid = await services.raids.start(B, RaidSpec(B_URL, {"like": 3}), by=MemberRef("telegram", "9", "b-mod"))
+    a_raid = await services.raids.start(A, RaidSpec(A_URL, {"like": 3}), by=MemberRef("telegram", "1", "a-mod"))
+    member_of_a = ChatContext(A, MemberRef("telegram", "11", "alpha-raider"))
+    mod_of_a = ChatContext(A, MemberRef("telegram", "1", "a-mod"), is_moderator=True)
+    for custom_id in (f"nubi:join:{b_raid.id}", f"nubi:claim:{b_raid.id}:like", f"nubi:stats:{b_raid.id}"):
+        reply = await services.commands.press(member_of_a, custom_id)
+        assert reply.error and "another community" in reply.text and MARK not in reply.text.lower(), reply
+    assert "Joined raid" in (await services.commands.press(member_of_a, f"nubi:join:{a_raid.id}")).text
+    reply = await services.commands.handle_text(mod_of_a, "/raid end")  # ends A's raid, not B's
+    assert reply is not None and MARK not in reply.text.lower()
+    assert (await services.raids.progress(b_raid.id)).status == "active"
+    assert (await services.raids.progress(b_raid.id, top=5)).participants == 0
+    members_reply = await services.commands.handle_text(ChatContext(A, MemberRef("telegram", "12", "x")), "/raid end")
+    assert members_reply is not None and "only moderators" in members_reply.text

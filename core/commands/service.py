@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from core import access, catalog
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, find_member
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
@@ -113,7 +114,9 @@ class CommandService:
         return await self.execute(ctx, cmd)
 
     async def execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:
-        if isinstance(cmd, p.MODERATOR_TYPES) and not ctx.is_moderator:
+        here = access.chat_community(ctx.chat)
+        if isinstance(cmd, p.MODERATOR_TYPES) and not access.may_moderate(
+                access.chat_caller(ctx.chat, moderator=ctx.is_moderator), here):
             return _say("Sorry, only moderators can do that here.", ephemeral=True)
         try:
             return await self._run(ctx, cmd)
@@ -129,6 +132,7 @@ class CommandService:
             return _say("That button is no longer valid.", ephemeral=True)
         action, raid_id, arg = parsed
         try:
+            await self._raid_of_this_chat(ctx, raid_id)
             if action == "join":
                 r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.is_moderator)
                 if r.already:
@@ -329,6 +333,13 @@ class CommandService:
         return _say(f"Claim #{cmd.claim_id} rejected.", ephemeral=True)
 
     # -- lookups -------------------------------------------------------------------------------
+
+    async def _raid_of_this_chat(self, ctx: ChatContext, raid_id: int) -> None:
+        """A button acts on a raid of the chat it was pressed in only (the policy's rule for chat callers)."""
+        name = await catalog.community_name_of_raid(self.s.db, raid_id)
+        if name is None:
+            return  # the service answers RaidNotFound
+        access.require_community(access.chat_caller(ctx.chat, moderator=ctx.is_moderator), name)
 
     async def _community(self, ctx: ChatContext) -> int:
         now = self.s.clock.now()
