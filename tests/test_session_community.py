@@ -70,3 +70,28 @@ async def test_new_sessions_store_their_community(services: Services) -> None:
     named = await services.sessions.create(agent, str(uuid.uuid4()), metadata={"community": "fans"})
     plain = await services.sessions.create(agent, str(uuid.uuid4()))
     assert (named.community, plain.community) == ("web:fans", f"web:agent:{agent}")
+
+
+async def test_another_communitys_session_is_not_touched_by_looking(services: Services, clock) -> None:
+    """The policy is asked before the session is read: an expired session of B stays as it was when a key
+    of another community asks for it (reading it would end it), and the answer is plain not-found."""
+    import httpx
+
+    from adapters.http.app import create_app
+    from core.config import ApiKey
+
+    services.settings.http.api_keys = [ApiKey(key="key-of-web-a-0001", community="web:a"),
+                                       ApiKey(key="key-of-web-b-0002", community="web:b")]
+    b_session = await services.sessions.create(AGENT, str(uuid.uuid4()), metadata={"community": "b"})
+    clock.advance(minutes=31)  # past its 30-minute timeout, not yet swept
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        for method, path in (("GET", ""), ("GET", "/messages"), ("POST", "/renew"), ("DELETE", "")):
+            r = await http.request(method, f"/api/messaging/sessions/{b_session.id}{path}",
+                                   headers={"X-API-KEY": "key-of-web-a-0001"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "SESSION_NOT_FOUND", (method, path, r.text)
+        status = await services.db.read(lambda s: s.execute(
+            text("SELECT status FROM nubi_sessions WHERE id = :id"), {"id": b_session.id}))
+        assert status.scalar() == "active"  # not ended by A's looking
+        own = await http.get(f"/api/messaging/sessions/{b_session.id}", headers={"X-API-KEY": "key-of-web-b-0002"})
+        assert own.status_code == 410 and own.json()["error"]["code"] == "SESSION_EXPIRED"  # B's own key: as specified

@@ -268,9 +268,11 @@ class Realtime:
 
     async def session_for(self, who: Caller, raw_id: Any) -> SessionInfo:
         """The session, if the policy lets this caller see it (others' sessions do not exist for it)."""
-        info = await self.services.sessions.get(parse_uuid(raw_id, "sessionId"))
-        access.require_session(who, info.id, info.community)
-        return info
+        session_id = parse_uuid(raw_id, "sessionId")
+        community = await self.services.sessions.community_of(session_id)
+        if community is not None:  # asked before the session is touched (an expired one is ended by a read)
+            access.require_session(who, session_id, community)
+        return await self.services.sessions.get(session_id)
 
     async def _raid_for(self, caller: Caller, raid_id: int, *, top: int = 10) -> RaidProgress:
         progress = await self.services.raids.progress(raid_id, top=top)

@@ -297,6 +297,17 @@ class SessionService:
         await self.bus.publish(SessionCreated(info.id, session_type))
         return info
 
+    async def community_of(self, session_id: str) -> str | None:
+        """The community a session belongs to, read without touching it (expiry included); None if unknown.
+
+        Callers ask the access policy with it before anything else, so a caller who may not see the
+        session can neither learn its state nor end it by looking."""
+        try:
+            sid = str(uuid.UUID(str(session_id)))
+        except ValueError:
+            return None
+        return await self.db.read(lambda s: s.scalar(select(NubiSession.community).where(NubiSession.id == sid)))
+
     async def get(self, session_id: str) -> SessionInfo:
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             return self._info(row, now)
