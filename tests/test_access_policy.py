@@ -524,3 +524,44 @@ async def test_chat_callers_reach_their_own_chat_only(services: Services) -> Non
     assert (await services.raids.progress(b_raid.id, top=5)).participants == 0
     members_reply = await services.commands.handle_text(ChatContext(A, MemberRef("telegram", "12", "x")), "/raid end")
     assert members_reply is not None and "only moderators" in members_reply.text
+
+
+def test_the_policy_table() -> None:
+    """The rules themselves, caller by caller (the entry-point tests above prove every door asks them)."""
+    from core import access
+    from core.errors import PermissionDenied, SessionNotFound, Unauthorized
+
+    a, b = "telegram:-100111", "telegram:-100999"
+    key_a = access.community_key(a, "key1")
+    token = access.session_caller("web:team", "s1")
+    member, mod = access.chat_caller(A, moderator=False), access.chat_caller(A, moderator=True)
+    assert [c.sees(a) for c in (access.ADMIN, key_a, member, mod, token, access.NOBODY)] == [
+        True, True, True, True, False, False]
+    assert not any(c.sees(b) for c in (key_a, member, mod, token, access.NOBODY))
+    assert [access.may_moderate(c, a) for c in (access.ADMIN, key_a, member, mod, token)] == [
+        True, True, False, True, False]
+    assert not access.may_moderate(mod, b) and not access.may_moderate(key_a, b)
+    for c, error in ((key_a, PermissionDenied), (token, PermissionDenied), (access.NOBODY, Unauthorized)):
+        with pytest.raises(error):
+            access.require_admin(c)
+        with pytest.raises(error):
+            access.require_community(c, b)
+    access.require_community(key_a, a)
+    with pytest.raises(PermissionDenied):
+        access.require_community(key_a, None)  # a community that does not exist is nobody's
+    with pytest.raises(SessionNotFound):
+        access.require_session(key_a, "s2", b)
+    with pytest.raises(PermissionDenied):
+        access.require_session(token, "s2", "web:team")  # a token is for its own session only
+    access.require_session(token, "s1", "web:team")
+    assert access.list_scope(access.ADMIN) is None and access.list_scope(key_a) == a
+    assert access.chat_for_raid(key_a, None, B) == ChatRef("telegram", "-100111")
+    with pytest.raises(PermissionDenied):
+        access.chat_for_raid(key_a, B, B)
+    with pytest.raises(PermissionDenied):
+        access.chat_for_raid(token, None, B)
+    web = access.community_key("web:fans", "key2")
+    assert access.session_community_for(web, None) == "fans" and access.session_community_for(access.ADMIN, "x") is None
+    for c, asked in ((web, "others"), (key_a, None)):
+        with pytest.raises(PermissionDenied):
+            access.session_community_for(c, asked)
