@@ -68,9 +68,53 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = args.config or ("config.toml" if Path("config.toml").is_file() else "built-in defaults")
+    http = settings.http
+    admins = sum(k.community == "*" for k in http.api_keys)
     print(f"config OK ({source}): database {settings.database.url.split('@')[-1]}, "
-          f"http {settings.http.host}:{settings.http.port}, {len(settings.agents)} agent(s), "
-          f"telegram {'on' if settings.telegram.token else 'off'}, discord {'on' if settings.discord.token else 'off'}")
+          f"http {http.host}:{http.port}, {len(settings.agents)} agent(s), "
+          f"telegram {'on' if settings.telegram.token else 'off'}, discord {'on' if settings.discord.token else 'off'}, "
+          f"api keys {admins} admin + {len(http.api_keys) - admins} community, "
+          f"hosts {', '.join(['loopback', *http.allowed_hosts])}, trusted proxies {len(http.trusted_proxies)}")
+    for warning in security_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What is valid but probably not what the operator wants (the run still starts)."""
+    http, out = settings.http, []
+    short = [i for i, k in enumerate(http.api_keys) if k.key is not None and len(k.key.get_secret_value()) < 24]
+    if short:
+        out.append(f"http.api_keys {short}: shorter than 24 characters; `nubi keys new` makes 43-character keys")
+    if "*" in http.allowed_hosts:
+        out.append('http.allowed_hosts contains "*": any Host is answered (DNS rebinding is not blocked)')
+    if http.api_keys and http.host not in ("127.0.0.1", "localhost", "::1") and not http.allowed_hosts:
+        out.append(f"http.host is {http.host} but http.allowed_hosts is empty: only loopback Host names are answered")
+    return out
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """A random key, its SHA-256, and the config lines that admit it (the digest form keeps it out of the file)."""
+    import hashlib
+    import secrets
+
+    from pydantic import ValidationError
+
+    from core.config import ApiKey
+
+    community = "*" if args.admin else args.community
+    key = secrets.token_urlsafe(32)
+    try:
+        ApiKey(key=key, community=community)  # the same validation the config gets
+    except ValidationError as exc:
+        raise CliError(f"--community {community!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"key: {key}")
+    print("Give the key to its client (header X-API-KEY); it is not stored anywhere. Add to config.toml:")
+    print()
+    print("[[http.api_keys]]")
+    print(f'key_sha256 = "{digest}"')
+    print(f'community = "{community}"')
     return 0
 
 
@@ -221,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)
     csub.add_parser("check", help="validate the configuration").set_defaults(fn=cmd_config_check)
+    k = sub.add_parser("keys", help="API key tools")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kn = ksub.add_parser("new", help="make a random API key and print the config lines that admit it")
+    scope = kn.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--community", help='the one community the key may act in, e.g. "telegram:-100123"')
+    scope.add_argument("--admin", action="store_true", help="a key for every community (MCP, member context)")
+    kn.set_defaults(fn=cmd_keys_new)
     sub.add_parser("stats", help="sessions, raids, participants, claims and points").set_defaults(fn=cmd_stats)
     s = sub.add_parser("sessions", help="session tools")
     ssub = s.add_subparsers(dest="sessions_command", required=True)

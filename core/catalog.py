@@ -47,6 +47,21 @@ async def community_id_of(db: Database, platform: str, external_id: str) -> int 
     )
 
 
+async def community_name(db: Database, community_id: int) -> str | None:
+    """A community's "<platform>:<external id>" (the name keys are scoped with); None if there is none."""
+    found = (await db.read(lambda s: s.execute(
+        select(Community.platform, Community.external_id).where(Community.id == community_id)))).first()
+    return None if found is None else f"{found[0]}:{found[1]}"
+
+
+async def community_name_of_raid(db: Database, raid_id: int) -> str | None:
+    """The "<platform>:<external id>" of a raid's community; None for no such raid."""
+    found = (await db.read(lambda s: s.execute(
+        select(Community.platform, Community.external_id).join(Raid, Raid.community_id == Community.id)
+        .where(Raid.id == raid_id)))).first()
+    return None if found is None else f"{found[0]}:{found[1]}"
+
+
 async def raid_of_session(db: Database, session_id: str) -> int | None:
     """The raid whose own session (type `raid`) this is; None for any other or unknown session."""
     try:

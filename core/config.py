@@ -7,6 +7,7 @@ the upstream ElizaOS names (SESSION_DEFAULT_TIMEOUT_MINUTES, ...).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -47,8 +48,32 @@ class DatabaseConfig(Section):
 
 
 class ApiKey(Section):
-    key: SecretStr
+    """One API key: the key itself, or its SHA-256 (hex) so the config file holds no usable secret."""
+
+    key: SecretStr | None = None
+    key_sha256: str | None = None
     community: str = "*"  # "*" for an admin key, else "<platform>:<external id>"
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digest(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 64 or any(c not in "0123456789abcdefABCDEF" for c in v)):
+            raise ValueError("must be the 64 hex digits of the key's SHA-256 (`nubi keys new` prints it)")
+        return None if v is None else v.lower()
+
+    @field_validator("community")
+    @classmethod
+    def _community_form(cls, v: str) -> str:
+        platform, sep, external = v.partition(":")
+        if v != "*" and (not sep or platform not in ("telegram", "discord", "web", "console") or not external):
+            raise ValueError("must be \"*\" (admin) or \"<platform>:<chat id>\", e.g. \"telegram:-100123\"")
+        return v
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        return self
 
 
 class HttpConfig(Section):
@@ -56,9 +81,33 @@ class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     api_keys: list[ApiKey] = []
+    # Host names the app answers to besides the loopback names (DNS-rebinding guard): a public name
+    # such as "nubi.example.org"; "name:port" pins a port; "*" turns the check off (not recommended).
+    allowed_hosts: list[str] = []
+    # Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: list[str] = []
     cors_origins: list[str] = []
     rate_limit_per_minute: int = Field(600, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or network") from exc
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            if not entry or "/" in entry or " " in entry:
+                raise ValueError(f"{entry!r} is not a host name (write e.g. \"nubi.example.org\")")
+        return [h.lower() for h in v]
 
 
 class TelegramConfig(Section):
@@ -256,7 +305,7 @@ SESSION_ENV = {
 }
 
 # Keys whose values are structured: an env override carries JSON.
-_JSON_KEYS = {"api_keys", "cors_origins", "moderator_ids", "shard_ids", "exclude_members", "default_objectives"}
+_JSON_KEYS = {"api_keys", "allowed_hosts", "trusted_proxies", "cors_origins", "moderator_ids", "shard_ids", "exclude_members", "default_objectives"}
 
 
 def _env_value(key: str, raw: str) -> Any:

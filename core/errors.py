@@ -85,6 +85,12 @@ class PermissionDenied(NubiError):
     code = "FORBIDDEN"
 
 
+class Unauthorized(NubiError):
+    """No valid credential was presented (an API key, or a session token)."""
+
+    code = "UNAUTHORIZED"
+
+
 class Conflict(NubiError):
     code = "CONFLICT"
 

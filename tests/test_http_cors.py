@@ -12,7 +12,7 @@ from core.storage.db import Database
 
 
 async def _get(app, origin: str, method: str = "GET") -> httpx.Response:  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         if method == "OPTIONS":
             return await client.options("/api/agents", headers={
                 "Origin": origin, "Access-Control-Request-Method": "GET",

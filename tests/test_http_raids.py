@@ -39,7 +39,7 @@ def member(i: int) -> dict[str, str]:
 @pytest.fixture
 async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://nubi.test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 
@@ -345,9 +345,9 @@ async def test_api_key_scoping(services: Services) -> None:
     services.settings.http.api_keys = [ApiKey(key="admin-key"), ApiKey(key="scoped-key", community="telegram:-1")]
     transport = httpx.ASGITransport(app=create_app(services))
     async with (
-        httpx.AsyncClient(transport=transport, base_url="http://nubi.test", headers={"X-API-KEY": "admin-key"}) as admin,
-        httpx.AsyncClient(transport=transport, base_url="http://nubi.test", headers={"X-API-KEY": "scoped-key"}) as scoped,
-        httpx.AsyncClient(transport=transport, base_url="http://nubi.test") as anonymous,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost", headers={"X-API-KEY": "admin-key"}) as admin,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost", headers={"X-API-KEY": "scoped-key"}) as scoped,
+        httpx.AsyncClient(transport=transport, base_url="http://localhost") as anonymous,
     ):
         mine = await start(admin, {"platform": "telegram", "id": "-1"}, verification="review")
         theirs = await start(admin, {"platform": "telegram", "id": "-2"}, verification="review")

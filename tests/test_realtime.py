@@ -258,7 +258,7 @@ async def test_auth_refusal_scopes_and_tokens(services: Services, server, client
     assert (await team.ok("session:authenticate", {"apiKey": TEAM_KEY}))["community"] == "web:team"
     assert await team.error("raid:subscribe", {"raidId": telegram_raid.id}) == "FORBIDDEN"
     assert (await team.ok("raid:subscribe", {"raidId": team_raid.id}))["id"] == team_raid.id
-    assert await team.error("session:join", {"sessionId": other.id}) == "FORBIDDEN"
+    assert await team.error("session:join", {"sessionId": other.id}) == "SESSION_NOT_FOUND"  # as over REST
 
     async with httpx.AsyncClient(base_url=url) as http:
         assert (await http.post("/api/realtime/token", json={"sessionId": mine.id})).status_code == 401
@@ -267,7 +267,7 @@ async def test_auth_refusal_scopes_and_tokens(services: Services, server, client
         missing = await http.post("/api/realtime/token", json={"sessionId": str(uuid.uuid4())}, headers={"X-API-KEY": ADMIN_KEY})
         assert missing.status_code == 404
         refused = await http.post("/api/realtime/token", json={"sessionId": other.id}, headers={"X-API-KEY": TEAM_KEY})
-        assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "SESSION_NOT_FOUND"
         issued = await http.post("/api/realtime/token", json={"sessionId": mine.id}, headers={"X-API-KEY": TEAM_KEY})
         assert issued.status_code == 200, issued.text
     token = issued.json()["token"]

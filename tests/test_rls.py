@@ -218,7 +218,7 @@ async def test_a_scoped_api_key_cannot_see_another_community(world: World) -> No
 
     app.fastapi.add_api_route("/api/test/raid-count", forgot_the_filter)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://nubi.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
 
         async def count(key: str) -> int:
             r = await client.get("/api/test/raid-count", headers={"X-API-KEY": key})

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from core.services import Services
 
 from . import errors
-from .security import Guard, GuardMiddleware
+from .security import Guard, GuardMiddleware, HostGuard
 
 
 def create_app(
@@ -31,8 +31,8 @@ def create_app(
     does not follow); `lifespans` are async context managers entered for the app's lifetime (a
     mounted app's own lifespan is not run by Starlette, e.g. MCP's session manager).
 
-    The result is the Socket.IO wrapper around the FastAPI app; `.fastapi` is the FastAPI app and
-    `.state` its state (`.state.services`, `.state.realtime`).
+    The result is the Host guard around the Socket.IO wrapper around the FastAPI app; `.fastapi` is the
+    FastAPI app and `.state` its state (`.state.services`, `.state.realtime`).
     """
     app = FastAPIOffline(  # FastAPI whose /docs loads Swagger UI from nubi itself, not from a CDN
         docs_url="/docs",
@@ -85,6 +85,7 @@ def create_app(
 
         app.router.lifespan_context = lifespan
     wrapper = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
-    wrapper.fastapi = app
-    wrapper.state = app.state
-    return wrapper
+    outer = HostGuard(wrapper, services.settings.http)  # every path and protocol: REST, Socket.IO, MCP
+    outer.fastapi = app
+    outer.state = app.state
+    return outer

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
+from core import access
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.storage.models import Community
@@ -23,7 +24,7 @@ from core.windows import WINDOWS
 
 from .assets import BrowserAssets, versioned_page
 from .schemas import DbId
-from .security import authorize_community, principal
+from .security import authorize_community, caller
 
 STATIC_DIR = Path(__file__).with_name("static")
 ENDED = ("completed", "timeout", "failed", "cancelled")
@@ -47,7 +48,7 @@ async def index() -> HTMLResponse:
 @router.get("/me")
 async def me(request: Request) -> dict[str, Any]:
     """Who the presented key is, so the page offers a moderator only the communities the key may act on."""
-    who = principal(request)
+    who = caller(request)
     community_id = await _scope_filter(request)
     return {
         "keysRequired": request.app.state.guard.keys_configured,
@@ -63,7 +64,7 @@ def _services(request: Request) -> Services:
 
 async def _scope_filter(request: Request) -> int | None | Literal[False]:
     """The community id a scoped key may list (False: its community has no rows yet), None for all."""
-    scope = principal(request).community
+    scope = access.list_scope(caller(request))
     if scope is None:
         return None
     platform, _, external_id = scope.partition(":")

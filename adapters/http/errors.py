@@ -37,6 +37,7 @@ STATUS = {
     "UNKNOWN_OBJECTIVE": 400,
     "BANNED": 403,
     "SERVICE_UNAVAILABLE": 503,
+    "MISDIRECTED_REQUEST": 421,
     "PAYLOAD_TOO_LARGE": 413,
     "INTERNAL_SERVER_ERROR": 500,
 }
@@ -63,6 +64,7 @@ DOCUMENTED = {
     409: "Conflicts with the current state (raid ended or full, already active)",
     410: "The session has expired (answered once; then 404)",
     413: "Request body too large",
+    421: "The Host header names a host this server does not answer to (DNS-rebinding guard)",
     429: "Rate limit exceeded",
     503: "The database is unavailable; try again shortly",
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from core import catalog
+from core import access, catalog
 from core.directory import ChatRef, MemberRef
 from core.errors import AgentNotFound, NotFound, RaidNotFound, SessionNotFound, ValidationError
 from core.export import board_csv, report_csv
@@ -67,7 +67,7 @@ from .schemas import (
     ScheduleOut,
     Window,
 )
-from .security import Forbidden, authorize_community, principal
+from .security import authorize_community, caller
 
 router = APIRouter()
 RAIDS, COMMUNITIES, CONTEXT, NUBI = "raids", "communities", "context", "raids (NUBI sessions)"
@@ -88,7 +88,7 @@ async def _raid(request: Request, raid_id: int, top: int = 5) -> RaidProgress:
 
 async def _authorize_raid(request: Request, raid_id: int) -> None:
     """The caller may act on this raid: free for admin keys, one remembered lookup for scoped ones."""
-    if principal(request).admin:
+    if caller(request).admin:
         return
     community_id = await catalog.community_of_raid(_svc(request).db, raid_id)
     if community_id is None:
@@ -109,25 +109,17 @@ async def _list_scope(request: Request, community_id: int | None) -> tuple[int |
     if community_id is not None:
         await authorize_community(request, community_id)
         return community_id, True
-    who = principal(request)
-    if who.admin:
+    scope = access.list_scope(caller(request))
+    if scope is None:
         return None, True
-    platform, _, external = (who.community or "").partition(":")
+    platform, _, external = scope.partition(":")
     own = await catalog.community_id_of(_svc(request).db, platform, external)
     return own, own is not None
 
 
 def _chat_for(request: Request, wanted: ChatRef | None, fallback: ChatRef) -> ChatRef:
     """The chat a raid may start in: a scoped key only in its own (and by default there)."""
-    who = principal(request)
-    if who.admin:
-        return wanted or fallback
-    platform, _, external = (who.community or "").partition(":")
-    if wanted is None:
-        return ChatRef(platform, external)
-    if (wanted.platform, wanted.external_id) != (platform, external):
-        raise Forbidden("This API key cannot start raids in that community.")
-    return wanted
+    return access.chat_for_raid(caller(request), wanted, fallback)
 
 
 async def _known_member(request: Request, community_id: int, member_id: int) -> None:
@@ -492,12 +484,12 @@ async def unban_member(request: Request, community_id: DbId, member_id: DbId) ->
 @router.get("/api/context/members/{member_id}", response_model=ContextOut, tags=[CONTEXT],
             summary="A member's context for an agent: session, messages, raids, points, rank, streak")
 async def member_context(request: Request, member_id: DbId) -> dict[str, Any]:
-    await authorize_community(request, None)
+    access.require_admin(caller(request))
     return await _svc(request).context.for_member(member_id)
 
 
 @router.get("/api/context/sessions/{session_id}", response_model=ContextOut, tags=[CONTEXT],
             summary="The context of a session's member for an agent")
 async def session_context(request: Request, session_id: str) -> dict[str, Any]:
-    await authorize_community(request, None)
+    access.require_admin(caller(request))
     return await _svc(request).context.for_session(session_id)

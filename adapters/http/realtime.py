@@ -20,7 +20,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -28,9 +27,10 @@ import socketio
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select
 
+from core import access
 from core import errors as e
+from core.access import NOBODY, Caller
 from core.clock import Clock
 from core.config import ACTION_NAMES
 from core.directory import MemberRef
@@ -48,16 +48,17 @@ from core.raids.model import PLURALS, RaidProgress
 from core.services import Services
 from core.sessions.chat import command_responder, web_chat, web_member
 from core.sessions.service import SessionInfo, parse_uuid
-from core.storage.models import Community
+from core.storage.rls import community_scope
 from core.throttle import Coalescer
 
-from .security import Forbidden, Guard, Unauthorized, principal
+from .security import Guard, Unauthorized, caller, origin_allowed
 
 log = logging.getLogger(__name__)
 
 TOKEN_TTL = timedelta(minutes=10)
 PROGRESS_INTERVAL = 1.0  # seconds between two progress_update events of one raid
 ALL = "scope:*"  # the room of every socket allowed to see every community
+READS = ("session:join", "raid:subscribe")  # events that change nothing (row-level security reads)
 
 
 def scope_room(community: str | None) -> str:
@@ -66,18 +67,6 @@ def scope_room(community: str | None) -> str:
 
 def raid_scope(progress: RaidProgress) -> str:
     return f"{progress.chat.platform}:{progress.chat.external_id}"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """What an authenticated socket may do: every community, one community, or one session."""
-
-    community: str | None  # "<platform>:<external id>"; None for an admin key or an open API
-    session_id: str | None = None  # set when authenticated by a session token
-    moderator: bool = False  # trusted API callers run moderator commands in sessions
-
-
-NOBODY = Caller(community="nobody:")  # what an unauthenticated socket is: scoped to no community
 
 
 class TokenSigner:
@@ -179,6 +168,10 @@ def _invalid(exc: PydanticValidationError) -> dict[str, Any]:
 Handler = Callable[[str, Caller, Any], Awaitable[Any]]
 
 
+def scope_room_of(who: Caller) -> str:
+    return scope_room(None if who.admin else who.community)
+
+
 class Realtime:
     """The Socket.IO server of one app, its handlers, and the bridge from the event bus to rooms."""
 
@@ -189,7 +182,7 @@ class Realtime:
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=socketio.AsyncRedisManager(redis_url) if redis_url else None,
-            cors_allowed_origins=self._origin_allowed if services.settings.http.cors_origins else None,
+            cors_allowed_origins=self._origin_allowed,
         )
         self.tokens = TokenSigner(secret or secrets.token_bytes(32), services.clock)
         self.progress = Coalescer(PROGRESS_INTERVAL, self._flush_progress)
@@ -221,18 +214,17 @@ class Realtime:
         await self.progress.close()
 
     def _origin_allowed(self, origin: str | None, environ: dict[str, Any]) -> bool:
-        """The configured CORS origins, plus the app's own origin (the dashboard)."""
-        allowed = self.services.settings.http.cors_origins
-        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-        return origin is None or origin == own or origin in allowed or "*" in allowed
+        """The configured CORS origins, plus the app's own origin (the dashboard); the same rule as HTTP writes."""
+        return origin_allowed(origin, environ.get("HTTP_HOST"), self.services.settings.http)
 
     # -- connection and dispatch -------------------------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         client = environ.get("asgi.scope", {}).get("client") or ("?",)
-        self._addresses[sid] = str(client[0])
-        if not self.guard.keys_configured:  # an open API: every socket may do everything
-            await self._admit(sid, Caller(None, moderator=True))
+        address = self.guard.client_address(str(client[0]), environ.get("HTTP_X_FORWARDED_FOR"))
+        self._addresses[sid] = address
+        if not self.guard.keys_configured and self.guard.admits_address(address):  # the keyless loopback API
+            await self._admit(sid, access.ADMIN)
         return True
 
     async def _disconnect(self, sid: str, *args: Any) -> None:
@@ -246,16 +238,22 @@ class Realtime:
                 if room != sid:
                     await self.sio.leave_room(sid, room)
         self._callers[sid] = caller
-        await self.sio.enter_room(sid, scope_room(caller.community))
+        await self.sio.enter_room(sid, scope_room_of(caller))
 
     def _on(self, event: str, model: type[_Payload], handler: Handler, *, authenticated: bool = True) -> None:
         async def run(sid: str, *args: Any) -> dict[str, Any]:
+            """Every event passes the HTTP guard's steps: rate limit, caller, row-level-security scope."""
             try:
-                caller = self._callers.get(sid)
-                if caller is None and authenticated:
+                who = self._callers.get(sid) or NOBODY
+                wait = self.guard.limited(who, self._addresses.get(sid, "?"))
+                if wait is not None:
+                    raise e.RateLimited("Too many requests; slow down", details={"retryAfterSeconds": round(wait, 1)})
+                if who is NOBODY and authenticated:
                     raise Unauthorized("Authenticate first: session:authenticate with an API key or a session token.")
                 data = model.model_validate(args[0] if args else None)
-                return {"ok": True, "data": await handler(sid, caller or NOBODY, data)}
+                row_scope = await self.guard.row_scope(self.services.db, who, reading=event in READS)
+                with community_scope(row_scope):
+                    return {"ok": True, "data": await handler(sid, who, data)}
             except PydanticValidationError as exc:
                 return _invalid(exc)
             except e.NubiError as exc:
@@ -268,45 +266,28 @@ class Realtime:
 
     # -- authorization -----------------------------------------------------------------------------
 
-    async def session_scope(self, info: SessionInfo) -> str:
-        """The community a session belongs to: its raid's community, else its web chat."""
-        if info.community_id is not None:
-            row = (
-                await self.services.db.read(
-                    lambda s: s.execute(
-                        select(Community.platform, Community.external_id).where(Community.id == info.community_id)
-                    )
-                )
-            ).first()
-            if row is not None:
-                return f"{row[0]}:{row[1]}"
-        chat = web_chat(info)
-        return f"{chat.platform}:{chat.external_id}"
-
-    async def session_for(self, community: str | None, raw_id: Any, *, token_session: str | None = None) -> SessionInfo:
+    async def session_for(self, who: Caller, raw_id: Any) -> SessionInfo:
+        """The session, if the policy lets this caller see it (others' sessions do not exist for it)."""
         session_id = parse_uuid(raw_id, "sessionId")
-        if token_session is not None and session_id != token_session:
-            raise Forbidden("This token was issued for another session.")
-        info = await self.services.sessions.get(session_id)
-        if token_session is None and community is not None and await self.session_scope(info) != community:
-            raise Forbidden("This API key cannot access that session.")
-        return info
+        community = await self.services.sessions.community_of(session_id)
+        if community is not None:  # asked before the session is touched (an expired one is ended by a read)
+            access.require_session(who, session_id, community)
+        return await self.services.sessions.get(session_id)
 
     async def _raid_for(self, caller: Caller, raid_id: int, *, top: int = 10) -> RaidProgress:
         progress = await self.services.raids.progress(raid_id, top=top)
-        if caller.community is not None and raid_scope(progress) != caller.community:
-            raise Forbidden("You cannot access that raid.")
+        access.require_community(caller, raid_scope(progress))
         return progress
 
     async def _check_raid(self, caller: Caller, raid_id: int) -> None:
         """Scoped callers may act only in their community's raids; the service checks the rest."""
-        if caller.community is not None:
+        if not caller.admin:
             await self._raid_for(caller, raid_id, top=0)
 
     async def _member(self, caller: Caller, data: JoinIn) -> MemberRef:
-        if caller.session_id is not None:
-            if data.member is not None:
-                raise Forbidden("A session token acts as its session's own member.")
+        if not access.may_act_as_anyone(caller):
+            if data.member is not None or caller.session_id is None:
+                raise e.PermissionDenied("A session token acts as its session's own member.")
             return web_member(await self.services.sessions.get(caller.session_id))
         if data.member is None:
             raise e.ValidationError("member is required: {platform, id, name}", field="member")
@@ -316,35 +297,34 @@ class Realtime:
     # -- client events -----------------------------------------------------------------------------
 
     async def _authenticate(self, sid: str, _: Caller, data: AuthIn) -> dict[str, Any]:
-        allowed, _wait = self.guard.allow(f"ip:{self._addresses.get(sid, '?')}")
-        if not allowed:
-            raise e.RateLimited("Too many attempts; slow down.")
         if data.token is not None:
             session_id = self.tokens.verify(data.token)
             info = await self.services.sessions.get(session_id)
-            caller = Caller(await self.session_scope(info), session_id=info.id)
+            who: Caller | None = access.session_caller(info.community, info.id)
         else:
-            who = self.guard.principal_for(data.apiKey)
+            who = self.guard.caller_for(data.apiKey)
+            if who is not None and not self.guard.admits_address(self._addresses.get(sid, "?")):
+                who = None
             if who is None:
                 raise Unauthorized("A valid apiKey or session token is required.")
-            caller = Caller(who.community, moderator=True)
-        await self._admit(sid, caller)
-        return {"community": caller.community, "sessionId": caller.session_id}
+        await self._admit(sid, who)
+        return {"community": None if who.admin else who.community, "sessionId": who.session_id}
 
     async def _session_join(self, sid: str, caller: Caller, data: SessionIn) -> dict[str, Any]:
-        info = await self.session_for(caller.community, data.sessionId, token_session=caller.session_id)
+        info = await self.session_for(caller, data.sessionId)
         await self.sio.enter_room(sid, f"session:{info.id}")
         return info.as_api()
 
     async def _session_message(self, sid: str, caller: Caller, data: MessageIn) -> dict[str, Any]:
-        info = await self.session_for(caller.community, data.sessionId, token_session=caller.session_id)
+        info = await self.session_for(caller, data.sessionId)
         await self.sio.enter_room(sid, f"session:{info.id}")  # the reply is pushed to the room
         result = await self.services.sessions.send_message(
             info.id,
             data.content,
             attachments=data.attachments,
             metadata=data.metadata,
-            responder=command_responder(self.services, is_moderator=caller.moderator),
+            responder=command_responder(
+                self.services, is_moderator=access.may_moderate(caller, access.chat_community(web_chat(info)))),
         )
         out: dict[str, Any] = {
             "userMessage": result.user_message.as_api(),
@@ -476,6 +456,6 @@ class TokenRequest(BaseModel):
 async def issue_token(body: TokenRequest, request: Request) -> dict[str, Any]:
     """A token a browser can use to authenticate its socket as one session's member, without an API key."""
     realtime: Realtime = request.app.state.realtime
-    info = await realtime.session_for(principal(request).community, body.sessionId)
+    info = await realtime.session_for(caller(request), body.sessionId)
     token, expires = realtime.tokens.issue(info.id)
     return {"token": token, "expiresAt": expires.isoformat(), "sessionId": info.id}

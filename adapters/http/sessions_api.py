@@ -19,14 +19,15 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, StreamingResponse
 
+from core import access
 from core.clock import to_ms
-from core.errors import SessionNotFound, ValidationError
+from core.errors import ValidationError
 from core.services import Services
 from core.sessions.chat import command_responder, web_chat
 from core.sessions.service import TRANSPORTS, Responder, SendResult, SessionInfo, StoredMessage
 
 from .errors import error_body
-from .security import Forbidden, principal
+from .security import caller
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,11 @@ def _transport(body: dict[str, Any]) -> str:
 
 
 def _responder(request: Request) -> Responder:
-    """Route the message through the command layer; moderator = admin/open caller or a key for this chat."""
-    services, who = services_of(request), principal(request)
+    """Route the message through the command layer; who moderates is the policy's call (core/access.py)."""
+    services, who = services_of(request), caller(request)
 
     async def respond(info: SessionInfo, content: str) -> str | None:
-        chat = web_chat(info)
-        is_moderator = who.admin or who.community == f"{chat.platform}:{chat.external_id}"
+        is_moderator = access.may_moderate(who, access.chat_community(web_chat(info)))
         return await command_responder(services, is_moderator=is_moderator)(info, content)
 
     return respond
@@ -188,27 +188,12 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
-def _web_scope(request: Request) -> str | None:
-    """The web community a scoped key may act in (None for an admin key or an open API).
-
-    Sessions are web chats: a key scoped to `web:<id>` reaches the sessions of that community only,
-    and a key scoped to a Telegram or Discord chat reaches none.
-    """
-    who = principal(request)
-    if who.admin:
-        return None
-    platform, _, external = (who.community or "").partition(":")
-    if platform != "web" or not external:
-        raise Forbidden("This API key is scoped to a chat community; sessions need an admin or web-community key.")
-    return external
-
-
 async def _owned(request: Request, session_id: str) -> str:
-    """The session id, after checking a scoped key may touch it (others' sessions do not exist for it)."""
+    """The session id, after the policy checked the caller may see the session's community."""
     sid = _sid(session_id)
-    scope = _web_scope(request)
-    if scope is not None and web_chat(await services_of(request).sessions.get(sid)).external_id != scope:
-        raise SessionNotFound(f"Session {session_id} not found")
+    community = await services_of(request).sessions.community_of(sid)
+    if community is not None:  # unknown ids get the service's own SESSION_NOT_FOUND
+        access.require_session(caller(request), sid, community)
     return sid
 
 
@@ -216,14 +201,10 @@ async def _owned(request: Request, session_id: str) -> str:
 async def create_session(request: Request) -> dict[str, Any]:
     body = await json_object(request)
     metadata = body.get("metadata")
-    scope = _web_scope(request)
-    if scope is not None:  # a web-community key opens sessions in its own community only
-        if metadata is None:
-            metadata = {}
-        if isinstance(metadata, dict):
-            if metadata.get("community") not in (None, scope):
-                raise Forbidden("This API key cannot open sessions in another community.")
-            metadata = {**metadata, "community": scope}
+    requested = metadata.get("community") if isinstance(metadata, dict) else None
+    own = access.session_community_for(caller(request), requested)
+    if own is not None and (metadata is None or isinstance(metadata, dict)):  # a key's own web community
+        metadata = {**(metadata or {}), "community": own}
     info = await services_of(request).sessions.create(
         body.get("agentId"), body.get("userId"), metadata=metadata, timeout_config=body.get("timeoutConfig")
     )
@@ -233,11 +214,7 @@ async def create_session(request: Request) -> dict[str, Any]:
 
 @router.get(SESSIONS)
 async def list_sessions(request: Request) -> dict[str, Any]:
-    sessions, stats = await services_of(request).sessions.list()
-    scope = _web_scope(request)
-    if scope is not None:
-        sessions = [s for s in sessions if web_chat(s).external_id == scope]
-        stats = {"totalSessions": len(sessions), "activeSessions": len(sessions), "expiredSessions": 0}
+    sessions, stats = await services_of(request).sessions.list(community=access.list_scope(caller(request)))
     return {"sessions": [s.as_api() for s in sessions], "total": len(sessions), "stats": stats}
 
 

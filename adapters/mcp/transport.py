@@ -15,7 +15,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
 from adapters.http.errors import error_response
+from core import access
 from core.config import HttpConfig
+from core.errors import NubiError
 from core.services import Services
 
 from .server import build_mcp
@@ -60,31 +62,29 @@ async def mcp_lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def transport_security(config: HttpConfig) -> TransportSecuritySettings:
-    """DNS-rebinding protection while the API is open (no keys, loopback only, as `nubi run` enforces);
-    with keys configured the key is the guard, and the Host a proxy forwards must not be second-guessed."""
-    if config.api_keys:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-    )
+    """The SDK's own Host/Origin check stays off: the main app's HostGuard and GuardMiddleware apply the
+    same rule (allowed Host names, same-origin or configured browser writes) to MCP as to every other
+    path, with the documented error shape."""
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
 class AdminKeyOnly:
-    """MCP tools act on any community, so a community-scoped API key may not use them.
+    """MCP tools act on any community, so the policy admits admin callers only (core/access.py).
 
-    The main app's GuardMiddleware has already resolved the caller into scope["state"]["principal"];
-    served without it (no principal), the app is open, like the API without keys.
+    The main app's GuardMiddleware has already resolved the caller into scope["state"]["caller"];
+    served without it (no caller), the app is open, like the API without keys: stdio-like, local.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        who = (scope.get("state") or {}).get("principal")
-        if scope["type"] == "http" and who is not None and not who.admin:
-            response = error_response("FORBIDDEN", "MCP needs an admin API key; this key is scoped to one community.")
-            await response(scope, receive, send)
-            return
+        who = (scope.get("state") or {}).get("caller")
+        if scope["type"] == "http" and who is not None:
+            try:
+                access.require_admin(who)
+            except NubiError as exc:
+                await error_response(exc.code, "MCP needs an admin API key; this caller is scoped to one community.",
+                                     status=401 if exc.code == "UNAUTHORIZED" else 403)(scope, receive, send)
+                return
         await self.app(scope, receive, send)

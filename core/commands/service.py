@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from core import access
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
@@ -129,7 +130,9 @@ class CommandService:
         return await self.execute(ctx, cmd)
 
     async def execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:
-        if isinstance(cmd, p.MODERATOR_TYPES) and not ctx.is_moderator:
+        here = access.chat_community(ctx.chat)
+        if isinstance(cmd, p.MODERATOR_TYPES) and not access.may_moderate(
+                access.chat_caller(ctx.chat, moderator=ctx.is_moderator), here):
             return _say("Sorry, only moderators can do that here.", ephemeral=True)
         try:
             if not ctx.private and not isinstance(cmd, p.Join | p.Claim):  # joining records it itself

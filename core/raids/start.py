@@ -75,6 +75,7 @@ class StartMixin(EndingMixin):
                 user_id=member_uuid(starter) if starter else str(uuid.UUID(int=0)),
                 session_type="raid",
                 community_id=community_id,
+                community=f"{chat.platform}:{chat.external_id}",
                 status="active",
                 created_at=now,
                 last_activity=now,

@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING
 from core.commands.service import ChatContext, Reply
 from core.directory import ChatRef, MemberRef
 
-from .service import Responder, SessionInfo
+from .service import Responder, SessionInfo, web_community
 
 if TYPE_CHECKING:
     from core.services import Services
 
 
 def web_chat(info: SessionInfo) -> ChatRef:
-    community = info.metadata.get("community")
-    if not isinstance(community, str) or not community.strip() or len(community) > 128:
-        community = f"agent:{info.agent_id}"
+    community = web_community(info.metadata, info.agent_id)
     return ChatRef("web", community, title=f"web {community}")
 
 

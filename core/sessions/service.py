@@ -29,7 +29,7 @@ from core.errors import (
 from core.events import EventBus, SessionCreated, SessionMessageStored
 from core.events import SessionExpired as SessionExpiredEvent
 from core.storage.db import Database
-from core.storage.models import SESSION_TYPES, NubiSession, SessionActivity, SessionMessage
+from core.storage.models import SESSION_TYPES, Community, NubiSession, SessionActivity, SessionMessage
 from core.storage.pgfast import prebuilt
 from core.storage.upsert import add_now
 
@@ -48,6 +48,14 @@ def parse_uuid(value: Any, field: str) -> str:
         return str(uuid.UUID(value))
     except ValueError as exc:
         raise ValidationError(f"{field} must be a valid UUID", field=field) from exc
+
+
+def web_community(metadata: dict[str, Any], agent_id: str) -> str:
+    """The web community's external id of a conversation: `metadata.community`, else the agent's own."""
+    community = metadata.get("community")
+    if not isinstance(community, str) or not community.strip() or len(community) > 128:
+        community = f"agent:{agent_id}"
+    return community
 
 
 def check_metadata(metadata: Any, field: str = "metadata") -> dict[str, Any]:
@@ -69,6 +77,7 @@ class SessionInfo:
     user_id: str
     session_type: str
     community_id: int | None
+    community: str  # "<platform>:<external id>": who may see it is decided by this (core/access.py)
     created_at: datetime
     last_activity: datetime
     expires_at: datetime
@@ -176,6 +185,7 @@ class SessionService:
             row.user_id,
             row.session_type,
             row.community_id,
+            row.community,
             row.created_at,
             row.last_activity,
             row.expires_at,
@@ -249,6 +259,7 @@ class SessionService:
         session_type: str = "conversation",
         community_id: int | None = None,
     ) -> SessionInfo:
+        """Open a session; with `community_id` it belongs to that community, else to its web community."""
         agent = parse_uuid(agent_id, "agentId")
         user = parse_uuid(user_id, "userId")
         meta = check_metadata(metadata)
@@ -265,6 +276,7 @@ class SessionService:
             user_id=user,
             session_type=session_type,
             community_id=community_id,
+            community=f"web:{web_community(meta, agent)}",
             status="active",
             created_at=now,
             last_activity=now,
@@ -275,6 +287,8 @@ class SessionService:
         row.expires_at = timeouts.expires_at(now, now, self._config(row))
 
         async def op(s: AsyncSession) -> SessionInfo:
+            if community_id is not None:
+                row.community = await _community_name(s, community_id)
             await add_now(s, row)
             await self._log(s, row.id, "created", now, type=session_type)
             return self._info(row, now)
@@ -283,27 +297,43 @@ class SessionService:
         await self.bus.publish(SessionCreated(info.id, session_type))
         return info
 
+    async def community_of(self, session_id: str) -> str | None:
+        """The community a session belongs to, read without touching it (expiry included); None if unknown.
+
+        Callers ask the access policy with it before anything else, so a caller who may not see the
+        session can neither learn its state nor end it by looking."""
+        try:
+            sid = str(uuid.UUID(str(session_id)))
+        except ValueError:
+            return None
+        return await self.db.read(lambda s: s.scalar(select(NubiSession.community).where(NubiSession.id == sid)))
+
     async def get(self, session_id: str) -> SessionInfo:
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             return self._info(row, now)
 
         return await self._write_live(session_id, op)
 
-    async def list(self) -> tuple[list[SessionInfo], dict[str, int]]:
+    async def list(self, *, community: str | None = None) -> tuple[list[SessionInfo], dict[str, int]]:
+        """Active sessions, newest first, and counts by state; of one community, or (None) of all."""
+        mine = [NubiSession.community == community] if community is not None else []
+
         async def op(s: AsyncSession) -> tuple[list[SessionInfo], dict[str, int]]:
             now = self.clock.now()
             rows = (
                 await s.scalars(
                     select(NubiSession)
-                    .where(NubiSession.status == "active", NubiSession.expires_at > now)
+                    .where(NubiSession.status == "active", NubiSession.expires_at > now, *mine)
                     .order_by(NubiSession.created_at.desc())
                 )
             ).all()
             counts = dict(
-                (await s.execute(select(NubiSession.status, func.count()).group_by(NubiSession.status))).all()
+                (await s.execute(
+                    select(NubiSession.status, func.count()).where(*mine).group_by(NubiSession.status)
+                )).all()
             )
             overdue = await s.scalar(
-                select(func.count()).where(NubiSession.status == "active", NubiSession.expires_at <= now)
+                select(func.count()).where(NubiSession.status == "active", NubiSession.expires_at <= now, *mine)
             )
             stats = {
                 "totalSessions": sum(counts.values()),
@@ -571,7 +601,7 @@ class SessionService:
                 row = NubiSession(
                     id=str(uuid.uuid4()), channel_id=str(uuid.uuid4()), agent_id=self.settings.agents[0].id,
                     user_id=str(uuid.UUID(int=0)), session_type="community", community_id=community_id,
-                    status="active", created_at=now, last_activity=now, renewal_count=0, timeout_config={},
+                    community=await _community_name(s, community_id), status="active", created_at=now, last_activity=now, renewal_count=0, timeout_config={},
                     meta={"communityId": community_id},
                 )
                 row.expires_at = timeouts.expires_at(now, now, self._config(row))
@@ -592,6 +622,13 @@ class SessionService:
             await self._log(s, session_id, kind, self.clock.now(), **data)
 
         await self.db.write(op)
+
+
+async def _community_name(s: AsyncSession, community_id: int) -> str:
+    found = (await s.execute(select(Community.platform, Community.external_id).where(Community.id == community_id))).first()
+    if found is None:
+        raise ValidationError(f"there is no community #{community_id}", field="communityId")
+    return f"{found[0]}:{found[1]}"
 
 
 class _Expired(Exception):

@@ -141,6 +141,9 @@ class NubiSession(Base):
     user_id: Mapped[str] = mapped_column(String(36), index=True)
     session_type: Mapped[str] = mapped_column(String(16), default="conversation")
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id", ondelete="SET NULL"))
+    # The one community the session belongs to, "<platform>:<external id>" (core/access.py): a raid's or
+    # chat's community, or the web community of a Sessions API conversation. Set at creation, never changed.
+    community: Mapped[str] = mapped_column(String(160), index=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_activity: Mapped[datetime] = mapped_column(UTCDateTime)
