@@ -410,5 +410,5 @@ class AuditEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
-# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets).
-from . import verification_models  # noqa: E402,F401
+# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets) and the points ledger.
+from . import ledger_models, verification_models  # noqa: E402,F401
