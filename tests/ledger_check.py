@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.services import Services
 from core.storage.ledger_models import PointsEntry
-from core.storage.models import MemberScore, RaidParticipant
+from core.storage.models import MemberScore, Raid, RaidParticipant
 from core.windows import WINDOWS, window_start
 
 
@@ -31,13 +31,14 @@ def window_sums(rows: list[PointsEntry]) -> dict[tuple[int, str, datetime, int],
 
 
 async def assert_boards_equal_ledger(services: Services, community_ids: list[int], at: datetime) -> None:
-    """Every stored score, every raid's participant points, and the boards and ranks a member sees
-    now (day, week, month, all) are the ledger's sums."""
-    rows = await ledger_rows(services)
+    """In these communities, every stored score, every raid's participant points, and the boards and
+    ranks a member sees now (day, week, month, all) are the ledger's sums."""
+    rows = [r for c in community_ids for r in await ledger_rows(services, c)]
     expected = window_sums(rows)
+    scores = select(MemberScore).where(MemberScore.community_id.in_(community_ids))
     stored = {
         (m.community_id, m.window, m.window_start, m.member_id): m.points
-        for m in await services.db.read(lambda s: s.scalars(select(MemberScore)))
+        for m in await services.db.read(lambda s: s.scalars(scores))
         if m.points
     }
     assert stored == expected, _diff(stored, expected)
@@ -46,9 +47,12 @@ async def assert_boards_equal_ledger(services: Services, community_ids: list[int
     for r in rows:
         if r.raid_id is not None:
             per_raid[(r.raid_id, r.member_id)] += r.points
+    seats = (
+        select(RaidParticipant).join(Raid, Raid.id == RaidParticipant.raid_id).where(Raid.community_id.in_(community_ids))
+    )
     participants = {
         (p.raid_id, p.member_id): p.points
-        for p in await services.db.read(lambda s: s.scalars(select(RaidParticipant)))
+        for p in await services.db.read(lambda s: s.scalars(seats))
     }
     for key, points in participants.items():
         assert points == per_raid.get(key, 0), (key, points, per_raid.get(key, 0))

@@ -32,7 +32,7 @@ USAGE = {
     "schedule leaderboard": "/schedule leaderboard <cron: 5 fields> <day|week|month|all> [top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
-    "review": "/review  or  /review accept|reject <claim-id>",
+    "review": "/review  or  /review accept|reject <claim-id>  or  /review revoke <claim-id> [reason]",
 }
 MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
@@ -144,8 +144,9 @@ class ScheduleRemove:
 
 @dataclass(frozen=True)
 class Review:
-    decision: str | None = None  # accept, reject, or None to list
+    decision: str | None = None  # accept, reject, revoke, or None to list
     claim_id: int | None = None
+    reason: str | None = None  # why a revoke takes the points back (optional)
 
 
 Command = (
@@ -385,8 +386,13 @@ def _review(args: list[str]) -> Command:
     if not args:
         return Review()
     decision = args[0].lower()
+    if decision == "revoke":
+        if len(args) < 2:
+            raise CommandError("Revoke which claim?", "review")
+        reason = " ".join(args[2:])[:500] or None
+        return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"), reason)
     if decision not in ("accept", "reject") or len(args) < 2:
-        raise CommandError("Accept or reject which claim?", "review")
+        raise CommandError("Accept, reject or revoke which claim?", "review")
     return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))
 
 
