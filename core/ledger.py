@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -135,16 +135,4 @@ def reversals(rows: Sequence[PointsEntry], *, claim_id: int | None, actor_id: in
     ]
 
 
-async def totals(s: AsyncSession, community_id: int, window: str, start: datetime,
-                 end: datetime | None) -> dict[int, int]:
-    """member id -> the ledger's sum of points effective in [start, end) (end None: no end)."""
-    q = select(PointsEntry.member_id, func.sum(PointsEntry.points)).where(PointsEntry.community_id == community_id)
-    if window != "all":
-        q = q.where(PointsEntry.effective_at >= start)
-        if end is not None:
-            q = q.where(PointsEntry.effective_at < end)
-    rows = (await s.execute(q.group_by(PointsEntry.member_id))).all()
-    return {m: int(p) for m, p in rows}
-
-
-__all__ = ["Entry", "record", "reversals", "reversible", "totals"]
+__all__ = ["Entry", "record", "reversals", "reversible"]

@@ -14,7 +14,7 @@ from core.events import EventBus
 from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.db import Database
-from core.storage.models import Member
+from core.storage.models import Member, RaidAction
 from migrations import downgrade, upgrade
 from tests.ledger_check import assert_boards_equal_ledger, ledger_rows, window_sums
 
@@ -140,6 +140,10 @@ async def _check_backfill(services: Services, before: dict, community_ids: list[
     assert rows and {r.kind for r in rows} == {"backfill"}
     assert window_sums(rows) == before
     await assert_boards_equal_ledger(services, community_ids, clock.now())
-    # and new changes go on from there
+    # and new changes go on from there: points, and a revoke of a claim credited before the ledger
     await services.moderation.adjust_points(community_ids[0], rows[0].member_id, 3, "after", actor=None)
+    old = (await services.db.read(lambda s: s.scalars(
+        select(RaidAction).where(RaidAction.verification == "unverifiable").order_by(RaidAction.id).limit(1)))).one()
+    assert old.points > 0
+    assert await services.raids.revoke(old.id, reviewer_id=None, reason="late audit") == old.points
     await assert_boards_equal_ledger(services, community_ids, clock.now())

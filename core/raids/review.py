@@ -101,6 +101,8 @@ class ReviewMixin(MembershipMixin):
 
         async def op(s: AsyncSession) -> tuple[int, int, int]:
             claim, raid = await _claim_and_raid(s, claim_id, community_id)
+            # As credited, read before the UPDATE below (which the session syncs into `claim`).
+            prior_points, credited_at = claim.points, claim.verified_at or claim.claimed_at
             won = await s.scalar(
                 update(RaidAction)
                 .where(RaidAction.id == claim_id, RaidAction.verification.in_(("verified", "unverifiable")))
@@ -119,10 +121,11 @@ class ReviewMixin(MembershipMixin):
                 s, claim_id=claim_id, raid_id=raid.id, member_id=claim.member_id, with_completion=completed is not None
             )
             entries = ledger.reversals(rows, claim_id=claim_id, actor_id=reviewer_id, reason=reason)
-            if not rows and claim.points:  # credited before the ledger existed: its points, as stored
-                entries = [ledger.Entry(raid.community_id, claim.member_id, -claim.points, "revoke",
-                                        claim.verified_at or claim.claimed_at, raid_id=raid.id, claim_id=claim_id,
-                                        actor_id=reviewer_id, reason=reason)]
+            if not rows and prior_points:  # credited before the ledger existed (migration 0004): as stored
+                bonus = scoring.ScoringRules.from_dict(raid.scoring).completion_points if completed else 0
+                entries = [ledger.Entry(raid.community_id, claim.member_id, -(prior_points + bonus), "revoke",
+                                        credited_at, raid_id=raid.id, claim_id=claim_id, actor_id=reviewer_id,
+                                        reason=reason)]
             taken = -await ledger.record(s, entries, now=now)
             await s.execute(
                 update(RaidObjective)
