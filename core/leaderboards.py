@@ -63,6 +63,9 @@ def _board_query(settings: Settings, community_id: Any, window: Any, start: Any)
     )
 
 
+MAX_PAGE = 100  # entries per page of a JSON board; CSV exports page through the whole board
+
+
 def check_window(window: str) -> str:
     if window not in WINDOWS:
         raise ValidationError(f"window must be one of {', '.join(WINDOWS)}", field="window")
@@ -83,9 +86,20 @@ class LeaderboardService:
     async def board(
         self, community_id: int, window: str, *, top: int = 10, offset: int = 0, at: datetime | None = None
     ) -> list[BoardEntry]:
+        """One page of a board: `top` entries (at most MAX_PAGE) from `offset`."""
         check_window(window)
-        if not 1 <= top <= 100:
-            raise ValidationError("top must be between 1 and 100", field="top")
+        if not 1 <= top <= MAX_PAGE:
+            raise ValidationError(f"top must be between 1 and {MAX_PAGE}", field="top")
+        return await self.page(community_id, window, top, offset, at=at)
+
+    async def page(
+        self, community_id: int, window: str, limit: int, offset: int, *, at: datetime | None = None
+    ) -> list[BoardEntry]:
+        """Any slice of a board, for exports that page through all of it (core/export.py)."""
+        check_window(window)
+        if limit < 1 or offset < 0:
+            raise ValidationError("a page needs a positive size and an offset of 0 or more", field="offset")
+        top = limit
         start = window_start(window, at or self.clock.now())
 
         async def op(s: AsyncSession) -> list[BoardEntry]:

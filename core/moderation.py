@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.errors import ValidationError
-from core.scores import credit
+from core.ledger import Entry, record
 from core.storage.db import Database
 from core.storage.models import AuditEntry, Ban, Member
 from core.storage.upsert import insert
@@ -63,7 +63,8 @@ class ModerationService:
         async def op(s: AsyncSession) -> None:
             if await s.get(Member, member_id) is None:
                 raise ValidationError("no such member", field="member")
-            await credit(s, community_id, member_id, amount, now)
+            await record(s, [Entry(community_id, member_id, amount, "manual", now, actor_id=actor,
+                                   reason=reason.strip()[:500])], now=now)
             await audit(
                 s, community_id, "points_add" if amount > 0 else "points_remove", now,
                 actor=actor, target=member_id, amount=amount, reason=reason.strip()[:500],

@@ -419,6 +419,15 @@ async def test_review_queue_autocomplete_and_decision(services: Services) -> Non
         assert accepted is not None and accepted.ephemeral
         assert accepted.content == f"Claim #{item.claim_id} accepted: +5."
 
+        revoked = await bot.h.dispatch_interaction(
+            as_mod("review revoke", {"claim_id": item.claim_id, "reason": "repost deleted"})
+        )
+        assert revoked is not None and revoked.ephemeral
+        assert revoked.content == f"Claim #{item.claim_id} revoked: -5 points (repost deleted)."
+        assert [e.points for e in await services.raids.leaderboard(raid_id)] == [5]  # the join bonus stays
+        again = await bot.h.dispatch_interaction(as_mod("review revoke", {"claim_id": item.claim_id}))
+        assert again is not None and again.ephemeral and "no accepted points to revoke" in (again.content or "")
+
 
 async def test_a_lock_without_permission_is_released_and_the_raid_runs_unlocked(bot: Bot) -> None:
     bot.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/*", status=403)

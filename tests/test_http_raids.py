@@ -412,6 +412,7 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
         ("/api/raids/{raid_id}/leaderboard", "get"), ("/api/raids/{raid_id}/metrics", "get"),
         ("/api/raids/{raid_id}/report", "get"), ("/api/raids/{raid_id}/report.csv", "get"),
         ("/api/raids/{raid_id}/end", "post"), ("/api/claims/{claim_id}/review", "post"),
+        ("/api/claims/{claim_id}/revoke", "post"),
         ("/api/communities", "get"), ("/api/communities/{community_id}/leaderboard", "get"),
         ("/api/communities/{community_id}/leaderboard.csv", "get"), ("/api/communities/{community_id}/history", "get"),
         ("/api/communities/{community_id}/review", "get"), ("/api/communities/{community_id}/points", "post"),

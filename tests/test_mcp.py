@@ -30,7 +30,8 @@ from core.services import Services
 from core.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = {"start_raid", "join_raid", "claim_action", "get_raid", "get_leaderboard", "get_member_context"}
+TOOLS = {"start_raid", "join_raid", "claim_action", "revoke_claim", "get_raid", "get_leaderboard",
+         "get_member_context"}
 URL = "https://twitter.com/nubi/status/42?s=20"
 ALICE = {"platform": "telegram", "id": "1001", "name": "alice", "username": "alice"}
 BOB = {"platform": "telegram", "id": "1002", "name": "bob"}
@@ -145,6 +146,18 @@ async def test_stdio_tools_resources_and_errors(services: Services, clock: FakeC
         assert "raid_id" in text(await refused(s, "get_raid", raid_id="abc"))
         with pytest.raises(MCPError, match="Raid 99999 not found"):
             await s.read_resource("nubi://raids/99999")
+
+        # a moderator takes a claim back: scoped to its community, once, audited
+        cid = raid["communityId"]
+        elsewhere = await refused(s, "revoke_claim", claim_id=claim["claimId"], community_id=cid + 1)
+        assert text(elsewhere) == f"There is no claim #{claim['claimId']} here."
+        revoked = await ok(s, "revoke_claim", claim_id=claim["claimId"], reason="no like found", community_id=cid)
+        assert revoked == {"claimId": claim["claimId"], "verification": "rejected", "pointsRevoked": claim["points"]}
+        assert (await ok(s, "get_raid", raid_id=rid))["actions"] == 0
+        twice = await refused(s, "revoke_claim", claim_id=claim["claimId"])
+        assert twice.structured_content["error"]["code"] == "CONFLICT"  # type: ignore[index]
+        audit = (await services.moderation.audit_log(cid))[0]
+        assert (audit["action"], audit["amount"], audit["reason"]) == ("claim_revoke", -claim["points"], "no like found")
 
     assert (await services.raids.progress(rid)).participants == 2
 

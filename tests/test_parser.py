@@ -53,6 +53,8 @@ def test_raid_start_full_syntax() -> None:
         ("/schedule remove #4", p.ScheduleRemove(4)),
         ("/review", p.Review()),
         ("/review accept 17", p.Review("accept", 17)),
+        ("/review revoke #17", p.Review("revoke", 17)),
+        ("/review revoke 17 no like on the post", p.Review("revoke", 17, "no like on the post")),
     ],
 )
 def test_commands(text: str, expected: object) -> None:
@@ -73,7 +75,9 @@ def test_commands(text: str, expected: object) -> None:
         ("/points add @a ten reason", "whole number"),
         ("/points add @a 5", "needs add or remove"),
         ("/schedule leaderboard 0 12 * week", "5 fields"),
-        ("/review maybe 3", "Accept or reject"),
+        ("/review maybe 3", "Accept, reject or revoke"),
+        ("/review revoke", "Revoke which claim"),
+        ("/review revoke soon", "whole number"),
         ("/frobnicate", "don't know"),
     ],
 )

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -30,7 +31,7 @@ from core.services import Services
 from core.storage.db import Database
 from core.storage.models import Base
 from core.storage.rls import RowSecurityBypassed, community_scope
-from migrations import downgrade, upgrade
+from migrations import alembic_config, downgrade, upgrade
 from tests import pg
 from tests.conftest import make_pg_database
 

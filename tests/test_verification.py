@@ -385,7 +385,7 @@ async def test_claim_rate_limit_random_audits_and_revocation(
     _, after = await services.boards.rank(community_id, ann_id, "week")
     assert before - after == accepted.points + accepted.completion_bonus > 0
     entry = (await services.moderation.audit_log(community_id))[0]
-    assert (entry["action"], entry["targetMemberId"], entry["amount"]) == ("claim_revoke", ann_id, -accepted.points)
+    assert (entry["action"], entry["targetMemberId"], entry["amount"]) == ("claim_revoke", ann_id, -(accepted.points + accepted.completion_bonus))
 
     rng = random.Random(7)
     picks = sum(pick_for_audit(0.25, rng) for _ in range(2000))

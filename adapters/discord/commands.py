@@ -315,6 +315,14 @@ async def review_reject(interaction: Interaction, claim_id: int) -> None:
     await run(interaction, p.Review("reject", claim_id))
 
 
+@review.command(name="revoke", description="Take back an accepted claim, bonuses included")
+@app_commands.describe(claim_id="The claim's number", reason="Why (kept in the audit log)")
+async def review_revoke(
+    interaction: Interaction, claim_id: int, reason: Range[str, 1, 500] | None = None
+) -> None:
+    await run(interaction, p.Review("revoke", claim_id, reason))
+
+
 @review_accept.autocomplete("claim_id")
 @review_reject.autocomplete("claim_id")
 async def review_choices(interaction: Interaction, current: str) -> list[Choice[int]]:

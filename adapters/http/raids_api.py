@@ -8,14 +8,17 @@ to the documented error shape by errors.py.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from core import access, catalog
 from core.directory import ChatRef, MemberRef
 from core.errors import AgentNotFound, NotFound, RaidNotFound, SessionNotFound, ValidationError
-from core.export import board_csv, report_csv
+from core.export import board_csv_stream, report_csv_stream
+from core.leaderboards import MAX_PAGE
 from core.raids.model import ClaimResult, JoinResult, RaidProgress, RaidSpec
 from core.services import Services
 from core.targets import member_in_community
@@ -62,6 +65,8 @@ from .schemas import (
     ReportOut,
     ReviewIn,
     ReviewQueueOut,
+    RevokeIn,
+    RevokeOut,
     ScheduleIn,
     ScheduleList,
     ScheduleOut,
@@ -72,7 +77,8 @@ from .security import authorize_community, caller
 router = APIRouter()
 RAIDS, COMMUNITIES, CONTEXT, NUBI = "raids", "communities", "context", "raids (NUBI sessions)"
 CSV = {200: {"content": {"text/csv": {}}, "description": "CSV file"}}
-Top = Query(10, ge=1, le=100)
+Top = Query(10, ge=1, le=MAX_PAGE, description=f"page size, at most {MAX_PAGE}; page on with `offset`")
+Offset = Query(0, ge=0, le=MAX_DB_ID, description="entries to skip (the next page starts at offset + top)")
 Limit = Query(50, ge=1, le=100)
 
 
@@ -143,9 +149,9 @@ def _claim(r: ClaimResult) -> dict[str, Any]:
             "already": r.already, "raidCompleted": r.raid_completed}
 
 
-def _csv(text: str, filename: str) -> Response:
-    return Response(text, media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+def _csv(chunks: AsyncIterator[str], filename: str) -> Response:
+    return StreamingResponse(chunks, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 # -- the original NUBI routes (declared first: /api/raids/sessions is not a raid id) ------------------
@@ -281,16 +287,18 @@ async def claim_action(request: Request, raid_id: DbId, body: ClaimIn) -> dict[s
 
 @router.get("/api/raids/{raid_id}/leaderboard", response_model=RaidBoardOut, tags=[RAIDS],
             summary="A raid's leaderboard")
-async def raid_board(request: Request, raid_id: DbId, top: int = Top, offset: int = Query(0, ge=0)) -> dict[str, Any]:
+async def raid_board(request: Request, raid_id: DbId, top: int = Top, offset: int = Offset) -> dict[str, Any]:
     await _raid(request, raid_id, top=0)
     return {"raidId": raid_id, "entries": await _svc(request).raids.leaderboard(raid_id, top=top, offset=offset)}
 
 
 @router.get("/api/raids/{raid_id}/leaderboard.csv", response_class=Response, responses=CSV, tags=[RAIDS],
-            summary="A raid's leaderboard as CSV")
-async def raid_board_csv(request: Request, raid_id: DbId, top: int = Top) -> Response:
+            summary="A raid's whole leaderboard as CSV (streamed, every row)")
+async def raid_board_csv(request: Request, raid_id: DbId) -> Response:
     await _raid(request, raid_id, top=0)
-    return _csv(board_csv(await _svc(request).raids.leaderboard(raid_id, top=top)), f"raid-{raid_id}-leaderboard.csv")
+    board = _svc(request).raids.leaderboard
+    return _csv(board_csv_stream(lambda limit, offset: board(raid_id, top=limit, offset=offset)),
+                f"raid-{raid_id}-leaderboard.csv")
 
 
 @router.get("/api/raids/{raid_id}/metrics", response_model=MetricsOut, tags=[RAIDS],
@@ -315,9 +323,12 @@ async def raid_report(request: Request, raid_id: DbId) -> dict[str, Any]:
 
 
 @router.get("/api/raids/{raid_id}/report.csv", response_class=Response, responses=CSV, tags=[RAIDS],
-            summary="A finished raid's completion report as CSV")
+            summary="A finished raid's completion report as CSV, with a row for every raider (streamed)")
 async def raid_report_csv(request: Request, raid_id: DbId) -> Response:
-    return _csv(report_csv(await _report(request, raid_id)), f"raid-{raid_id}-report.csv")
+    report = await _report(request, raid_id)
+    board = _svc(request).raids.leaderboard
+    return _csv(report_csv_stream(report, lambda limit, offset: board(raid_id, top=limit, offset=offset)),
+                f"raid-{raid_id}-report.csv")
 
 
 @router.post("/api/raids/{raid_id}/end", response_model=EndOut, tags=[RAIDS],
@@ -342,6 +353,19 @@ async def review_claim(request: Request, claim_id: DbId, body: ReviewIn) -> dict
     return _claim(await svc.raids.review(claim_id, body.decision == "accept", community_id=community_id))
 
 
+@router.post("/api/claims/{claim_id}/revoke", response_model=RevokeOut, tags=[RAIDS],
+             summary="Take back an accepted claim: its points and the bonuses it unlocked leave every board (audited)")
+async def revoke_claim(request: Request, claim_id: DbId, body: RevokeIn | None = None) -> dict[str, Any]:
+    svc = _svc(request)
+    community_id = await catalog.community_of_claim(svc.db, claim_id)
+    if community_id is None:
+        raise NotFound(f"There is no claim #{claim_id}.")
+    await authorize_community(request, community_id)
+    reason = body.reason if body else None
+    taken = await svc.raids.revoke(claim_id, reviewer_id=None, reason=reason, community_id=community_id)
+    return {"claimId": claim_id, "verification": "rejected", "pointsRevoked": taken}
+
+
 # -- communities ----------------------------------------------------------------------------------------
 
 
@@ -361,7 +385,7 @@ async def get_community(request: Request, community_id: DbId) -> dict[str, Any]:
 @router.get("/api/communities/{community_id}/leaderboard", response_model=CommunityBoardOut, tags=[COMMUNITIES],
             summary="A community's leaderboard over a window (day, week from Monday UTC, month, all)")
 async def community_board(request: Request, community_id: DbId, window: Window = "all", top: int = Top,
-                          offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                          offset: int = Offset) -> dict[str, Any]:
     await _community(request, community_id)
     svc = _svc(request)
     entries = await svc.boards.board(community_id, window, top=top, offset=offset)
@@ -370,11 +394,16 @@ async def community_board(request: Request, community_id: DbId, window: Window =
 
 
 @router.get("/api/communities/{community_id}/leaderboard.csv", response_class=Response, responses=CSV,
-            tags=[COMMUNITIES], summary="A community's leaderboard as CSV")
-async def community_board_csv(request: Request, community_id: DbId, window: Window = "all", top: int = Top) -> Response:
+            tags=[COMMUNITIES], summary="A community's whole leaderboard as CSV (streamed, every row)")
+async def community_board_csv(request: Request, community_id: DbId, window: Window = "all") -> Response:
     await _community(request, community_id)
-    entries = await _svc(request).boards.board(community_id, window, top=top)
-    return _csv(board_csv(entries), f"community-{community_id}-{window}.csv")
+    svc = _svc(request)
+    at = svc.clock.now()  # one window for every page, even if the export crosses midnight
+
+    async def fetch(limit: int, offset: int) -> list[Any]:
+        return await svc.boards.page(community_id, window, limit, offset, at=at)
+
+    return _csv(board_csv_stream(fetch), f"community-{community_id}-{window}.csv")
 
 
 @router.get("/api/communities/{community_id}/history", response_model=HistoryOut, tags=[COMMUNITIES],

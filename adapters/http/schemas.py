@@ -123,6 +123,16 @@ class ReviewIn(Body):
     decision: Literal["accept", "reject"]
 
 
+class RevokeIn(Body):
+    reason: str | None = Field(None, max_length=500, description="why the points are taken back (audited)")
+
+
+class RevokeOut(Model):
+    claim_id: int
+    verification: str
+    points_revoked: int = Field(description="every point the claim earned, bonuses included, now taken back")
+
+
 class PointsIn(Body):
     member_id: int = Field(ge=1, le=MAX_DB_ID)
     points: int = Field(ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT, description="non-zero; negative removes")

@@ -42,6 +42,7 @@ Top = Annotated[int, Field(ge=1, le=100, description="How many entries of the bo
 MCP_ACTOR = MemberRef("console", "mcp", "MCP agent")
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+TAKES_BACK = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 P = ParamSpec("P")
 
@@ -99,7 +100,7 @@ def build_mcp(services: Services) -> MCPServer:
         instructions=(
             "nubi runs community raids in Telegram and Discord chats. Start a raid with start_raid, let members "
             "join_raid and claim_action, follow it with get_raid or the nubi://raids/active resource, and read "
-            "boards with get_leaderboard. get_member_context gives a prompt-ready summary of one member."
+            "boards with get_leaderboard; revoke_claim takes an accepted claim back. get_member_context gives a prompt-ready summary of one member."
         ),
     )
     add_tools(server, services)
@@ -159,6 +160,18 @@ def add_tools(server: MCPServer, services: Services) -> None:
                 "points": r.points, "alreadyClaimed": r.already, "claimId": r.claim_id,
                 "completionBonus": r.completion_bonus, "raidCompleted": r.raid_completed}
 
+    @server.tool(annotations=TAKES_BACK)
+    @domain_errors
+    async def revoke_claim(
+        claim_id: Annotated[int, Field(ge=1, description="The claim's number (claimId)")],
+        reason: Annotated[str | None, Field(max_length=500, description="Why, for the audit log")] = None,
+        community_id: Annotated[int | None, Field(ge=1, description="Only act if the claim is in this community")] = None,
+    ) -> dict[str, Any]:
+        """Take back an accepted claim (a moderator action, audited): its points, its speed bonus and the
+        completion bonus it unlocked leave every board, in the windows where they were earned."""
+        taken = await services.raids.revoke(claim_id, reviewer_id=None, reason=reason, community_id=community_id)
+        return {"claimId": claim_id, "verification": "rejected", "pointsRevoked": taken}
+
     @server.tool(annotations=READ_ONLY)
     @domain_errors
     async def get_raid(raid_id: RaidId, top: Top = 5) -> dict[str, Any]:
@@ -172,15 +185,17 @@ def add_tools(server: MCPServer, services: Services) -> None:
         community_id: Annotated[int | None, Field(ge=1, description="A community's board over a window")] = None,
         window: Annotated[Window, Field(description="Community boards only; weeks start Monday 00:00 UTC")] = "all",
         top: Top = 10,
+        offset: Annotated[int, Field(ge=0, description="Entries to skip: the next page starts at offset + top")] = 0,
     ) -> dict[str, Any]:
-        """A leaderboard: of one raid (raid_id) or of a community over a window (community_id + window)."""
+        """A leaderboard: of one raid (raid_id) or of a community over a window (community_id + window).
+        A page of at most 100 entries; page on with offset."""
         if (raid_id is None) == (community_id is None):
             raise ValidationError("give either raid_id or community_id", field="raid_id")
         if raid_id is not None:
-            entries = await services.raids.leaderboard(raid_id, top=top)
+            entries = await services.raids.leaderboard(raid_id, top=top, offset=offset)
             return {"scope": "raid", "raidId": raid_id, "entries": [asdict(e) for e in entries]}
         assert community_id is not None
-        entries = await services.boards.board(community_id, window, top=top)
+        entries = await services.boards.board(community_id, window, top=top, offset=offset)
         return {"scope": "community", "communityId": community_id, "window": window,
                 "entries": [asdict(e) for e in entries]}
 

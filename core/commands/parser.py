@@ -34,7 +34,7 @@ USAGE = {
     "[top=N] [tz=Zone]",
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
-    "review": "/review  or  /review accept|reject <claim-id>  or  /review links",
+    "review": "/review  or  /review accept|reject|revoke <claim-id> [reason]  or  /review links",
 }
 MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
@@ -146,8 +146,9 @@ class ScheduleRemove:
 
 @dataclass(frozen=True)
 class Review:
-    decision: str | None = None  # accept, reject, links (refused handle links), or None to list claims
+    decision: str | None = None  # accept, reject, revoke, links (refused handle links), or None to list
     claim_id: int | None = None
+    reason: str | None = None  # why a revoke takes the points back (optional)
 
 
 Command = (
@@ -396,8 +397,13 @@ def _review(args: list[str]) -> Command:
     decision = args[0].lower()
     if decision == "links":
         return Review("links")
+    if decision == "revoke":
+        if len(args) < 2:
+            raise CommandError("Revoke which claim?", "review")
+        reason = " ".join(args[2:])[:500] or None
+        return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"), reason)
     if decision not in ("accept", "reject") or len(args) < 2:
-        raise CommandError("Accept or reject which claim?", "review")
+        raise CommandError("Accept, reject or revoke which claim?", "review")
     return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))
 
 

@@ -348,6 +348,11 @@ class CommandService:
             return _say("Waiting for review:\n" + "\n".join(lines) + "\nUse /review accept|reject <id>.",
                         ephemeral=True)
         actor = await self._member_id(ctx)
+        if cmd.decision == "revoke":
+            taken = await s.raids.revoke(cmd.claim_id or 0, reviewer_id=actor, reason=cmd.reason,
+                                         community_id=community_id)
+            return _say(f"Claim #{cmd.claim_id} revoked: -{taken} points"
+                        + (f" ({cmd.reason})." if cmd.reason else "."), ephemeral=True)
         r = await s.raids.review(cmd.claim_id or 0, cmd.decision == "accept", reviewer_id=actor,
                                  community_id=community_id)
         if r.already:

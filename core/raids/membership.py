@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.directory import MemberRef, ensure_member
 from core.errors import Banned, NotParticipant, RaidFull, UnknownObjective
 from core.events import ClaimRecorded, MemberJoined, ProgressChanged
-from core.scores import credit
+from core.ledger import Entry, record
 from core.verification.abuse import claim_rate_since, screen_claim
 
 from . import scoring
@@ -74,7 +74,7 @@ class MembershipMixin(EndingMixin):
             if inserted is None:
                 raise _AlreadyJoined()
             if bonus:
-                await credit(s, raid.community_id, member_id, bonus, now)
+                await record(s, [Entry(raid.community_id, member_id, bonus, "join_bonus", now, raid_id=raid_id)], now=now)
             if raid.session_id:
                 await _activity(s, raid.session_id, "raid_joined", now, {"memberId": member_id, "position": position})
             return JoinResult(raid_id, member_id, position, False, bonus, raid.community_id)
@@ -134,7 +134,7 @@ class MembershipMixin(EndingMixin):
             bonus, completed = 0, False
             if accepted:
                 bonus, completed = await self._credit_claim(
-                    s, raid, participant_id, member_id, action, points, objectives, now
+                    s, raid, participant_id, member_id, claim_id, action, points, objectives, now
                 )
             return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
                                raid.community_id)
@@ -164,13 +164,16 @@ class MembershipMixin(EndingMixin):
         raid: Any,
         participant_id: int,
         member_id: int,
+        claim_id: int,
         action: str,
         points: int,
         objectives: dict[str, tuple[int, int]],
         now: datetime,
     ) -> tuple[int, bool]:
-        """Credit an accepted claim: participant, boards, then the raid's shared counters.
-        Returns (bonus, raid now complete).
+        """Credit an accepted claim: participant, ledger and boards, then the raid's shared counters.
+        Returns (bonus, raid now complete). `points` is the objective's points plus the speed bonus;
+        the ledger keeps them (and the completion bonus) apart, each tied to the claim, so a revoke
+        finds exactly what this claim earned.
 
         Every claim of a raid updates the same objective row and raid row, and holds their locks until
         its transaction ends (on PostgreSQL other claims wait for them; on SQLite the batch is one
@@ -186,7 +189,12 @@ class MembershipMixin(EndingMixin):
                 st.COMPLETE_PARTICIPANT, st.dml(participant_id=participant_id, bonus=rules.completion_points)
             )
             bonus = rules.completion_points if done else 0
-        await credit(s, raid.community_id, member_id, points + bonus, now)
+        base = min(points, objectives[action][1])
+        await record(s, [
+            Entry(raid.community_id, member_id, base, "claim", now, raid_id=raid.id, claim_id=claim_id),
+            Entry(raid.community_id, member_id, points - base, "speed_bonus", now, raid_id=raid.id, claim_id=claim_id),
+            Entry(raid.community_id, member_id, bonus, "completion_bonus", now, raid_id=raid.id, claim_id=claim_id),
+        ], now=now)
         count = await s.scalar(st.COUNT_UP, st.dml(raid_id=raid.id, action=action))
         # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
         # completion check below sees every objective count committed before it (PostgreSQL too).

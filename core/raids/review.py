@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import ValidationError
+from core import ledger
+from core.errors import Conflict
 from core.events import ClaimVerified, ProgressChanged
-from core.scores import credit
 from core.storage.models import Member, Raid, RaidAction, RaidObjective, RaidParticipant
 
 from . import scoring
@@ -75,7 +75,7 @@ class ReviewMixin(MembershipMixin):
                 points = scoring.claim_points(rules, objectives[claim.action_type][1], raid.started_at, claim.claimed_at)
                 await s.execute(update(RaidAction).where(RaidAction.id == claim_id).values(points=points))
                 bonus, completed = await self._credit_claim(
-                    s, raid, claim.participant_id, claim.member_id, claim.action_type, points, objectives, now
+                    s, raid, claim.participant_id, claim.member_id, claim_id, claim.action_type, points, objectives, now
                 )
             return (
                 ClaimResult(raid.id, claim.member_id, claim.action_type, new_state, points, False, claim_id, bonus, completed),
@@ -94,15 +94,25 @@ class ReviewMixin(MembershipMixin):
                 await self.refresh_report(result.raid_id)  # no-op while the raid runs (no report yet)
         return result
 
-    async def revoke(self, claim_id: int, *, reviewer_id: int | None, reason: str, community_id: int | None = None) -> int:
-        """Take back an accepted claim (an audit or a moderator): its points leave every board."""
+    async def revoke(
+        self, claim_id: int, *, reviewer_id: int | None, reason: str | None = None, community_id: int | None = None
+    ) -> int:
+        """Take back an accepted claim (an audit or a moderator). Returns the points taken back.
+
+        Reverses exactly what the claim earned, in the windows where it was earned: its points, its
+        speed bonus, and the completion bonus it (or the member's set of claims it belonged to)
+        unlocked, each by a ledger row at the reversed row's effective time. Only one revoke of a
+        claim can win (a conditional UPDATE); the others are told there is nothing left to revoke.
+        """
         from core.moderation import audit
 
+        reason = (reason or "").strip()[:500] or None
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[int, int, int]:
             claim, raid = await _claim_and_raid(s, claim_id, community_id)
-            prior_points = claim.points
+            # As credited, read before the UPDATE below (which the session syncs into `claim`).
+            prior_points, credited_at = claim.points, claim.verified_at or claim.claimed_at
             won = await s.scalar(
                 update(RaidAction)
                 .where(RaidAction.id == claim_id, RaidAction.verification.in_(COUNTED))
@@ -110,7 +120,23 @@ class ReviewMixin(MembershipMixin):
                 .returning(RaidAction.id)
             )
             if won is None:
-                raise ValidationError(f"Claim #{claim_id} has no accepted points to revoke.", field="claim")
+                raise Conflict(f"Claim #{claim_id} has no accepted points to revoke (it is pending, rejected or revoked).")
+            completed = await s.scalar(
+                update(RaidParticipant)
+                .where(RaidParticipant.id == claim.participant_id, RaidParticipant.completed_all.is_(True))
+                .values(completed_all=False)
+                .returning(RaidParticipant.id)
+            )
+            rows = await ledger.reversible(
+                s, claim_id=claim_id, raid_id=raid.id, member_id=claim.member_id, with_completion=completed is not None
+            )
+            entries = ledger.reversals(rows, claim_id=claim_id, actor_id=reviewer_id, reason=reason)
+            if not rows and prior_points:  # credited before the ledger existed (migration 0004): as stored
+                bonus = scoring.ScoringRules.from_dict(raid.scoring).completion_points if completed else 0
+                entries = [ledger.Entry(raid.community_id, claim.member_id, -(prior_points + bonus), "revoke",
+                                        credited_at, raid_id=raid.id, claim_id=claim_id, actor_id=reviewer_id,
+                                        reason=reason)]
+            taken = -await ledger.record(s, entries, now=now)
             await s.execute(
                 update(RaidObjective)
                 .where(RaidObjective.raid_id == raid.id, RaidObjective.action_type == claim.action_type)
@@ -119,21 +145,19 @@ class ReviewMixin(MembershipMixin):
             await s.execute(
                 update(RaidParticipant)
                 .where(RaidParticipant.id == claim.participant_id)
-                .values(points=RaidParticipant.points - prior_points, claims_count=RaidParticipant.claims_count - 1)
+                .values(points=RaidParticipant.points - taken, claims_count=RaidParticipant.claims_count - 1)
             )
             await s.execute(
                 update(Raid)
                 .where(Raid.id == raid.id)
-                .values(action_count=Raid.action_count - 1, points_awarded=Raid.points_awarded - prior_points)
+                .values(action_count=Raid.action_count - 1, points_awarded=Raid.points_awarded - taken)
             )
-            await credit(s, raid.community_id, claim.member_id, -prior_points, claim.claimed_at)
             await audit(
                 s, raid.community_id, "claim_revoke", now, actor=reviewer_id, target=claim.member_id,
-                raid_id=raid.id, amount=-prior_points, reason=reason, data={"claimId": claim_id},
+                raid_id=raid.id, amount=-taken, reason=reason, data={"claimId": claim_id},
             )
-            return raid.id, raid.community_id, prior_points
+            return raid.id, raid.community_id, taken
 
         raid_id, cid, points = await self.db.write(op)
         await self.bus.publish(ProgressChanged(raid_id, cid))
         return points
-

@@ -468,5 +468,5 @@ class ChatPost(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
 
 
-# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets).
-from . import verification_models  # noqa: E402,F401
+# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets) and the points ledger.
+from . import ledger_models, verification_models  # noqa: E402,F401
