@@ -272,10 +272,6 @@ def _scoped_tables() -> set[str]:
 
 
 async def test_migration_0003_down_and_up(db_url: str) -> None:
-    from alembic.script import ScriptDirectory
-
-    from migrations import alembic_config
-
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
     version, tables = await _version_and_tables(db_url)
     assert version == head  # later revisions keep the scope on the tables they add
