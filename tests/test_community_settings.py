@@ -164,3 +164,19 @@ async def test_mcp_tools_read_and_change_settings(services: Services) -> None:
         assert shown["effective"]["bonuses.completion_points"] == 40
         no = await refused(s, "update_community_settings", community_id=cid, settings={"timezone": "Nowhere/Else"})
         assert no.structured_content is not None and no.structured_content["error"]["details"]["field"] == "timezone"
+
+
+async def test_raid_start_verify_resolves_the_community_setting_over_the_global_default(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    await say(fake, GROUP, MOD, "/settings set verification review")
+    await say(fake, GROUP, MOD, f"/raid start {URL} likes=5")
+    [first] = await services.raids.list(status="active")
+    assert first.verification == "review"  # no verify= given: the community's tier
+    await say(fake, GROUP, MOD, f"/raid start {URL} likes=5 replace verify=honor")
+    [second] = await services.raids.list(status="active")
+    assert second.id != first.id and second.verification == "honor"  # the command's word wins
+    await adapter.drain()  # the posts of the replaced and the new raid are out
+    refused = await say(fake, GROUP, MOD, f"/raid start {URL} likes=5 replace verify=trust")
+    assert refused.text.startswith("verify must be honor, proof_link, x_api or review")
+
