@@ -23,7 +23,7 @@ from core.errors import NotFound, ValidationError
 from core.moderation import audit
 from core.schedules import check_zone
 from core.storage.db import Database
-from core.storage.models import Community, CommunityMember, MemberIdentity
+from core.storage.models import PLATFORMS, Community, CommunityMember, MemberIdentity
 
 # The [raids] keys a community may set for itself (the rest are the operator's: intervals, budgets).
 RAID_KEYS = (
@@ -137,9 +137,9 @@ class CommunitySettingsService:
                 raise ValidationError(f"timezone: {exc.message}", field="timezone") from None
         for entry in own.get("exclude_members") or []:
             platform, _, external = str(entry).partition(":")
-            if not platform or not external or len(entry) > 160:
-                raise ValidationError(f"exclude_members: '{str(entry)[:60]}' is not <platform>:<user id>",
-                                      field="exclude_members")
+            if platform not in PLATFORMS or not external or len(entry) > 160:
+                raise ValidationError(f"exclude_members: '{str(entry)[:60]}' is not <platform>:<user id> "
+                                      f"(platform: {', '.join(PLATFORMS)})", field="exclude_members")
 
     async def _sync_exclusions(self, s: AsyncSession, community_id: int, listed: list[str], now: Any) -> None:
         """The board leaves off exactly the listed members (they need not have used the bot yet)."""

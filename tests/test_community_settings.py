@@ -107,6 +107,9 @@ async def test_exclusions_leave_members_off_the_board(services: Services, client
         return client.get(f"/api/communities/{cid}/leaderboard", params={"window": "all"})
 
     assert [e["name"] for e in (await names()).json()["entries"]] == ["m1", "m2"]
+    assert_error(await client.patch(f"/api/communities/{cid}/settings",
+                                    json={"settings": {"exclude_members": ["myspace:901"]}}),
+                 400, "VALIDATION_ERROR", "exclude_members")
     r = await client.patch(f"/api/communities/{cid}/settings", json={"settings": {"exclude_members": ["telegram:901"]}})
     assert r.status_code == 200 and r.json()["settings"] == {"exclude_members": ["telegram:901"]}
     assert [e["name"] for e in (await names()).json()["entries"]] == ["m2"]

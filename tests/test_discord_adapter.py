@@ -471,8 +471,9 @@ async def test_sync_commands_publishes_the_tree(bot: Bot) -> None:
     assert count == in_guild == len(COMMANDS)
     published = {c["name"]: c for c in bot.fake.commands[None]}
     assert set(published) == {"join", "claim", "leaderboard", "me", "link", "help", "raid", "unlock", "ban",
-                              "unban", "points", "schedule", "review"}
+                              "unban", "points", "schedule", "review", "settings"}
     assert int(published["raid"]["default_member_permissions"]) == MANAGE_GUILD
+    assert published["settings"]["default_member_permissions"] is None  # anyone reads; core refuses changes
     assert published["join"]["default_member_permissions"] is None
     assert {c["guild_id"] for c in bot.fake.commands[GUILD_ID]} == {str(GUILD_ID)}
     assert bot.fake.calls_to(f"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands", "PUT")
