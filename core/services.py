@@ -22,6 +22,7 @@ class Services:
 
     def __post_init__(self) -> None:
         from core.commands.service import CommandService
+        from core.community_settings import CommunitySettingsService
         from core.context import ContextService
         from core.leaderboards import LeaderboardService
         from core.locks import LockService
@@ -37,6 +38,7 @@ class Services:
         self.boards = LeaderboardService(self.db, self.clock, self.settings)
         self.moderation = ModerationService(self.db, self.clock)
         self.schedules = ScheduleService(self.db, self.clock, self.bus)
+        self.community_settings = CommunitySettingsService(self.db, self.clock, self.settings)
         self.locks = LockService(
             self.db, self.clock, self.bus, grace=timedelta(minutes=self.settings.raids.lock_grace_minutes)
         )

@@ -73,6 +73,8 @@ async def test_read_api_and_static_files(services: Services, clock) -> None:
                                 params={"window": "all"})).json()
         assert [e["name"] for e in board["entries"]][:1] and len(board["entries"]) == 4
         assert (await http.get("/api/dashboard/communities/1/leaderboard", params={"window": "year"})).status_code == 400
+        shown = (await http.get(f"/api/dashboard/communities/{ended[0]['communityId']}/settings")).json()
+        assert shown["settings"] == {} and shown["effective"]["verification"] == "honor"
         missing = await http.get("/api/dashboard/raids/424242")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "RAID_NOT_FOUND"
         page = await http.get("/")
@@ -174,6 +176,7 @@ async def test_dashboard_follows_raids_live(services: Services, clock, tmp_path:
 
             live = await services.raids.start(LIVE, RaidSpec(URL, {"like": 8, "repost": 5, "reply": 3}),
                                               by=raider(0, "discord"))
+            await services.community_settings.change(live.community_id, {"timezone": "Europe/Berlin"}, actor=None)
             assert (await browser.ask(do="card", raidId=live.id))["participants"] == "0"
             await services.raids.join(live.id, raider(0, "discord"))
             moved = await browser.ask(do="counter", raidId=live.id, expect="1", within=2000)
@@ -187,6 +190,7 @@ async def test_dashboard_follows_raids_live(services: Services, clock, tmp_path:
                 await services.raids.snapshot(live.id)
             await browser.ask(do="counter", raidId=live.id, expect="7", within=3000)
             await browser.ask(do="text", selector="#community-board", expect="pt", within=3000)
+            await browser.ask(do="text", selector="#community-settings", expect="Europe/Berlin", within=3000)
             await browser.ask(do="text", selector="#ended", expect="Alpha Squad", within=3000)
             note = await browser.ask(do="text", selector="#chart-note", expect="6 metrics snapshots", within=7000)
             assert "plus live updates" in note["text"]

@@ -31,7 +31,7 @@ from core.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"start_raid", "join_raid", "claim_action", "revoke_claim", "get_raid", "get_leaderboard",
-         "get_member_context"}
+         "get_member_context", "get_community_settings", "update_community_settings"}
 URL = "https://twitter.com/nubi/status/42?s=20"
 ALICE = {"platform": "telegram", "id": "1001", "name": "alice", "username": "alice"}
 BOB = {"platform": "telegram", "id": "1002", "name": "bob"}

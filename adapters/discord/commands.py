@@ -20,6 +20,7 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 
 from core.commands import parser as p
+from core.community_settings import KEYS as SETTING_KEYS
 from core.directory import MemberRef, find_community
 from core.errors import NubiError
 from core.raids.model import ACTION_LABELS
@@ -338,6 +339,34 @@ async def review_choices(interaction: Interaction, current: str) -> list[Choice[
     ]
 
 
+# -- settings -------------------------------------------------------------------------------------
+
+settings_group = app_commands.Group(name="settings", description="This community's own settings", guild_only=True)
+
+
+@settings_group.command(name="show", description="Show this community's settings")
+async def settings_show(interaction: Interaction) -> None:
+    await run(interaction, p.SettingsShow())
+
+
+@settings_group.command(name="set", description="Change a setting (moderators)")
+@app_commands.describe(key="e.g. verification, objectives.like.points, timezone", value="The new value")
+async def settings_set(interaction: Interaction, key: str, value: Range[str, 1, 500]) -> None:
+    await run(interaction, p.SettingsChange(key.strip().lower(), value), ephemeral=False)
+
+
+@settings_group.command(name="reset", description="Put a setting back to the default (moderators)")
+async def settings_reset(interaction: Interaction, key: str) -> None:
+    await run(interaction, p.SettingsChange(key.strip().lower(), None), ephemeral=False)
+
+
+@settings_set.autocomplete("key")
+@settings_reset.autocomplete("key")
+async def settings_keys(interaction: Interaction, current: str) -> list[Choice[str]]:
+    typed = current.strip().lower()
+    return [Choice(name=k, value=k) for k in SETTING_KEYS if typed in k][:MAX_CHOICES]
+
+
 async def _community_for_moderator(interaction: Interaction) -> int | None:
     """Moderator-only suggestions: checks do not run for autocomplete, so it asks itself."""
     adapter = host(interaction)
@@ -348,7 +377,7 @@ async def _community_for_moderator(interaction: Interaction) -> int | None:
 
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
-    join, claim, leaderboard, me, link, help_, raid, unlock, ban, unban, points, schedule, review,
+    join, claim, leaderboard, me, link, help_, raid, unlock, ban, unban, points, schedule, review, settings_group,
 )
 
 

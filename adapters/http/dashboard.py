@@ -115,6 +115,13 @@ async def raid_detail(request: Request, raid_id: DbId) -> dict[str, Any]:
     }
 
 
+@router.get("/communities/{community_id}/settings")
+async def community_settings(request: Request, community_id: DbId) -> dict[str, Any]:
+    """The community's settings, shown read-only beside its board (moderators change them in chat or REST)."""
+    await authorize_community(request, community_id)
+    return await _services(request).community_settings.show(community_id)
+
+
 @router.get("/communities/{community_id}/leaderboard")
 async def community_board(
     request: Request,

@@ -469,7 +469,9 @@ async def list_schedules(request: Request, community_id: DbId) -> dict[str, Any]
              tags=[COMMUNITIES], summary="Schedule a leaderboard announcement (cron, in a time zone)")
 async def add_schedule(request: Request, community_id: DbId, body: ScheduleIn) -> dict[str, Any]:
     await _community(request, community_id)
-    added = await _svc(request).schedules.add(community_id, body.cron, body.window, top_n=body.top, tz=body.tz)
+    svc = _svc(request)
+    tz = body.tz or await svc.community_settings.timezone(community_id)
+    added = await svc.schedules.add(community_id, body.cron, body.window, top_n=body.top, tz=tz)
     return _schedule(added)
 
 

@@ -151,7 +151,7 @@ class ScheduleIn(Body):
     window: AnnouncedWindow = Field(description="day, week, month: the last completed one at each slot, "
                                     "in the schedule's time zone; *-so-far: the running one; all: all time")
     top: int = Field(10, ge=1, le=50)
-    tz: str = Field("UTC", max_length=64)
+    tz: str | None = Field(None, max_length=64, description="Default: the community's timezone setting (UTC)")
 
 
 class BanIn(Body):

@@ -105,6 +105,9 @@ def build_mcp(services: Services) -> MCPServer:
     )
     add_tools(server, services)
     add_resources(server, services)
+    from .settings_tools import add_settings_tools  # it builds on this module's helpers
+
+    add_settings_tools(server, services)
     return server
 
 

@@ -33,6 +33,7 @@ DESCRIPTIONS = {
     "points": "Add or remove points",
     "schedule": "Schedule leaderboard posts",
     "review": "Review pending claims",
+    "settings": "Show or change this community's settings",
 }
 
 

@@ -35,8 +35,9 @@ USAGE = {
     "schedule list": "/schedule list",
     "schedule remove": "/schedule remove <id>",
     "review": "/review  or  /review accept|reject|revoke <claim-id> [reason]  or  /review links",
+    "settings": "/settings  or  /settings set <key> <value>  or  /settings reset <key>",
 }
-MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review")
+MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review", "settings")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
 ALIASES = {"lb": "leaderboard", "top": "leaderboard", "board": "leaderboard", "stats": "me", "start": "help"}
 
@@ -131,7 +132,7 @@ class ScheduleAdd:
     cron: str
     window: str
     top: int = 10
-    tz: str = "UTC"
+    tz: str | None = None  # None: the community's time zone setting (UTC unless set)
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,23 @@ class Review:
     reason: str | None = None  # why a revoke takes the points back (optional)
 
 
+@dataclass(frozen=True)
+class SettingsShow:
+    pass
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    key: str
+    value: str | None  # None resets the key to the global default
+
+
 Command = (
     Join | Claim | Leaderboard | Me | Link | Help | RaidStart | RaidEnd | RaidStatus | Unlock | BanCmd | UnbanCmd
-    | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review
+    | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review | SettingsShow | SettingsChange
 )
 MODERATOR_TYPES = (RaidStart, RaidEnd, RaidStatus, Unlock, BanCmd, UnbanCmd, PointsCmd, ScheduleAdd, ScheduleList,
-                   ScheduleRemove, Review)
+                   ScheduleRemove, Review, SettingsChange)
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MAX_TEXT = 4096
@@ -379,7 +391,7 @@ def _schedule(args: list[str]) -> Command:
         raise CommandError("Which window: day, week, month or all (the last one completed), "
                            "or day-so-far, week-so-far, month-so-far?", "schedule leaderboard")
     window = rest[0].lower()
-    top, tz = 10, "UTC"
+    top, tz = 10, None
     for opt in rest[1:]:
         low = opt.lower()
         if low.startswith("top="):
@@ -407,6 +419,17 @@ def _review(args: list[str]) -> Command:
     return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))
 
 
+def _settings(args: list[str]) -> Command:
+    if not args or args[0].lower() in ("show", "list"):
+        return SettingsShow()
+    sub = args[0].lower()
+    if sub == "set" and len(args) >= 3:
+        return SettingsChange(args[1].lower(), " ".join(args[2:])[:500])
+    if sub == "reset" and len(args) == 2:
+        return SettingsChange(args[1].lower(), None)
+    raise CommandError("Set which setting to what, or reset which one?", "settings")
+
+
 _PARSERS = {
     "join": _join,
     "claim": _claim,
@@ -421,4 +444,5 @@ _PARSERS = {
     "points": _points,
     "schedule": _schedule,
     "review": _review,
+    "settings": _settings,
 }

@@ -99,6 +99,7 @@ def help_text(is_moderator: bool) -> str:
             p.USAGE["schedule leaderboard"],
             "/schedule list | /schedule remove <id>",
             p.USAGE["review"],
+            p.USAGE["settings"],
             "",
             "Points are recognition inside this community. X's developer policy forbids paying or rewarding "
             "people (with money or anything virtual) for actions on X; what a community does with its points "
@@ -220,7 +221,8 @@ class CommandService:
             return await self._moderate(ctx, community_id, cmd)
         if isinstance(cmd, p.ScheduleAdd):
             actor = await self._member_id(ctx)
-            sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=cmd.tz, created_by=actor)
+            tz = cmd.tz or await s.community_settings.timezone(community_id)
+            sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=tz, created_by=actor)
             return _say(f"Schedule #{sched.id}: the {cmd.window} top {cmd.top} at '{sched.cron}' ({sched.timezone}).")
         if isinstance(cmd, p.ScheduleList):
             items = await s.schedules.list(community_id)
@@ -234,6 +236,8 @@ class CommandService:
                         ephemeral=True)
         if isinstance(cmd, p.Review):
             return await self._review(ctx, community_id, cmd)
+        if isinstance(cmd, p.SettingsShow | p.SettingsChange):
+            return await self._settings(ctx, community_id, cmd)
         return _say("I don't know that command. Try /help.", ephemeral=True)
 
     async def _claim(self, ctx: ChatContext, raid_id: int, cmd: p.Claim) -> Reply:
@@ -374,6 +378,22 @@ class CommandService:
         ]
         return _say("Refused handle links:\n" + "\n".join(lines), ephemeral=True)
 
+    async def _settings(self, ctx: ChatContext, community_id: int, cmd: p.SettingsShow | p.SettingsChange) -> Reply:
+        s = self.s
+        if isinstance(cmd, p.SettingsChange):
+            actor = await self._member_id(ctx)
+            view = await s.community_settings.change(community_id, {cmd.key: cmd.value}, actor=actor)
+            now = view["effective"].get(cmd.key)
+            if cmd.value is None:
+                return _say(f"{cmd.key} is back to the default: {_setting(now)}.")
+            return _say(f"{cmd.key} is now {_setting(now)} here.")
+        view = await s.community_settings.show(community_id)
+        own = view["settings"]
+        lines = [f"{k} = {_setting(v)}" + (" (set here)" if k in own else "") for k, v in view["effective"].items()]
+        return _say("Settings of this community:\n" + "\n".join(lines)
+                    + ("\nModerators change them with /settings set <key> <value> or /settings reset <key>."
+                       if ctx.is_moderator else ""), ephemeral=True)
+
     # -- lookups -------------------------------------------------------------------------------
 
     async def _community(self, ctx: ChatContext) -> int:
@@ -421,6 +441,12 @@ class CommandService:
         if raid_id is None:
             raise RaidNotFound("No raid has run here yet. Try /leaderboard week.")
         return raid_id
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _state(verification: str) -> str:

@@ -27,11 +27,10 @@ MAX_DURATION = 24 * 3600
 
 
 def community_raid_settings(settings: Settings, community_settings: dict[str, Any] | None) -> RaidsConfig:
-    """A community's raid settings: its own keys over the global [raids] defaults."""
-    own = (community_settings or {}).get("raids") or {}
-    if not own:
-        return settings.raids
-    return RaidsConfig.model_validate({**settings.raids.model_dump(), **own})
+    """A community's raid settings: its own keys over the global [raids] defaults, at every depth."""
+    from core.community_settings import effective_raids
+
+    return effective_raids(settings, community_settings)
 
 
 OBJECTIVES_CACHED = 1024  # raids whose objectives a process keeps in memory (a few hundred bytes each)

@@ -355,6 +355,24 @@
     $("community-sub").textContent = title;
     board($("community-board"), data.entries, 10);
     $("community-empty").hidden = data.entries.length > 0;
+    loadSettings(id);
+  }
+
+  // The community's own settings, read-only: moderators change them with /settings or the REST API.
+  async function loadSettings(id) {
+    let data;
+    try {
+      data = await api(`/api/dashboard/communities/${id}/settings`);
+    } catch (err) {
+      console.warn(err);
+      return;
+    }
+    if (!state.community || state.community.id !== id) return;
+    const own = Object.entries(data.settings);
+    $("community-settings").replaceChildren(...own.flatMap(([key, value]) => [
+      h("dt", {}, key), h("dd", {}, Array.isArray(value) ? value.join(", ") : String(value)),
+    ]));
+    $("community-settings-none").hidden = own.length > 0;
   }
 
   for (const button of document.querySelectorAll(".windows button")) {
