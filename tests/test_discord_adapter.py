@@ -622,3 +622,21 @@ async def test_a_post_whose_answer_was_lost_is_sent_again_and_appears_once(bot: 
     reports = [m for m in bot.visible() if "report" in m.embeds[0]["title"]]
     assert len(reports) == 1 and "Ended: ended by a moderator" in reports[0].embeds[0]["description"]
     assert await bot.services.outbox.due() == []
+
+
+async def test_review_links_shows_refused_handle_links_to_moderators(bot: Bot) -> None:
+    from core.errors import Conflict
+
+    raid_id = await bot.start_raid()
+    raider = MemberRef("discord", str(RAIDER_BASE), "raider00")
+    await bot.services.raids.join(raid_id, raider)
+    await bot.services.links.link(MemberRef("discord", "42", "owner"), "alice")
+    with pytest.raises(Conflict):
+        await bot.services.links.link(raider, "alice")
+
+    payload = as_mod("review links")
+    response = await bot.h.dispatch_interaction(payload)
+
+    assert response is not None and response.ephemeral
+    text = response.content or original_text(bot, payload)
+    assert "@alice: asked for by raider00" in text and "held by owner" in text

@@ -53,6 +53,8 @@ def test_raid_start_full_syntax() -> None:
         ("/schedule remove #4", p.ScheduleRemove(4)),
         ("/review", p.Review()),
         ("/review accept 17", p.Review("accept", 17)),
+        ("/review links", p.Review("links")),
+        ("/review LINKS", p.Review("links")),
     ],
 )
 def test_commands(text: str, expected: object) -> None:
