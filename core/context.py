@@ -21,6 +21,7 @@ from core.storage.models import (
     Member,
     NubiSession,
     Raid,
+    RaidAction,
     RaidParticipant,
     SessionMessage,
 )
@@ -81,6 +82,14 @@ class ContextService:
             days = (await s.scalars(
                 select(func.date(RaidParticipant.joined_at)).where(RaidParticipant.member_id == member_id).distinct()
             )).all()
+            claim_states: dict[int, dict[str, int]] = {}
+            for community_id, state, n in (await s.execute(
+                select(Raid.community_id, RaidAction.verification, func.count())
+                .join(Raid, Raid.id == RaidAction.raid_id)
+                .where(RaidAction.member_id == member_id)
+                .group_by(Raid.community_id, RaidAction.verification)
+            )).all():
+                claim_states.setdefault(community_id, {})[state] = n
             return {
                 "member": {"id": member.id, "name": member.display_name, "xHandle": member.x_handle,
                            "xHandleVerified": member.x_handle_verified},
@@ -91,15 +100,19 @@ class ContextService:
                 "recentRaids": [{"raidId": h[0], "target": h[1], "status": h[2], "points": h[3],
                                  "startedAt": h[4].isoformat()} for h in history],
                 "streakDays": _streak([str(d) for d in days if d], now.date()),
+                "claimStates": claim_states,
             }
 
         ctx = await self.db.read(op)
         standings = []
+        claim_states = ctx.pop("claimStates")
         for c in ctx["communities"]:
             rank, points = await self.boards.rank(c["id"], member_id, "all")
             week_rank, week_points = await self.boards.rank(c["id"], member_id, "week")
             standings.append({"communityId": c["id"], "points": points, "rank": rank,
-                              "weekPoints": week_points, "weekRank": week_rank})
+                              "weekPoints": week_points, "weekRank": week_rank,
+                              # verified (a machine saw it) and accepted (a moderator) kept apart
+                              "claims": claim_states.get(c["id"], {})})
         ctx["standings"] = standings
         ctx["activeRaids"] = [(await self.raids.progress(rid, top=3)).as_dict() for rid in ctx.pop("activeRaidIds")]
         ctx["weekStartsAt"] = window_start("week", now).isoformat()
@@ -139,6 +152,15 @@ def _streak(days: list[str], today: date) -> int:
     return streak
 
 
+CLAIM_WORDS = {"verified": "verified on X", "accepted": "accepted by a moderator", "unverifiable": "not verifiable",
+               "pending": "pending", "rejected": "rejected"}
+
+
+def claim_words(claims: dict[str, int]) -> str:
+    """"2 verified on X, 1 accepted by a moderator": never one number for both."""
+    return ", ".join(f"{claims[k]} {w}" for k, w in CLAIM_WORDS.items() if claims.get(k))
+
+
 def render_prompt(ctx: dict[str, Any]) -> str:
     lines = []
     m = ctx.get("member")
@@ -148,6 +170,8 @@ def render_prompt(ctx: dict[str, Any]) -> str:
     for st in ctx.get("standings", []):
         rank = f"rank {st['rank']}" if st["rank"] else "unranked"
         lines.append(f"Community {st['communityId']}: {st['points']} pts all time ({rank}); {st['weekPoints']} pts this week")
+        if st.get("claims"):
+            lines.append("  claims: " + claim_words(st["claims"]))
     if ctx.get("streakDays"):
         lines.append(f"Raid streak: {ctx['streakDays']} day(s)")
     for r in ctx.get("activeRaids", []):

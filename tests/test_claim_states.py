@@ -126,6 +126,8 @@ async def test_a_moderator_accepting_a_like_is_accepted_not_verified(services: S
         assert await states(services, raid) == {"like": "accepted"}
         again = await say(fake, GROUP, MOD, f"/review accept {item.claim_id}")
         assert "already settled (accepted by a moderator)" in again.text
+        me = await say(fake, GROUP, ALICE, "/me")
+        assert "claims: 1 accepted by a moderator" in me.text and "verified" not in me.text
 
         await say(fake, GROUP, MOD, "/raid end")
         report = await report_message(fake, raid)

@@ -817,3 +817,21 @@ async def test_the_settings_point_rest_and_the_gateway_at_another_server(service
         finally:
             await adapter.stop()
         assert fake.unhandled_calls() == []
+
+
+async def test_review_links_shows_refused_handle_links_to_moderators(bot: Bot) -> None:
+    from core.errors import Conflict
+
+    raid_id = await bot.start_raid()
+    raider = MemberRef("discord", str(RAIDER_BASE), "raider00")
+    await bot.services.raids.join(raid_id, raider)
+    await bot.services.links.link(MemberRef("discord", "42", "owner"), "alice")
+    with pytest.raises(Conflict):
+        await bot.services.links.link(raider, "alice")
+
+    payload = as_mod("review links")
+    response = await bot.h.dispatch_interaction(payload)
+
+    assert response is not None and response.ephemeral
+    text = response.content or original_text(bot, payload)
+    assert "@alice: asked for by raider00" in text and "held by owner" in text

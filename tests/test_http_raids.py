@@ -141,11 +141,11 @@ async def test_review_queue(client: httpx.AsyncClient) -> None:
                                                                          (c2["claimId"], "like", "raider2")]
 
     ok = (await client.post(f"/api/claims/{c1['claimId']}/review", json={"decision": "accept"})).json()
-    assert ok["verification"] == "verified" and ok["points"] > 0 and not ok["already"]
+    assert ok["verification"] == "accepted" and ok["points"] > 0 and not ok["already"]
     no = (await client.post(f"/api/claims/{c2['claimId']}/review", json={"decision": "reject"})).json()
     assert (no["verification"], no["points"]) == ("rejected", 0)
     again = (await client.post(f"/api/claims/{c1['claimId']}/review", json={"decision": "reject"})).json()
-    assert again["already"] is True and again["verification"] == "verified"
+    assert again["already"] is True and again["verification"] == "accepted"
     assert (await client.get(f"/api/communities/{cid}/review")).json()["items"] == []
     progress = (await client.get(f"/api/raids/{rid}")).json()
     assert (progress["actions"], progress["pendingClaims"]) == (1, 0)

@@ -59,6 +59,8 @@ def test_raid_start_full_syntax() -> None:
         ("/review accept 17", p.Review("accept", 17)),
         ("/review revoke #17", p.Review("revoke", 17)),
         ("/review revoke 17 no like on the post", p.Review("revoke", 17, "no like on the post")),
+        ("/review links", p.Review("links")),
+        ("/review LINKS", p.Review("links")),
     ],
 )
 def test_commands(text: str, expected: object) -> None:

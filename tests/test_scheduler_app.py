@@ -39,7 +39,8 @@ async def test_reconcile_brings_rows_up_to_now(services: Services, clock) -> Non
     assert done["raids_ended"] == 1 and done["locks_released"] == 1 and done["sessions_expired"] == 1
     assert [e.status for e in services.recorder.of(RaidEnded)] == ["timeout"]
     assert (await sched.reconcile()) == {"raids_ended": 0, "locks_released": 0, "lock_releases_retried": 0,
-                                         "sessions_expired": 0, "windows_closed": 0, "announcements": 0}
+                                         "sessions_expired": 0, "windows_closed": 0, "claims_unsettled": 0,
+                                         "announcements": 0}
     clock.advance(seconds=10)  # no adapter confirmed the release: every sweep from now asks again
     assert (await sched.reconcile())["lock_releases_retried"] == 1
     assert (await sched.reconcile())["lock_releases_retried"] == 1

@@ -129,8 +129,9 @@ class RaidPosts:
             drawn = _fingerprint(parts)
             ref = progress.progress_ref
             if ref is None:
-                if progress.active and raid_id in self._owed:
-                    await self._deliver_raid_post(raid_id, int(progress.chat.external_id), parts, drawn)
+                if raid_id in self._owed:  # an ended raid's post is settled without a message
+                    await self._deliver_raid_post(raid_id, int(progress.chat.external_id),
+                                                  parts if progress.active else None, drawn)
                 return  # else: not posted yet, and another process (or the sweep) delivers it
             if self._drawn.get(raid_id) == drawn:
                 return
@@ -153,8 +154,12 @@ class RaidPosts:
         if len(self._drawn) > MAX_DRAWN:  # forget the longest-untouched post
             self._drawn.pop(next(iter(self._drawn)))
 
-    async def _deliver_raid_post(self, raid_id: int, channel_id: int, parts: dict[str, Any], drawn: str) -> None:
-        async def send(d: Delivery) -> dict[str, Any]:
+    async def _deliver_raid_post(
+        self, raid_id: int, channel_id: int, parts: dict[str, Any] | None, drawn: str
+    ) -> None:
+        async def send(d: Delivery) -> dict[str, Any] | None:
+            if parts is None:
+                return None  # it ended before its post went out: the report tells the story
             channel = self._client().get_partial_messageable(channel_id)
             try:
                 message = await _sent(channel.send(**parts, nonce=d.nonce))

@@ -73,6 +73,8 @@ class RaidPosts:
         known = self._posts.get(event.raid_id)
         if known is not None and known.posting is not None and not known.posting.done():
             return  # this process is sending it right now
+        if not await self._s.outbox.pending(raid_key(event.raid_id)):
+            return  # sent already (here or by another process): edits find it through progress_ref
         post = RaidPost(int(progress.chat.external_id))
         self._posts[event.raid_id] = post
         post.posting = self._spawn(self._post_raid(progress, post), "raid post")

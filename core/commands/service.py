@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from core import access
+from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
@@ -304,6 +305,8 @@ class CommandService:
             week = f"#{st['weekRank']}" if st["weekRank"] else "unranked"
             where = "" if not ctx.private else f"community {st['communityId']}: "
             lines.append(f"{where}{st['points']} pts all time ({rank}), {st['weekPoints']} this week ({week})")
+            if st.get("claims"):
+                lines.append(f"{where}claims: {claim_words(st['claims'])}")
         if not standings:
             lines.append("No points yet.")
         lines.append(f"Streak: {context['streakDays']} day(s); raids joined recently: {len(context['recentRaids'])}")
