@@ -94,6 +94,7 @@ def help_text(is_moderator: bool) -> str:
 class CommandService:
     def __init__(self, services: Services) -> None:
         self.s = services
+        self._raid_communities: dict[int, str] = {}  # a raid never changes community: one read per raid
 
     async def handle_text(self, ctx: ChatContext, text: str) -> Reply | None:
         """A chat message: None when it is not a command, else the reply (errors included)."""
@@ -336,9 +337,14 @@ class CommandService:
 
     async def _raid_of_this_chat(self, ctx: ChatContext, raid_id: int) -> None:
         """A button acts on a raid of the chat it was pressed in only (the policy's rule for chat callers)."""
-        name = await catalog.community_name_of_raid(self.s.db, raid_id)
+        name = self._raid_communities.get(raid_id)
         if name is None:
-            return  # the service answers RaidNotFound
+            name = await catalog.community_name_of_raid(self.s.db, raid_id)
+            if name is None:
+                return  # the service answers RaidNotFound
+            if len(self._raid_communities) >= 10_000:
+                self._raid_communities.clear()
+            self._raid_communities[raid_id] = name
         access.require_community(access.chat_caller(ctx.chat, moderator=ctx.is_moderator), name)
 
     async def _community(self, ctx: ChatContext) -> int:
