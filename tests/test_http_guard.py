@@ -138,14 +138,18 @@ async def test_socketio_events_share_the_rest_rate_limit(db_url: str) -> None:
             client = socketio.AsyncClient(reconnection=False)
             await client.connect(url, transports=["websocket"], wait_timeout=5)
             try:
+                # the address's budget of 4: the connect, authenticating, two events; the third is refused
                 acks = [await client.call("session:authenticate", {"apiKey": KEY}, timeout=10)]
-                acks += [await client.call("raid:subscribe", {"raidId": 1}, timeout=10) for _ in range(4)]
+                acks += [await client.call("raid:subscribe", {"raidId": 1}, timeout=10) for _ in range(3)]
                 codes = [a["data"]["community"] if a["ok"] else a["error"]["code"] for a in acks]
-                assert codes == [None, "RAID_NOT_FOUND", "RAID_NOT_FOUND", "RAID_NOT_FOUND", "RATE_LIMIT_EXCEEDED"]
+                assert codes == [None, "RAID_NOT_FOUND", "RAID_NOT_FOUND", "RATE_LIMIT_EXCEEDED"]
                 assert acks[-1]["error"]["details"]["retryAfterSeconds"] > 0
-                async with httpx.AsyncClient(base_url=url) as http:  # the same key's budget is spent over REST too
+                async with httpx.AsyncClient(base_url=url) as http:  # the same caller (key and address) is out of budget over REST too
                     r = await http.get("/api/raids", headers={"X-API-KEY": KEY})
                     assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+                late = socketio.AsyncClient(reconnection=False)  # and connecting again is refused too
+                with pytest.raises(socketio.exceptions.ConnectionError):
+                    await late.connect(url, transports=["websocket"], wait_timeout=5)
             finally:
                 await client.disconnect()
     finally:

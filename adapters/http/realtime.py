@@ -222,6 +222,8 @@ class Realtime:
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         client = environ.get("asgi.scope", {}).get("client") or ("?",)
         address = self.guard.client_address(str(client[0]), environ.get("HTTP_X_FORWARDED_FOR"))
+        if self.guard.limited(NOBODY, address) is not None:  # a connect counts like a request of its address
+            raise socketio.exceptions.ConnectionRefusedError("Too many requests; slow down")
         self._addresses[sid] = address
         if not self.guard.keys_configured and self.guard.admits_address(address):  # the keyless loopback API
             await self._admit(sid, access.ADMIN)
