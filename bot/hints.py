@@ -23,7 +23,7 @@ def base_url(settings: Settings, port: int) -> str:
 def start_raid_curl(url: str, *, api_key: bool) -> str:
     """One shell line that starts a raid over the REST API (POST /api/raids)."""
     body = {
-        "community": {"platform": "web", "id": "my-community", "title": "My community"},
+        "community": {"platform": "web", "id": "try-nubi", "title": "Trying nubi"},
         "targetUrl": "https://x.com/nubi/status/1800000000000000000",
         "objectives": {"like": 10, "repost": 5},
         "durationSeconds": 600,

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -323,3 +325,76 @@ async def test_telegram_check_problems_exit_non_zero(tmp_path: Path) -> None:
 
 def test_telegram_check_needs_a_token(tmp_path: Path) -> None:
     assert "NUBI_TELEGRAM_TOKEN" in one_line_failure(run("telegram", "check", cwd=tmp_path))
+
+
+# -- a running nubi: what it says, the README's HTTP example, restore refused -----------------------
+
+
+class RunningNubi:
+    def __init__(self, process: subprocess.Popen, banner: str, folder: Path) -> None:
+        self.process, self.banner, self.folder = process, banner, folder
+        self.url = re.search(r"running at (http://\S+)", banner).group(1)  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def running_nubi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNubi]:
+    folder = tmp_path_factory.mktemp("running")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUBI_", "SESSION_"))}
+    env |= sqlite_env(folder, NUBI_HTTP_PORT="0") | {"PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], cwd=folder, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any("then restart nubi run" in line for line in lines):
+        line = process.stdout.readline()
+        assert line, f"nubi run stopped before it was up: {lines}"
+        lines.append(line)
+    try:
+        yield RunningNubi(process, "".join(lines), folder)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+
+
+@pytest.mark.timeout(300)
+def test_run_says_what_to_do_next(running_nubi: RunningNubi) -> None:
+    banner, url = running_nubi.banner, running_nubi.url
+    assert f"dashboard:  {url}/" in banner and f"API docs:   {url}/docs" in banner
+    assert "No chat platform is configured yet" in banner and "nubi demo" in banner
+    assert "NUBI_TELEGRAM_TOKEN" in banner and "docs/telegram.md" in banner and "config.toml" in banner
+    curl = next(line for line in banner.splitlines() if "curl " in line).split("start one over HTTP:")[1].strip()
+    res = subprocess.run(["bash", "-c", curl.replace("curl ", "curl -sS --fail-with-body ", 1)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '"status":"active"' in res.stdout  # the printed line really starts a raid
+
+
+@pytest.mark.timeout(300)
+def test_readme_http_example_works(running_nubi: RunningNubi) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Try it over HTTP", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "NUBI=http://127.0.0.1:8080\n" in block and "RAID=1 " in block
+    newest = '$(curl -s "$NUBI/api/raids?limit=1" | grep -o \'"id":[0-9]*\' | head -1 | cut -d: -f2)'
+    script = (block.replace("NUBI=http://127.0.0.1:8080", f"NUBI={running_nubi.url}")
+              .replace("RAID=1 ", f"RAID={newest} ").replace("curl -s ", "curl -sS --fail-with-body "))
+    res = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    answers = res.stdout.replace("}{", "}\n{").splitlines()
+    assert len(answers) == 5 and '"status":"active"' in answers[0]
+    assert '"already":false' in answers[1] and '"action":"like"' in answers[2]
+    assert '"participants":1' in answers[3] and '"name":"Alice"' in answers[4] and '"claims":1' in answers[4]
+
+
+@pytest.mark.timeout(300)
+def test_restore_refuses_while_the_database_is_open(running_nubi: RunningNubi, tmp_path: Path) -> None:
+    env = sqlite_env(running_nubi.folder)
+    backup = tmp_path / "copy.db"
+    assert run("backup", str(backup), cwd=tmp_path, env=env).returncode == 0  # online backup: fine
+    line = one_line_failure(run("restore", str(backup), "--yes", cwd=tmp_path, env=env))
+    assert f"pid {running_nubi.process.pid} (" in line and "bot.cli run" in line
+    assert running_nubi.process.poll() is None  # refused: the running bot was left alone
+    other = sqlite_env(tmp_path, NUBI_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'idle.db'}")
+    assert run("migrate", cwd=tmp_path, env=other).returncode == 0
+    res = run("restore", str(backup), "--yes", cwd=tmp_path, env=other)  # nobody has this one open
+    assert res.returncode == 0 and "database restored" in res.stdout
