@@ -11,9 +11,11 @@ from typing import Any
 
 from core.config import Settings
 from core.services import Services, build_services
-from migrations import upgrade
 
+from .preflight import StartupError, bind_socket, check_settings, migrate_async, platform_failure
 from .scheduler import NubiScheduler
+
+__all__ = ["NubiApp", "StartupError", "loop_factory", "settle_heap"]
 
 log = logging.getLogger("nubi")
 
@@ -44,21 +46,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-class StartupError(Exception):
-    """A configuration the app refuses to run with; the CLI prints it in one line."""
-
-
-def check_bind(settings: Settings) -> None:
-    from adapters.http.security import is_loopback
-
-    http = settings.http
-    if http.enabled and not http.api_keys and not is_loopback(http.host):
-        raise StartupError(
-            f"refusing to serve the API on {http.host} without an API key: set [[http.api_keys]] "
-            "or bind to 127.0.0.1"
-        )
-
-
 class NubiApp:
     def __init__(self, settings: Settings, *, services: Services | None = None) -> None:
         self.settings = settings
@@ -71,8 +58,8 @@ class NubiApp:
 
     async def start(self) -> None:
         s = self.settings
-        check_bind(s)
-        await asyncio.to_thread(upgrade, s.database.url)
+        check_settings(s)
+        await migrate_async(s.database.url)
         self.services = self.services or build_services(s)
         if s.x.bearer_token is not None:
             from adapters.x.verifier import install
@@ -86,16 +73,19 @@ class NubiApp:
             from adapters.telegram.adapter import TelegramAdapter
 
             tg = TelegramAdapter(self.services, s.telegram)
-            await tg.start()
-            self.adapters.append(tg)
+            self.adapters.append(tg)  # so stop() closes what start() opened, also after a failure
+            with platform_failure("Telegram", f"the Bot API at {s.telegram.api_base_url}",
+                                  secrets=(s.telegram.token.get_secret_value(),)):
+                await tg.start()
             if tg.webhook_app is not None:
                 routes.append(("/telegram/webhook", tg.webhook_app))
         if s.discord.token is not None:
             from adapters.discord.adapter import DiscordAdapter
 
             dc = DiscordAdapter(self.services, s.discord)
-            await dc.start()
             self.adapters.append(dc)
+            with platform_failure("Discord", "the Discord API", secrets=(s.discord.token.get_secret_value(),)):
+                await dc.start()
         if s.http.enabled:
             await self._start_http(routes)
         log.info(
@@ -125,13 +115,14 @@ class NubiApp:
         self.asgi = create_app(
             self.services, mounts=[("/mcp", mcp_app)], routes=routes, lifespans=[mcp_lifespan(mcp_app)]
         )
+        host, port = self.settings.http.host, self.settings.http.port
+        sock = bind_socket(host, port)
         config = uvicorn.Config(
-            self.asgi, host=self.settings.http.host, port=self.settings.http.port, log_level="warning",
-            lifespan="on", access_log=False,
+            self.asgi, host=host, port=port, log_level="warning", lifespan="on", access_log=False,
         )
         self.http_server = uvicorn.Server(config)
         self.http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._http_task = asyncio.create_task(self.http_server.serve())
+        self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]))
         while not self.http_server.started:
             if self._http_task.done():
                 self._http_task.result()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, load_settings, unknown_env
 
 
 class CliError(Exception):
@@ -23,8 +26,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import NubiApp, loop_factory, settle_heap
+    from .hints import running_banner
 
     settings = _settings(args)
+    _warn_unknown_env()
 
     async def main() -> None:
         app = NubiApp(settings)
@@ -32,9 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await app.start()
+        try:
+            await app.start()
+        except BaseException:
+            await app.stop()  # close what did start (database, scheduler, an adapter) before saying why
+            raise
         settle_heap()
-        print(f"nubi is running at http://{settings.http.host}:{app.port} (Ctrl-C stops it)", flush=True)
+        print(running_banner(settings, app.port), flush=True)
         try:
             await stop.wait()
         finally:
@@ -47,30 +56,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from migrations import downgrade, upgrade
+    from migrations import migrate_to
+
+    from .preflight import check_database, database_failure
 
     url = _settings(args).database.url
-    if args.to in (None, "head"):
-        upgrade(url)
-        print("database is at the latest migration")
-        return 0
-    if args.to == "base":
-        downgrade(url, "base")
+    check_database(url)
+    try:
+        before, after = migrate_to(url, args.to)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    except Exception as exc:
+        raise database_failure(url, exc) from exc
+    where = after or "base (no tables)"
+    if before == after:
+        print(f"database is at {where}: nothing to do")
     else:
-        try:
-            upgrade(url, args.to)
-        except Exception:  # an older revision: alembic only goes there downwards
-            downgrade(url, args.to)
-    print(f"database is at {args.to}")
+        print(f"database migrated from {before or 'base'} to {where}")
     return 0
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from .preflight import check_settings, safe_url
+
     settings = _settings(args)
+    _warn_unknown_env()
+    check_settings(settings)  # what `nubi run` would refuse, refused here too
     source = args.config or ("config.toml" if Path("config.toml").is_file() else "built-in defaults")
     http = settings.http
     admins = sum(k.community == "*" for k in http.api_keys)
-    print(f"config OK ({source}): database {settings.database.url.split('@')[-1]}, "
+    print(f"config OK ({source}): database {safe_url(settings.database.url)}, "
           f"http {http.host}:{http.port}, {len(settings.agents)} agent(s), "
           f"telegram {'on' if settings.telegram.token else 'off'}, discord {'on' if settings.discord.token else 'off'}, "
           f"api keys {admins} admin + {len(http.api_keys) - admins} community, "
@@ -118,13 +133,21 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unknown_env() -> None:
+    """A misspelt NUBI_* variable would otherwise be ignored without a word."""
+    for name, guess in unknown_env(os.environ):
+        hint = f" (did you mean {guess}?)" if guess else ""
+        print(f"nubi: warning: {name} is not a nubi setting and is ignored{hint}", file=sys.stderr)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from core import stats
     from core.storage.db import Database
-    from migrations import upgrade
+
+    from .preflight import migrate
 
     settings = _settings(args)
-    upgrade(settings.database.url)
+    migrate(settings.database.url)
 
     async def main() -> str:
         db = Database(settings.database.url)
@@ -139,10 +162,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_sessions_cleanup(args: argparse.Namespace) -> int:
     from core.services import build_services
-    from migrations import upgrade
+
+    from .preflight import migrate
 
     settings = _settings(args)
-    upgrade(settings.database.url)
+    migrate(settings.database.url)
 
     async def main() -> dict[str, int]:
         svc = build_services(settings)
@@ -157,13 +181,13 @@ def cmd_sessions_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    from migrations import downgrade, upgrade
+    from .preflight import migrate
 
     if not args.yes:
         raise CliError("reset drops every table: run it again with --yes if you mean it")
     url = _settings(args).database.url
-    downgrade(url, "base")
-    upgrade(url)
+    migrate(url, "base", down=True)
+    migrate(url)
     print("database dropped and rebuilt")
     return 0
 
@@ -173,18 +197,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.members < 1 or args.members > 100_000:
         raise CliError("--members must be between 1 and 100000")
-    if args.duration <= 0 or args.duration > 3600:
+    if args.duration < 1 or args.duration > 3600:
         raise CliError("--duration must be between 1 and 3600 seconds")
-    asyncio.run(run_demo(args.members, args.duration, out=sys.stdout))
+    asyncio.run(run_demo(args.members, args.duration, out=sys.stdout, fail=args.fail))
     return 0
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     from core.services import build_services
-    from migrations import upgrade
+
+    from .preflight import migrate
 
     settings = _settings(args)
-    upgrade(settings.database.url)
+    migrate(settings.database.url)
     from adapters.mcp import run_stdio
 
     async def main() -> None:
@@ -204,7 +229,11 @@ def cmd_discord_sync(args: argparse.Namespace) -> int:
         raise CliError("discord.token is not set (NUBI_DISCORD_TOKEN)")
     from adapters.discord.adapter import sync_commands
 
-    n = asyncio.run(sync_commands(settings.discord, args.guild))
+    from .preflight import platform_failure
+
+    token = settings.discord.token.get_secret_value()
+    with platform_failure("Discord", "the Discord API (command sync)", secrets=(token,)):
+        n = asyncio.run(sync_commands(settings.discord, args.guild))
     print(f"synced {n} command(s)" + (f" to guild {args.guild}" if args.guild else " globally"))
     return 0
 
@@ -226,6 +255,21 @@ def cmd_discord_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_telegram_check(args: argparse.Namespace) -> int:
+    from .telegram_check import FAIL, check, parse_chat
+
+    settings = _settings(args)
+    chat = parse_chat(args.chat) if args.chat is not None else None
+    findings = asyncio.run(check(settings.telegram, chat))
+    for finding in findings:
+        print(finding.line())
+    problems = [f for f in findings if f.level == FAIL]
+    if problems:
+        print(f"nubi: telegram check found {len(problems)} problem(s): {problems[0].text}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from .backup import backup
 
@@ -243,91 +287,139 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version("nubi")
-    except PackageNotFoundError:  # running from a source tree that was never installed
+        return metadata.version("nubi")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nubi", description="nubi: community raid bot for Discord and Telegram")
-    p.add_argument("--config", help="TOML config file (default: ./config.toml if present, else built-in defaults)")
-    p.add_argument("--version", action="version", version=f"nubi {_version()}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot: database, scheduler, HTTP API, dashboard and configured adapters") \
-        .set_defaults(fn=cmd_run)
-    m = sub.add_parser("migrate", help="bring the database to the latest migration (or --to REV / base)")
-    m.add_argument("--to", default=None)
-    m.set_defaults(fn=cmd_migrate)
-    c = sub.add_parser("config", help="configuration tools")
-    csub = c.add_subparsers(dest="config_command", required=True)
-    csub.add_parser("check", help="validate the configuration").set_defaults(fn=cmd_config_check)
-    k = sub.add_parser("keys", help="API key tools")
-    ksub = k.add_subparsers(dest="keys_command", required=True)
-    kn = ksub.add_parser("new", help="make a random API key and print the config lines that admit it")
+    # --config and -v are accepted before or after the subcommand: `nubi --config x run` and
+    # `nubi run --config x` mean the same. On the subcommands (their own action objects, shared by
+    # them only) they default to SUPPRESS, so a value given before the subcommand is not overwritten.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML config file (default: ./config.toml if present, else built-in defaults)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log more (debug level)")
+    p = argparse.ArgumentParser(prog="nubi", description="nubi: community raid bot for Discord and Telegram",
+                                epilog="Every command exits 0 on success, else prints one line on stderr.")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="TOML config file (default: ./config.toml if present, else built-in defaults)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (debug level)")
+    p.add_argument("--version", action="version", version=f"nubi {_version()}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent: Any, name: str, help: str, fn: Any = None) -> argparse.ArgumentParser:
+        cmd = parent.add_parser(name, parents=[common], help=help, description=help)
+        if fn is not None:
+            cmd.set_defaults(fn=fn)
+        return cmd
+
+    command(sub, "run", "run the bot: database, scheduler, HTTP API, dashboard and configured adapters", cmd_run)
+    m = command(sub, "migrate", "bring the database to the latest migration, or up or down to --to REV", cmd_migrate)
+    m.add_argument("--to", default="head", metavar="REV",
+                   help="target revision: an id such as 0002, 'head' (the latest, default) or 'base' (no tables)")
+    c = command(sub, "config", "configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    command(csub, "check", "validate the configuration: refuses what `nubi run` would refuse, warns about "
+            "unknown NUBI_* variables", cmd_config_check)
+    k = command(sub, "keys", "API key tools")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    kn = command(ksub, "new", "make a random API key and print the config lines that admit it", cmd_keys_new)
     scope = kn.add_mutually_exclusive_group(required=True)
     scope.add_argument("--community", help='the one community the key may act in, e.g. "telegram:-100123"')
     scope.add_argument("--admin", action="store_true", help="a key for every community (MCP, member context)")
-    kn.set_defaults(fn=cmd_keys_new)
-    sub.add_parser("stats", help="sessions, raids, participants, claims and points").set_defaults(fn=cmd_stats)
-    s = sub.add_parser("sessions", help="session tools")
-    ssub = s.add_subparsers(dest="sessions_command", required=True)
-    ssub.add_parser("cleanup", help="run the session expiry sweep now").set_defaults(fn=cmd_sessions_cleanup)
-    r = sub.add_parser("reset", help="drop and rebuild the database (development)")
-    r.add_argument("--yes", action="store_true")
-    r.set_defaults(fn=cmd_reset)
-    d = sub.add_parser("demo", help="run a real raid with synthetic members on a throwaway SQLite database")
-    d.add_argument("--members", type=int, default=50)
-    d.add_argument("--duration", type=float, default=10.0)
-    d.set_defaults(fn=cmd_demo)
-    sub.add_parser("mcp", help="serve the MCP server over stdio").set_defaults(fn=cmd_mcp)
-    dc = sub.add_parser("discord", help="Discord tools")
-    dsub = dc.add_subparsers(dest="discord_command", required=True)
-    ds = dsub.add_parser("sync", help="sync the slash command tree")
-    ds.add_argument("--guild", type=int, default=None)
-    ds.set_defaults(fn=cmd_discord_sync)
-    di = dsub.add_parser("invite", help="print the URL that adds the bot to a server with its permissions")
-    di.add_argument("--application-id", type=int, default=None,
+    command(sub, "stats", "sessions, raids, participants, claims and points", cmd_stats)
+    s = command(sub, "sessions", "session tools")
+    ssub = s.add_subparsers(dest="sessions_command", required=True, metavar="COMMAND")
+    command(ssub, "cleanup", "run the session expiry sweep now", cmd_sessions_cleanup)
+    r = command(sub, "reset", "drop and rebuild the database (development)", cmd_reset)
+    r.add_argument("--yes", action="store_true", help="really drop every table")
+    d = command(sub, "demo", "watch a whole raid: synthetic members join and claim through the real services on a "
+                "throwaway SQLite database, with live progress and the report", cmd_demo)
+    d.add_argument("--members", type=int, default=50, metavar="N", help="how many synthetic members take part, 1-100000 (default 50)")
+    d.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
+                   help="how long the raid lasts, in wall-clock seconds, 1-3600 (default 20). nubi's raids last at "
+                   "least a minute, so below 60 the demo's clock runs faster (a 1-minute raid in that time); a raid "
+                   "whose objectives are all met ends sooner")
+    d.add_argument("--fail", action="store_true",
+                   help="nobody quotes, so the quote objective is never met and the raid runs out of time "
+                   "(by default the members meet every objective and the raid completes)")
+    command(sub, "mcp", "serve the MCP server over stdio", cmd_mcp)
+    dc = command(sub, "discord", "Discord tools")
+    dsub = dc.add_subparsers(dest="discord_command", required=True, metavar="COMMAND")
+    ds = command(dsub, "sync", "publish the slash commands to Discord", cmd_discord_sync)
+    ds.add_argument("--guild", type=int, default=None, metavar="ID",
+                    help="sync to this server only (instant; without it, globally, which can take a while)")
+    di = command(dsub, "invite", "print the URL that adds the bot to a server with its permissions", cmd_discord_invite)
+    di.add_argument("--application-id", type=int, default=None, metavar="ID",
                     help="the application's id (looked up with the bot token when left out)")
-    di.set_defaults(fn=cmd_discord_invite)
-    b = sub.add_parser("backup", help="write a consistent copy of the SQLite database while the bot runs")
-    b.add_argument("file")
-    b.set_defaults(fn=cmd_backup)
-    rs = sub.add_parser("restore", help="replace the SQLite database with a backup (stop the bot first)")
-    rs.add_argument("file")
-    rs.add_argument("--yes", action="store_true")
-    rs.set_defaults(fn=cmd_restore)
+    tg = command(sub, "telegram", "Telegram tools")
+    tsub = tg.add_subparsers(dest="telegram_command", required=True, metavar="COMMAND")
+    tc = command(tsub, "check", "check the token (getMe), privacy mode and, with --chat, whether the bot sees "
+                 "commands and has the rights nubi uses in that group", cmd_telegram_check)
+    tc.add_argument("--chat", default=None, metavar="ID",
+                    help="a group's id (e.g. -1001234567890) or @username to check the bot's membership and rights in")
+    b = command(sub, "backup", "write a consistent copy of the SQLite database while the bot runs", cmd_backup)
+    b.add_argument("file", metavar="FILE", help="the new backup file (must not exist)")
+    rs = command(sub, "restore", "replace the SQLite database with a backup (refused while a process has it open)",
+                 cmd_restore)
+    rs.add_argument("file", metavar="FILE", help="the backup file to restore from")
+    rs.add_argument("--yes", action="store_true", help="replace the existing database")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+QUIET_LOGGERS = {
+    # discord.py warns about optional voice libraries on every Client(); nubi has no voice features.
+    "discord.client": ("voice will NOT be supported",),
+}
+
+
+class _DropKnownNoise(logging.Filter):
+    def __init__(self, phrases: tuple[str, ...]) -> None:
+        super().__init__()
+        self.phrases = phrases
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(phrase in message for phrase in self.phrases)
+
+
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for ours in ("nubi", "core", "adapters", "bot"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name, phrases in QUIET_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise(phrases))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .backup import BackupError
+    from .preflight import StartupError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
     try:
         return args.fn(args)
     except ConfigError as exc:
         print("nubi: invalid configuration: " + "; ".join(exc.problems), file=sys.stderr)
         return 2
-    except (CliError, Exception) as exc:  # one line, no traceback, for every failure
-        from .app import StartupError
-
-        if isinstance(exc, CliError | StartupError):
-            print(f"nubi: {exc}", file=sys.stderr)
-        else:
-            logging.getLogger("nubi").debug("command failed", exc_info=True)
-            print(f"nubi: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+    except (CliError, StartupError, BackupError) as exc:
+        print(f"nubi: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, no traceback, for every other failure; -v logs the details
+        logging.getLogger("nubi").debug("command failed", exc_info=True)
+        print(f"nubi: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

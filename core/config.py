@@ -7,6 +7,7 @@ the upstream ElizaOS names (SESSION_DEFAULT_TIMEOUT_MINUTES, ...).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
@@ -331,6 +332,24 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         if name in env:
             data.setdefault("sessions", {})[key] = env[name]
     return data
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable nubi reads: NUBI_<SECTION>_<KEY> for each key, and the ElizaOS names."""
+    names = set(SESSION_ENV)
+    for section, model in Settings.model_fields.items():
+        ann = model.annotation
+        if isinstance(ann, type) and issubclass(ann, Section):
+            names.update(f"NUBI_{section}_{key}".upper() for key in ann.model_fields)
+    return names
+
+
+def unknown_env(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """NUBI_* variables nubi does not read (a misspelling is otherwise ignored in silence), each with
+    the closest known name when one is close."""
+    known = known_env_names()
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.8)), None))
+            for name in sorted(env) if name.startswith("NUBI_") and name not in known]
 
 
 def _describe(err: PydanticValidationError) -> list[str]:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 HERE = Path(__file__).resolve().parent
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, stdout: io.StringIO | None = None) -> Config:
     from core.storage.db import normalize_url
 
-    cfg = Config()
+    cfg = Config(stdout=stdout) if stdout is not None else Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return cfg
@@ -53,3 +55,38 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 def current(url: str) -> None:
     _in_thread(command.current, alembic_config(url))
+
+
+def revisions() -> list[str]:
+    """Every revision id, oldest first (the chain is linear)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at (None: no nubi tables yet), as `alembic current` reports it."""
+    out = io.StringIO()
+    _in_thread(command.current, alembic_config(url, stdout=out))
+    words = out.getvalue().split()
+    return words[0] if words else None
+
+
+def migrate_to(url: str, target: str) -> tuple[str | None, str | None]:
+    """Bring the database to `target` (a revision id, "head" or "base"), upwards or downwards.
+
+    Returns (before, after). Alembic's `upgrade` to an older revision does nothing, and `downgrade` to a
+    newer one fails, so the direction is decided here from where the database is.
+    """
+    chain = revisions()
+    if target not in (*chain, "head", "base"):
+        raise ValueError(f"unknown revision {target!r}: use one of {', '.join(chain)}, head or base")
+    before = current_revision(url)
+    wanted = {"head": chain[-1], "base": None}.get(target, target)
+    position = {None: -1, **{rev: i for i, rev in enumerate(chain)}}
+    if before not in position:
+        raise ValueError(f"the database is at revision {before!r}, which this version of nubi does not know")
+    if position[wanted] > position[before]:
+        upgrade(url, wanted or "base")
+    elif position[wanted] < position[before]:
+        downgrade(url, wanted or "base")
+    return before, current_revision(url)

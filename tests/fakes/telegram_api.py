@@ -238,8 +238,11 @@ class FakeTelegramAPI:
         bot_first_name: str = "Nubi",
         clock: Callable[[], float] = time.monotonic,
         max_poll_wait: float = 0.5,
+        privacy_mode: bool = True,
     ) -> None:
         self.token = token
+        # BotFather's /setprivacy; getMe reports it as can_read_all_group_messages = not privacy_mode.
+        self.privacy_mode = privacy_mode
         self.bot_id = int(token.split(":", 1)[0])
         self.bot_user: JSONDict = {
             "id": self.bot_id,
@@ -803,7 +806,7 @@ class FakeTelegramAPI:
         return {
             **self.bot_user,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
         }
 
