@@ -123,6 +123,8 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             accept = f'#review-list li[data-claim-id="{bo["claimId"]}"] button:not(.danger)'
             await b.ask(do="key", selector=accept, key=" ")  # Space presses a button too
             await b.ask(do="text", selector="#mod-status", expect="Accepted Bo: like", within=3000)
+            focused = await b.ask(do="focused")  # the keyboard moves on to the next claim, not to the page's top
+            assert focused["label"] == f"Accept Cy: repost on raid #{raid['id']}", focused
             reject = f'#review-list li[data-claim-id="{cy["claimId"]}"] button.danger'
             await b.ask(do="click", selector=reject)
             await b.ask(do="text", selector="#review-count", expect="0", within=3000)
@@ -148,6 +150,7 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             assert [(s["cron"], s["window"], s["tz"]) for s in listed] == [("0 18 * * fri", "month", "Europe/Paris")]
             await b.ask(do="key", selector="#schedule-list button.danger", key="Enter")
             await b.ask(do="text", selector="#mod-status", expect="Removed the month leaderboard", within=3000)
+            assert (await b.ask(do="focused"))["id"] == "schedules-title"
             assert (await http.get(f"/api/communities/{cid}/schedules", headers=TEAM)).json()["schedules"] == []
 
             # this branch has no settings route: the page says so instead of failing

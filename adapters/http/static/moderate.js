@@ -65,6 +65,14 @@
     await Promise.all([loadReview(c.id), loadSchedules(c.id), loadSettings(c.id)].map((p) => p.catch(fail)));
   }
 
+  // The pressed button left the page with its row: put the keyboard on the next row, or on the heading.
+  function keepFocus(listId, headingId) {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const next = $(listId).querySelector("button");
+    if (next) next.focus();
+    else $(headingId).focus();
+  }
+
   // -- start / end / cancel ----------------------------------------------------------------------
 
   $("start-form").addEventListener("submit", async (ev) => {
@@ -134,7 +142,7 @@
       say(`${decision === "accept" ? "Accepted" : "Rejected"} ${what}.`);
       const c = chosen();
       if (c?.id) await loadReview(c.id);
-      $("review-title").focus?.();
+      keepFocus("review-list", "review-title");
     } catch (err) {
       fail(err);
     }
@@ -161,6 +169,7 @@
           await api(`/api/communities/${communityId}/schedules/${s.id}`, { method: "DELETE" });
           say(`Removed the ${what}.`);
           await loadSchedules(communityId);
+          keepFocus("schedule-list", "schedules-title");
         } catch (err) {
           fail(err);
         }
