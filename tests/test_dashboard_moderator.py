@@ -70,9 +70,19 @@ async def test_moderator_starts_a_raid_follows_it_and_ends_it(services: Services
             await b.ask(do="key", selector="#start-form button[type=submit]", key="Enter")
             started = await b.ask(do="text", selector="#mod-status", expect="started", within=3000)
             raid = await newest_raid(http)
-            assert f"Raid #{raid['id']} started" in started["text"]
+            assert f"Raid #{raid['id']} started in web team." in started["text"]
             assert raid["objectives"] == [{"action": "like", "target": 2, "points": raid["objectives"][0]["points"],
                                            "count": 0, "met": False}]
+            assert (await b.ask(do="card", raidId=raid["id"]))["participants"] == "0"
+            # a second start is refused while one runs; ticking "replace" cancels the first
+            await b.ask(do="click", selector="#start-form button[type=submit]")
+            await b.ask(do="text", selector="#mod-error", expect="still running", within=3000)
+            await b.ask(do="key", selector="#start-replace", key=" ")
+            await b.ask(do="click", selector="#start-form button[type=submit]")
+            replaced = await b.ask(do="text", selector="#mod-status", expect="started", within=3000)  # emptied by the refusal
+            first, raid = raid, await newest_raid(http)
+            assert raid["id"] != first["id"] and f"Raid #{raid['id']} started" in replaced["text"]
+            assert (await http.get(f"/api/raids/{first['id']}", headers=TEAM)).json()["status"] == "cancelled"
             assert (await b.ask(do="card", raidId=raid["id"]))["participants"] == "0"
             # the community now exists: the selector names it by id and its tools load
             await b.ask(do="text", selector="#review-empty", expect="No claim is waiting", within=3000)
@@ -123,6 +133,7 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             accept = f'#review-list li[data-claim-id="{bo["claimId"]}"] button:not(.danger)'
             await b.ask(do="key", selector=accept, key=" ")  # Space presses a button too
             await b.ask(do="text", selector="#mod-status", expect="Accepted Bo: like", within=3000)
+            await b.ask(do="text", selector="#review-count", expect="1", within=3000)
             focused = await b.ask(do="focused")  # the keyboard moves on to the next claim, not to the page's top
             assert focused["label"] == f"Accept Cy: repost on raid #{raid['id']}", focused
             reject = f'#review-list li[data-claim-id="{cy["claimId"]}"] button.danger'
@@ -150,6 +161,7 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             assert [(s["cron"], s["window"], s["tz"]) for s in listed] == [("0 18 * * fri", "month", "Europe/Paris")]
             await b.ask(do="key", selector="#schedule-list button.danger", key="Enter")
             await b.ask(do="text", selector="#mod-status", expect="Removed the month leaderboard", within=3000)
+            await b.ask(do="visible", selector="#schedule-empty")
             assert (await b.ask(do="focused"))["id"] == "schedules-title"
             assert (await http.get(f"/api/communities/{cid}/schedules", headers=TEAM)).json()["schedules"] == []
 

@@ -88,9 +88,11 @@
       objectives, durationSeconds: Math.round(Number($("start-minutes").value) * 60) };
     if (c.title) body.community.title = c.title;
     if ($("start-verification").value) body.verification = $("start-verification").value;
+    if ($("start-replace").checked) body.replace = true;
     try {
       const raid = await api("/api/raids", { method: "POST", body });
-      say(`Raid #${raid.id} started in ${raid.chat.title || raid.chat.id}.`);
+      say(`Raid #${raid.id} started in ${raid.chat.title || `${raid.chat.platform} ${raid.chat.id}`}.`);
+      window.nubi.select(raid.id); // the moderator wants to watch the raid they just started
       if (!c.id) await loadCommunities(raid.communityId);
     } catch (err) {
       fail(err);
@@ -104,7 +106,10 @@
       const done = await api(`/api/raids/${raid.id}/end`, { method: "POST", body: cancel ? { cancel: true } : {} });
       say(done.ended ? `Raid #${raid.id} ${cancel ? "cancelled" : `ended: ${done.status}`}.`
         : `Raid #${raid.id} had already ended (${done.status}).`);
-      setTimeout(() => { window.nubi.loadEnded(); window.nubi.select(raid.id); }, 300); // events are at-most-once
+      setTimeout(() => { // events are at-most-once: read the outcome back
+        window.nubi.loadEnded();
+        if (window.nubi.state.selected === raid.id) window.nubi.select(raid.id);
+      }, 300);
     } catch (err) {
       fail(err);
     }
