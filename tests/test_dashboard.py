@@ -77,6 +77,8 @@ async def test_read_api_and_static_files(services: Services, clock) -> None:
         assert shown["settings"] == {} and shown["effective"]["verification"] == "honor"
         missing = await http.get("/api/dashboard/raids/424242")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "RAID_NOT_FOUND"
+        me = (await http.get("/api/dashboard/me")).json()
+        assert me == {"keysRequired": False, "scope": "all", "community": None, "communityId": None}
         page = await http.get("/")
         assert page.status_code == 200 and '<script src="/static/socket.io.min.js?v=' in page.text
         client_js = await http.get("/static/socket.io.min.js")
@@ -96,6 +98,11 @@ async def test_read_api_needs_a_key_and_respects_its_scope(services: Services) -
         assert len(admin.json()["raids"]) == 2
         scoped = await http.get("/api/dashboard/raids", headers={"X-API-KEY": TEAM_KEY})
         assert [r["id"] for r in scoped.json()["raids"]] == [team.id]
+        assert (await http.get("/api/dashboard/me")).status_code == 401
+        me = (await http.get("/api/dashboard/me", headers={"X-API-KEY": TEAM_KEY})).json()
+        assert me == {"keysRequired": True, "scope": "community", "community": "web:team", "communityId": team.community_id}
+        me = (await http.get("/api/dashboard/me", headers={"X-API-KEY": ADMIN_KEY})).json()
+        assert me == {"keysRequired": True, "scope": "all", "community": None, "communityId": None}
         other = admin.json()["raids"][0]["id"] if admin.json()["raids"][0]["id"] != team.id else admin.json()["raids"][1]["id"]
         assert (await http.get(f"/api/dashboard/raids/{other}", headers={"X-API-KEY": TEAM_KEY})).status_code == 403
 

@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from adapters.http.app import create_app
+from adapters.http.errors import error_body
 from core.services import Services
 from tests.test_dashboard import ADMIN_KEY, TEAM_KEY, URL, Browser, browser_or_skip, settings, start_browser
 from tests.test_realtime import running
@@ -67,9 +70,19 @@ async def test_moderator_starts_a_raid_follows_it_and_ends_it(services: Services
             await b.ask(do="key", selector="#start-form button[type=submit]", key="Enter")
             started = await b.ask(do="text", selector="#mod-status", expect="started", within=3000)
             raid = await newest_raid(http)
-            assert f"Raid #{raid['id']} started" in started["text"]
+            assert f"Raid #{raid['id']} started in web team." in started["text"]
             assert raid["objectives"] == [{"action": "like", "target": 2, "points": raid["objectives"][0]["points"],
                                            "count": 0, "met": False}]
+            assert (await b.ask(do="card", raidId=raid["id"]))["participants"] == "0"
+            # a second start is refused while one runs; ticking "replace" cancels the first
+            await b.ask(do="click", selector="#start-form button[type=submit]")
+            await b.ask(do="text", selector="#mod-error", expect="still running", within=3000)
+            await b.ask(do="key", selector="#start-replace", key=" ")
+            await b.ask(do="click", selector="#start-form button[type=submit]")
+            replaced = await b.ask(do="text", selector="#mod-status", expect="started", within=3000)  # emptied by the refusal
+            first, raid = raid, await newest_raid(http)
+            assert raid["id"] != first["id"] and f"Raid #{raid['id']} started" in replaced["text"]
+            assert (await http.get(f"/api/raids/{first['id']}", headers=TEAM)).json()["status"] == "cancelled"
             assert (await b.ask(do="card", raidId=raid["id"]))["participants"] == "0"
             # the community now exists: the selector names it by id and its tools load
             await b.ask(do="text", selector="#review-empty", expect="No claim is waiting", within=3000)
@@ -120,6 +133,9 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             accept = f'#review-list li[data-claim-id="{bo["claimId"]}"] button:not(.danger)'
             await b.ask(do="key", selector=accept, key=" ")  # Space presses a button too
             await b.ask(do="text", selector="#mod-status", expect="Accepted Bo: like", within=3000)
+            await b.ask(do="text", selector="#review-count", expect="1", within=3000)
+            focused = await b.ask(do="focused")  # the keyboard moves on to the next claim, not to the page's top
+            assert focused["label"] == f"Accept Cy: repost on raid #{raid['id']}", focused
             reject = f'#review-list li[data-claim-id="{cy["claimId"]}"] button.danger'
             await b.ask(do="click", selector=reject)
             await b.ask(do="text", selector="#review-count", expect="0", within=3000)
@@ -145,10 +161,14 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             assert [(s["cron"], s["window"], s["tz"]) for s in listed] == [("0 18 * * fri", "month", "Europe/Paris")]
             await b.ask(do="key", selector="#schedule-list button.danger", key="Enter")
             await b.ask(do="text", selector="#mod-status", expect="Removed the month leaderboard", within=3000)
+            await b.ask(do="visible", selector="#schedule-empty")
+            assert (await b.ask(do="focused"))["id"] == "schedules-title"
             assert (await http.get(f"/api/communities/{cid}/schedules", headers=TEAM)).json()["schedules"] == []
 
             # this branch has no settings route: the page says so instead of failing
             await b.ask(do="text", selector="#settings-note", expect="answered 404", within=3000)
+            await b.ask(do="text", selector="#review-list", expect="Di: like", within=1000)
+            await assert_axe_clean(b, "moderator tools with a review queue")
 
             await b.ask(do="click", selector=f'#active [data-raid-id="{raid["id"]}"] .select')
             await b.ask(do="key", selector="#cancel-raid", key=" ")
@@ -188,3 +208,75 @@ async def test_signing_out_and_in_with_a_scoped_key_narrows_the_page(services: S
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+
+
+def settings_stand_in(app: Any) -> list[dict[str, Any]]:
+    """GET/PATCH /api/communities/{id}/settings as issue 12 documents them, until branch i12b's route lands.
+
+    It keeps one community's settings in memory, merges a PATCH body into them (a JSON merge patch),
+    refuses keys it does not know with the documented error shape, and records what it received.
+    """
+    stored: dict[str, Any] = {"verification": "honor", "maxParticipants": 500,
+                              "bonuses": {"earlyJoiners": 10, "completionPoints": 10}, "lock": False}
+    received: list[dict[str, Any]] = []
+
+    async def read(community_id: int) -> dict[str, Any]:
+        return {"communityId": community_id, "settings": stored}
+
+    async def patch(community_id: int, request: Request) -> Any:
+        body = await request.json()
+        received.append(body)
+        unknown = sorted(set(body) - set(stored))
+        if unknown:
+            return JSONResponse(error_body("VALIDATION_ERROR", f"unknown setting {unknown[0]}", {"field": unknown[0]}),
+                                status_code=400)
+        if body.get("maxParticipants", 1) < 1:
+            return JSONResponse(error_body("VALIDATION_ERROR", "maxParticipants: must be at least 1",
+                                           {"field": "maxParticipants"}), status_code=400)
+        for key, value in body.items():
+            stored[key] = {**stored[key], **value} if isinstance(value, dict) else value
+        return {"communityId": community_id, "settings": stored}
+
+    app.fastapi.add_api_route("/api/communities/{community_id}/settings", read, methods=["GET"])
+    app.fastapi.add_api_route("/api/communities/{community_id}/settings", patch, methods=["PATCH"])
+    return received
+
+
+async def test_moderator_edits_settings_over_the_documented_route(services: Services, tmp_path: Path) -> None:
+    node = browser_or_skip()
+    app = create_app(services)
+    received = settings_stand_in(app)
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+        made = await http.post("/api/raids", headers=TEAM, json={
+            "community": {"platform": "web", "id": "team", "title": "Team web"}, "targetUrl": URL})
+        assert made.status_code == 201, made.text
+        proc = await start_browser(node, url, tmp_path, TEAM_KEY)
+        try:
+            b = Browser(proc)
+            await b.ask(do="visible", selector="#settings-form")
+            labels = (await b.ask(do="texts", selector="#settings-fields label"))["texts"]
+            assert labels == ["verification", "maxParticipants", "bonuses.earlyJoiners", "bonuses.completionPoints", "lock"]
+            await b.ask(do="click", selector="#settings-form button[type=submit]")
+            await b.ask(do="text", selector="#mod-status", expect="Nothing changed", within=2000)
+            assert received == []
+            await b.ask(do="fill", selector="#setting-2", value="4")
+            await b.ask(do="key", selector="#setting-4", key=" ")  # a checkbox, ticked from the keyboard
+            await b.ask(do="key", selector="#settings-form button[type=submit]", key="Enter")
+            await b.ask(do="text", selector="#mod-status", expect="Saved bonuses.earlyJoiners, lock", within=3000)
+            assert received == [{"bonuses": {"earlyJoiners": 4}, "lock": True}]  # only what changed, nested as shown
+            await b.ask(do="fill", selector="#setting-1", value="-5")
+            await b.ask(do="click", selector="#settings-form button[type=submit]")
+            await b.ask(do="text", selector="#mod-error", expect="maxParticipants: must be at least 1", within=3000)
+            cid = made.json()["communityId"]
+            assert (await http.get(f"/api/communities/{cid}/settings", headers=TEAM)).json()["settings"]["maxParticipants"] == 500
+            await assert_axe_clean(b, "settings shown")
+            assert (await b.ask(do="quit"))["problems"] == []
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def assert_axe_clean(b: Browser, state: str) -> None:
+    found = (await b.ask(do="axe"))["violations"]
+    assert found == [], f"{state}: {found}"

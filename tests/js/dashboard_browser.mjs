@@ -87,6 +87,9 @@ try {
       out({ step: "visible" });
     } else if (cmd.do === "count") {
       out({ step: "count", count: await page.locator(cmd.selector).count() });
+    } else if (cmd.do === "focused") {
+      out({ step: "focused", ...(await page.evaluate(() => ({ id: document.activeElement?.id || null,
+        label: document.activeElement?.getAttribute("aria-label") || document.activeElement?.textContent || null }))) });
     } else if (cmd.do === "texts") {
       out({ step: "texts", texts: await page.locator(cmd.selector).allTextContents() });
     } else if (cmd.do === "attr") {

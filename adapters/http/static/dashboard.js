@@ -421,7 +421,7 @@
       clearTimeout(endedTimer);
       endedTimer = setTimeout(loadEnded, 300);
       refreshCommunitySoon();
-      if (state.selected === msg.raidId) setTimeout(() => select(msg.raidId), 400);
+      setTimeout(() => { if (state.selected === msg.raidId) select(msg.raidId); }, 400); // unless another was chosen since
     }
     document.dispatchEvent(new CustomEvent("nubi:update", { detail: msg }));
   }

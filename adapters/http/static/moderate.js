@@ -65,6 +65,14 @@
     await Promise.all([loadReview(c.id), loadSchedules(c.id), loadSettings(c.id)].map((p) => p.catch(fail)));
   }
 
+  // The pressed button left the page with its row: put the keyboard on the next row, or on the heading.
+  function keepFocus(listId, headingId) {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const next = $(listId).querySelector("button");
+    if (next) next.focus();
+    else $(headingId).focus();
+  }
+
   // -- start / end / cancel ----------------------------------------------------------------------
 
   $("start-form").addEventListener("submit", async (ev) => {
@@ -80,9 +88,11 @@
       objectives, durationSeconds: Math.round(Number($("start-minutes").value) * 60) };
     if (c.title) body.community.title = c.title;
     if ($("start-verification").value) body.verification = $("start-verification").value;
+    if ($("start-replace").checked) body.replace = true;
     try {
       const raid = await api("/api/raids", { method: "POST", body });
-      say(`Raid #${raid.id} started in ${raid.chat.title || raid.chat.id}.`);
+      say(`Raid #${raid.id} started in ${raid.chat.title || `${raid.chat.platform} ${raid.chat.id}`}.`);
+      window.nubi.select(raid.id); // the moderator wants to watch the raid they just started
       if (!c.id) await loadCommunities(raid.communityId);
     } catch (err) {
       fail(err);
@@ -96,7 +106,10 @@
       const done = await api(`/api/raids/${raid.id}/end`, { method: "POST", body: cancel ? { cancel: true } : {} });
       say(done.ended ? `Raid #${raid.id} ${cancel ? "cancelled" : `ended: ${done.status}`}.`
         : `Raid #${raid.id} had already ended (${done.status}).`);
-      setTimeout(() => { window.nubi.loadEnded(); window.nubi.select(raid.id); }, 300); // events are at-most-once
+      setTimeout(() => { // events are at-most-once: read the outcome back
+        window.nubi.loadEnded();
+        if (window.nubi.state.selected === raid.id) window.nubi.select(raid.id);
+      }, 300);
     } catch (err) {
       fail(err);
     }
@@ -134,7 +147,7 @@
       say(`${decision === "accept" ? "Accepted" : "Rejected"} ${what}.`);
       const c = chosen();
       if (c?.id) await loadReview(c.id);
-      $("review-title").focus?.();
+      keepFocus("review-list", "review-title");
     } catch (err) {
       fail(err);
     }
@@ -161,6 +174,7 @@
           await api(`/api/communities/${communityId}/schedules/${s.id}`, { method: "DELETE" });
           say(`Removed the ${what}.`);
           await loadSchedules(communityId);
+          keepFocus("schedule-list", "schedules-title");
         } catch (err) {
           fail(err);
         }
