@@ -128,12 +128,12 @@ class Database:
                 return await asyncio.get_running_loop().run_in_executor(self._reader_threads, self._read_sqlite, op)
             async with self._pg_slots():
                 return await self._read_pg(op)
-        except (DBAPIError, OSError) as exc:
+        except PoolTimeout as exc:
+            raise Unavailable(BUSY) from exc
+        except Exception as exc:
             if is_connection_error(exc):
                 raise Unavailable(UNAVAILABLE) from exc
             raise
-        except PoolTimeout as exc:
-            raise Unavailable(BUSY) from exc
 
     def _read_sqlite(self, op: Op[T]) -> T:
         assert self.sqlite_readers is not None
@@ -170,15 +170,13 @@ class Database:
                 return await self._transaction(run_alone, op)
             except PoolTimeout as exc:
                 raise Unavailable(BUSY) from exc
-            except DBAPIError as exc:
+            except Exception as exc:
                 if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
                     await asyncio.sleep(0.01 * attempts)
                     continue
                 if is_connection_error(exc):
                     raise Unavailable(UNAVAILABLE) from exc
                 raise
-            except OSError as exc:
-                raise Unavailable(UNAVAILABLE) from exc
 
     async def _transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
         """`work(connection, arg)` in one write transaction, committed before this returns."""
@@ -244,8 +242,12 @@ class Database:
             # was rolled back: nothing of any op was kept, so each op runs again, alone.
             await asyncio.gather(*(self._settle(op, fut) for op, fut in batch))
             return
-        except Exception as exc:  # a bug of ours: no caller may think its op landed
-            log.exception("a group commit of %d operations failed", len(batch))
+        except Exception as exc:
+            if is_connection_error(exc):  # the driver's own error, unwrapped (older SQLAlchemy)
+                log.warning("a group commit of %d operations failed: %s", len(batch), exc)
+                _fail(batch, Unavailable(UNAVAILABLE), exc)
+                return
+            log.exception("a group commit of %d operations failed", len(batch))  # a bug of ours
             _fail(batch, exc, None)
             return
         self.commits += 1

@@ -94,9 +94,14 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """PostgreSQL's SQLSTATE of a database error, as the asyncpg dialect exposes it, or None."""
-    orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    """PostgreSQL's SQLSTATE of a database error, or None: as the asyncpg dialect exposes it on the
+    wrapped error, or on asyncpg's own error (older SQLAlchemy lets some escape unwrapped at connect,
+    such as "the database system is starting up")."""
+    for err in (getattr(exc, "orig", None), exc):
+        found = getattr(err, "sqlstate", None) or getattr(getattr(err, "__cause__", None), "sqlstate", None)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def is_retryable(exc: BaseException) -> bool:
