@@ -59,7 +59,7 @@ OUTSIDE = "203.0.113.9"  # a client address that is not loopback (TEST-NET-3)
 # public: anyone (still only on an allowed Host); community: refused (403/404) for another community's
 # objects; list: answered, narrowed to the caller's own community; admin: admin keys only (403).
 CLASSES: dict[str, str] = {
-    "GET /": "public", "GET /docs": "public", "GET /docs/oauth2-redirect": "public", "GET /redoc": "public",
+    "GET /": "public", "GET /docs": "public", "GET /docs/oauth2-redirect": "public",
     "GET /openapi.json": "public", "MOUNT /static": "public", "MOUNT /docs/static": "public", "GET /api/messaging/sessions/health": "public",
     "GET /api/agents": "list",
     "GET /api/messaging/sessions": "list",
@@ -90,6 +90,10 @@ CLASSES: dict[str, str] = {
     "GET /api/raids/{raid_id}/report.csv": "community",
     "POST /api/raids/{raid_id}/end": "community",
     "POST /api/claims/{claim_id}/review": "community",
+    "POST /api/claims/{claim_id}/revoke": "community",
+    "GET /api/communities/{community_id}/settings": "community",
+    "PATCH /api/communities/{community_id}/settings": "community",
+    "GET /api/dashboard/communities/{community_id}/settings": "community",
     "GET /api/communities": "list",
     "GET /api/communities/{community_id}": "community",
     "GET /api/communities/{community_id}/leaderboard": "community",
@@ -120,6 +124,8 @@ CLASSES: dict[str, str] = {
     # MCP: tools and resources span communities, so admin keys only.
     "MCP tool start_raid": "admin", "MCP tool join_raid": "admin", "MCP tool claim_action": "admin",
     "MCP tool get_raid": "admin", "MCP tool get_leaderboard": "admin", "MCP tool get_member_context": "admin",
+    "MCP tool revoke_claim": "admin", "MCP tool get_community_settings": "admin",
+    "MCP tool update_community_settings": "admin",
     "MCP resource nubi://raids/active": "admin", "MCP resource nubi://raids/{raid_id}": "admin",
 }
 
@@ -143,6 +149,8 @@ def bodies(w: World) -> dict[str, Any]:
         "POST /api/raids/{raid_id}/claims": {"member": MEMBER, "action": "like"},
         "POST /api/raids/{raid_id}/end": {"cancel": True},
         "POST /api/claims/{claim_id}/review": {"decision": "accept"},
+        "POST /api/claims/{claim_id}/revoke": {"reason": "x"},
+        "PATCH /api/communities/{community_id}/settings": {"settings": {"max_participants": 50}},
         "POST /api/communities/{community_id}/points": {"memberId": w.b_member, "points": 5, "reason": "x"},
         "POST /api/communities/{community_id}/schedules": {"cron": "0 12 * * 1", "window": "week"},
         "POST /api/communities/{community_id}/bans": {"memberId": w.b_member, "reason": "x"},
@@ -284,6 +292,9 @@ def mcp_call(entry: str, w: World) -> tuple[str, dict[str, Any]]:
         "get_raid": {"raid_id": w.b_raid},
         "get_leaderboard": {"community_id": w.b_community},
         "get_member_context": {"member_id": w.b_member},
+        "revoke_claim": {"claim_id": w.b_claim, "reason": "x"},
+        "get_community_settings": {"community_id": w.b_community},
+        "update_community_settings": {"community_id": w.b_community, "settings": {"max_participants": 50}},
     }[name]
     return "tools/call", {"name": name, "arguments": args}
 
@@ -363,7 +374,7 @@ async def call(http: httpx.AsyncClient, entry: str, w: World, key: str | None,
     method, _, template = entry.partition(" ")
     sent = {**({"X-API-KEY": key} if key else {}), **(headers or {})}
     if method == "MOUNT":
-        path = "/static/index.html" if template == "/static" else "/mcp/"
+        path = {"/static": "/static/index.html", "/docs/static": "/docs/static/swagger-ui.css"}.get(template, "/mcp/")
         if template == "/mcp":
             return await mcp(http, "tools/call", mcp_call("MCP tool get_raid", w)[1], key, headers)
         return await http.get(path, headers=sent)

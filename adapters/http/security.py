@@ -42,7 +42,7 @@ __all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard",
 # (which checks Telegram's secret token itself). Exact paths: nothing below them is public.
 OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico",
                         "/api/messaging/sessions/health", "/telegram/webhook"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/docs/static/")  # the dashboard's and Swagger UI's own files
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 NO_COMMUNITY = 0  # a community id no row has (ids start at 1): under row-level security it sees no rows
