@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     kn = command(ksub, "new", "make a random API key and print the config lines that admit it", cmd_keys_new)
     scope = kn.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--community", help='the one community the key may act in, e.g. "telegram:-100123"')
+    scope.add_argument("--community", metavar="NAME", help='the one community the key may act in, e.g. "telegram:-100123"')
     scope.add_argument("--admin", action="store_true", help="a key for every community (MCP, member context)")
     command(sub, "stats", "sessions, raids, participants, claims and points", cmd_stats)
     s = command(sub, "sessions", "session tools")

@@ -88,7 +88,7 @@ def test_demo_fail_runs_out_of_time(capsys: pytest.CaptureFixture[str]) -> None:
     elapsed = time.monotonic() - started
     out = capsys.readouterr().out
     assert "time ran out with 3/4 objectives met (short: quote 0/4)" in out
-    assert "Status: time ran out" in out and "Quotes: 0/4" in out
+    assert "Ended: time ran out" in out and "Quotes: 0/4" in out
     assert elapsed >= 2  # the raid lasted its wall-clock duration
 
 
