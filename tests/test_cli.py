@@ -176,6 +176,10 @@ def test_config_check_refuses_what_run_refuses(tmp_path: Path) -> None:
     public = sqlite_env(tmp_path, NUBI_HTTP_HOST="0.0.0.0")
     assert "without an API key" in one_line_failure(run("config", "check", cwd=tmp_path, env=public))
     assert "without an API key" in one_line_failure(run("run", cwd=tmp_path, env=public))
+    webhook = sqlite_env(tmp_path, NUBI_TELEGRAM_TOKEN="1:x", NUBI_TELEGRAM_MODE="webhook",
+                         NUBI_TELEGRAM_WEBHOOK_URL="https://bot.example.org/telegram/webhook")
+    for command in ("config", "check"), ("run",):
+        assert "telegram.webhook_secret: required" in one_line_failure(run(*command, cwd=tmp_path, env=webhook), 2)
     nowhere = {"NUBI_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'n.db'}"}
     line = one_line_failure(run("config", "check", cwd=tmp_path, env=nowhere))
     assert f"folder {tmp_path / 'gone'} does not exist" in line
