@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -54,11 +55,14 @@ class NubiApp:
         self.adapters: list[Any] = []
         self.http_server: Any = None
         self._http_task: asyncio.Task[None] | None = None
+        self._http_socket: socket.socket | None = None
         self.asgi: Any = None
 
     async def start(self) -> None:
         s = self.settings
         check_settings(s)
+        if s.http.enabled:  # taken first: a port in use stops the start before any platform is touched
+            self._http_socket = bind_socket(s.http.host, s.http.port)
         await migrate_async(s.database.url)
         self.services = self.services or build_services(s)
         if s.x.bearer_token is not None:
@@ -116,7 +120,8 @@ class NubiApp:
             self.services, mounts=[("/mcp", mcp_app)], routes=routes, lifespans=[mcp_lifespan(mcp_app)]
         )
         host, port = self.settings.http.host, self.settings.http.port
-        sock = bind_socket(host, port)
+        sock, self._http_socket = self._http_socket, None
+        assert sock is not None
         config = uvicorn.Config(
             self.asgi, host=host, port=port, log_level="warning", lifespan="on", access_log=False,
         )
@@ -130,6 +135,9 @@ class NubiApp:
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        if self._http_socket is not None:  # bound, but the start failed before serving on it
+            self._http_socket.close()
+            self._http_socket = None
         if self.http_server is not None:
             self.http_server.should_exit = True
             if self._http_task is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from core.config import Settings
+from core.config import ConfigError, Settings
 from core.storage.db import normalize_url
 from migrations import upgrade
 
@@ -69,6 +69,10 @@ def check_settings(settings: Settings) -> None:
     """Everything `run` refuses before it starts anything; `config check` calls the same."""
     check_bind(settings)
     check_database(settings.database.url)
+    tg = settings.telegram
+    if tg.token is not None and tg.mode == "webhook" and not (tg.webhook_secret and tg.webhook_secret.get_secret_value()):
+        # the adapter refuses this too; said here so that config check says it before run does
+        raise ConfigError(["telegram.webhook_secret: required in webhook mode (NUBI_TELEGRAM_WEBHOOK_SECRET)"])
 
 
 def first_line(exc: BaseException) -> str:
