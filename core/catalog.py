@@ -7,6 +7,7 @@ which community a claim or a raid session belongs to before it lets a scoped key
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any
 
 from sqlalchemy import select
@@ -71,18 +72,21 @@ async def raid_of_session(db: Database, session_id: str) -> int | None:
     return await db.read(lambda s: s.scalar(select(Raid.id).where(Raid.session_id == sid)))
 
 
-_RAID_COMMUNITY: dict[int, int] = {}  # a raid never changes community: safe to remember
+# A raid never changes community: safe to remember, per database. Raid ids are only unique within one
+# database, so a process that opens two (tests, a restore) must not answer one's raid from the other's.
+_RAID_COMMUNITY: weakref.WeakKeyDictionary[Database, dict[int, int]] = weakref.WeakKeyDictionary()
 
 
 async def community_of_raid(db: Database, raid_id: int) -> int | None:
-    if raid_id not in _RAID_COMMUNITY:
+    known = _RAID_COMMUNITY.setdefault(db, {})
+    if raid_id not in known:
         found = await db.read(lambda s: s.scalar(select(Raid.community_id).where(Raid.id == raid_id)))
         if found is None:
             return None
-        if len(_RAID_COMMUNITY) > 100_000:
-            _RAID_COMMUNITY.clear()
-        _RAID_COMMUNITY[raid_id] = found
-    return _RAID_COMMUNITY[raid_id]
+        if len(known) > 100_000:
+            known.clear()
+        known[raid_id] = found
+    return known[raid_id]
 
 
 async def community_of_claim(db: Database, claim_id: int) -> int | None:
