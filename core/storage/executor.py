@@ -43,13 +43,13 @@ class OpSession:
         self.session = session
 
     async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
-        return self.session.execute(statement, *args, **kw)
+        return self.session.execute(statement, *args, **_buffered(kw))
 
     async def scalar(self, statement: Any, *args: Any, **kw: Any) -> Any:
         return self.session.scalar(statement, *args, **kw)
 
     async def scalars(self, statement: Any, *args: Any, **kw: Any) -> Any:
-        return self.session.scalars(statement, *args, **kw)
+        return self.session.scalars(statement, *args, **_buffered(kw))
 
     async def get(self, *args: Any, **kw: Any) -> Any:
         return self.session.get(*args, **kw)
@@ -62,6 +62,13 @@ class OpSession:
 
     def get_bind(self, *args: Any, **kw: Any) -> Any:
         return self.session.get_bind(*args, **kw)
+
+
+def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
+    """Entity rows loaded up front, as AsyncSession loads them (the same execution option it sets):
+    an op may hand its result to its caller, who reads it after the session is gone."""
+    options = {**kw.get("execution_options", {}), "prebuffer_rows": True}
+    return {**kw, "execution_options": options}
 
 
 @dataclass(slots=True)
