@@ -166,3 +166,17 @@ async def test_a_failing_statement_does_not_make_its_op_run_again(db: Database) 
     assert [i for i, o in enumerate(outcomes) if isinstance(o, Exception)] == [3]
     assert runs.count("bad") == 1 and len(runs) == 9
     assert await count(db, "bad") == 0
+
+
+async def test_an_unread_result_survives_its_session(db: Database) -> None:
+    """As with AsyncSession: an op may return a result its caller reads after the session is gone."""
+    now = FakeClock().now()
+    await asyncio.gather(*(db.write(adder("returned", now)) for _ in range(3)))
+
+    def listing(s):  # type: ignore[no-untyped-def]
+        return s.scalars(select(Member).where(Member.display_name == "returned"))
+
+    rows = await db.read(listing)
+    assert [m.display_name for m in rows.all()] == ["returned"] * 3
+    written = await asyncio.gather(*(db.write(listing) for _ in range(2)))  # a batch of two
+    assert all(len(r.all()) == 3 for r in written)

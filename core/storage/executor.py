@@ -65,8 +65,8 @@ class OpSession:
 
 
 def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
-    """Rows read up front, as AsyncSession does: an op may hand its result to its caller, who reads
-    it after the session and its connection are gone."""
+    """Entity rows loaded up front, as AsyncSession loads them (the same execution option it sets):
+    an op may hand its result to its caller, who reads it after the session is gone."""
     options = {**kw.get("execution_options", {}), "prebuffer_rows": True}
     return {**kw, "execution_options": options}
 
