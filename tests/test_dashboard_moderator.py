@@ -13,11 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
-from fastapi.responses import JSONResponse
 
 from adapters.http.app import create_app
-from adapters.http.errors import error_body
 from core.services import Services
 from tests.test_dashboard import ADMIN_KEY, TEAM_KEY, URL, Browser, browser_or_skip, settings, start_browser
 from tests.test_realtime import running
@@ -165,8 +162,7 @@ async def test_moderator_works_the_review_queue_schedules_and_cancels(services: 
             assert (await b.ask(do="focused"))["id"] == "schedules-title"
             assert (await http.get(f"/api/communities/{cid}/schedules", headers=TEAM)).json()["schedules"] == []
 
-            # this branch has no settings route: the page says so instead of failing
-            await b.ask(do="text", selector="#settings-note", expect="answered 404", within=3000)
+            await b.ask(do="visible", selector="#settings-form")  # the community's settings, from core's route
             await b.ask(do="text", selector="#review-list", expect="Di: like", within=1000)
             await assert_axe_clean(b, "moderator tools with a review queue")
 
@@ -210,65 +206,38 @@ async def test_signing_out_and_in_with_a_scoped_key_narrows_the_page(services: S
             await proc.wait()
 
 
-def settings_stand_in(app: Any) -> list[dict[str, Any]]:
-    """GET/PATCH /api/communities/{id}/settings as issue 12 documents them, until branch i12b's route lands.
-
-    It keeps one community's settings in memory, merges a PATCH body into them (a JSON merge patch),
-    refuses keys it does not know with the documented error shape, and records what it received.
-    """
-    stored: dict[str, Any] = {"verification": "honor", "maxParticipants": 500,
-                              "bonuses": {"earlyJoiners": 10, "completionPoints": 10}, "lock": False}
-    received: list[dict[str, Any]] = []
-
-    async def read(community_id: int) -> dict[str, Any]:
-        return {"communityId": community_id, "settings": stored}
-
-    async def patch(community_id: int, request: Request) -> Any:
-        body = await request.json()
-        received.append(body)
-        unknown = sorted(set(body) - set(stored))
-        if unknown:
-            return JSONResponse(error_body("VALIDATION_ERROR", f"unknown setting {unknown[0]}", {"field": unknown[0]}),
-                                status_code=400)
-        if body.get("maxParticipants", 1) < 1:
-            return JSONResponse(error_body("VALIDATION_ERROR", "maxParticipants: must be at least 1",
-                                           {"field": "maxParticipants"}), status_code=400)
-        for key, value in body.items():
-            stored[key] = {**stored[key], **value} if isinstance(value, dict) else value
-        return {"communityId": community_id, "settings": stored}
-
-    app.fastapi.add_api_route("/api/communities/{community_id}/settings", read, methods=["GET"])
-    app.fastapi.add_api_route("/api/communities/{community_id}/settings", patch, methods=["PATCH"])
-    return received
-
-
 async def test_moderator_edits_settings_over_the_documented_route(services: Services, tmp_path: Path) -> None:
+    """The settings form works against core's own route: every effective key shown, only what changed sent."""
     node = browser_or_skip()
     app = create_app(services)
-    received = settings_stand_in(app)
     async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
         made = await http.post("/api/raids", headers=TEAM, json={
             "community": {"platform": "web", "id": "team", "title": "Team web"}, "targetUrl": URL})
         assert made.status_code == 201, made.text
+        cid = made.json()["communityId"]
+        shown = (await http.get(f"/api/communities/{cid}/settings", headers=TEAM)).json()["effective"]
+        keys = list(shown)
         proc = await start_browser(node, url, tmp_path, TEAM_KEY)
         try:
             b = Browser(proc)
             await b.ask(do="visible", selector="#settings-form")
             labels = (await b.ask(do="texts", selector="#settings-fields label"))["texts"]
-            assert labels == ["verification", "maxParticipants", "bonuses.earlyJoiners", "bonuses.completionPoints", "lock"]
+            assert labels == keys  # every key as the community's raids use it, in the server's order
             await b.ask(do="click", selector="#settings-form button[type=submit]")
             await b.ask(do="text", selector="#mod-status", expect="Nothing changed", within=2000)
-            assert received == []
-            await b.ask(do="fill", selector="#setting-2", value="4")
-            await b.ask(do="key", selector="#setting-4", key=" ")  # a checkbox, ticked from the keyboard
+            early, multiple = keys.index("bonuses.early_joiners"), keys.index("allow_multiple_active")
+            await b.ask(do="fill", selector=f"#setting-{early}", value="4")
+            await b.ask(do="key", selector=f"#setting-{multiple}", key=" ")  # a checkbox, ticked from the keyboard
             await b.ask(do="key", selector="#settings-form button[type=submit]", key="Enter")
-            await b.ask(do="text", selector="#mod-status", expect="Saved bonuses.earlyJoiners, lock", within=3000)
-            assert received == [{"bonuses": {"earlyJoiners": 4}, "lock": True}]  # only what changed, nested as shown
-            await b.ask(do="fill", selector="#setting-1", value="-5")
+            await b.ask(do="text", selector="#mod-status", expect="Saved allow_multiple_active, bonuses.early_joiners",
+                        within=3000)
+            own = (await http.get(f"/api/communities/{cid}/settings", headers=TEAM)).json()["settings"]
+            assert own == {"allow_multiple_active": True, "bonuses.early_joiners": 4}  # only what changed
+            await b.ask(do="fill", selector=f"#setting-{keys.index('max_participants')}", value="-5")
             await b.ask(do="click", selector="#settings-form button[type=submit]")
-            await b.ask(do="text", selector="#mod-error", expect="maxParticipants: must be at least 1", within=3000)
-            cid = made.json()["communityId"]
-            assert (await http.get(f"/api/communities/{cid}/settings", headers=TEAM)).json()["settings"]["maxParticipants"] == 500
+            await b.ask(do="text", selector="#mod-error", expect="max_participants:", within=3000)
+            after = (await http.get(f"/api/communities/{cid}/settings", headers=TEAM)).json()
+            assert after["effective"]["max_participants"] == 500 and after["settings"] == own  # refused: nothing written
             await assert_axe_clean(b, "settings shown")
             assert (await b.ask(do="quit"))["problems"] == []
         finally:

@@ -17,9 +17,8 @@ from core.directory import ChatRef
 from core.locks import RELEASE_RETRY_AFTER
 from core.raids.model import RaidSpec
 from core.services import Services
-from tests.fakes.discord_api import overwrite_payload
 from tests.fakes.telegram_api import PERMISSION_FIELDS, FakeTelegramAPI
-from tests.test_discord_adapter import CHANNEL_ID, GUILD_ID, REACT, SEND, VIEW, Bot, as_mod, original_text
+from tests.test_discord_adapter import CHANNEL_ID, EVERYONE_BEFORE, GUILD_ID, SEND, Bot, as_mod, original_text
 from tests.test_discord_adapter import bot as bot  # noqa: F401  (the fixture)
 from tests.test_telegram_adapter import ORIGINAL, URL, config_for, running
 
@@ -77,7 +76,8 @@ async def test_discord_release_is_retried_by_the_sweep_without_a_restart(
         payload = as_mod("unlock")
         await bot.h.dispatch_interaction(payload)
         assert original_text(bot, payload) == "Chat unlocked."
-        assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT | SEND)
+        locked = {**EVERYONE_BEFORE, "deny": str(int(EVERYONE_BEFORE["deny"]) | SEND)}
+        assert bot.everyone() == locked
         assert len(await bot.services.locks.pending_releases("discord")) == 1
 
         clock.advance(seconds=RELEASE_RETRY_AFTER.total_seconds())
@@ -86,7 +86,7 @@ async def test_discord_release_is_retried_by_the_sweep_without_a_restart(
             if not await bot.services.locks.pending_releases("discord"):
                 break
             await asyncio.sleep(0.05)
-        assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=VIEW, deny=REACT)
+        assert bot.everyone() == EVERYONE_BEFORE  # exactly as before the lock
         assert await bot.services.locks.pending_releases("discord") == []
     finally:
         await sched.stop()

@@ -130,7 +130,7 @@ async def test_review_revoke_in_a_telegram_group(
 async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
     services.settings.http.api_keys = [ApiKey(key="admin-key"), ApiKey(key="scoped-key", community="telegram:-1")]
     transport = httpx.ASGITransport(app=create_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://nubi.test",
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost",
                                  headers={"X-API-KEY": "admin-key"}) as c:
         yield c
 

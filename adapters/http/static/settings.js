@@ -1,7 +1,8 @@
 // A community's settings on the dashboard, over GET/PATCH /api/communities/{id}/settings.
-// The page does not hard-code the keys: it shows what the server answers ({"settings": {...}} or the
-// object itself), nested keys flattened as "bonuses.early_joiners", and sends back only what changed,
-// nested the same way (a JSON merge patch). A server without the route (404) gets a plain sentence.
+// The page does not hard-code the keys: it shows every key as the community's raids use it (the
+// answer's `effective`, dotted names such as "bonuses.early_joiners"), marks the ones the community set
+// itself (`settings`), and sends back only what changed as {"settings": {dotted key: value}}: all are
+// applied, or none. A server without the route (404) gets a plain sentence.
 (() => {
   "use strict";
 
@@ -18,18 +19,7 @@
     return out;
   }
 
-  function nest(pairs) {
-    const out = {};
-    for (const [key, value] of pairs) {
-      const path = key.split(".");
-      let node = out;
-      for (const part of path.slice(0, -1)) node = node[part] ??= {};
-      node[path[path.length - 1]] = value;
-    }
-    return out;
-  }
-
-  function field(key, value, i) {
+  function field(key, value, i, own) {
     const id = `setting-${i}`;
     let input;
     if (typeof value === "boolean") input = h("input", { id, type: "checkbox" });
@@ -38,7 +28,9 @@
     if (typeof value === "boolean") input.checked = value;
     else input.value = Array.isArray(value) ? value.join(", ") : value == null ? "" : String(value);
     input.dataset.key = key;
-    return h("div", { class: "setting" }, h("label", { for: id, text: key }), input);
+    const row = h("div", { class: "setting" }, h("label", { for: id, text: key }), input);
+    if (own) row.append(h("span", { class: "own", text: "set here" }));
+    return row;
   }
 
   function read(input, before) {
@@ -49,12 +41,12 @@
   }
 
   function render(communityId, data) {
-    const values = flatten(data.settings && typeof data.settings === "object" ? data.settings : data);
-    values.delete("communityId");
+    const values = flatten(data.effective || {});
+    const own = new Set(Object.keys(data.settings || {}));
     shown = { communityId, values };
-    $("settings-fields").replaceChildren(...[...values].map(([k, v], i) => field(k, v, i)));
+    $("settings-fields").replaceChildren(...[...values].map(([k, v], i) => field(k, v, i, own.has(k))));
     $("settings-form").hidden = values.size === 0;
-    $("settings-note").textContent = values.size ? "" : "This community uses the server's defaults for everything.";
+    $("settings-note").textContent = own.size ? "" : "This community uses the server's defaults for everything.";
   }
 
   async function load(communityId, ui) {
@@ -87,7 +79,7 @@
       return;
     }
     try {
-      const data = await api(`/api/communities/${communityId}/settings`, { method: "PATCH", body: nest(changed) });
+      const data = await api(`/api/communities/${communityId}/settings`, { method: "PATCH", body: { settings: Object.fromEntries(changed) } });
       render(communityId, data);
       error.textContent = "";
       status.textContent = `Saved ${changed.map(([k]) => k).join(", ")}.`;
@@ -97,5 +89,5 @@
     }
   });
 
-  window.nubiSettings = { load, flatten, nest };
+  window.nubiSettings = { load, flatten };
 })();
