@@ -1,4 +1,4 @@
-"""The ElizaOS Sessions API under /api/messaging (contract: shared/spec/sessions-api.md).
+"""The ElizaOS Sessions API under /api/messaging (contract: docs/sessions-api.md).
 
 Thin on purpose: parse the request, call SessionService, render upstream's JSON. Validation, the
 timeout hierarchy and the expiry rules (410 once, then 404) live in core; errors become the documented
