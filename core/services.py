@@ -54,7 +54,7 @@ class Services:
 def build_services(settings: Settings, *, clock: Clock | None = None, db: Database | None = None) -> Services:
     database = db or Database(
         settings.database.url,
-        group_commit=settings.database.group_commit,
+        group_commit=settings.database.group_commit_for(settings.database.url),
         row_level_security=settings.database.row_level_security,
     )
     return Services(database, clock or SystemClock(), settings, EventBus())

@@ -53,3 +53,27 @@ async def test_the_http_app_starts_and_answers(services: Services) -> None:
         assert health.status_code == 200 and health.json()["status"] == "healthy"
         docs = await client.get("/openapi.json")
         assert docs.status_code == 200 and "/api/raids" in docs.json()["paths"]
+
+
+def test_group_commit_defaults_per_database() -> None:
+    """Unset, group commit is on for SQLite (one writer) and off for PostgreSQL (a transaction per
+    command on the pool); an operator's explicit choice wins on both."""
+    from core.config import DatabaseConfig
+
+    sqlite, pg = "sqlite+aiosqlite:///nubi.db", "postgresql+asyncpg://nubi@127.0.0.1/nubi"
+    assert DatabaseConfig().group_commit_for(sqlite) is True
+    assert DatabaseConfig().group_commit_for(pg) is False
+    assert DatabaseConfig(group_commit=True).group_commit_for(pg) is True
+    assert DatabaseConfig(group_commit=False).group_commit_for(sqlite) is False
+
+
+async def test_nubi_services_follow_the_default(db_url: str) -> None:
+    from core.config import DatabaseConfig, Settings
+    from core.services import build_services
+
+    services = build_services(Settings(database=DatabaseConfig(url=db_url)))
+    try:
+        assert services.db.group_commit is db_url.startswith("sqlite")
+        await test_concurrent_commands_share_batches(services)  # the cap and counts hold either way
+    finally:
+        await services.db.dispose()
