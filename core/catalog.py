@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.directory import LEGACY_CHANNEL
 from core.storage.db import Database
 from core.storage.models import Ban, Community, Member, Raid, RaidAction
 
@@ -72,20 +73,27 @@ async def raid_of_session(db: Database, session_id: str) -> int | None:
     return await db.read(lambda s: s.scalar(select(Raid.id).where(Raid.session_id == sid)))
 
 
-# A raid never changes community: safe to remember, per database. Raid ids are only unique within one
-# database, so a process that opens two (tests, a restore) must not answer one's raid from the other's.
+# A raid never changes community once it is in a current one: safe to remember, per database. The one
+# exception is a raid of an old Discord channel community (`channel:<id>`, migration 0008), moved into
+# its server's community when the adapter first sees the channel: those are never remembered. Raid ids
+# are only unique within one database, so a process that opens two (tests, a restore) must not answer
+# one's raid from the other's.
 _RAID_COMMUNITY: weakref.WeakKeyDictionary[Database, dict[int, int]] = weakref.WeakKeyDictionary()
 
 
 async def community_of_raid(db: Database, raid_id: int) -> int | None:
     known = _RAID_COMMUNITY.setdefault(db, {})
     if raid_id not in known:
-        found = await db.read(lambda s: s.scalar(select(Raid.community_id).where(Raid.id == raid_id)))
+        found = (await db.read(lambda s: s.execute(
+            select(Raid.community_id, Community.external_id).join(Community, Community.id == Raid.community_id)
+            .where(Raid.id == raid_id)))).first()
         if found is None:
             return None
+        if found.external_id.startswith(LEGACY_CHANNEL):
+            return found.community_id
         if len(known) > 100_000:
             known.clear()
-        known[raid_id] = found
+        known[raid_id] = found.community_id
     return known[raid_id]
 
 

@@ -36,6 +36,10 @@ _NEW_IDENTITY = {
 }
 _DROP_MEMBER = prebuilt(delete(_M).where(_M.c.id == bindparam("b_id")))
 
+# A Discord channel community from before communities were servers (migration 0008): `channel:<id>`,
+# moved into its server's community when the Discord adapter first sees the channel (core/communities.py).
+LEGACY_CHANNEL = "channel:"
+
 USER_NAMESPACE = uuid.UUID("5b0e6c1e-3f4d-4c8a-9a57-6e1f0d2b7c11")
 
 
@@ -51,9 +55,25 @@ class MemberRef:
 
 @dataclass(frozen=True)
 class ChatRef:
+    """A community (platform and its id there) and, where the community spans several chats, the chat:
+    on Discord the community is the server (`external_id` = guild id) and `channel` the channel a
+    command came from or a raid runs in. On Telegram and the web the community is the chat (`channel`
+    None)."""
+
     platform: str
     external_id: str
     title: str | None = None
+    channel: str | None = None
+
+    @property
+    def destination(self) -> str:
+        """The platform id posts go to: the channel, else the community's own chat."""
+        return self.channel or self.external_id
+
+    @property
+    def channel_key(self) -> str:
+        """The channel as stored (`channel_id` columns): "" where the community is the chat."""
+        return self.channel or ""
 
 
 def member_uuid(member_id: int) -> str:
@@ -115,14 +135,14 @@ async def seen_in_community(
     await s.execute(stmt.on_conflict_do_update(index_elements=["community_id", "member_id"], set_=changes))
 
 
-async def community_chat(s: AsyncSession, community_id: int) -> ChatRef | None:
-    """The chat a community lives in: adapters reach it from events that carry only the community id."""
+async def community_chat(s: AsyncSession, community_id: int, channel: str = "") -> ChatRef | None:
+    """A community's chat (`channel` of it, if any): adapters reach it from events that carry ids."""
     row = (
         await s.execute(
             select(Community.platform, Community.external_id, Community.title).where(Community.id == community_id)
         )
     ).first()
-    return ChatRef(row.platform, row.external_id, row.title) if row else None
+    return ChatRef(row.platform, row.external_id, row.title, channel or None) if row else None
 
 
 async def find_community(s: AsyncSession, ref: ChatRef) -> int | None:

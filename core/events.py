@@ -120,6 +120,8 @@ class AnnouncementDue(Event):
     top_n: int
     slot: str
     timezone: str = "UTC"
+    channel: str = ""  # the Discord channel to post in; "" where the community is the chat
+    key: str = ""  # its outbox row (core/outbox.py): deliver through Outbox.deliver
 
 
 Handler = Callable[[Any], Awaitable[None]]

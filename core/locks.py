@@ -32,7 +32,8 @@ class LockInfo:
     id: int
     community_id: int
     platform: str
-    chat_id: str
+    chat_id: str  # the community's platform id
+    channel: str  # the channel locked (Discord); "" where the community is the chat
     raid_id: int | None
     saved_permissions: dict[str, Any]
     deadline: datetime
@@ -54,13 +55,16 @@ class LockService:
         return ends_at + self.grace
 
     async def lock(
-        self, community_id: int, saved_permissions: dict[str, Any], deadline: datetime, *, raid_id: int | None = None
+        self, community_id: int, saved_permissions: dict[str, Any], deadline: datetime, *, raid_id: int | None = None,
+        channel: str = "",
     ) -> int:
+        """Record a lock of the community's chat (`channel` of it, on Discord) before touching the chat;
+        Conflict when that chat is locked already."""
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> int:
             row = ChatLock(
-                community_id=community_id, raid_id=raid_id, saved_permissions=saved_permissions,
+                community_id=community_id, channel_id=channel, raid_id=raid_id, saved_permissions=saved_permissions,
                 locked_at=now, deadline=deadline,
             )
             s.add(row)
@@ -91,8 +95,10 @@ class LockService:
             await self.bus.publish(LockReleased(info.id, info.community_id, info.saved_permissions, reason))
         return released
 
-    async def unlock(self, community_id: int, reason: str = "unlocked") -> list[LockInfo]:
-        return await self._request_release(ChatLock.community_id == community_id, reason)
+    async def unlock(self, community_id: int, reason: str = "unlocked", *, channel: str = "") -> list[LockInfo]:
+        """Release the lock of one chat of the community (`channel` on Discord)."""
+        where = (ChatLock.community_id == community_id) & (ChatLock.channel_id == channel)
+        return await self._request_release(where, reason)
 
     async def release_overdue(self) -> list[LockInfo]:
         return await self._request_release(ChatLock.deadline <= self.clock.now(), "deadline")
@@ -138,10 +144,11 @@ class LockService:
 
         return await self.db.read(op)
 
-    async def active(self, community_id: int) -> LockInfo | None:
+    async def active(self, community_id: int, channel: str = "") -> LockInfo | None:
         async def op(s: AsyncSession) -> LockInfo | None:
             lock_id = await s.scalar(
-                select(ChatLock.id).where(ChatLock.community_id == community_id, ChatLock.released_at.is_(None))
+                select(ChatLock.id).where(ChatLock.community_id == community_id, ChatLock.channel_id == channel,
+                                          ChatLock.released_at.is_(None))
             )
             infos = await self._infos(s, [lock_id] if lock_id else [])
             return infos[0] if infos else None
@@ -160,6 +167,6 @@ class LockService:
             )
         ).all()
         return [
-            LockInfo(r.id, r.community_id, platform, chat, r.raid_id, r.saved_permissions, r.deadline)
+            LockInfo(r.id, r.community_id, platform, chat, r.channel_id, r.raid_id, r.saved_permissions, r.deadline)
             for r, platform, chat in rows
         ]

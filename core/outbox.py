@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import Clock
 from core.events import PostDue
 from core.storage.db import Database
-from core.storage.models import ChatPost, Community
+from core.storage.models import Community
+from core.storage.outbox_models import ChatPost
 from core.storage.upsert import insert
 from core.throttle import RetryLater
 

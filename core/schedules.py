@@ -1,4 +1,9 @@
-"""Scheduled leaderboard announcements: cron per chat, each slot claimed once in the database."""
+"""Scheduled leaderboard announcements: cron per chat, each slot claimed once in the database.
+
+A claimed slot owes its chat a post: the claim and the outbox row (core/outbox.py, key
+`announce:<schedule>:<slot>`) are written in one transaction, so an announcement a failed send or a
+crash interrupted is delivered later by the sweep, never lost and never posted twice for one slot.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from croniter import croniter
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import outbox
 from core.clock import Clock
 from core.errors import ValidationError
 from core.events import AnnouncementDue, EventBus
@@ -29,10 +35,22 @@ class Schedule:
     timezone: str
     window: str  # as the moderator wrote it: "week" or "week-so-far"
     top_n: int
+    channel: str = ""  # the Discord channel it posts in; "" where the community is the chat
 
 
 def _schedule(r: ScheduledAnnouncement) -> Schedule:
-    return Schedule(r.id, r.community_id, r.cron, r.timezone, r.window + (SO_FAR if r.so_far else ""), r.top_n)
+    return Schedule(r.id, r.community_id, r.cron, r.timezone, r.window + (SO_FAR if r.so_far else ""), r.top_n,
+                    r.channel_id)
+
+
+def announcement_key(schedule_id: int, slot: datetime) -> str:
+    """The outbox key of one slot's post."""
+    return f"announce:{schedule_id}:{int(slot.timestamp())}"
+
+
+def _due(sched: Schedule, slot: datetime) -> AnnouncementDue:
+    return AnnouncementDue(sched.id, sched.community_id, sched.window, sched.top_n, slot.isoformat(), sched.timezone,
+                           channel=sched.channel, key=announcement_key(sched.id, slot))
 
 
 def check_cron(expr: str) -> str:
@@ -73,7 +91,8 @@ class ScheduleService:
         self.bus = bus
 
     async def add(
-        self, community_id: int, cron: str, window: str, *, top_n: int = 10, tz: str = "UTC", created_by: int | None = None
+        self, community_id: int, cron: str, window: str, *, top_n: int = 10, tz: str = "UTC", created_by: int | None = None,
+        channel: str = "",
     ) -> Schedule:
         cron = check_cron(cron)
         tz = check_zone(tz)
@@ -86,7 +105,7 @@ class ScheduleService:
 
         async def op(s: AsyncSession) -> Schedule:
             row = ScheduledAnnouncement(
-                community_id=community_id, cron=cron, timezone=tz, window=base, so_far=so_far, top_n=top_n,
+                community_id=community_id, channel_id=channel, cron=cron, timezone=tz, window=base, so_far=so_far, top_n=top_n,
                 created_by=created_by, created_at=now, enabled=True,
             )
             s.add(row)
@@ -130,15 +149,29 @@ class ScheduleService:
             )
             if not res.rowcount:
                 return None
+            await outbox.enqueue(s, "announcement", announcement_key(schedule_id, slot), row.community_id, None, now)
             return _schedule(row)
 
         won = await self.db.write(op)
         if won is None:
             return False
-        await self.bus.publish(
-            AnnouncementDue(won.id, won.community_id, won.window, won.top_n, slot.isoformat(), won.timezone)
-        )
+        await self.bus.publish(_due(won, slot))
         return True
+
+    async def owed(self, key: str) -> AnnouncementDue | None:
+        """The announcement an outbox row owes (`announce:<schedule>:<slot>`), to deliver it again."""
+        try:
+            _, schedule_id, stamp = key.split(":")
+            slot = datetime.fromtimestamp(int(stamp), UTC)
+        except ValueError:
+            return None
+
+        async def op(s: AsyncSession) -> Schedule | None:
+            row = await s.get(ScheduledAnnouncement, int(schedule_id))
+            return _schedule(row) if row is not None else None
+
+        sched = await self.db.read(op)
+        return _due(sched, slot) if sched is not None else None
 
     async def run_due(self) -> int:
         """Announce each schedule's latest slot if nobody has yet (catches up after a restart)."""

@@ -22,6 +22,7 @@ class Services:
 
     def __post_init__(self) -> None:
         from core.commands.service import CommandService
+        from core.communities import CommunityService
         from core.community_settings import CommunitySettingsService
         from core.context import ContextService
         from core.leaderboards import LeaderboardService
@@ -43,6 +44,7 @@ class Services:
             self.db, self.clock, self.bus, grace=timedelta(minutes=self.settings.raids.lock_grace_minutes)
         )
         self.outbox = Outbox(self.db, self.clock)
+        self.communities = CommunityService(self.db, self.clock, self.boards.close_windows)
         self.links = RecordingLinkService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)

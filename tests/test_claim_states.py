@@ -19,7 +19,8 @@ from core.clock import FakeClock
 from core.config import Settings, XConfig
 from core.directory import MemberRef
 from core.services import Services
-from core.storage.models import ChatPost, Member, Raid, RaidAction
+from core.storage.models import Member, Raid, RaidAction
+from core.storage.outbox_models import ChatPost
 from core.storage.verification_models import ClaimCheck, XLink
 from tests.fakes import telegram_api
 from tests.fakes.telegram_api import FakeMessage, FakeTelegramAPI, make_command_update

@@ -16,7 +16,7 @@ from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.db import Database
 
-CHAT = ChatRef("discord", "555", "raids")
+CHAT = ChatRef("discord", "555", "raids", channel="5550")
 URL = "https://x.com/nubi/status/7"
 
 

@@ -22,7 +22,7 @@ from tests.test_realtime import read_json_line, running
 ADMIN_KEY = "admin-key-for-dashboard-1"
 TEAM_KEY = "team-key-for-dashboard-2"
 ALPHA = ChatRef("telegram", "-1002", "Alpha Squad")
-LIVE = ChatRef("discord", "9001", "nubi raiders")
+LIVE = ChatRef("discord", "9001", "nubi raiders", channel="90010")
 TEAM = ChatRef("web", "team", "Team web")
 URL = "https://x.com/nubi/status/4242"
 JS_DIR = Path(__file__).parent / "js"

@@ -140,7 +140,7 @@ class Bot:
         return int(re.search(r"Raid #(\d+)", self.raid_post().embeds[0]["title"]).group(1))  # type: ignore[union-attr]
 
     async def community_id(self) -> int:
-        found = await self.services.db.read(lambda s: find_community(s, ChatRef("discord", str(CHANNEL_ID))))
+        found = await self.services.db.read(lambda s: find_community(s, ChatRef("discord", str(GUILD_ID))))
         assert found is not None
         return found
 
@@ -197,7 +197,7 @@ async def test_moderator_starts_a_locked_raid_and_the_post_has_persistent_button
     progress = await bot.services.raids.progress(1)
     assert progress.progress_ref == {"channel_id": str(CHANNEL_ID), "message_id": str(post.id), "guild_id": str(GUILD_ID)}
     # the previous overwrites are on record; the channel denies sending now, except to nubi itself
-    lock = await bot.services.locks.active(await bot.community_id())
+    lock = await bot.services.locks.active(await bot.community_id(), str(CHANNEL_ID))
     assert lock is not None and lock.raid_id == 1
     assert lock.saved_permissions["everyone"] == {"allow": VIEW | VOICE_MESSAGES, "deny": REACT | POLLS}
     assert lock.saved_permissions["bot"] == "none"
@@ -261,7 +261,7 @@ async def test_members_join_and_claim_edits_are_throttled_and_the_raid_ends_once
     assert "Raiders: 32" in report.embeds[0]["description"]
     assert int(report.json["message_reference"]["message_id"]) == post_id
     assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])  # exactly
-    assert await bot.services.locks.active(await bot.community_id()) is None
+    assert await bot.services.locks.active(await bot.community_id(), str(CHANNEL_ID)) is None
     assert await bot.services.locks.pending_releases("discord") == []
     # a member whose screen still shows the live post presses a button the final edit removed:
     # an id the pressed message does not carry is never acted on
@@ -452,7 +452,7 @@ async def test_a_channel_without_an_overwrite_gets_it_removed_again(services: Se
     async for bot in make_bot(services, guild(everyone_overwrite=False)):
         await bot.start_raid(lock=True)
         assert bot.everyone() == overwrite_payload(GUILD_ID, type=0, allow=0, deny=SEND)
-        lock = await services.locks.active(await bot.community_id())
+        lock = await services.locks.active(await bot.community_id(), str(CHANNEL_ID))
         assert lock is not None and lock.saved_permissions["everyone"] == "none"
 
         payload = as_mod("raid end")
@@ -482,7 +482,7 @@ async def test_a_release_that_failed_is_restored_when_the_bot_is_ready_again(bot
 
     assert bot.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
     assert await bot.services.locks.pending_releases("discord") == []
-    assert await bot.services.locks.active(pending.community_id) is None
+    assert await bot.services.locks.active(pending.community_id, str(CHANNEL_ID)) is None
 
 
 async def test_scheduled_leaderboard_is_posted_when_due(bot: Bot, clock: FakeClock) -> None:
@@ -562,7 +562,7 @@ async def test_a_raid_started_in_another_process_is_posted_once_by_the_sweep(bot
 
     other = Services(Database(db_url), bot.services.clock, bot.services.settings, EventBus())
     try:
-        progress = await other.raids.start(ChatRef("discord", str(CHANNEL_ID)), RaidSpec(TARGET, {"like": 3}))
+        progress = await other.raids.start(ChatRef("discord", str(GUILD_ID), channel=str(CHANNEL_ID)), RaidSpec(TARGET, {"like": 3}))
         assert bot.visible() == []  # this process never saw RaidStarted
         sweep = NubiScheduler(bot.services)
         await sweep.republish_unposted()

@@ -70,6 +70,9 @@ class _NubiClient:
     async def on_ready(self) -> None:
         await self.nubi.on_ready()
 
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.nubi.adopt_guild(guild)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self.nubi.on_removed_button(interaction)
 
@@ -111,6 +114,7 @@ class DiscordAdapter:
             (ReportChanged, self.posts.on_report_changed),
         ]
         self._subscribed = False
+        self._adopted: set[str] = set()  # channels whose old community (migration 0008) was looked for
         self._connection: asyncio.Task[None] | None = None
         self._opened: discord.Client | None = None  # a client that logged in (or tried) and needs closing
         self.reconciled = asyncio.Event()
@@ -142,7 +146,10 @@ class DiscordAdapter:
             self._subscribed = True
 
     async def on_ready(self) -> None:
-        """Finish chat-lock releases a previous run requested but could not confirm."""
+        """Adopt the servers' old channel communities; finish chat-lock releases a previous run
+        requested but could not confirm."""
+        for guild in list(self.client.guilds):
+            await self.adopt_guild(guild)
         try:
             restored = await self.locks.restore_pending()
             if restored:
@@ -188,8 +195,35 @@ class DiscordAdapter:
     # -- who and where -------------------------------------------------------------------------------
 
     def chat(self, interaction: discord.Interaction[Any]) -> ChatRef:
-        """A Discord community is a channel: its external id is the channel id."""
-        return ChatRef(PLATFORM, str(interaction.channel_id), getattr(interaction.channel, "name", None))
+        """A Discord community is the server (guild); the channel is where the command came from and
+        where a raid started there runs. A direct message is a community of its own."""
+        if interaction.guild_id is None:
+            return ChatRef(PLATFORM, str(interaction.channel_id), getattr(interaction.channel, "name", None))
+        guild = interaction.guild
+        return ChatRef(PLATFORM, str(interaction.guild_id), guild.name if guild is not None else None,
+                       channel=str(interaction.channel_id))
+
+    async def adopt(self, server: ChatRef, channel_ids: list[str]) -> None:
+        """Move the channels' communities from before communities were servers (migration 0008) into
+        the server's; each channel is looked at once per process."""
+        fresh = [c for c in channel_ids if c not in self._adopted]
+        if not fresh:
+            return
+        await self.services.communities.adopt_channels(ChatRef(server.platform, server.external_id, server.title), fresh)
+        self._adopted.update(fresh)
+
+    async def adopt_guild(self, guild: discord.Guild) -> None:
+        """A server the gateway announced: adopt its channels' old communities before anyone asks."""
+        channels = [str(c.id) for c in (*guild.channels, *guild.threads)]
+        try:
+            await self.adopt(ChatRef(PLATFORM, str(guild.id), guild.name), channels)
+        except Exception:
+            log.exception("moving the old channel communities of server %s failed; retried on first use", guild.id)
+
+    async def _adopt_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        chat = self.chat(interaction)
+        if chat.channel is not None:
+            await self.adopt(chat, [chat.channel])
 
     def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
         """Manage Server (administrators have it), or the configured moderator role (by id or name)."""
@@ -237,12 +271,14 @@ class DiscordAdapter:
             if lacking:  # refused before anything starts: never a raid without its post
                 await interaction.response.send_message(permissions.refusal(lacking), ephemeral=True)
                 return
+        await self._adopt_interaction(interaction)
         work = self.services.commands.execute(self.context(interaction, mentions), cmd)
         await self._answer(interaction, work, defer=defer, ephemeral=ephemeral)
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
         """A raid-post button: a private confirmation for the member who pressed it."""
         try:
+            await self._adopt_interaction(interaction)
             work = self.services.commands.press(self.context(interaction), custom_id)
             await self._answer(interaction, work, defer=False, ephemeral=True)
         except Exception as exc:  # dynamic items have no error hook worth the name: answer here
@@ -359,6 +395,10 @@ class DiscordAdapter:
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
         elif event.kind == "report":
             await self.posts.post_report(event.raid_id)
+        elif event.kind == "announcement":
+            owed = await self.services.schedules.owed(event.key)
+            if owed is not None:
+                await self.posts.on_announcement(owed)
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

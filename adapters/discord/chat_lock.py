@@ -55,7 +55,7 @@ class ChannelLocks:
 
     async def lock(self, progress: RaidProgress) -> bool:
         """Lock the raid's channel; False (and the member told) when it cannot be done."""
-        channel_id = int(progress.chat.external_id)
+        channel_id = int(progress.chat.destination)
         try:
             channel = await self.http.get_channel(channel_id)
         except discord.HTTPException as exc:
@@ -80,7 +80,8 @@ class ChannelLocks:
         }
         deadline = self.s.locks.raid_deadline(progress.ends_at)
         try:
-            lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id)
+            lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id,
+                                              channel=progress.chat.channel_key)
         except Conflict:
             log.info("channel %s is already locked; raid #%s adds no lock", channel_id, progress.id)
             return False
@@ -103,13 +104,13 @@ class ChannelLocks:
             # Refused, so @everyone is as it was; only nubi's own overwrite may need putting back.
             if not voiced or await self._put_back(channel_id, me.id, MEMBER_OVERWRITE, mine):
                 self._unapplied.add(lock_id)
-            await self.s.locks.unlock(progress.community_id, "missing permissions")
+            await self.s.locks.unlock(progress.community_id, "missing permissions", channel=progress.chat.channel_key)
             await self._say(channel_id, NO_PERMISSION_NOTE)
             return False
         except (discord.HTTPException, discord.RateLimited) as exc:
             # It may or may not have been applied: releasing restores the saved state either way.
             log.warning("locking channel %s failed: %s", channel_id, exc)
-            await self.s.locks.unlock(progress.community_id, "lock failed")
+            await self.s.locks.unlock(progress.community_id, "lock failed", channel=progress.chat.channel_key)
             await self._say(channel_id, FAILED_NOTE)
             return False
         return True

@@ -101,10 +101,23 @@ class RaidPosts:
             await self.post_report(event.raid_id)  # the outbox row is stale: this edits the sent report
 
     async def on_announcement(self, event: AnnouncementDue) -> None:
+        """A scheduled board, delivered through the outbox (its row was written with the slot's claim):
+        a failure leaves it owed, and the sweep brings it back until it is sent."""
         chat = await self.chat_of(event.community_id)
         if chat is None:
             return
-        await self._send_retrying(int(chat.external_id), render.message(await self.s.boards.announcement(event)))
+        channel_id = int(event.channel or chat.external_id)
+
+        async def send(d: Delivery) -> dict[str, Any] | None:
+            parts = render.message(await self.s.boards.announcement(event))
+            channel = self._client().get_partial_messageable(channel_id)
+            message = await _sent(channel.send(**parts, nonce=d.nonce))
+            return {"channel_id": str(channel_id), "message_id": str(message.id)}
+
+        try:
+            await self.s.outbox.deliver(event.key, send)
+        except RetryLater as exc:
+            self._later(exc.seconds, lambda: self.on_announcement(event))
 
     # -- the live post -----------------------------------------------------------------------------
 
@@ -130,13 +143,13 @@ class RaidPosts:
             ref = progress.progress_ref
             if ref is None:
                 if raid_id in self._owed:  # an ended raid's post is settled without a message
-                    await self._deliver_raid_post(raid_id, int(progress.chat.external_id),
+                    await self._deliver_raid_post(raid_id, int(progress.chat.destination),
                                                   parts if progress.active else None, drawn)
                 return  # else: not posted yet, and another process (or the sweep) delivers it
             if self._drawn.get(raid_id) == drawn:
                 return
             try:
-                channel = self._client().get_partial_messageable(int(progress.chat.external_id))
+                channel = self._client().get_partial_messageable(int(progress.chat.destination))
                 await channel.get_partial_message(int(ref["message_id"])).edit(**{"view": None, **parts})
             except discord.RateLimited as exc:
                 raise RetryLater(exc.retry_after) from exc
@@ -188,7 +201,7 @@ class RaidPosts:
         """The post says the chat is locked only while this raid's lock really holds."""
         if not (progress.lock and progress.active):
             return progress
-        lock = await self.s.locks.active(progress.community_id)
+        lock = await self.s.locks.active(progress.community_id, progress.chat.channel_key)
         return progress if lock is not None and lock.raid_id == progress.id else replace(progress, lock=False)
 
     async def _guild_of(self, channel_id: int) -> int | None:
@@ -204,7 +217,7 @@ class RaidPosts:
             return  # the raid never had a post to report on (and Discord refuses nubi there)
         async with self._lock(raid_id):
             progress = await self.s.raids.progress(raid_id, top=0)
-            channel_id = int(progress.chat.external_id)
+            channel_id = int(progress.chat.destination)
 
             async def send(d: Delivery) -> dict[str, Any] | None:
                 report = await self.s.raids.report(raid_id)
@@ -232,14 +245,6 @@ class RaidPosts:
                 await self.s.outbox.deliver(report_key(raid_id), send)
             except RetryLater as exc:
                 self._later(exc.seconds, lambda: self.post_report(raid_id))
-
-    async def _send_retrying(self, channel_id: int, parts: dict[str, Any]) -> None:
-        try:
-            await self._client().get_partial_messageable(channel_id).send(**parts)
-        except discord.RateLimited as exc:
-            self._later(exc.retry_after, lambda: self._send_retrying(channel_id, parts))
-        except discord.HTTPException as exc:
-            log.warning("could not post to channel %s: %s", channel_id, exc)
 
     def _later(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:

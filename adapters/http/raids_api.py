@@ -183,7 +183,8 @@ async def nubi_create(request: Request, body: NubiRaidCreate) -> dict[str, Any]:
     agent = svc.settings.agent(body.agent_id) if body.agent_id else svc.settings.agents[0]
     if agent is None:
         raise AgentNotFound(f"Agent {body.agent_id} is not a configured agent")
-    wanted = ChatRef(body.community.platform, body.community.id, body.community.title) if body.community else None
+    wanted = (ChatRef(body.community.platform, body.community.id, body.community.title, body.community.channel)
+              if body.community else None)
     chat = _chat_for(request, wanted, ChatRef("web", agent.id, agent.name))
     spec = RaidSpec(body.target_url, {o.type: o.count for o in body.objectives},
                     {o.type: o.points for o in body.objectives if o.points is not None},
@@ -250,7 +251,7 @@ async def nubi_metrics(request: Request, session_id: str) -> dict[str, Any]:
 
 @router.post("/api/raids", status_code=201, response_model=RaidOut, tags=[RAIDS], summary="Start a raid")
 async def create_raid(request: Request, body: RaidCreate) -> dict[str, Any]:
-    wanted = ChatRef(body.community.platform, body.community.id, body.community.title)
+    wanted = ChatRef(body.community.platform, body.community.id, body.community.title, body.community.channel)
     chat = _chat_for(request, wanted, wanted)
     spec = RaidSpec(body.target_url, body.objectives, body.points, body.duration_seconds, body.max_participants,
                     body.lock, body.replace, body.verification)

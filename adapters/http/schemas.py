@@ -67,6 +67,10 @@ class CommunityRef(Body):
     platform: Platform
     id: str = Field(min_length=1, max_length=128, pattern=r"^\S+$")
     title: str | None = Field(None, max_length=256)
+    channel: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^\S+$",
+        description="Discord: the channel of the server (`id` is the server) where the raid runs and posts",
+    )
 
 
 class MemberIn(Body):

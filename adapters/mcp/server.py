@@ -128,6 +128,9 @@ def add_tools(server: MCPServer, services: Services) -> None:
         lock: Annotated[bool, Field(description="Lock the chat for members while the raid runs")] = False,
         replace: Annotated[bool, Field(description="End a raid still running in this chat and start this one")] = False,
         chat_title: Annotated[str | None, Field(max_length=256, description="Chat name to store")] = None,
+        channel_id: Annotated[str | None, Field(min_length=1, max_length=128,
+                                                description="Discord: the channel of the server (chat_id is the "
+                                                            "server) where the raid runs")] = None,
         started_by: Annotated[MemberIn | None, Field(description="The moderator to credit; default: the MCP agent")] = None,
     ) -> dict[str, Any]:
         """Start a raid in a chat (a moderator action). Returns the raid's progress, including its id."""
@@ -140,7 +143,7 @@ def add_tools(server: MCPServer, services: Services) -> None:
             replace=replace,
         )
         by = started_by.ref() if started_by else MCP_ACTOR
-        progress = await services.raids.start(ChatRef(chat_platform, chat_id, chat_title), spec, by=by)
+        progress = await services.raids.start(ChatRef(chat_platform, chat_id, chat_title, channel_id), spec, by=by)
         return progress.as_dict()
 
     @server.tool(annotations=WRITES)

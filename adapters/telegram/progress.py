@@ -12,6 +12,7 @@ whose numbers settle later is edited in place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -87,6 +88,10 @@ class RaidPosts:
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
         elif event.kind == "report":
             self._spawn(self._finish(event.raid_id), "raid report")
+        elif event.kind == "announcement":
+            owed = await self._s.schedules.owed(event.key)
+            if owed is not None:
+                await self.on_announcement_due(owed)
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         if await self._post(event.raid_id) is not None:
@@ -218,8 +223,15 @@ class RaidPosts:
     async def _chat_of_raid(self, raid_id: int) -> int:
         return int((await self._s.raids.progress(raid_id, top=0)).chat.external_id)
 
-    async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:  # not through the outbox yet
-        await self._outbox.send(chat_id, render_html(await self._s.boards.announcement(event)))
+    async def _announce(self, chat_id: int, event: AnnouncementDue) -> None:
+        """A scheduled board, delivered through the outbox (its row was written with the slot's claim):
+        a failure leaves it owed, and the sweep brings it back until it is sent."""
+        async def send(d: Delivery) -> dict[str, int] | None:
+            message = await self._outbox.send(chat_id, render_html(await self._s.boards.announcement(event)))
+            return {"chat_id": chat_id, "message_id": message.message_id}
+
+        with contextlib.suppress(RetryLater):  # released with its wait: the sweep delivers it then
+            await self._s.outbox.deliver(event.key, send)
 
 
 def _fixed(text: str) -> Callable[[], Awaitable[Rendered]]:

@@ -153,8 +153,9 @@ class CommandService:
         action, raid_id, arg = parsed
         try:
             if not await self._raid_in_chat(raid_id, ctx.chat):
-                log.warning("refused a %s press on raid %s from %s:%s (not that chat's raid), member %s",
-                            action, raid_id, ctx.chat.platform, ctx.chat.external_id, ctx.member.external_id)
+                log.warning("refused a %s press on raid %s from %s:%s%s (not that chat's raid), member %s",
+                            action, raid_id, ctx.chat.platform, ctx.chat.external_id,
+                            f" channel {ctx.chat.channel}" if ctx.chat.channel else "", ctx.member.external_id)
                 return _say("That button belongs to a raid in another chat.", ephemeral=True)
             if action == "join":
                 r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
@@ -216,20 +217,22 @@ class CommandService:
             return Reply(raid_view(progress), raid=progress)
         community_id = await self._community(ctx)
         if isinstance(cmd, p.Unlock):
-            released = await s.locks.unlock(community_id, "unlocked by a moderator")
+            released = await s.locks.unlock(community_id, "unlocked by a moderator", channel=ctx.chat.channel_key)
             return _say("Chat unlocked." if released else "The chat is not locked.")
         if isinstance(cmd, p.BanCmd | p.UnbanCmd | p.PointsCmd):
             return await self._moderate(ctx, community_id, cmd)
         if isinstance(cmd, p.ScheduleAdd):
             actor = await self._member_id(ctx)
             tz = cmd.tz or await s.community_settings.timezone(community_id)
-            sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=tz, created_by=actor)
+            sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=tz, created_by=actor,
+                                          channel=ctx.chat.channel_key)
             return _say(f"Schedule #{sched.id}: the {cmd.window} top {cmd.top} at '{sched.cron}' ({sched.timezone}).")
         if isinstance(cmd, p.ScheduleList):
             items = await s.schedules.list(community_id)
             if not items:
                 return _say("No scheduled announcements here.", ephemeral=True)
-            return _say("\n".join(f"#{x.id}: {x.window} top {x.top_n} at '{x.cron}' ({x.timezone})" for x in items),
+            return _say("\n".join(f"#{x.id}: {x.window} top {x.top_n} at '{x.cron}' ({x.timezone})"
+                                  + (f" in <#{x.channel}>" if x.channel else "") for x in items),
                         ephemeral=True)
         if isinstance(cmd, p.ScheduleRemove):
             ok = await s.schedules.remove(community_id, cmd.schedule_id)
@@ -415,14 +418,16 @@ class CommandService:
         await self.s.db.write(op)
 
     async def _raid_in_chat(self, raid_id: int, chat: ChatRef) -> bool:
-        """A raid's buttons act only in the chat the raid runs in (an unknown raid answers for itself)."""
+        """A raid's buttons act only in the chat the raid runs in (an unknown raid answers for itself):
+        its community, and on Discord its channel."""
         async def op(sess):  # type: ignore[no-untyped-def]
             return (await sess.execute(
-                select(Community.platform, Community.external_id).join(Raid, Raid.community_id == Community.id)
+                select(Community.platform, Community.external_id, Raid.channel_id)
+                .join(Raid, Raid.community_id == Community.id)
                 .where(Raid.id == raid_id))).first()
 
         where = await self.s.db.read(op)
-        return where is None or (where.platform, where.external_id) == (chat.platform, chat.external_id)
+        return where is None or tuple(where) == (chat.platform, chat.external_id, chat.channel_key)
 
     async def _member_id(self, ctx: ChatContext) -> int:
         now = self.s.clock.now()
@@ -437,7 +442,8 @@ class CommandService:
         async def op(sess):  # type: ignore[no-untyped-def]
             return await sess.scalar(
                 select(Raid.id).join(Community, Community.id == Raid.community_id)
-                .where(Community.platform == chat.platform, Community.external_id == chat.external_id)
+                .where(Community.platform == chat.platform, Community.external_id == chat.external_id,
+                       Raid.channel_id == chat.channel_key)
                 .order_by(Raid.id.desc()).limit(1))
 
         raid_id = await self.s.db.read(op)

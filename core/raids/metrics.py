@@ -42,7 +42,7 @@ class MetricsMixin(RaidsBase):
         return RaidProgress(
             id=raid.id,
             community_id=raid.community_id,
-            chat=ChatRef(community.platform, community.external_id, community.title),
+            chat=ChatRef(community.platform, community.external_id, community.title, raid.channel_id or None),
             target_url=raid.target_url,
             status=raid.status,
             started_at=raid.started_at,
@@ -99,6 +99,7 @@ class MetricsMixin(RaidsBase):
                 .where(
                     Community.platform == chat.platform,
                     Community.external_id == chat.external_id,
+                    Raid.channel_id == chat.channel_key,
                     Raid.status == "active",
                 )
                 .order_by(Raid.id.desc())

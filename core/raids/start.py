@@ -30,6 +30,9 @@ class StartMixin(EndingMixin):
 
     async def start(self, chat: ChatRef, spec: RaidSpec, *, by: MemberRef | None = None) -> RaidProgress:
         target = normalize_target(spec.target_url)
+        if chat.platform == "discord" and not chat.channel:
+            raise ValidationError("A Discord raid runs in a channel of the server: say which (its channel id).",
+                                  field="channel")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any]]]]:
@@ -39,7 +42,8 @@ class StartMixin(EndingMixin):
             objectives, duration, max_p, tier = _validated(spec, cfg, x_ready=self.settings.x.bearer_token is not None)
             starter = await ensure_member(s, by, now) if by else None
             active = (
-                await s.scalars(select(Raid.id).where(Raid.community_id == community_id, Raid.status == "active"))
+                await s.scalars(select(Raid.id).where(
+                    Raid.community_id == community_id, Raid.channel_id == chat.channel_key, Raid.status == "active"))
             ).all()
             replaced: list[int] = []
             if active and not cfg.allow_multiple_active:
@@ -50,6 +54,7 @@ class StartMixin(EndingMixin):
                 replaced = list(active)
             raid = Raid(
                 community_id=community_id,
+                channel_id=chat.channel_key,
                 target_url=target,
                 status="active",
                 started_by=starter,

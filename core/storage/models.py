@@ -68,7 +68,11 @@ class Base(DeclarativeBase):
 
 
 class Community(Base):
-    """A Telegram chat, a Discord channel of a guild, or a web community: where raids run."""
+    """What users mean by "our community": a Telegram chat, a Discord server (guild), a web community.
+
+    Bans, boards, schedules and settings are per community. Raids run in a chat of it: on Discord a
+    channel of the server (`Raid.channel_id`); on Telegram and the web the community is the chat.
+    """
 
     __tablename__ = "communities"
     __table_args__ = (
@@ -213,9 +217,8 @@ class Raid(Base):
     verification_tier: Mapped[str] = mapped_column(String(16), default="honor")
     scoring: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     progress_ref: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    # Claimed by the one process that posts the raid message / the completion report into the chat.
-    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    completion_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The chat of the community the raid runs in: a Discord channel id; "" where the community is the chat.
+    channel_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     end_reason: Mapped[str | None] = mapped_column(String(64))
     end_cause: Mapped[str | None] = mapped_column(String(24))  # one of END_CAUSES
 
@@ -366,6 +369,7 @@ class ScheduledAnnouncement(Base):
     )
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[str] = mapped_column(String(128), default="", server_default="")  # where it posts
     cron: Mapped[str] = mapped_column(String(64))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     window: Mapped[str] = mapped_column(String(8))
@@ -391,9 +395,10 @@ class AnnouncementRun(Base):
 class ChatLock(Base):
     __tablename__ = "chat_locks"
     __table_args__ = (
-        Index(
+        Index(  # one lock at a time per chat (a Discord channel; "" where the community is the chat)
             "uq_chat_locks_active",
             "community_id",
+            "channel_id",
             unique=True,
             sqlite_where=text("released_at IS NULL"),
             postgresql_where=text("released_at IS NULL"),
@@ -402,6 +407,7 @@ class ChatLock(Base):
     )
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
+    channel_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     raid_id: Mapped[int | None] = mapped_column(ForeignKey("raid_sessions.id", ondelete="SET NULL"))
     saved_permissions: Mapped[dict[str, Any]] = mapped_column(JSONType)
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -437,36 +443,6 @@ class AuditEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
-class ChatPost(Base):
-    """The outbox: one row per chat post nubi owes (a raid post, a report, an announcement).
-
-    Written in the transaction that makes the post due, so a crash cannot forget it. A sender claims
-    it (a lease only one process wins), sends, then marks it sent: a crash between send and mark
-    repeats one post after the lease, never loses one. `nonce` makes the repeat a no-op where the
-    platform deduplicates (Discord's enforce_nonce). `stale` asks for an edit of a sent post (a
-    report whose numbers settled after it went out).
-    """
-
-    __tablename__ = "chat_posts"
-    __table_args__ = (
-        CheckConstraint(_in("kind", POST_KINDS), name="kind"),
-        Index("ix_chat_posts_due", "sent_at", "due_at"),
-    )
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(64), unique=True)  # e.g. raid:12, report:12
-    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
-    raid_id: Mapped[int | None] = mapped_column(ForeignKey("raid_sessions.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
-    nonce: Mapped[str] = mapped_column(String(25))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    stale: Mapped[bool] = mapped_column(Boolean, default=False)
-    ref: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    last_error: Mapped[str | None] = mapped_column(String(200))
-
-
-# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets) and the points ledger.
-from . import ledger_models, verification_models  # noqa: E402,F401
+# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets), the points ledger
+# and the outbox of chat posts.
+from . import ledger_models, outbox_models, verification_models  # noqa: E402,F401
