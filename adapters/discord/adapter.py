@@ -73,6 +73,9 @@ class _NubiClient:
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.nubi.adopt_guild(guild)
 
+    async def on_guild_available(self, guild: discord.Guild) -> None:  # back after an outage
+        await self.nubi.adopt_guild(guild)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self.nubi.on_removed_button(interaction)
 
