@@ -208,7 +208,7 @@ async def _check_raids(services: Services, raid_ids: list[int]) -> None:
 
     raids, participants, claims, objectives, ledger = await services.db.read(op)
     seated = Counter(p.raid_id for p in participants)
-    accepted = [c for c in claims if c.verification in ("verified", "unverifiable")]
+    accepted = [c for c in claims if c.verification in ("verified", "accepted", "unverifiable")]
     per_raid: dict[int, int] = defaultdict(int)
     per_claim: dict[int, int] = defaultdict(int)
     for e in ledger:

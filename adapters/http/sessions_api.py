@@ -253,8 +253,8 @@ async def send_message(session_id: str, request: Request) -> JSONResponse | Stre
     return _with_data_mirror(payload, status=201)
 
 
-@router.get(f"{SESSIONS}/{{session_id}}/messages")
-async def list_messages(session_id: str, request: Request) -> dict[str, Any]:
+@router.get(f"{SESSIONS}/{{session_id}}/messages", response_model=None)
+async def list_messages(session_id: str, request: Request) -> JSONResponse:
     query = request.query_params
     session_id = await _owned(request, session_id)
     page = await services_of(request).sessions.messages(
@@ -263,7 +263,7 @@ async def list_messages(session_id: str, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {"messages": [m.as_api() for m in page.messages], "hasMore": page.has_more}
     if page.messages:  # newest first: the last is the oldest
         out["cursors"] = {"before": to_ms(page.messages[-1].created_at), "after": to_ms(page.messages[0].created_at)}
-    return out
+    return JSONResponse(out)  # plain JSON types already: no second pass through jsonable_encoder
 
 
 @router.post(f"{SESSIONS}/{{session_id}}/renew")

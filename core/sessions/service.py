@@ -475,25 +475,45 @@ class SessionService:
             raise ValidationError("limit must be between 1 and 100", field="limit")
         before_ms = _int_param(before, "before")
         after_ms = _int_param(after, "after")
-        session_id = (await self.get(session_id)).id  # expiry semantics first: 410 once, then 404
 
-        async def op(s: AsyncSession) -> MessagePage:
-            conds = [SessionMessage.session_id == session_id]
+        def page_query(sid: str) -> Any:
+            m = _MESSAGE
+            conds = [m.c.session_id == sid]
             if before_ms is not None:
-                conds.append(SessionMessage.created_at < from_ms(before_ms))
+                conds.append(m.c.created_at < from_ms(before_ms))
             if after_ms is not None:
-                conds.append(SessionMessage.created_at > from_ms(after_ms))
-            rows = (
-                await s.scalars(
-                    select(SessionMessage)
-                    .where(and_(*conds))
-                    .order_by(SessionMessage.created_at.desc(), SessionMessage.id.desc())
-                    .limit(lim + 1)
-                )
-            ).all()
-            return MessagePage([_message(r) for r in rows[:lim]], len(rows) > lim)
+                conds.append(m.c.created_at > from_ms(after_ms))
+            return (select(m.c.id, m.c.session_id, m.c.author_id, m.c.is_agent, m.c.content, m.c.created_at,
+                           m.c.attachments, m.c["metadata"])
+                    .where(and_(*conds)).order_by(m.c.created_at.desc(), m.c.id.desc()).limit(lim + 1))
 
-        return await self.db.read(op)
+        def page(rows: Any) -> MessagePage:
+            return MessagePage([StoredMessage(*r[:7], r[7] or {}) for r in rows[:lim]], len(rows) > lim)
+
+        try:
+            sid = str(uuid.UUID(str(session_id)))
+        except ValueError:
+            sid = None
+        if sid is not None:
+            # Reading a live session's messages changes nothing: one read transaction, no writer.
+            now = self.clock.now()
+
+            async def read(s: AsyncSession) -> MessagePage | None:
+                state = (await s.execute(_STATE, {"id": sid})).first()
+                if state is None or state.status != "active" or state.expires_at <= now:
+                    return None
+                return page((await s.execute(page_query(sid))).all())
+
+            found = await self.db.read(read)
+            if found is not None:
+                return found
+        # Unknown, ended or expired: the live-session rules answer (an expiry is committed: 410 once, then 404).
+        session_id = (await self.get(session_id)).id
+        return await self.db.read(lambda s: self._page(s, page_query(session_id), page))
+
+    @staticmethod
+    async def _page(s: AsyncSession, query: Any, page: Callable[[Any], MessagePage]) -> MessagePage:
+        return page((await s.execute(query)).all())
 
     # -- sweeps and stats --------------------------------------------------------------------------
 
@@ -643,6 +663,8 @@ _FIELDS = {prop.key: prop.columns[0] for prop in sa_inspect(NubiSession).column_
 _LIVE_SQLITE = select(*[column.label(key) for key, column in _FIELDS.items()]).where(
     _SESSION.c.id == bindparam("id")
 )
+_STATE = select(_SESSION.c.status, _SESSION.c.expires_at).where(_SESSION.c.id == bindparam("id"))
+_MESSAGE = SessionMessage.__table__
 _LIVE_LOCKED = prebuilt(_LIVE_SQLITE.with_for_update())  # PostgreSQL: one writer per session at a time
 _UPDATES: dict[frozenset[str], Any] = {}
 
