@@ -42,6 +42,9 @@ class RaidSpec:
     lock: bool = False
     replace: bool = False
     verification: str | None = None
+    pin: bool | None = None  # None: the community's `pin` setting
+    # Telegram: the forum topic the raid was started in (its posts, replies and lock stay there).
+    thread: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class RaidProgress:
     progress_ref: dict[str, Any] | None = None
     session_id: str | None = None
     end_cause: str | None = None  # END_CAUSES key once ended
+    pin: bool = False
+    thread: str | None = None  # Telegram forum topic id the raid runs in
 
     @property
     def active(self) -> bool:
@@ -125,6 +130,7 @@ class RaidProgress:
             "pointsAwarded": self.points_awarded,
             "pendingClaims": self.pending,
             "lock": self.lock,
+            "pin": self.pin,
             "verification": self.verification,
             "timeLeftSeconds": self.time_left_seconds,
             "completionPct": self.completion_pct,

@@ -66,6 +66,8 @@ class StartMixin(EndingMixin):
                 action_count=0,
                 points_awarded=0,
                 lock_chat=spec.lock,
+                pin_post=cfg.pin if spec.pin is None else spec.pin,
+                thread_id=spec.thread,
                 verification_tier=tier,
                 scoring=scoring.ScoringRules.from_bonuses(cfg.bonuses).as_dict(),
             )
