@@ -35,6 +35,7 @@ from core.events import (
     RaidStarted,
     ReportChanged,
 )
+from core.i18n import _
 from core.services import Services
 from core.targets import Mention
 
@@ -147,7 +148,7 @@ class DiscordAdapter:
 
     async def on_ready(self) -> None:
         """Adopt the servers' old channel communities; finish chat-lock releases a previous run
-        requested but could not confirm."""
+        requested but could not confirm, and the unpins of ended raids still owed."""
         for guild in list(self.client.guilds):
             await self.adopt_guild(guild)
         try:
@@ -156,6 +157,10 @@ class DiscordAdapter:
                 log.info("restored %d channel(s) whose raid lock was released while away", restored)
         except Exception:
             log.exception("restoring released chat locks failed")
+        try:
+            await self.posts.finish_unpins()
+        except Exception:
+            log.exception("finishing owed unpins failed")
         finally:
             self.reconciled.set()
 
@@ -340,7 +345,11 @@ class DiscordAdapter:
         progress = await self.services.raids.progress(raid_id, top=0)
         if progress.progress_ref is None:
             return render.post_pending(raid_id)
-        return render.quiet_ack(reply, jump_url(progress.progress_ref))
+        ack = render.quiet_ack(reply, jump_url(progress.progress_ref))
+        if raid_id in self.posts.unpinned:
+            ack += " " + _("I couldn't pin it: I need the Pin Messages permission in this channel. "
+                           "The raid runs unpinned.")
+        return ack
 
     async def on_tree_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -395,6 +404,8 @@ class DiscordAdapter:
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
         elif event.kind == "report":
             await self.posts.post_report(event.raid_id)
+        elif event.kind == "unpin":
+            await self.posts.unpin(event.raid_id)
         elif event.kind == "announcement":
             owed = await self.services.schedules.owed(event.key)
             if owed is not None:

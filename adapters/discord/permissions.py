@@ -21,6 +21,9 @@ class Need:
     label: str  # the name Discord's settings show
     why: str
     lock_only: bool = False  # needed only for a raid that locks the chat
+    # Asked for in the invite but never a reason to refuse a raid: without it the raid runs without
+    # what the permission is for (its post unpinned), and the moderator is told.
+    optional: bool = False
 
 
 NEEDED: tuple[Need, ...] = (
@@ -33,11 +36,12 @@ NEEDED: tuple[Need, ...] = (
         "the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)",
         lock_only=True,
     ),
+    Need("pin_messages", "Pin Messages", "pin the raid post while the raid runs", optional=True),
 )
 
 # What the bot's own member overwrite allows while a channel is locked: everything it needs to keep
 # posting and editing there, whatever the lock denies to @everyone.
-SPEAKING = discord.Permissions(**{n.flag: True for n in NEEDED if not n.lock_only})
+SPEAKING = discord.Permissions(**{n.flag: True for n in NEEDED if not (n.lock_only or n.optional)})
 
 
 def invite_permissions() -> discord.Permissions:
@@ -52,7 +56,7 @@ def invite_url(application_id: int) -> str:
 
 def missing(held: discord.Permissions, *, lock: bool) -> list[Need]:
     """What a raid (locking or not) needs in a channel and the bot does not hold there."""
-    return [n for n in NEEDED if (lock or not n.lock_only) and not getattr(held, n.flag)]
+    return [n for n in NEEDED if not n.optional and (lock or not n.lock_only) and not getattr(held, n.flag)]
 
 
 def refusal(lacking: list[Need]) -> str:

@@ -17,7 +17,8 @@ see ``discord_gateway.py``), which nubi sets from ``[discord] api_base_url`` / `
 :attr:`FakeDiscordAPI.base_url` and :attr:`FakeDiscordAPI.gateway_url` there. The harness patches nothing.
 
 The fake enforces Discord's documented permission computation for the bot (``discord_permissions.py``)
-on reading a channel, creating and editing messages and editing or deleting overwrites: 403 with 50001
+on reading a channel, creating and editing messages, pinning (Pin Messages, at most MAX_PINS per
+channel: 400 30003) and editing or deleting overwrites: 403 with 50001
 Missing Access without View Channel, 50013 Missing Permissions otherwise. Interaction responses and
 followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
@@ -102,6 +103,7 @@ DEFAULT_MEMBER_PERMISSIONS = discord.Permissions(
 ).value
 _ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 NONCE_WINDOW_SECONDS = 300.0  # enforce_nonce: "checked for uniqueness in the past few minutes"
+MAX_PINS = 250  # pinned messages per channel (the limit the pins endpoints document; 50 before them)
 _DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
@@ -1229,6 +1231,8 @@ class FakeDiscordAPI:
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message, True),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._patch_message, True),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message, True),
+            ("PUT", "/channels/{channel_id}/messages/pins/{message_id}", self._pin_message, True),
+            ("DELETE", "/channels/{channel_id}/messages/pins/{message_id}", self._unpin_message, True),
             ("PUT", "/channels/{channel_id}/permissions/{overwrite_id}", self._put_overwrite, True),
             ("DELETE", "/channels/{channel_id}/permissions/{overwrite_id}", self._delete_overwrite, True),
             ("GET", "/guilds/{guild_id}", self._get_guild, True),
@@ -1724,6 +1728,33 @@ class FakeDiscordAPI:
         self._channel_or_404(channel_id)
         self._delete(self._live_message(_snowflake(message_id), _snowflake(channel_id)))
         return web.Response(status=204)
+
+    # Pins (https://discord.com/developers/docs/resources/message#pin-message): the bot needs Pin
+    # Messages in the channel (split from Manage Messages, which stopped granting it on 2026-01-12;
+    # discord.py 2.7 documents pin_messages); a channel holds at most MAX_PINS pinned messages.
+    def _pin_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.PIN_MESSAGES)
+        stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        if not stored.json.get("pinned"):
+            pinned = [m for m in self.messages.values()
+                      if m.channel_id == stored.channel_id and not m.deleted and m.json.get("pinned")]
+            if len(pinned) >= MAX_PINS:
+                raise _APIError(400, f"Maximum number of pins reached ({MAX_PINS})", 30003)
+            stored.json["pinned"] = True
+        return web.Response(status=204)
+
+    def _unpin_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.PIN_MESSAGES)
+        stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        stored.json["pinned"] = False
+        return web.Response(status=204)
+
+    def pinned(self, channel_id: int) -> list[int]:
+        """Ids of the channel's pinned messages (test-side inspection)."""
+        return [m.id for m in self.messages.values() if m.channel_id == channel_id and not m.deleted
+                and m.json.get("pinned")]
 
     def _put_overwrite(self, call: RecordedCall, channel_id: str, overwrite_id: str) -> web.Response:
         channel = self._channel_or_404(channel_id)
