@@ -272,7 +272,7 @@ class DiscordAdapter:
         the answer, used when the interaction has to be deferred before core answered; `mentions` are
         the members picked in its user options."""
         if isinstance(cmd, RaidStart):
-            lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock)
+            lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock, thread=cmd.thread)
             if lacking:  # refused before anything starts: never a raid without its post
                 await interaction.response.send_message(permissions.refusal(lacking), ephemeral=True)
                 return
@@ -387,6 +387,9 @@ class DiscordAdapter:
         if not await self.posts.owe(event.raid_id):
             return  # posted already, or this process or another one is delivering it
         progress = await self.services.raids.progress(event.raid_id, top=0)
+        if progress.in_thread and progress.thread is None and progress.active:
+            if not await self.posts.open_thread(progress):  # where the post goes; refused: cancelled below
+                return  # Discord busy: still owed, the sweep brings it back
         if progress.lock and progress.active:
             await self.locks.lock(progress)
         await self.posts.post_now(event.raid_id)

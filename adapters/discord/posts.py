@@ -29,6 +29,7 @@ import discord
 
 from core.directory import ChatRef, community_chat
 from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
+from core.i18n import _
 from core.outbox import Delivery, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -206,6 +207,30 @@ class RaidPosts:
             raise
         # Sent, or failed (the sweep brings it back as PostDue), or someone else sent it.
         self._owed.discard(raid_id)
+
+    async def open_thread(self, progress: RaidProgress) -> bool:
+        """Start the thread a raid started with `thread` runs in; the raid moves there (its post, report,
+        buttons and commands). Refused: the raid never gets a post, like a refused post. False when
+        Discord was busy (a 5xx, a long 429): the raid post stays owed and the sweep tries again."""
+        channel = self._client().get_channel(int(progress.chat.destination))
+        name = _("Raid #{id}").format(id=progress.id)
+        try:
+            if not isinstance(channel, discord.TextChannel):
+                raise LookupError(f"channel {progress.chat.destination} cannot hold a thread")
+            thread = await channel.create_thread(name=name, type=discord.ChannelType.public_thread,
+                                                 auto_archive_duration=1440, reason=f"raid #{progress.id}")
+        except (discord.Forbidden, discord.NotFound, LookupError) as exc:
+            reason = exc.text if isinstance(exc, discord.HTTPException) else str(exc)
+            log.warning("raid #%s: Discord refused its thread: %s", progress.id, reason)
+            self.refused[progress.id] = reason or "refused"
+            self._gone.add(progress.id)
+            return True
+        except (discord.DiscordServerError, discord.RateLimited) as exc:
+            log.warning("raid #%s: starting its thread failed, the sweep tries again: %s", progress.id, exc)
+            self._owed.discard(progress.id)
+            return False
+        await self.s.raids.move_to_thread(progress.id, str(thread.id))
+        return True
 
     async def _pin(self, raid_id: int, message: discord.Message, ref: dict[str, Any]) -> None:
         """Pin the raid post. A refusal (no Pin Messages here, the channel's pins full) leaves the raid

@@ -93,6 +93,7 @@ class RaidStart:
     replace: bool = False
     verification: str | None = None
     pin: bool | None = None  # None: the community's `pin` setting
+    thread: bool = False  # Discord's `thread` option: the raid runs in a new thread of the channel
 
 
 @dataclass(frozen=True)

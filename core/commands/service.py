@@ -200,7 +200,8 @@ class CommandService:
             return await self._claim(ctx, raid_id, cmd)
         if isinstance(cmd, p.RaidStart):
             spec = RaidSpec(cmd.url, cmd.objectives, cmd.points, cmd.duration_seconds, cmd.max_participants,
-                            cmd.lock, cmd.replace, cmd.verification, pin=cmd.pin, thread=ctx.thread)
+                            cmd.lock, cmd.replace, cmd.verification, pin=cmd.pin, thread=ctx.thread,
+                            in_thread=cmd.thread)
             progress = await s.raids.start(ctx.chat, spec, by=ctx.member)
             return Reply(raid_view(progress), quiet=True, raid=progress)
         if isinstance(cmd, p.RaidEnd):

@@ -63,6 +63,7 @@ class MetricsMixin(RaidsBase):
             end_cause=raid.end_cause,
             pin=raid.pin_post,
             thread=raid.thread_id,
+            in_thread=raid.in_thread,
         )
 
     async def _raid_board(self, s: AsyncSession, raid: Any, limit: int, offset: int = 0) -> list[BoardEntry]:

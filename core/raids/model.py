@@ -45,6 +45,7 @@ class RaidSpec:
     pin: bool | None = None  # None: the community's `pin` setting
     # Telegram: the forum topic the raid was started in (its posts, replies and lock stay there).
     thread: str | None = None
+    in_thread: bool = False  # Discord: the raid runs in a new thread of the channel it was started in
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ class RaidProgress:
     session_id: str | None = None
     end_cause: str | None = None  # END_CAUSES key once ended
     pin: bool = False
-    thread: str | None = None  # Telegram forum topic id the raid runs in
+    thread: str | None = None  # Telegram forum topic id the raid runs in; on Discord the thread made for it
+    in_thread: bool = False  # Discord: runs in a thread of its own (made when its post goes up)
 
     @property
     def active(self) -> bool:

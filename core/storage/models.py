@@ -224,7 +224,9 @@ class Raid(Base):
     # The raid post is pinned while the raid runs; its unpin is an outbox row written when it ends.
     pin_post: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A Telegram forum topic (message_thread_id) the raid runs in: its posts, replies and lock stay there.
+    # On Discord the thread made for an `in_thread` raid (channel_id then names that thread too).
     thread_id: Mapped[str | None] = mapped_column(String(64))
+    in_thread: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RaidObjective(Base):

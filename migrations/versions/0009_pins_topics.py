@@ -7,7 +7,8 @@ Create Date: 2026-12-06
 `raid_sessions.pin_post`: the raid post is pinned while the raid runs (unpinned at its end through
 an outbox row, retried until done). `raid_sessions.thread_id`: the Telegram forum topic
 (message_thread_id) a raid was started in, so its post, edits, report and lock stay in that topic
-after a restart. Existing raids get neither. The outbox (`chat_posts.kind`) gains the kind `unpin`;
+after a restart; on Discord the thread made for a raid started with `thread` (`in_thread`), which
+then also becomes the raid's `channel_id`. Existing raids get none of these. The outbox (`chat_posts.kind`) gains the kind `unpin`;
 downgrading drops unpins still owed (the old code could not deliver them).
 """
 from __future__ import annotations
@@ -36,11 +37,13 @@ def upgrade() -> None:
     with op.batch_alter_table('raid_sessions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pin_post', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('thread_id', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('in_thread', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
     op.execute("DELETE FROM chat_posts WHERE kind = 'unpin'")
     _kinds(KINDS_BEFORE)
     with op.batch_alter_table('raid_sessions', schema=None) as batch_op:
+        batch_op.drop_column('in_thread')
         batch_op.drop_column('thread_id')
         batch_op.drop_column('pin_post')
