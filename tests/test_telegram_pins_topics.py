@@ -205,3 +205,28 @@ async def test_a_topic_raid_without_the_right_to_manage_topics_runs_unlocked_wit
     await end_now(services, clock, adapter)
     assert await services.locks.pending_releases("telegram") == []
 
+
+
+async def test_a_topic_reopened_by_an_admin_during_the_raid_still_releases_and_a_closed_one_stays_closed(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter, clock: FakeClock  # noqa: F811
+) -> None:
+    fake.set_member(GROUP, fake.bot_id, "administrator", can_manage_topics=True)
+    topic = fake.add_topic(GROUP, "Raids").message_thread_id
+    await say(fake, GROUP, MOD, f"/raid start {URL} likes=5 duration=10m lock", topic=topic)
+    await adapter.drain()
+    community = (await services.raids.progress(raid_id(services))).community_id
+    assert fake.chat(GROUP).topics[topic].closed
+    fake.chat(GROUP).topics[topic].closed = False  # an admin reopened it by hand
+    await end_now(services, clock, adapter)
+    [reopen] = fake.calls_for("reopenForumTopic")
+    assert not reopen.ok and "TOPIC_NOT_MODIFIED" in (reopen.description or "")
+    assert await services.locks.pending_releases("telegram") == [] and await services.locks.active(community) is None
+
+    closed = fake.add_topic(GROUP, "Archive", closed=True).message_thread_id
+    post = await say(fake, GROUP, MOD, f"/raid start {URL} likes=5 duration=10m lock", topic=closed)
+    await adapter.drain()
+    assert "Chat is locked for the raid." in post.text  # closed for the raid, as it was already
+    await end_now(services, clock, adapter)
+    assert fake.chat(GROUP).topics[closed].closed  # and still closed, as before the raid
+    assert len(fake.calls_for("reopenForumTopic")) == 1
+    assert await services.locks.pending_releases("telegram") == []

@@ -98,7 +98,7 @@ class ChatLocks:
             try:
                 await self._bot.close_forum_topic(chat_id, topic)
             except BadRequest as exc:
-                if "TOPIC_NOT_MODIFIED" in exc.message:  # closed already: it stays closed after the raid too
+                if "topic_not_modified" in exc.message.lower():  # closed already: it stays closed after the raid too
                     self._never_held.add(lock_id)
                 else:
                     log.warning("could not close topic %s of chat %s for raid %s: %s", topic, chat_id,
@@ -157,7 +157,7 @@ class ChatLocks:
         try:
             await self._bot.reopen_forum_topic(chat_id, topic)
         except BadRequest as exc:
-            if "TOPIC_NOT_MODIFIED" not in exc.message:  # open already (reopened by an admin): done
+            if "topic_not_modified" not in exc.message.lower():  # open already (reopened by an admin): done
                 raise
 
     async def _set(self, chat_id: int, permissions: ChatPermissions) -> None:
