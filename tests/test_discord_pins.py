@@ -13,15 +13,18 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
+from adapters.discord.adapter import DiscordAdapter
 from core.clock import FakeClock
 from core.outbox import FIRST_RETRY, unpin_key
 from core.services import Services
+from tests.fakes.discord_api import DiscordHarness
 from tests.test_discord_adapter import (
     BOT_ROLE,
     CHANNEL_ID,
     GUILD_ID,
     Bot,
     as_mod,
+    fake_config,
     guild,
     make_bot,
     original_text,
@@ -83,7 +86,7 @@ async def test_without_pin_messages_the_raid_runs_unpinned_and_the_moderator_is_
     assert not await bot.services.outbox.pending(unpin_key(1))
 
 
-async def test_an_unpin_discord_refused_is_finished_when_the_bot_is_ready_again(
+async def test_an_unpin_discord_refused_is_finished_by_a_new_adapter_when_it_is_ready(
     pinner: Bot, clock: FakeClock
 ) -> None:
     raid_id = await pinner.start_raid(pin=True)
@@ -94,9 +97,12 @@ async def test_an_unpin_discord_refused_is_finished_when_the_bot_is_ready_again(
     assert pinner.fake.pinned(CHANNEL_ID) == [post.id]
     assert await pinner.services.outbox.pending(unpin_key(raid_id))
 
+    await pinner.adapter.stop()  # this process is gone
     clock.advance(seconds=FIRST_RETRY)
-    await pinner.h.restart()  # a new connection: the ready finishes what is still owed
-    await asyncio.wait_for(pinner.adapter.reconciled.wait(), 5)
-    assert pinner.fake.pinned(CHANNEL_ID) == []
-    assert not await pinner.services.outbox.pending(unpin_key(raid_id))
+    second = DiscordAdapter(pinner.services, fake_config(pinner.fake))  # a new process, same server
+    async with DiscordHarness(second.build_client, guilds=[guild(bot_role=BOT_ROLE | PIN)], fake=pinner.fake):
+        await asyncio.wait_for(second.reconciled.wait(), 5)  # its first ready finishes what is owed
+        assert pinner.fake.pinned(CHANNEL_ID) == []
+        assert not await pinner.services.outbox.pending(unpin_key(raid_id))
+        await second.stop()
     assert [c.status for c in pinner.fake.calls_to(path, "DELETE")] == [403, 204]
