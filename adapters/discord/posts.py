@@ -247,7 +247,7 @@ class RaidPosts:
     async def unpin(self, raid_id: int) -> None:
         """Unpin an ended raid's post through its outbox row: a failure leaves it owed for the sweep."""
         async with self._lock(raid_id):
-            async def send(_: Delivery) -> None:
+            async def send(_d: Delivery) -> None:
                 ref = (await self.s.raids.progress(raid_id, top=0)).progress_ref or {}
                 if ref.get("pinned") and ref.get("message_id"):
                     channel = self._client().get_partial_messageable(int(ref["channel_id"]))

@@ -148,7 +148,7 @@ class RaidPosts:
     async def _post_raid(self, progress: RaidProgress, post: RaidPost) -> None:
         locked = pinned = True
 
-        async def send(_: Delivery) -> dict[str, Any] | None:
+        async def send(_d: Delivery) -> dict[str, Any] | None:
             nonlocal locked, pinned
             if not progress.active:
                 return None  # it ended before its post went out: the report tells the story
@@ -202,7 +202,7 @@ class RaidPosts:
         if post is not None and post.posting is not None:
             await asyncio.wait({post.posting})
 
-        async def send(_: Delivery) -> None:
+        async def send(_d: Delivery) -> None:
             ref = (await self._s.raids.progress(raid_id, top=0)).progress_ref or {}
             if ref.get("pinned") and ref.get("message_id"):
                 if not await self._outbox.unpin(int(ref["chat_id"]), int(ref["message_id"])):
