@@ -106,9 +106,8 @@ class ChatLocks:
                     self._never_held.add(lock_id)
                     await self._s.locks.unlock(progress.community_id, "lock failed")
                     return False
-            except TelegramError as exc:
+            except TelegramError as exc:  # it may have closed all the same: the release reopens it if so
                 log.warning("could not close topic %s of chat %s for raid %s: %s", topic, chat_id, progress.id, exc)
-                self._never_held.add(lock_id)
                 await self._s.locks.unlock(progress.community_id, "lock failed")
                 return False
         return True
