@@ -230,6 +230,7 @@ class RaidsConfig(Section):
     default_duration_minutes: int = Field(30, ge=1, le=1440)
     max_participants: int = Field(500, ge=1, le=100_000)
     allow_multiple_active: bool = False
+    pin: bool = False  # pin the raid post while the raid runs (the bot needs the right to pin)
     verification: Literal["honor", "proof_link", "x_api", "review"] = "honor"
     default_objectives: list[str] = ["like", "repost", "reply", "quote"]
     objectives: dict[str, Objective] = Field(default_factory=_default_objectives)

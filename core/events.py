@@ -75,7 +75,7 @@ class PostDue(Event):
     raid_id: int
     community_id: int
     platform: str
-    kind: str = "raid"  # raid (the live post) | report
+    kind: str = "raid"  # raid (the live post) | report | announcement | unpin (a pinned raid post)
     key: str = ""
 
 

@@ -8,6 +8,9 @@ the scheduler sweep republishes due rows (`due` -> PostDue) until one is sent. A
 send and the mark leaves the lease to expire, so the post goes out again: one repeat, never a loss.
 Each row carries a `nonce` for platforms that deduplicate a repeat (Discord's enforce_nonce).
 
+The same rule undoes a pinned raid post when the raid ends (kind `unpin`, written with the end): an
+unpin that meets a transient error is retried by the sweep, after a restart too, until the chat took it.
+
 A sent report is marked `stale` when its numbers settle later (a final sweep, a moderator's review,
 the verification window closing): delivering it again edits the message in place.
 """
@@ -65,6 +68,11 @@ def raid_key(raid_id: int) -> str:
 
 def report_key(raid_id: int) -> str:
     return f"report:{raid_id}"
+
+
+def unpin_key(raid_id: int) -> str:
+    """The unpin a pinned raid post is owed when the raid ends (kind "unpin"): repeating it is harmless."""
+    return f"unpin:{raid_id}"
 
 
 async def enqueue(s: AsyncSession, kind: str, key: str, community_id: int, raid_id: int | None, now: datetime) -> None:
@@ -182,4 +190,4 @@ class Outbox:
         await self.db.write(op)
 
 
-__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "raid_key", "report_key"]
+__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "raid_key", "report_key", "unpin_key"]

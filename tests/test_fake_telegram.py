@@ -407,3 +407,58 @@ async def test_stop_releases_a_waiting_long_poll_quickly() -> None:
         assert time.monotonic() - started < 1.0
         response = await poll
         assert await response.json() == {"ok": True, "result": []}
+
+
+async def test_pins_need_an_admin_with_can_pin_messages_in_a_supergroup(
+    app: Application, fake: FakeTelegramAPI
+) -> None:
+    bot = app.bot
+    message = await bot.send_message(GROUP, "raid")
+    with pytest.raises(BadRequest, match="(?i)not enough rights to manage pinned messages"):
+        await bot.pin_chat_message(GROUP, message.message_id)
+    fake.set_member(GROUP, fake.bot_id, "administrator")  # an admin, but without the right
+    with pytest.raises(BadRequest, match="(?i)not enough rights to manage pinned messages"):
+        await bot.pin_chat_message(GROUP, message.message_id)
+    fake.set_member(GROUP, fake.bot_id, "administrator", can_pin_messages=True)
+    assert await bot.pin_chat_message(GROUP, message.message_id, disable_notification=True)
+    assert fake.chat(GROUP).pinned == [message.message_id]
+    with pytest.raises(BadRequest, match="(?i)message to pin not found"):
+        await bot.pin_chat_message(GROUP, 9999)
+    assert await bot.unpin_chat_message(GROUP, message_id=message.message_id)
+    assert fake.chat(GROUP).pinned == []
+    with pytest.raises(BadRequest, match="(?i)message to unpin not found"):
+        await bot.unpin_chat_message(GROUP, message_id=9999)
+
+
+async def test_forum_topics_take_messages_only_where_they_exist_and_closed_ones_only_from_admins(
+    app: Application, fake: FakeTelegramAPI
+) -> None:
+    bot = app.bot
+    with pytest.raises(BadRequest, match="(?i)message thread not found"):
+        await bot.send_message(GROUP, "hi", message_thread_id=5)  # not a forum at all
+    topic = fake.add_topic(GROUP, "Raids").message_thread_id
+    with pytest.raises(BadRequest, match="(?i)message thread not found"):
+        await bot.send_message(GROUP, "hi", message_thread_id=topic + 100)
+    sent = await bot.send_message(GROUP, "hi", message_thread_id=topic)
+    assert sent.message_thread_id == topic and sent.is_topic_message
+    reply = await bot.send_message(GROUP, "re", reply_to_message_id=sent.message_id)  # follows its target
+    assert reply.message_thread_id == topic
+
+    with pytest.raises(BadRequest, match="(?i)not enough rights to manage topics"):
+        await bot.close_forum_topic(GROUP, topic)
+    with pytest.raises(BadRequest, match="(?i)not enough rights to create a topic"):
+        await bot.create_forum_topic(GROUP, "Mine")
+    fake.set_member(GROUP, fake.bot_id, "administrator", can_manage_topics=True)
+    assert await bot.close_forum_topic(GROUP, topic)
+    with pytest.raises(BadRequest, match="(?i)topic_not_modified"):
+        await bot.close_forum_topic(GROUP, topic)
+    assert (await bot.send_message(GROUP, "admins may", message_thread_id=topic)).message_thread_id == topic
+    fake.set_member(GROUP, fake.bot_id, "member")
+    with pytest.raises(BadRequest, match="(?i)topic_closed"):
+        await bot.send_message(GROUP, "members may not", message_thread_id=topic)
+    fake.set_member(GROUP, fake.bot_id, "administrator", can_manage_topics=True)
+    assert await bot.reopen_forum_topic(GROUP, topic)
+    with pytest.raises(BadRequest, match="(?i)topic_not_modified"):
+        await bot.reopen_forum_topic(GROUP, topic)
+    made = await bot.create_forum_topic(GROUP, "Mine")
+    assert made.name == "Mine" and made.message_thread_id in fake.chat(GROUP).topics

@@ -35,6 +35,7 @@ from core.events import (
     RaidStarted,
     ReportChanged,
 )
+from core.i18n import _
 from core.services import Services
 from core.targets import Mention
 
@@ -150,7 +151,7 @@ class DiscordAdapter:
 
     async def on_ready(self) -> None:
         """Adopt the servers' old channel communities; finish chat-lock releases a previous run
-        requested but could not confirm."""
+        requested but could not confirm, and the unpins of ended raids still owed."""
         for guild in list(self.client.guilds):
             await self.adopt_guild(guild)
         try:
@@ -159,6 +160,10 @@ class DiscordAdapter:
                 log.info("restored %d channel(s) whose raid lock was released while away", restored)
         except Exception:
             log.exception("restoring released chat locks failed")
+        try:
+            await self.posts.finish_unpins()
+        except Exception:
+            log.exception("finishing owed unpins failed")
         finally:
             self.reconciled.set()
 
@@ -270,7 +275,7 @@ class DiscordAdapter:
         the answer, used when the interaction has to be deferred before core answered; `mentions` are
         the members picked in its user options."""
         if isinstance(cmd, RaidStart):
-            lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock)
+            lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock, thread=cmd.thread)
             if lacking:  # refused before anything starts: never a raid without its post
                 await interaction.response.send_message(permissions.refusal(lacking), ephemeral=True)
                 return
@@ -343,7 +348,11 @@ class DiscordAdapter:
         progress = await self.services.raids.progress(raid_id, top=0)
         if progress.progress_ref is None:
             return render.post_pending(raid_id)
-        return render.quiet_ack(reply, jump_url(progress.progress_ref))
+        ack = render.quiet_ack(reply, jump_url(progress.progress_ref))
+        if raid_id in self.posts.unpinned:
+            ack += " " + _("I couldn't pin it: I need the Pin Messages permission in this channel. "
+                           "The raid runs unpinned.")
+        return ack
 
     async def on_tree_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -381,6 +390,9 @@ class DiscordAdapter:
         if not await self.posts.owe(event.raid_id):
             return  # posted already, or this process or another one is delivering it
         progress = await self.services.raids.progress(event.raid_id, top=0)
+        if progress.in_thread and progress.thread is None and progress.active:
+            if not await self.posts.open_thread(progress):  # where the post goes; refused: cancelled below
+                return  # Discord busy: still owed, the sweep brings it back
         if progress.lock and progress.active:
             await self.locks.lock(progress)
         await self.posts.post_now(event.raid_id)
@@ -398,6 +410,8 @@ class DiscordAdapter:
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
         elif event.kind == "report":
             await self.posts.post_report(event.raid_id)
+        elif event.kind == "unpin":
+            await self.posts.unpin(event.raid_id)
         elif event.kind == "announcement":
             owed = await self.services.schedules.owed(event.key)
             if owed is not None:

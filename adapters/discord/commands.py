@@ -146,6 +146,8 @@ raid = ModeratorGroup(name="raid", description="Run raids in this channel", guil
     minutes="How long the raid runs (default 30)", max_participants="Most raiders allowed",
     lock="Lock the chat while the raid runs", replace="End the raid running here and start this one",
     verification="How claims are checked",
+    pin="Pin the raid post while it runs (default: the server's pin setting)",
+    thread="Run the raid in a new thread of this channel",
 )
 async def raid_start(
     interaction: Interaction,
@@ -161,6 +163,8 @@ async def raid_start(
     lock: bool = False,
     replace: bool = False,
     verification: Verification | None = None,
+    pin: bool | None = None,
+    thread: bool = False,
 ) -> None:
     targets = {"like": likes, "repost": reposts, "reply": replies, "quote": quotes, "bookmark": bookmarks,
                "follow": follows}
@@ -172,6 +176,8 @@ async def raid_start(
         lock=lock,
         replace=replace,
         verification=verification,
+        pin=pin,
+        thread=thread,
     )
     await run(interaction, cmd, defer=True)  # posting and locking happen inside: answer first
 

@@ -21,6 +21,10 @@ class Need:
     label: str  # the name Discord's settings show
     why: str
     lock_only: bool = False  # needed only for a raid that locks the chat
+    thread_only: bool = False  # needed only for a raid that runs in a thread of its own
+    # Asked for in the invite but never a reason to refuse a raid: without it the raid runs without
+    # what the permission is for (its post unpinned), and the moderator is told.
+    optional: bool = False
 
 
 NEEDED: tuple[Need, ...] = (
@@ -33,11 +37,15 @@ NEEDED: tuple[Need, ...] = (
         "the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)",
         lock_only=True,
     ),
+    Need("pin_messages", "Pin Messages", "pin the raid post while the raid runs", optional=True),
+    Need("create_public_threads", "Create Public Threads", "start the thread a raid runs in", thread_only=True),
+    Need("send_messages_in_threads", "Send Messages in Threads", "post the raid and its report in its thread",
+         thread_only=True),
 )
 
 # What the bot's own member overwrite allows while a channel is locked: everything it needs to keep
 # posting and editing there, whatever the lock denies to @everyone.
-SPEAKING = discord.Permissions(**{n.flag: True for n in NEEDED if not n.lock_only})
+SPEAKING = discord.Permissions(**{n.flag: True for n in NEEDED if not (n.lock_only or n.thread_only or n.optional)})
 
 
 def invite_permissions() -> discord.Permissions:
@@ -50,9 +58,11 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=invite_permissions(), scopes=SCOPES)
 
 
-def missing(held: discord.Permissions, *, lock: bool) -> list[Need]:
-    """What a raid (locking or not) needs in a channel and the bot does not hold there."""
-    return [n for n in NEEDED if (lock or not n.lock_only) and not getattr(held, n.flag)]
+def missing(held: discord.Permissions, *, lock: bool, thread: bool = False) -> list[Need]:
+    """What a raid (locking or not, in a thread of its own or not) needs in a channel and the bot does
+    not hold there."""
+    return [n for n in NEEDED if not n.optional and (lock or not n.lock_only) and (thread or not n.thread_only)
+            and not getattr(held, n.flag)]
 
 
 def refusal(lacking: list[Need]) -> str:

@@ -9,6 +9,10 @@ Edits are PATCHes of one known message, so retrying never duplicates a post. The
 report go through core's outbox (claimed, sent, then marked; retried by the scheduler sweep until
 sent), each sent with the row's nonce and Discord's enforce_nonce, so a repeat after a lost answer
 returns the message already made instead of making a second one.
+
+A raid with `pin` has its post pinned right after it is sent (the ref records `pinned` first, so the
+unpin owed at the end always finds it); the unpin is an outbox row written with the raid's end, so a
+refusal or an outage leaves it owed for the sweep, and the next ready finishes what a restart left.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import discord
 
 from core.directory import ChatRef, community_chat
 from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
-from core.outbox import Delivery, raid_key, report_key
+from core.i18n import _
+from core.outbox import Delivery, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -56,6 +61,7 @@ class RaidPosts:
         self._gone: set[int] = set()  # posts deleted or out of reach: stop editing them
         self._owed: set[int] = set()  # raid posts this process is delivering (refresh may create them)
         self.refused: dict[int, str] = {}  # raid id -> why Discord refused its first post (it never went up)
+        self.unpinned: dict[int, str] = {}  # raid id -> why Discord refused to pin its post (it runs unpinned)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -95,6 +101,7 @@ class RaidPosts:
             return
         await self.post_now(event.raid_id)  # the final edit: no claim buttons any more
         await self.post_report(event.raid_id)
+        await self.unpin(event.raid_id)
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         if await self.chat_of(event.community_id) is not None:
@@ -144,7 +151,7 @@ class RaidPosts:
             if ref is None:
                 if raid_id in self._owed:  # an ended raid's post is settled without a message
                     await self._deliver_raid_post(raid_id, int(progress.chat.destination),
-                                                  parts if progress.active else None, drawn)
+                                                  parts if progress.active else None, drawn, pin=progress.pin)
                 return  # else: not posted yet, and another process (or the sweep) delivers it
             if self._drawn.get(raid_id) == drawn:
                 return
@@ -168,7 +175,7 @@ class RaidPosts:
             self._drawn.pop(next(iter(self._drawn)))
 
     async def _deliver_raid_post(
-        self, raid_id: int, channel_id: int, parts: dict[str, Any] | None, drawn: str
+        self, raid_id: int, channel_id: int, parts: dict[str, Any] | None, drawn: str, *, pin: bool = False
     ) -> None:
         async def send(d: Delivery) -> dict[str, Any] | None:
             if parts is None:
@@ -183,7 +190,11 @@ class RaidPosts:
             guild_id = message.guild.id if message.guild else await self._guild_of(channel.id)
             ref = {"channel_id": str(channel.id), "message_id": str(message.id),
                    "guild_id": str(guild_id) if guild_id else None}
+            if pin:
+                ref["pinned"] = True  # saved before pinning: the unpin owed at the end finds it, whatever happens
             await self.s.raids.set_progress_ref(raid_id, ref)
+            if pin:
+                await self._pin(raid_id, message, ref)
             return ref
 
         try:
@@ -196,6 +207,68 @@ class RaidPosts:
             raise
         # Sent, or failed (the sweep brings it back as PostDue), or someone else sent it.
         self._owed.discard(raid_id)
+
+    async def open_thread(self, progress: RaidProgress) -> bool:
+        """Start the thread a raid started with `thread` runs in; the raid moves there (its post, report,
+        buttons and commands). Refused: the raid never gets a post, like a refused post. False when
+        Discord was busy (a 5xx, a long 429): the raid post stays owed and the sweep tries again."""
+        channel = self._client().get_channel(int(progress.chat.destination))
+        name = _("Raid #{id}").format(id=progress.id)
+        try:
+            if not isinstance(channel, discord.TextChannel):
+                raise LookupError(f"channel {progress.chat.destination} cannot hold a thread")
+            thread = await channel.create_thread(name=name, type=discord.ChannelType.public_thread,
+                                                 auto_archive_duration=1440, reason=f"raid #{progress.id}")
+        except (discord.Forbidden, discord.NotFound, LookupError) as exc:
+            reason = exc.text if isinstance(exc, discord.HTTPException) else str(exc)
+            log.warning("raid #%s: Discord refused its thread: %s", progress.id, reason)
+            self.refused[progress.id] = reason or "refused"
+            self._gone.add(progress.id)
+            return True
+        except (discord.DiscordServerError, discord.RateLimited) as exc:
+            log.warning("raid #%s: starting its thread failed, the sweep tries again: %s", progress.id, exc)
+            self._owed.discard(progress.id)
+            return False
+        await self.s.raids.move_to_thread(progress.id, str(thread.id))
+        return True
+
+    async def _pin(self, raid_id: int, message: discord.Message, ref: dict[str, Any]) -> None:
+        """Pin the raid post. A refusal (no Pin Messages here, the channel's pins full) leaves the raid
+        running unpinned, remembered for the moderator's answer; never raises, so the post stays sent."""
+        try:
+            await message.pin(reason=f"raid #{raid_id} is running")
+        except (discord.DiscordServerError, discord.RateLimited) as exc:  # the unpin at the end tidies up
+            log.warning("pinning raid #%s post failed: %s", raid_id, exc)
+        except discord.HTTPException as exc:
+            log.warning("Discord refused to pin raid #%s post: %s", raid_id, exc)
+            self.unpinned[raid_id] = exc.text or "refused"
+            await self.s.raids.set_progress_ref(raid_id, {k: v for k, v in ref.items() if k != "pinned"})
+
+    async def unpin(self, raid_id: int) -> None:
+        """Unpin an ended raid's post through its outbox row: a failure leaves it owed for the sweep."""
+        async with self._lock(raid_id):
+            async def send(_d: Delivery) -> None:
+                ref = (await self.s.raids.progress(raid_id, top=0)).progress_ref or {}
+                if ref.get("pinned") and ref.get("message_id"):
+                    channel = self._client().get_partial_messageable(int(ref["channel_id"]))
+                    try:
+                        await _sent(channel.get_partial_message(int(ref["message_id"])).unpin(
+                            reason=f"raid #{raid_id} ended"))
+                    except discord.NotFound:
+                        log.info("raid #%s post is gone: nothing to unpin", raid_id)
+                return None
+
+            try:
+                await self.s.outbox.deliver(unpin_key(raid_id), send)
+            except RetryLater as exc:
+                self._later(exc.seconds, lambda: self.unpin(raid_id))
+
+    async def finish_unpins(self) -> int:
+        """Unpins owed from before a restart, without waiting for the first sweep."""
+        owed = [d for d in await self.s.outbox.due() if d.platform == PLATFORM and d.kind == "unpin"]
+        for due in owed:
+            await self.unpin(due.raid_id)
+        return len(owed)
 
     async def _with_lock_state(self, progress: RaidProgress) -> RaidProgress:
         """The post says the chat is locked only while this raid's lock really holds."""

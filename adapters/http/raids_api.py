@@ -254,7 +254,7 @@ async def create_raid(request: Request, body: RaidCreate) -> dict[str, Any]:
     wanted = ChatRef(body.community.platform, body.community.id, body.community.title, body.community.channel)
     chat = _chat_for(request, wanted, wanted)
     spec = RaidSpec(body.target_url, body.objectives, body.points, body.duration_seconds, body.max_participants,
-                    body.lock, body.replace, body.verification)
+                    body.lock, body.replace, body.verification, pin=body.pin)
     by = _member(body.started_by) if body.started_by else None
     return (await _svc(request).raids.start(chat, spec, by=by)).as_dict()
 

@@ -91,6 +91,8 @@ class RaidCreate(Body):
     duration_seconds: int | None = Field(None, ge=MIN_DURATION, le=MAX_DURATION)
     max_participants: int | None = Field(None, ge=1, le=100_000)
     lock: bool = False
+    pin: bool | None = Field(None, description="pin the raid post while the raid runs; null: the community's "
+                                               "`pin` setting")
     replace: bool = Field(False, description="end the chat's running raid (cancelled) and start this one")
     verification: Verification | None = None
     started_by: MemberIn | None = None
@@ -203,6 +205,7 @@ class RaidOut(Model):
     points_awarded: int
     pending_claims: int
     lock: bool
+    pin: bool = Field(False, description="the raid post is pinned while the raid runs (where the bot may pin)")
     verification: str
     time_left_seconds: int
     completion_pct: float

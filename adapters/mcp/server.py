@@ -126,6 +126,8 @@ def add_tools(server: MCPServer, services: Services) -> None:
         duration_minutes: Annotated[int | None, Field(ge=1, le=1440, description="Default: 30")] = None,
         max_participants: Annotated[int | None, Field(ge=1, le=100_000, description="Default: 500")] = None,
         lock: Annotated[bool, Field(description="Lock the chat for members while the raid runs")] = False,
+        pin: Annotated[bool | None, Field(description="Pin the raid post while the raid runs; omitted: the "
+                                                      "community's pin setting")] = None,
         replace: Annotated[bool, Field(description="End a raid still running in this chat and start this one")] = False,
         chat_title: Annotated[str | None, Field(max_length=256, description="Chat name to store")] = None,
         channel_id: Annotated[str | None, Field(min_length=1, max_length=128,
@@ -141,6 +143,7 @@ def add_tools(server: MCPServer, services: Services) -> None:
             max_participants=max_participants,
             lock=lock,
             replace=replace,
+            pin=pin,
         )
         by = started_by.ref() if started_by else MCP_ACTOR
         progress = await services.raids.start(ChatRef(chat_platform, chat_id, chat_title, channel_id), spec, by=by)

@@ -126,6 +126,7 @@ class TelegramAdapter:
         elif app.updater is not None:
             await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         await self._locks.restore_pending()
+        await self._posts.finish_unpins()
 
     async def stop(self) -> None:
         """Stop taking updates, give in-flight posts and edits a moment, then close the connection.
@@ -189,7 +190,7 @@ class TelegramAdapter:
 
     async def _context(
         self, chat: Chat, user: User, sender_chat: Chat | None = None, *,
-        mentions: tuple[Mention, ...] = (), reply_to: MemberRef | None = None,
+        mentions: tuple[Mention, ...] = (), reply_to: MemberRef | None = None, thread: int | None = None,
     ) -> ChatContext:
         return ChatContext(
             chat=ChatRef(PLATFORM, str(chat.id), chat.title),
@@ -198,6 +199,7 @@ class TelegramAdapter:
             private=chat.type == Chat.PRIVATE,
             mentions=mentions,
             reply_to=reply_to,
+            thread=str(thread) if thread is not None else None,
         )
 
     def _addressed_to_us(self, text: str) -> bool:
@@ -214,14 +216,17 @@ class TelegramAdapter:
         text, mentions = _with_mentions(message)
         replied = message.reply_to_message
         author = replied.from_user if replied is not None and not message.is_topic_message else None
+        thread = _topic(message)
         ctx = await self._context(chat, user, message.sender_chat, mentions=mentions,
-                                  reply_to=_member(author) if author is not None and not author.is_bot else None)
+                                  reply_to=_member(author) if author is not None and not author.is_bot else None,
+                                  thread=thread)
         reply = await self.services.commands.handle_text(ctx, text)
         if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
             return
         text = render_html(reply.view)
         if text:
-            await self._outbox.send(chat.id, text, markup=keyboard(reply.view.buttons), reply_to=message.message_id)
+            await self._outbox.send(chat.id, text, markup=keyboard(reply.view.buttons), reply_to=message.message_id,
+                                    thread=thread)
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -245,8 +250,15 @@ class TelegramAdapter:
                 await update.callback_query.answer(SORRY)
             elif update.effective_message is not None and update.effective_chat is not None:
                 await self._outbox.send(
-                    update.effective_chat.id, escape(SORRY), reply_to=update.effective_message.message_id
+                    update.effective_chat.id, escape(SORRY), reply_to=update.effective_message.message_id,
+                    thread=_topic(update.effective_message),
                 )
+
+
+def _topic(message: Message) -> int | None:
+    """The forum topic a message was sent in; None in the General topic and outside forums (where
+    message_thread_id may name a reply thread, not a topic)."""
+    return message.message_thread_id if message.is_topic_message else None
 
 
 def _member(user: User) -> MemberRef:

@@ -6,6 +6,10 @@ makes the chat's permissions equal to the saved ones (with independent permissio
 applies them exactly) and only then confirms the release; unconfirmed releases are retried on start
 and by the scheduler sweep (core decides when).
 Work on one chat is serialized so a release and the next raid's lock cannot interleave.
+
+A raid started in a forum topic locks only that topic: it is closed (members cannot write in a
+closed topic; admins with can_manage_topics can) and reopened at the release; the group's
+permissions are left alone. The saved record is then `{"topic_id": <id>}`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from telegram import Bot, ChatPermissions
-from telegram.error import RetryAfter, TelegramError
+from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from core.errors import Conflict
 from core.events import LockReleased
@@ -47,6 +51,7 @@ class ChatLocks:
         self._spawn = spawn
         self._guards: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._releasing: set[int] = set()  # lock ids whose release is requested, not yet confirmed
+        self._never_held: set[int] = set()  # topic locks whose closing failed: nothing to reopen
 
     async def _permissions(self, chat_id: int) -> dict[str, Any]:
         chat = await self._bot.get_chat(chat_id)
@@ -56,6 +61,8 @@ class ChatLocks:
         """Lock the raid's chat. False when that failed (mostly: the bot lacks the right to restrict
         members): a saved record is released again and the raid runs unlocked."""
         chat_id = int(progress.chat.external_id)
+        if progress.thread:
+            return await self._lock_topic(progress, chat_id, int(progress.thread))
         async with self._guards[chat_id]:
             try:
                 saved = await self._permissions(chat_id)
@@ -74,6 +81,33 @@ class ChatLocks:
                 await self._set(chat_id, ChatPermissions.no_permissions())
             except TelegramError as exc:
                 log.warning("could not lock chat %s for raid %s: %s", chat_id, progress.id, exc)
+                await self._s.locks.unlock(progress.community_id, "lock failed")
+                return False
+        return True
+
+    async def _lock_topic(self, progress: RaidProgress, chat_id: int, topic: int) -> bool:
+        """Close the raid's forum topic; the group's permissions stay as they are."""
+        async with self._guards[chat_id]:
+            deadline = self._s.locks.raid_deadline(progress.ends_at)
+            try:
+                lock_id = await self._s.locks.lock(progress.community_id, {"topic_id": topic}, deadline,
+                                                   raid_id=progress.id)
+            except Conflict:
+                log.warning("chat %s is still locked by an earlier lock; raid %s keeps it", chat_id, progress.id)
+                return True
+            try:
+                await self._bot.close_forum_topic(chat_id, topic)
+            except BadRequest as exc:
+                if "topic_not_modified" in exc.message.lower():  # closed already: it stays closed after the raid too
+                    self._never_held.add(lock_id)
+                else:
+                    log.warning("could not close topic %s of chat %s for raid %s: %s", topic, chat_id,
+                                progress.id, exc.message)
+                    self._never_held.add(lock_id)
+                    await self._s.locks.unlock(progress.community_id, "lock failed")
+                    return False
+            except TelegramError as exc:  # it may have closed all the same: the release reopens it if so
+                log.warning("could not close topic %s of chat %s for raid %s: %s", topic, chat_id, progress.id, exc)
                 await self._s.locks.unlock(progress.community_id, "lock failed")
                 return False
         return True
@@ -107,12 +141,23 @@ class ChatLocks:
         already has them (the lock never took hold) is only confirmed."""
         try:
             async with self._guards[chat_id]:
-                if saved and await self._permissions(chat_id) != saved:
+                if "topic_id" in saved:
+                    if lock_id not in self._never_held:
+                        await self._reopen(chat_id, int(saved["topic_id"]))
+                elif saved and await self._permissions(chat_id) != saved:
                     await self._set(chat_id, ChatPermissions.de_json(saved, self._bot))
                 await self._s.locks.confirm_released(lock_id)
         finally:
             self._releasing.discard(lock_id)  # on failure the lock still holds, and the post says so
+            self._never_held.discard(lock_id)
         log.info("chat %s has its permissions back (lock %s)", chat_id, lock_id)
+
+    async def _reopen(self, chat_id: int, topic: int) -> None:
+        try:
+            await self._bot.reopen_forum_topic(chat_id, topic)
+        except BadRequest as exc:
+            if "topic_not_modified" not in exc.message.lower():  # open already (reopened by an admin): done
+                raise
 
     async def _set(self, chat_id: int, permissions: ChatPermissions) -> None:
         attempts = 0

@@ -64,15 +64,18 @@ class Outbox:
         *,
         markup: InlineKeyboardMarkup | None = None,
         reply_to: int | None = None,
+        thread: int | None = None,
     ) -> Message:
-        """Send an HTML message, waiting out flood answers a few times before giving up."""
+        """Send an HTML message (into forum topic `thread`, if given), waiting out flood answers a few
+        times before giving up."""
         reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         attempts = 0
         while True:
             await self.slot(chat_id)
             try:
                 return await self._bot.send_message(
-                    chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup, reply_parameters=reply
+                    chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup, reply_parameters=reply,
+                    message_thread_id=thread,
                 )
             except RetryAfter as exc:
                 attempts += 1
@@ -118,4 +121,21 @@ class Outbox:
             raise
         except NetworkError as exc:  # 5xx or timeout: an edit is safe to repeat, so retry it later
             raise RetryLater(SERVER_ERROR_BACKOFF * 2) from exc
+        return True
+
+    async def pin(self, chat_id: int, message_id: int) -> None:
+        """Pin a message without notifying the members (the raid post itself already did)."""
+        await self._bot.pin_chat_message(chat_id, message_id, disable_notification=True)
+
+    async def unpin(self, chat_id: int, message_id: int) -> bool:
+        """Unpin one message. False when the message is gone (deleted: nothing is pinned any more); a
+        flood answer becomes RetryLater; other refusals (rights taken away) are raised."""
+        try:
+            await self._bot.unpin_chat_message(chat_id, message_id=message_id)
+        except RetryAfter as exc:
+            raise RetryLater(retry_seconds(exc)) from exc
+        except BadRequest as exc:
+            if "not found" in exc.message.lower():
+                return False
+            raise
         return True

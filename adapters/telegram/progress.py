@@ -7,6 +7,10 @@ Event handlers return quickly (they run inside the core call that published the 
 Telegram work happens in background tasks. The raid post and the report go through core's outbox
 (core/outbox.py): claimed, sent, then marked, and retried by the scheduler sweep until sent; a report
 whose numbers settle later is edited in place.
+
+A raid with `pin` has its post pinned once it is up and unpinned when it ends; the unpin is an outbox
+row written with the raid's end, so a transient failure (or a restart) leaves it owed until it lands.
+A raid started in a forum topic (`progress.thread`) posts, reports and notices in that topic.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
-from core.outbox import Delivery, raid_key, report_key
+from core.i18n import _
+from core.outbox import Delivery, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -40,6 +46,7 @@ class RaidPost:
     """Where a raid's live post is; `message_id` is None while it is being sent or if that failed."""
 
     chat_id: int
+    thread: int | None = None  # the forum topic it lives in
     message_id: int | None = None
     posting: asyncio.Task[None] | None = None
     stale: bool = False  # progress changed while the post was still being sent
@@ -76,7 +83,7 @@ class RaidPosts:
             return  # this process is sending it right now
         if not await self._s.outbox.pending(raid_key(event.raid_id)):
             return  # sent already (here or by another process): edits find it through progress_ref
-        post = RaidPost(int(progress.chat.external_id))
+        post = RaidPost(int(progress.chat.external_id), _thread(progress))
         self._posts[event.raid_id] = post
         post.posting = self._spawn(self._post_raid(progress, post), "raid post")
 
@@ -88,6 +95,8 @@ class RaidPosts:
             await self.on_raid_started(RaidStarted(event.raid_id, event.community_id))
         elif event.kind == "report":
             self._spawn(self._finish(event.raid_id), "raid report")
+        elif event.kind == "unpin":
+            self._spawn(self._unpin(event.raid_id), "raid unpin")
         elif event.kind == "announcement":
             owed = await self._s.schedules.owed(event.key)
             if owed is not None:
@@ -111,6 +120,7 @@ class RaidPosts:
         """The final edit, and the report: claimed in the database, so it is posted once."""
         if await self._post(event.raid_id) is not None:
             self._spawn(self._finish(event.raid_id), "raid report")
+            self._spawn(self._unpin(event.raid_id), "raid unpin")
 
     async def on_announcement_due(self, event: AnnouncementDue) -> None:
         chat_id = await self._chats.chat_id(event.community_id)
@@ -128,7 +138,7 @@ class RaidPosts:
             progress = await self._s.raids.progress(raid_id, top=0)
             post = None
             if progress.chat.platform == PLATFORM:
-                post = RaidPost(int(progress.chat.external_id))
+                post = RaidPost(int(progress.chat.external_id), _thread(progress))
                 ref = progress.progress_ref or {}
                 if ref.get("chat_id") == post.chat_id:
                     post.message_id = ref.get("message_id")
@@ -136,19 +146,25 @@ class RaidPosts:
         return self._posts[raid_id]
 
     async def _post_raid(self, progress: RaidProgress, post: RaidPost) -> None:
-        locked = True
+        locked = pinned = True
 
-        async def send(_: Delivery) -> dict[str, int] | None:
-            nonlocal locked
+        async def send(_d: Delivery) -> dict[str, Any] | None:
+            nonlocal locked, pinned
             if not progress.active:
                 return None  # it ended before its post went out: the report tells the story
             if progress.lock and progress.active:
                 locked = await self._locks.lock_for_raid(progress)
             text, markup = await self._render(progress.id)
-            message = await self._outbox.send(post.chat_id, text, markup=markup)
+            message = await self._outbox.send(post.chat_id, text, markup=markup, thread=post.thread)
             post.message_id = message.message_id
-            ref = {"chat_id": post.chat_id, "message_id": message.message_id}
+            ref: dict[str, Any] = {"chat_id": post.chat_id, "message_id": message.message_id}
+            if post.thread is not None:
+                ref["thread_id"] = post.thread
+            if progress.pin:
+                ref["pinned"] = True  # saved before pinning: the unpin owed at the end finds it, whatever happens
             await self._s.raids.set_progress_ref(progress.id, ref)
+            if progress.pin:
+                pinned = await self._pin(progress.id, post, ref)
             return ref
 
         if not await self._s.outbox.deliver(raid_key(progress.id), send):
@@ -157,7 +173,50 @@ class RaidPosts:
         if post.stale:
             self._redraw(post.chat_id, progress.id)
         if not locked and post.message_id is not None:
-            await self._outbox.send(post.chat_id, escape(NO_RIGHTS_NOTICE), reply_to=post.message_id)
+            notice = NO_RIGHTS_NOTICE if post.thread is None else _(
+                "I couldn't close this topic for the raid: I need to be an admin allowed to manage topics. "
+                "The raid runs unlocked.")
+            await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id, thread=post.thread)
+        if not pinned and post.message_id is not None:
+            notice = _("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
+                       "The raid runs unpinned.")
+            await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id, thread=post.thread)
+
+    async def _pin(self, raid_id: int, post: RaidPost, ref: dict[str, Any]) -> bool:
+        """Pin the raid post. False when Telegram refused (the bot may not pin here): the raid runs
+        unpinned and no unpin is attempted at its end. Never raises, so the post stays sent."""
+        assert post.message_id is not None
+        try:
+            await self._outbox.pin(post.chat_id, post.message_id)
+        except (BadRequest, Forbidden) as exc:
+            log.warning("could not pin raid %s post in chat %s: %s", raid_id, post.chat_id, exc.message)
+            await self._s.raids.set_progress_ref(raid_id, {k: v for k, v in ref.items() if k != "pinned"})
+            return False
+        except TelegramError as exc:  # it may have been pinned all the same: the unpin at the end tidies up
+            log.warning("pinning raid %s post in chat %s failed: %s", raid_id, post.chat_id, exc)
+        return True
+
+    async def _unpin(self, raid_id: int) -> None:
+        """Unpin an ended raid's post, through its outbox row: a failure leaves it owed for the sweep."""
+        post = await self._post(raid_id)
+        if post is not None and post.posting is not None:
+            await asyncio.wait({post.posting})
+
+        async def send(_d: Delivery) -> None:
+            ref = (await self._s.raids.progress(raid_id, top=0)).progress_ref or {}
+            if ref.get("pinned") and ref.get("message_id"):
+                if not await self._outbox.unpin(int(ref["chat_id"]), int(ref["message_id"])):
+                    log.info("raid %s post is gone: nothing to unpin", raid_id)
+            return None
+
+        with contextlib.suppress(RetryLater):  # released with its wait: the sweep brings it back then
+            await self._s.outbox.deliver(unpin_key(raid_id), send)
+
+    async def finish_unpins(self) -> None:
+        """Unpins owed from before a restart (no need to wait for the first sweep)."""
+        for due in await self._s.outbox.due():
+            if due.platform == PLATFORM and due.kind == "unpin":
+                await self._unpin(due.raid_id)
 
     async def _render(self, raid_id: int) -> Rendered:
         progress = await self._locks.shown(await self._s.raids.progress(raid_id))
@@ -215,7 +274,9 @@ class RaidPosts:
                     log.warning("report of raid %s cannot be edited: %s", raid_id, exc.message)  # deleted: stop
                 return None
             chat_id = post.chat_id if post else await self._chat_of_raid(raid_id)
-            message = await self._outbox.send(chat_id, text, reply_to=post.message_id if post else None)
+            thread = post.thread if post else None
+            message = await self._outbox.send(chat_id, text, reply_to=post.message_id if post else None,
+                                              thread=thread)
             return {"chat_id": chat_id, "message_id": message.message_id}
 
         await self._s.outbox.deliver(report_key(raid_id), send)
@@ -232,6 +293,10 @@ class RaidPosts:
 
         with contextlib.suppress(RetryLater):  # released with its wait: the sweep delivers it then
             await self._s.outbox.deliver(event.key, send)
+
+
+def _thread(progress: RaidProgress) -> int | None:
+    return int(progress.thread) if progress.thread else None
 
 
 def _fixed(text: str) -> Callable[[], Awaitable[Rendered]]:

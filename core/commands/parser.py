@@ -22,7 +22,7 @@ USAGE = {
     "link": "/link <x-handle>  or  /link verify",
     "help": "/help",
     "raid start": "/raid start <url> [likes=N reposts=N replies=N quotes=N bookmarks=N follows=N] "
-    "[duration=30m] [max=N] [lock] [replace]",
+    "[duration=30m] [max=N] [lock] [pin|nopin] [replace]",
     "raid end": "/raid end",
     "raid cancel": "/raid cancel",
     "raid status": "/raid status",
@@ -92,6 +92,8 @@ class RaidStart:
     lock: bool = False
     replace: bool = False
     verification: str | None = None
+    pin: bool | None = None  # None: the community's `pin` setting
+    thread: bool = False  # Discord's `thread` option: the raid runs in a new thread of the channel
 
 
 @dataclass(frozen=True)
@@ -305,11 +307,14 @@ def _raid(args: list[str]) -> Command:
     points: dict[str, int] = {}
     duration = max_p = None
     lock = replace = False
+    pin: bool | None = None
     verification = None
     for opt in rest[1:]:
         low = opt.lower()
         if low == "lock":
             lock = True
+        elif low in ("pin", "nopin"):
+            pin = low == "pin"
         elif low == "replace":
             replace = True
         elif "=" in low:
@@ -332,7 +337,7 @@ def _raid(args: list[str]) -> Command:
                     points[action] = _int(pts, f"{key} points", "raid start")
         else:
             raise CommandError(f"I don't understand '{opt[:32]}'", "raid start")
-    return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification)
+    return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification, pin)
 
 
 def _unlock(args: list[str]) -> Command:

@@ -41,6 +41,7 @@ class ChatContext:
     private: bool = False
     mentions: tuple[Mention, ...] = ()
     reply_to: MemberRef | None = None
+    thread: str | None = None  # the Telegram forum topic the command was sent in
 
     @property
     def platform_moderator(self) -> bool | None:
@@ -199,7 +200,8 @@ class CommandService:
             return await self._claim(ctx, raid_id, cmd)
         if isinstance(cmd, p.RaidStart):
             spec = RaidSpec(cmd.url, cmd.objectives, cmd.points, cmd.duration_seconds, cmd.max_participants,
-                            cmd.lock, cmd.replace, cmd.verification)
+                            cmd.lock, cmd.replace, cmd.verification, pin=cmd.pin, thread=ctx.thread,
+                            in_thread=cmd.thread)
             progress = await s.raids.start(ctx.chat, spec, by=ctx.member)
             return Reply(raid_view(progress), quiet=True, raid=progress)
         if isinstance(cmd, p.RaidEnd):

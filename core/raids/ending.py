@@ -68,8 +68,10 @@ class EndingMixin(MetricsMixin):
             .values(raid_id=raid_id, status=status, created_at=now, report=report)
             .on_conflict_do_nothing(index_elements=["raid_id"])
         )
-        community_id = await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
+        community_id, pinned = (await s.execute(select(Raid.community_id, Raid.pin_post).where(Raid.id == raid_id))).one()
         await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
+        if pinned:  # undone like a post is made: at least once, retried by the sweep until the chat took it
+            await outbox.enqueue(s, "unpin", outbox.unpin_key(raid_id), community_id, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
         if session_id:
             await s.execute(

@@ -61,6 +61,9 @@ class MetricsMixin(RaidsBase):
             progress_ref=raid.progress_ref,
             session_id=raid.session_id,
             end_cause=raid.end_cause,
+            pin=raid.pin_post,
+            thread=raid.thread_id,
+            in_thread=raid.in_thread,
         )
 
     async def _raid_board(self, s: AsyncSession, raid: Any, limit: int, offset: int = 0) -> list[BoardEntry]:

@@ -42,6 +42,10 @@ class RaidSpec:
     lock: bool = False
     replace: bool = False
     verification: str | None = None
+    pin: bool | None = None  # None: the community's `pin` setting
+    # Telegram: the forum topic the raid was started in (its posts, replies and lock stay there).
+    thread: str | None = None
+    in_thread: bool = False  # Discord: the raid runs in a new thread of the channel it was started in
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class RaidProgress:
     progress_ref: dict[str, Any] | None = None
     session_id: str | None = None
     end_cause: str | None = None  # END_CAUSES key once ended
+    pin: bool = False
+    thread: str | None = None  # Telegram forum topic id the raid runs in; on Discord the thread made for it
+    in_thread: bool = False  # Discord: runs in a thread of its own (made when its post goes up)
 
     @property
     def active(self) -> bool:
@@ -125,6 +132,7 @@ class RaidProgress:
             "pointsAwarded": self.points_awarded,
             "pendingClaims": self.pending,
             "lock": self.lock,
+            "pin": self.pin,
             "verification": self.verification,
             "timeLeftSeconds": self.time_left_seconds,
             "completionPct": self.completion_pct,

@@ -14,6 +14,7 @@ from core.config import RaidsConfig
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid
 from core.errors import RaidAlreadyActive, ValidationError
 from core.events import RaidStarted
+from core.i18n import _
 from core.storage.models import Community, NubiSession, Raid, RaidObjective, SessionActivity
 
 from . import scoring
@@ -33,6 +34,11 @@ class StartMixin(EndingMixin):
         if chat.platform == "discord" and not chat.channel:
             raise ValidationError("A Discord raid runs in a channel of the server: say which (its channel id).",
                                   field="channel")
+        if spec.in_thread and chat.platform != "discord":
+            raise ValidationError(_("Only a Discord raid can run in a thread of its own."), field="thread")
+        if spec.in_thread and spec.lock:
+            raise ValidationError(_("A raid in a thread of its own can't lock the chat: start it with lock or "
+                                    "with thread, not both."), field="thread")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any]]]]:
@@ -66,6 +72,9 @@ class StartMixin(EndingMixin):
                 action_count=0,
                 points_awarded=0,
                 lock_chat=spec.lock,
+                pin_post=cfg.pin if spec.pin is None else spec.pin,
+                thread_id=spec.thread,
+                in_thread=spec.in_thread,
                 verification_tier=tier,
                 scoring=scoring.ScoringRules.from_bonuses(cfg.bonuses).as_dict(),
             )
@@ -105,6 +114,18 @@ class StartMixin(EndingMixin):
         progress = await self.progress(raid_id)
         await self.bus.publish(RaidStarted(raid_id, progress.community_id))
         return progress
+
+    async def move_to_thread(self, raid_id: int, thread_id: str) -> bool:
+        """A Discord raid started with `thread` runs in the thread made for it from now on: its post,
+        report, buttons and commands live there. False when it has one already (made by another process)."""
+
+        async def op(s: AsyncSession) -> bool:
+            moved = await s.scalar(
+                update(Raid).where(Raid.id == raid_id, Raid.in_thread.is_(True), Raid.thread_id.is_(None))
+                .values(channel_id=thread_id, thread_id=thread_id).returning(Raid.id))
+            return moved is not None
+
+        return await self.db.write(op)
 
     async def set_progress_ref(self, raid_id: int, ref: dict[str, Any]) -> None:
         """Where the adapter posted the raid's live message, so edits survive a restart."""

@@ -38,7 +38,7 @@ RAID_STATUSES = ("active", "completed", "timeout", "failed", "cancelled")
 VERIFICATION_STATES = ("verified", "accepted", "pending", "rejected", "unverifiable")
 # Why a raid ended; the status alone cannot tell a moderator's early end from time running out.
 END_CAUSES = ("objectives_met", "time_up", "ended_by_moderator", "cancelled_by_moderator", "replaced")
-POST_KINDS = ("raid", "report", "announcement")
+POST_KINDS = ("raid", "report", "announcement", "unpin")
 VERIFICATION_TIERS = ("honor", "proof_link", "x_api", "review")
 SESSION_TYPES = ("conversation", "raid", "community")
 SESSION_STATUSES = ("active", "expired", "ended")
@@ -221,6 +221,12 @@ class Raid(Base):
     channel_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     end_reason: Mapped[str | None] = mapped_column(String(64))
     end_cause: Mapped[str | None] = mapped_column(String(24))  # one of END_CAUSES
+    # The raid post is pinned while the raid runs; its unpin is an outbox row written when it ends.
+    pin_post: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A Telegram forum topic (message_thread_id) the raid runs in: its posts, replies and lock stay there.
+    # On Discord the thread made for an `in_thread` raid (channel_id then names that thread too).
+    thread_id: Mapped[str | None] = mapped_column(String(64))
+    in_thread: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RaidObjective(Base):

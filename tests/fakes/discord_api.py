@@ -17,7 +17,8 @@ see ``discord_gateway.py``), which nubi sets from ``[discord] api_base_url`` / `
 :attr:`FakeDiscordAPI.base_url` and :attr:`FakeDiscordAPI.gateway_url` there. The harness patches nothing.
 
 The fake enforces Discord's documented permission computation for the bot (``discord_permissions.py``)
-on reading a channel, creating and editing messages and editing or deleting overwrites: 403 with 50001
+on reading a channel, creating and editing messages, pinning (Pin Messages, at most MAX_PINS per
+channel: 400 30003) and editing or deleting overwrites: 403 with 50001
 Missing Access without View Channel, 50013 Missing Permissions otherwise. Interaction responses and
 followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
@@ -102,6 +103,9 @@ DEFAULT_MEMBER_PERMISSIONS = discord.Permissions(
 ).value
 _ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 NONCE_WINDOW_SECONDS = 300.0  # enforce_nonce: "checked for uniqueness in the past few minutes"
+PUBLIC_THREAD, PRIVATE_THREAD = 11, 12
+THREAD_TYPES = (PUBLIC_THREAD, PRIVATE_THREAD)
+MAX_PINS = 250  # pinned messages per channel (the limit the pins endpoints document; 50 before them)
 _DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
@@ -1011,7 +1015,12 @@ class FakeDiscordAPI:
         """GUILD_CREATE built from current state, so a restarted client sees e.g. overwrites set earlier."""
         guild = copy.deepcopy(self.guilds[guild_id])
         guild["channels"] = [
-            copy.deepcopy(c) for c in self.channels.values() if c.get("guild_id") == str(guild_id)
+            copy.deepcopy(c) for c in self.channels.values()
+            if c.get("guild_id") == str(guild_id) and c["type"] not in THREAD_TYPES
+        ]
+        guild["threads"] = [
+            copy.deepcopy(c) for c in self.channels.values()
+            if c.get("guild_id") == str(guild_id) and c["type"] in THREAD_TYPES
         ]
         guild["members"] = copy.deepcopy(list(self.members.get(guild_id, {}).values()))
         guild["member_count"] = len(guild["members"])
@@ -1229,6 +1238,9 @@ class FakeDiscordAPI:
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message, True),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._patch_message, True),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message, True),
+            ("PUT", "/channels/{channel_id}/messages/pins/{message_id}", self._pin_message, True),
+            ("POST", "/channels/{channel_id}/threads", self._start_thread, True),
+            ("DELETE", "/channels/{channel_id}/messages/pins/{message_id}", self._unpin_message, True),
             ("PUT", "/channels/{channel_id}/permissions/{overwrite_id}", self._put_overwrite, True),
             ("DELETE", "/channels/{channel_id}/permissions/{overwrite_id}", self._delete_overwrite, True),
             ("GET", "/guilds/{guild_id}", self._get_guild, True),
@@ -1673,7 +1685,12 @@ class FakeDiscordAPI:
         return (guild, member, channel) if guild is not None and member is not None else None
 
     def _require(self, channel: Mapping[str, Any], needed: int) -> None:
-        """Refuse like Discord when the bot lacks `needed` in the channel."""
+        """Refuse like Discord when the bot lacks `needed` in the channel. A thread has the permissions
+        of its parent channel, where Send Messages in Threads stands in for Send Messages."""
+        if channel.get("type") in THREAD_TYPES:
+            if needed & perms.SEND_MESSAGES:
+                needed = (needed & ~perms.SEND_MESSAGES) | perms.SEND_MESSAGES_IN_THREADS
+            channel = self._channel_or_404(str(channel["parent_id"]))
         found = self._bot_in(channel)
         if found is None:
             return
@@ -1724,6 +1741,63 @@ class FakeDiscordAPI:
         self._channel_or_404(channel_id)
         self._delete(self._live_message(_snowflake(message_id), _snowflake(channel_id)))
         return web.Response(status=204)
+
+    # Pins (https://discord.com/developers/docs/resources/message#pin-message): the bot needs Pin
+    # Messages in the channel (split from Manage Messages, which stopped granting it on 2026-01-12;
+    # discord.py 2.7 documents pin_messages); a channel holds at most MAX_PINS pinned messages.
+    def _pin_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.PIN_MESSAGES)
+        stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        if not stored.json.get("pinned"):
+            pinned = [m for m in self.messages.values()
+                      if m.channel_id == stored.channel_id and not m.deleted and m.json.get("pinned")]
+            if len(pinned) >= MAX_PINS:
+                raise _APIError(400, f"Maximum number of pins reached ({MAX_PINS})", 30003)
+            stored.json["pinned"] = True
+        return web.Response(status=204)
+
+    # Threads (https://discord.com/developers/docs/resources/channel#start-thread-without-message): a
+    # public thread needs Create Public Threads in its parent text channel (a private one Create Private
+    # Threads); `type` defaults to a private thread in v10; the name is 1-100 characters.
+    def _start_thread(self, call: RecordedCall, channel_id: str) -> web.Response:
+        parent = self._channel_or_404(channel_id)
+        body = call.json if isinstance(call.json, dict) else {}
+        if parent.get("type") not in (0, 5):  # text and announcement channels hold threads
+            raise _APIError(400, "Cannot execute action on this channel type", 50024)
+        kind = int(body.get("type") or PRIVATE_THREAD)
+        name = str(body.get("name") or "")
+        if kind not in THREAD_TYPES or not 1 <= len(name) <= 100:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        self._require(parent, perms.CREATE_PUBLIC_THREADS if kind == PUBLIC_THREAD else perms.CREATE_PRIVATE_THREADS)
+        thread: dict[str, Any] = {
+            "id": str(new_snowflake()), "type": kind, "guild_id": parent.get("guild_id"), "parent_id": str(parent["id"]),
+            "owner_id": str(self.bot_user["id"]), "name": name, "last_message_id": None, "rate_limit_per_user": 0,
+            "message_count": 0, "member_count": 1, "total_message_sent": 0, "flags": 0,
+            "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),
+                                "auto_archive_duration": int(body.get("auto_archive_duration") or 4320)},
+            "permission_overwrites": [],
+        }
+        self.channels[int(thread["id"])] = thread
+        self._emit("THREAD_CREATE", {**copy.deepcopy(thread), "newly_created": True})
+        return _json_response(thread, status=201)
+
+    def threads_of(self, channel_id: int) -> list[dict[str, Any]]:
+        """Threads started in a channel (test-side inspection)."""
+        return [copy.deepcopy(c) for c in self.channels.values()
+                if c["type"] in THREAD_TYPES and c.get("parent_id") == str(channel_id)]
+
+    def _unpin_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.PIN_MESSAGES)
+        stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        stored.json["pinned"] = False
+        return web.Response(status=204)
+
+    def pinned(self, channel_id: int) -> list[int]:
+        """Ids of the channel's pinned messages (test-side inspection)."""
+        return [m.id for m in self.messages.values() if m.channel_id == channel_id and not m.deleted
+                and m.json.get("pinned")]
 
     def _put_overwrite(self, call: RecordedCall, channel_id: str, overwrite_id: str) -> web.Response:
         channel = self._channel_or_404(channel_id)
@@ -1788,6 +1862,7 @@ ClientT = TypeVar("ClientT", bound=discord.Client)
 # Gateway events are only delivered when the matching intent is enabled; emulate that filter.
 _EVENT_INTENTS: dict[str, str] = {
     "CHANNEL_UPDATE": "guilds",
+    "THREAD_CREATE": "guilds",
     "MESSAGE_CREATE": "guild_messages",
     "MESSAGE_UPDATE": "guild_messages",
     "MESSAGE_DELETE": "guild_messages",

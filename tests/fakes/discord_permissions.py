@@ -30,6 +30,10 @@ ADMINISTRATOR = discord.Permissions(administrator=True).value
 VIEW_CHANNEL = discord.Permissions(view_channel=True).value
 SEND_MESSAGES = discord.Permissions(send_messages=True).value
 READ_MESSAGE_HISTORY = discord.Permissions(read_message_history=True).value
+PIN_MESSAGES = discord.Permissions(pin_messages=True).value
+CREATE_PUBLIC_THREADS = discord.Permissions(create_public_threads=True).value
+CREATE_PRIVATE_THREADS = discord.Permissions(create_private_threads=True).value
+SEND_MESSAGES_IN_THREADS = discord.Permissions(send_messages_in_threads=True).value
 MANAGE_ROLES = discord.Permissions(manage_roles=True).value
 NEEDS_SEND = discord.Permissions(
     embed_links=True, attach_files=True, mention_everyone=True, send_tts_messages=True

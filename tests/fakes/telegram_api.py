@@ -187,9 +187,20 @@ class FakeMessage:
     photo: list[JSONDict] | None = None
     document: JSONDict | None = None
     reply_to_message_id: int | None = None
+    message_thread_id: int | None = None  # the forum topic it was sent in (None: General / no forum)
     edit_date: int | None = None
     deleted: bool = False
     history: list[MessageVersion] = field(default_factory=list)
+
+
+@dataclass
+class FakeTopic:
+    """A forum topic; its id is the id of the service message that created it, as on Telegram."""
+
+    message_thread_id: int
+    name: str
+    closed: bool = False
+    created_by: int | None = None
 
 
 @dataclass
@@ -205,10 +216,15 @@ class FakeChat:
     members: dict[int, JSONDict] = field(default_factory=dict)
     messages: dict[int, FakeMessage] = field(default_factory=dict)
     next_message_id: int = 1
+    is_forum: bool = False
+    topics: dict[int, FakeTopic] = field(default_factory=dict)  # message_thread_id -> topic
+    pinned: list[int] = field(default_factory=list)  # pinned message ids, most recent first
 
     def to_api(self) -> JSONDict:
         """The Chat object as it appears inside messages."""
         data: JSONDict = {"id": self.id, "type": self.type}
+        if self.is_forum:
+            data["is_forum"] = True
         for key in ("title", "username", "first_name"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
@@ -290,6 +306,11 @@ class FakeTelegramAPI:
             "getChatAdministrators": self._get_chat_administrators,
             "getChat": self._get_chat,
             "setChatPermissions": self._set_chat_permissions,
+            "pinChatMessage": self._pin_chat_message,
+            "unpinChatMessage": self._unpin_chat_message,
+            "createForumTopic": self._create_forum_topic,
+            "closeForumTopic": self._close_forum_topic,
+            "reopenForumTopic": self._reopen_forum_topic,
             "sendPhoto": self._send_photo,
             "sendDocument": self._send_document,
             "getFile": self._get_file,
@@ -382,6 +403,15 @@ class FakeTelegramAPI:
             chat.permissions.update({key: bool(value) for key, value in permissions.items()})
         return chat
 
+    def add_topic(self, chat_id: int, name: str, *, closed: bool = False) -> FakeTopic:
+        """Make the chat a forum supergroup (if it is not one yet) and open a topic in it, created by
+        a member (not the bot); returns it with its message_thread_id."""
+        chat = self.chats.get(chat_id) or self.add_chat(chat_id)
+        if chat.type != "supergroup":
+            raise ValueError("only supergroups can be forums")
+        chat.is_forum = True
+        return self._new_topic(chat, name, creator=None, closed=closed)
+
     def set_member(
         self,
         chat_id: int,
@@ -436,9 +466,12 @@ class FakeTelegramAPI:
             if sender is not None:
                 self._remember_sender(chat, sender)
             replied = message.pop("reply_to_message_id", None)
+            thread = message.get("message_thread_id") if message.get("is_topic_message") else None
+            if thread is not None and thread not in chat.topics:
+                raise ValueError(f"chat {chat.id} has no topic {thread}")
             stored = self._store_message(
                 chat, sender or self.bot_user, text=message.get("text"), entities=message.get("entities"),
-                reply_to_message_id=replied,
+                reply_to_message_id=replied, message_thread_id=thread,
             )
             message["message_id"] = stored.message_id
             target = chat.messages.get(replied or 0)
@@ -712,6 +745,9 @@ class FakeTelegramAPI:
             data["reply_markup"] = message.reply_markup
         if message.edit_date is not None:
             data["edit_date"] = message.edit_date
+        if message.message_thread_id is not None:
+            data["message_thread_id"] = message.message_thread_id
+            data["is_topic_message"] = True
         target = chat.messages.get(message.reply_to_message_id or 0)
         if nested and target is not None:
             data["reply_to_message"] = self._message_json(chat, target, nested=False)
@@ -912,15 +948,34 @@ class FakeTelegramAPI:
             raise _ApiError(400, "Bad Request: message text is empty")
         if _utf16_len(text) > _MAX_TEXT:
             raise _ApiError(400, "Bad Request: message is too long")
+        reply_to = self._reply_target(chat, params)
         message = self._store_message(
             chat,
             self.bot_user,
             text=text,
             entities=entities,
             reply_markup=_inline_markup(params),
-            reply_to_message_id=self._reply_target(chat, params),
+            reply_to_message_id=reply_to,
+            message_thread_id=self._thread_for(chat, params, reply_to),
         )
         return self._message_json(chat, message)
+
+    def _thread_for(self, chat: FakeChat, params: JSONDict, reply_to: int | None) -> int | None:
+        """The topic an outgoing message lands in: `message_thread_id` must name an existing topic of a
+        forum supergroup; without it a reply goes to its target's topic, anything else to General.
+        A closed topic takes messages only from admins with can_manage_topics (and its creator)."""
+        thread = _as_int(params.get("message_thread_id"))
+        if thread is None:
+            target = chat.messages.get(reply_to or 0)
+            thread = target.message_thread_id if target is not None else None
+        elif not chat.is_forum or thread not in chat.topics:
+            raise _ApiError(400, "Bad Request: message thread not found")
+        if thread is None:
+            return None
+        topic = chat.topics[thread]
+        if topic.closed and topic.created_by != self.bot_id and not self._bot_has_right(chat, "can_manage_topics"):
+            raise _ApiError(400, "Bad Request: TOPIC_CLOSED")
+        return thread
 
     async def _send_photo(self, params: JSONDict) -> JSONDict:
         return await self._send_media(params, "photo")
@@ -1065,6 +1120,88 @@ class FakeTelegramAPI:
             if new["can_send_polls"]:
                 new["can_send_messages"] = True
         chat.permissions = new
+        return True
+
+
+    # Pins: https://core.telegram.org/bots/api#pinchatmessage. Outside private chats the bot must be an
+    # administrator, with can_pin_messages in a supergroup.
+    def _require_pin_rights(self, chat: FakeChat) -> None:
+        if chat.type == "private":
+            return
+        member = chat.members.get(self.bot_id, {})
+        admin = member.get("status") in ("creator", "administrator")
+        if not admin or (chat.type == "supergroup" and not self._bot_has_right(chat, "can_pin_messages")):
+            raise _ApiError(400, "Bad Request: not enough rights to manage pinned messages in the chat")
+
+    async def _pin_chat_message(self, params: JSONDict) -> bool:
+        chat = self._chat_for(params)
+        self._require_pin_rights(chat)
+        message_id = _as_int(params.get("message_id"))
+        message = chat.messages.get(message_id or 0)
+        if message is None or message.deleted:
+            raise _ApiError(400, "Bad Request: message to pin not found")
+        chat.pinned = [message.message_id, *(m for m in chat.pinned if m != message.message_id)]
+        return True
+
+    async def _unpin_chat_message(self, params: JSONDict) -> bool:
+        chat = self._chat_for(params)
+        self._require_pin_rights(chat)
+        message_id = _as_int(params.get("message_id"))
+        if message_id is None:  # the most recent pinned message
+            if chat.pinned:
+                chat.pinned.pop(0)
+            return True
+        message = chat.messages.get(message_id)
+        if message is None or message.deleted:
+            raise _ApiError(400, "Bad Request: message to unpin not found")
+        chat.pinned = [m for m in chat.pinned if m != message_id]
+        return True
+
+    # Forum topics: https://core.telegram.org/bots/api#createforumtopic and following. The bot must be
+    # an administrator with can_manage_topics (closing/reopening: unless it created the topic).
+    def _forum(self, params: JSONDict) -> FakeChat:
+        chat = self._chat_for(params)
+        if not chat.is_forum:
+            raise _ApiError(400, "Bad Request: the chat is not a forum")
+        return chat
+
+    def _topic(self, chat: FakeChat, params: JSONDict) -> FakeTopic:
+        topic = chat.topics.get(_as_int(params.get("message_thread_id")) or 0)
+        if topic is None:
+            raise _ApiError(400, "Bad Request: TOPIC_ID_INVALID")
+        if topic.created_by != self.bot_id and not self._bot_has_right(chat, "can_manage_topics"):
+            raise _ApiError(400, "Bad Request: not enough rights to manage topics")
+        return topic
+
+    def _new_topic(self, chat: FakeChat, name: str, *, creator: int | None, closed: bool = False) -> FakeTopic:
+        author = self.users[creator] if creator is not None else _user_json(777000, None, "Telegram")
+        service = self._store_message(chat, author, text=None)  # the "topic created" service message
+        topic = FakeTopic(service.message_id, name, closed=closed, created_by=creator)
+        chat.topics[topic.message_thread_id] = topic
+        return topic
+
+    async def _create_forum_topic(self, params: JSONDict) -> JSONDict:
+        chat = self._forum(params)
+        if not self._bot_has_right(chat, "can_manage_topics"):
+            raise _ApiError(400, "Bad Request: not enough rights to create a topic")
+        name = str(params.get("name") or "")
+        if not 1 <= len(name) <= 128:
+            raise _ApiError(400, "Bad Request: TOPIC_TITLE_EMPTY" if not name else "Bad Request: TOPIC_TITLE_INVALID")
+        topic = self._new_topic(chat, name, creator=self.bot_id)
+        return {"message_thread_id": topic.message_thread_id, "name": name, "icon_color": 7322096}
+
+    async def _close_forum_topic(self, params: JSONDict) -> bool:
+        topic = self._topic(self._forum(params), params)
+        if topic.closed:
+            raise _ApiError(400, "Bad Request: TOPIC_NOT_MODIFIED")
+        topic.closed = True
+        return True
+
+    async def _reopen_forum_topic(self, params: JSONDict) -> bool:
+        topic = self._topic(self._forum(params), params)
+        if not topic.closed:
+            raise _ApiError(400, "Bad Request: TOPIC_NOT_MODIFIED")
+        topic.closed = False
         return True
 
 
@@ -1247,9 +1384,11 @@ def make_text_update(
     chat_title: str = "Raid Group",
     entities: list[JSONDict] | None = None,
     reply_to: int | None = None,
+    topic: int | None = None,
 ) -> JSONDict:
     """A message Update as the API delivers it; ids are placeholders until ``push_update``.
-    ``reply_to`` is the id of a stored message in the same chat this one answers."""
+    ``reply_to`` is the id of a stored message in the same chat this one answers; ``topic`` the forum
+    topic (message_thread_id) it is sent in."""
     user = _user_json(user_id, username, first_name)
     message: JSONDict = {
         "message_id": next(_builder_message_ids),
@@ -1262,6 +1401,10 @@ def make_text_update(
         message["entities"] = entities
     if reply_to is not None:  # ``push_update`` swaps in the stored message, as Telegram delivers it
         message["reply_to_message_id"] = reply_to
+    if topic is not None:
+        message["message_thread_id"] = topic
+        message["is_topic_message"] = True
+        message["chat"]["is_forum"] = True
     return {"update_id": next(_builder_update_ids), "message": message}
 
 
@@ -1296,6 +1439,7 @@ def make_command_update(
     chat_title: str = "Raid Group",
     entities: list[JSONDict] | None = None,
     reply_to: int | None = None,
+    topic: int | None = None,
 ) -> JSONDict:
     """A command message ("/cmd args" or "/cmd@botname args") with the bot_command entity PTB matches on,
     the `mention` entities Telegram adds for @usernames, and any further ``entities`` (text_mention)."""
@@ -1314,6 +1458,7 @@ def make_command_update(
         chat_title=chat_title,
         entities=sorted(found, key=lambda e: (e["offset"], -e["length"])),
         reply_to=reply_to,
+        topic=topic,
     )
 
 
