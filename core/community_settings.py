@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import badges
 from core.clock import Clock
 from core.config import ACTION_NAMES, Bonuses, RaidsConfig, Settings
 from core.directory import MemberRef, ensure_member, seen_in_community
@@ -32,7 +33,7 @@ RAID_KEYS = (
     + [f"objectives.{a}.{f}" for a in ACTION_NAMES for f in ("target", "points")]
     + [f"bonuses.{name}" for name in Bonuses.model_fields]
 )
-OTHER_KEYS = ["timezone", "exclude_members"]
+OTHER_KEYS = ["timezone", "exclude_members", "badges"]
 KEYS = tuple(RAID_KEYS + OTHER_KEYS)
 
 
@@ -66,7 +67,7 @@ def _check_key(key: str) -> str:
     key = key.strip().lower()
     if key not in KEYS:
         raise ValidationError(f"'{key[:60]}' is not a community setting. Settings: {', '.join(KEYS[:8])}, "
-                              "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members.",
+                              "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members, badges.",
                               field="key")
     return key
 
@@ -83,6 +84,8 @@ class CommunitySettingsService:
         self.db = db
         self.clock = clock
         self.settings = settings
+        # Adapters of platforms with roles (Discord) register how a badge's role= is checked there.
+        self.role_checks: dict[str, badges.RoleCheck] = {}
 
     async def show(self, community_id: int) -> dict[str, Any]:
         """{communityId, settings: the community's own keys, effective: every key as raids use it}."""
@@ -94,6 +97,8 @@ class CommunitySettingsService:
         if not changes:
             raise ValidationError("give at least one setting to change", field="settings")
         checked = {_check_key(k): _parse(_check_key(k), v) for k, v in changes.items()}
+        if checked.get("badges") is not None:
+            checked["badges"] = await self._badges(community_id, checked["badges"])
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> dict[str, Any]:
@@ -116,6 +121,20 @@ class CommunitySettingsService:
         return str(own.get("timezone") or "UTC")
 
     # -- inside ----------------------------------------------------------------------------------
+
+    async def _badges(self, community_id: int, value: Any) -> list[dict[str, Any]]:
+        """Milestones checked, their roles too (by the platform's adapter, before anything is written)."""
+        items = badges.parse(value)
+
+        async def where(s: AsyncSession) -> Any:
+            return (await s.execute(select(Community.platform, Community.external_id)
+                                    .where(Community.id == community_id))).first()
+
+        row = await self.db.read(where)
+        if row is None:
+            raise NotFound(f"There is no community #{community_id}.")
+        items = await badges.resolve_roles(items, row.platform, row.external_id, self.role_checks)
+        return [m.stored() for m in items]
 
     async def _own(self, s: AsyncSession, community_id: int) -> dict[str, Any]:
         row = (await s.execute(select(Community.settings).where(Community.id == community_id))).first()
@@ -161,8 +180,11 @@ class CommunitySettingsService:
         effective = {k: v for k, v in _flat(raids).items() if k in RAID_KEYS}
         effective["timezone"] = own.get("timezone") or "UTC"
         effective["exclude_members"] = own.get("exclude_members") or []
+        effective["badges"] = badges.text_form(badges.milestones(own))
         mine = _flat(own.get("raids") or {})
         mine.update({k: own[k] for k in OTHER_KEYS if own.get(k) not in (None, [])})
+        if "badges" in mine:
+            mine["badges"] = effective["badges"]
         return {"communityId": community_id, "settings": mine, "effective": effective}
 
 
