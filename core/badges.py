@@ -43,6 +43,7 @@ MAX_MILESTONES = 20
 MAX_NAME = 32
 MAX_THRESHOLD = 10_000_000
 MEDAL = "🏅"
+NONE = "none"
 SYNTAX = "<points>:<name> [role=<role>], ... e.g. 100:Raider, 500:Veteran role=@Veterans"
 
 # (community's platform external id, what the moderator typed after role=) -> the role's id, or a
@@ -76,9 +77,12 @@ def parse(value: Any) -> list[Milestone]:
     positive and unique, names present, short and unique. Roles are checked later, per platform."""
     if not isinstance(value, str):
         raise _refuse(_("give the milestones as text."))
+    value = value.strip().strip("\"'“”")
+    if value.lower() == NONE:
+        return []
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
-        raise _refuse(_("no milestone given (to remove them all, use /settings reset badges)."))
+        raise _refuse(_("no milestone given (to have none, set badges to none)."))
     if len(items) > MAX_MILESTONES:
         raise _refuse(_("at most {n} milestones.").format(n=MAX_MILESTONES))
     out: list[Milestone] = []
@@ -120,7 +124,7 @@ def milestones(own: dict[str, Any] | None) -> list[Milestone]:
 
 
 def text_form(items: Sequence[Milestone]) -> str:
-    return ", ".join(m.text() for m in items)
+    return ", ".join(m.text() for m in items) or NONE
 
 
 async def resolve_roles(items: list[Milestone], platform: str, external_id: str,
