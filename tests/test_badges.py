@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from adapters.http.app import create_app
 from adapters.telegram import TelegramAdapter
 from core.directory import ChatRef, MemberRef
 from core.errors import ValidationError
@@ -199,6 +201,11 @@ async def test_telegram_badges_from_settings_to_announcement_me_and_board(
     assert "Raider 🏅 Striker — " in board.text
     raid_board = await say(fake, GROUP, RAIDER, "/leaderboard raid", username="raider")
     assert "Raider 🏅 Striker — " in raid_board.text
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(services)),
+                                 base_url="http://localhost") as client:
+        rest = (await client.get(f"/api/communities/{cid}/leaderboard", params={"window": "all"})).json()
+    assert [(e["name"], e["badge"]) for e in rest["entries"]] == [("Raider", "Striker")]
 
     # a moderator takes points away: the badge stays, and earning them back announces nothing
     await services.moderation.adjust_points(cid, member_id, -10, "audit", actor=None)
