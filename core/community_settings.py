@@ -21,6 +21,7 @@ from core.clock import Clock
 from core.config import ACTION_NAMES, Bonuses, RaidsConfig, Settings
 from core.directory import MemberRef, ensure_member, seen_in_community
 from core.errors import NotFound, ValidationError
+from core.i18n import _
 from core.moderation import audit
 from core.schedules import check_zone
 from core.storage.db import Database
@@ -132,7 +133,7 @@ class CommunitySettingsService:
 
         row = await self.db.read(where)
         if row is None:
-            raise NotFound(f"There is no community #{community_id}.")
+            raise NotFound(_("There is no community #{id}.").format(id=community_id))
         items = await badges.resolve_roles(items, row.platform, row.external_id, self.role_checks)
         return [m.stored() for m in items]
 
@@ -155,7 +156,7 @@ class CommunitySettingsService:
             except ValidationError as exc:
                 raise ValidationError(f"timezone: {exc.message}", field="timezone") from None
         for entry in own.get("exclude_members") or []:
-            platform, _, external = str(entry).partition(":")
+            platform, _sep, external = str(entry).partition(":")
             if platform not in PLATFORMS or not external or len(entry) > 160:
                 raise ValidationError(f"exclude_members: '{str(entry)[:60]}' is not <platform>:<user id> "
                                       f"(platform: {', '.join(PLATFORMS)})", field="exclude_members")
@@ -165,7 +166,7 @@ class CommunitySettingsService:
         await s.execute(update(CommunityMember).where(CommunityMember.community_id == community_id)
                         .values(excluded=False))
         for entry in listed:
-            platform, _, external = entry.partition(":")
+            platform, _sep, external = entry.partition(":")
             member_id = await s.scalar(select(MemberIdentity.member_id).where(
                 MemberIdentity.platform == platform, MemberIdentity.external_id == external))
             if member_id is None:

@@ -115,7 +115,8 @@ class BadgePosts:
                 log.info("badge %s: the member left the server, no role to give", key)
                 return None
             await _sent(member.add_roles(discord.Object(int(award.role_id)),
-                                         reason=f"nubi badge {award.name} ({award.threshold} points)"))
+                                         reason=_("nubi badge {badge} ({points} points)").format(
+                                             badge=award.name, points=award.threshold)))
             return {"role_id": award.role_id, "user_id": award.platform_user_id}
 
         await self._deliver(key, send)

@@ -328,7 +328,7 @@ class CommandService:
                 return _say("Link proving needs the X API, which this bot has not been given. "
                             "Your link stays unproven.", ephemeral=True)
             return _say(await verifier(ctx.member), ephemeral=True)
-        _, handle = await self.s.links.link(ctx.member, cmd.handle or "")
+        _linked, handle = await self.s.links.link(ctx.member, cmd.handle or "")
         proof = getattr(self.s, "link_challenge", None)
         if proof is not None:
             return _say(await proof(ctx.member, handle), ephemeral=True)
