@@ -214,3 +214,20 @@ async def test_telegram_badges_from_settings_to_announcement_me_and_board(
     await sweep(services)
     await asyncio.sleep(0.3)
     assert len(badge_posts(fake)) == 2
+
+
+async def test_rest_sets_badges_as_text_and_refuses_bad_ones(services: Services) -> None:
+    cid = (await services.raids.start(CHAT, RaidSpec(URL, {"like": 5}))).community_id
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(services)),
+                                 base_url="http://localhost") as client:
+        path = f"/api/communities/{cid}/settings"
+        bad = await client.patch(path, json={"settings": {"badges": "0:Nothing"}})
+        assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "badges"
+        bad = await client.patch(path, json={"settings": {"badges": ["100:Raider"]}})
+        assert bad.status_code == 400 and "give the milestones as text" in bad.json()["error"]["message"]
+        ok = await client.patch(path, json={"settings": {"badges": "500:Veteran,100:Raider"}})
+        assert ok.status_code == 200
+        assert ok.json()["settings"] == {"badges": "100:Raider, 500:Veteran"}
+        assert ok.json()["effective"]["badges"] == "100:Raider, 500:Veteran"
+        gone = await client.patch(path, json={"settings": {"badges": "none"}})
+        assert gone.json()["settings"] == {} and gone.json()["effective"]["badges"] == "none"
