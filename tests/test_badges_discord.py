@@ -118,3 +118,27 @@ async def test_the_fake_refuses_a_grant_as_discord_does(bot: Bot) -> None:
     await member.add_roles(discord.Object(VETERANS_ID))
     await member.add_roles(discord.Object(VETERANS_ID))  # again: no change, no error
     assert bot.fake.member_roles(GUILD_ID, MEMBER_ID) == [VETERANS_ID]
+
+
+async def test_a_refused_grant_stays_owed_until_discord_accepts_it(bot: Bot) -> None:
+    """The role was grantable when set, then a server admin moved it above nubi's role: the grant is
+    refused (403 50013), stays owed, and lands once the hierarchy is fixed; the announcement goes out once."""
+    assert (await set_badges(bot, "6:Rookie role=@Veterans")).startswith("badges is now")
+    veterans = next(r for r in bot.fake.guilds[GUILD_ID]["roles"] if r["id"] == str(VETERANS_ID))
+    veterans["position"] = 60  # above nubi's role, behind nubi's back
+    raid_id = await bot.start_raid()
+    await bot.press(f"nubi:join:{raid_id}", MEMBER_ID, "member")
+    await bot.press(f"nubi:claim:{raid_id}:like", MEMBER_ID, "member")
+
+    await sweep(bot.services)
+    refused = bot.fake.calls_to(f"/guilds/{GUILD_ID}/members/{MEMBER_ID}/roles/{VETERANS_ID}", "PUT")
+    assert [c.status for c in refused] == [403]
+    assert [d.kind for d in await bot.services.outbox.due()] == []  # released with a wait, not dropped
+    bot.services.clock.advance(60)  # type: ignore[attr-defined]
+    assert [d.kind for d in await bot.services.outbox.due()] == ["badge_role"]
+
+    veterans["position"] = 2  # fixed
+    await sweep(bot.services)
+    assert VETERANS_ID in bot.fake.member_roles(GUILD_ID, MEMBER_ID)
+    assert await bot.services.outbox.due() == []
+    assert badge_messages(bot) == ["🏅 member reached 6 points and earned the Rookie badge!"]
