@@ -9,7 +9,7 @@ of `channel:<id>` into the server's community, in one transaction per channel:
 - raids, points ledger, schedules, chat locks, outbox posts, audit log and sessions change owner;
 - cached score tables (member_scores, member_score_slices) are added up, row by row, so every board
   still equals the ledger's sums; closed windows' winners that the merge changes are recomputed;
-- bans and what the community knows of members (moderator, exclusion) are united;
+- bans, earned badges and what the community knows of members (moderator, exclusion) are united;
 - settings: the server's own win; a server without settings takes the channel's.
 
 The first channel of a server that has no community yet simply becomes it (renamed, ids kept).
@@ -38,6 +38,7 @@ from core.storage.models import (
     Community,
     CommunityMember,
     LeaderboardWindow,
+    MemberBadge,
     MemberScore,
     MemberScoreSlice,
     NubiSession,
@@ -156,11 +157,18 @@ async def _merge(s: AsyncSession, src: int, dst: int, server_name: str) -> None:
         .where(bans.c.community_id == src))
     await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id"]))
 
+    badges = MemberBadge.__table__  # a badge earned in both stays the one earned in the server
+    stmt = insert(s, MemberBadge).from_select(
+        ["community_id", "member_id", "threshold", "name", "role_id", "awarded_at"],
+        select(literal(dst), badges.c.member_id, badges.c.threshold, badges.c.name, badges.c.role_id,
+               badges.c.awarded_at).where(badges.c.community_id == src))
+    await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id", "threshold"]))
+
     settings = dict((await s.execute(select(Community.id, Community.settings)
                                      .where(Community.id.in_((src, dst))))).all())
     if not settings.get(dst) and settings.get(src):
         await s.execute(update(Community).where(Community.id == dst).values(settings=settings[src]))
-    for model in (MemberScore, MemberScoreSlice, CommunityMember, Ban):  # all copied above
+    for model in (MemberScore, MemberScoreSlice, CommunityMember, Ban, MemberBadge):  # all copied above
         await s.execute(delete(model).where(model.community_id == src))
     await s.execute(delete(Community).where(Community.id == src))
 

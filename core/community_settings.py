@@ -16,10 +16,12 @@ from pydantic import ValidationError as PydanticError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import badges
 from core.clock import Clock
 from core.config import ACTION_NAMES, Bonuses, RaidsConfig, Settings
 from core.directory import MemberRef, ensure_member, seen_in_community
 from core.errors import NotFound, ValidationError
+from core.i18n import _
 from core.moderation import audit
 from core.schedules import check_zone
 from core.storage.db import Database
@@ -32,7 +34,7 @@ RAID_KEYS = (
     + [f"objectives.{a}.{f}" for a in ACTION_NAMES for f in ("target", "points")]
     + [f"bonuses.{name}" for name in Bonuses.model_fields]
 )
-OTHER_KEYS = ["timezone", "exclude_members"]
+OTHER_KEYS = ["timezone", "exclude_members", "badges"]
 KEYS = tuple(RAID_KEYS + OTHER_KEYS)
 
 
@@ -66,7 +68,7 @@ def _check_key(key: str) -> str:
     key = key.strip().lower()
     if key not in KEYS:
         raise ValidationError(f"'{key[:60]}' is not a community setting. Settings: {', '.join(KEYS[:8])}, "
-                              "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members.",
+                              "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members, badges.",
                               field="key")
     return key
 
@@ -83,6 +85,8 @@ class CommunitySettingsService:
         self.db = db
         self.clock = clock
         self.settings = settings
+        # Adapters of platforms with roles (Discord) register how a badge's role= is checked there.
+        self.role_checks: dict[str, badges.RoleCheck] = {}
 
     async def show(self, community_id: int) -> dict[str, Any]:
         """{communityId, settings: the community's own keys, effective: every key as raids use it}."""
@@ -94,6 +98,8 @@ class CommunitySettingsService:
         if not changes:
             raise ValidationError("give at least one setting to change", field="settings")
         checked = {_check_key(k): _parse(_check_key(k), v) for k, v in changes.items()}
+        if checked.get("badges") is not None:
+            checked["badges"] = await self._badges(community_id, checked["badges"])
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> dict[str, Any]:
@@ -117,6 +123,20 @@ class CommunitySettingsService:
 
     # -- inside ----------------------------------------------------------------------------------
 
+    async def _badges(self, community_id: int, value: Any) -> list[dict[str, Any]]:
+        """Milestones checked, their roles too (by the platform's adapter, before anything is written)."""
+        items = badges.parse(value)
+
+        async def where(s: AsyncSession) -> Any:
+            return (await s.execute(select(Community.platform, Community.external_id)
+                                    .where(Community.id == community_id))).first()
+
+        row = await self.db.read(where)
+        if row is None:
+            raise NotFound(_("There is no community #{id}.").format(id=community_id))
+        items = await badges.resolve_roles(items, row.platform, row.external_id, self.role_checks)
+        return [m.stored() for m in items]
+
     async def _own(self, s: AsyncSession, community_id: int) -> dict[str, Any]:
         row = (await s.execute(select(Community.settings).where(Community.id == community_id))).first()
         if row is None:
@@ -136,7 +156,7 @@ class CommunitySettingsService:
             except ValidationError as exc:
                 raise ValidationError(f"timezone: {exc.message}", field="timezone") from None
         for entry in own.get("exclude_members") or []:
-            platform, _, external = str(entry).partition(":")
+            platform, _sep, external = str(entry).partition(":")
             if platform not in PLATFORMS or not external or len(entry) > 160:
                 raise ValidationError(f"exclude_members: '{str(entry)[:60]}' is not <platform>:<user id> "
                                       f"(platform: {', '.join(PLATFORMS)})", field="exclude_members")
@@ -146,7 +166,7 @@ class CommunitySettingsService:
         await s.execute(update(CommunityMember).where(CommunityMember.community_id == community_id)
                         .values(excluded=False))
         for entry in listed:
-            platform, _, external = entry.partition(":")
+            platform, _sep, external = entry.partition(":")
             member_id = await s.scalar(select(MemberIdentity.member_id).where(
                 MemberIdentity.platform == platform, MemberIdentity.external_id == external))
             if member_id is None:
@@ -161,8 +181,11 @@ class CommunitySettingsService:
         effective = {k: v for k, v in _flat(raids).items() if k in RAID_KEYS}
         effective["timezone"] = own.get("timezone") or "UTC"
         effective["exclude_members"] = own.get("exclude_members") or []
+        effective["badges"] = badges.text_form(badges.milestones(own))
         mine = _flat(own.get("raids") or {})
         mine.update({k: own[k] for k in OTHER_KEYS if own.get(k) not in (None, [])})
+        if "badges" in mine:
+            mine["badges"] = effective["badges"]
         return {"communityId": community_id, "settings": mine, "effective": effective}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.badges import with_badges
 from core.clock import Clock
 from core.config import Settings
 from core.errors import ValidationError
@@ -105,7 +106,8 @@ class LeaderboardService:
         async def op(s: AsyncSession) -> list[BoardEntry]:
             params = {"community_id": community_id, "window": window, "start": start, "top": top, "offset": offset}
             rows = (await s.execute(self._board, params)).all()
-            return [BoardEntry(offset + i + 1, r[0], r[1], r[2]) for i, r in enumerate(rows)]
+            return await with_badges(s, community_id, [BoardEntry(offset + i + 1, r[0], r[1], r[2])
+                                                       for i, r in enumerate(rows)])
 
         return await self.db.read(op)
 
@@ -133,7 +135,9 @@ class LeaderboardService:
         )
 
         async def op(s: AsyncSession) -> list[BoardEntry]:
-            return [BoardEntry(i + 1, r[0], r[1], int(r[2])) for i, r in enumerate((await s.execute(query)).all())]
+            rows = (await s.execute(query)).all()
+            return await with_badges(s, community_id, [BoardEntry(i + 1, r[0], r[1], int(r[2]))
+                                                       for i, r in enumerate(rows)])
 
         return await self.db.read(op)
 

@@ -10,6 +10,9 @@ Nothing here is ever updated or deleted. Taking points back (`reverse`) adds row
 one earlier row, at that row's effective time: a claim made Sunday 23:50 and accepted Monday 00:10
 is credited to Monday's day, week and month, and revoking it on Wednesday takes the points back from
 exactly those windows.
+
+A gain that takes a member's all-time points past one of the community's milestones earns the badge
+in the same transaction (core/badges.py); badges are never taken back here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from core import badges
 from core.storage.ledger_models import PointsEntry
 from core.storage.models import MemberScore, MemberScoreSlice
 from core.storage.pgfast import prebuilt
@@ -101,6 +105,7 @@ async def record(s: AsyncSession, entries: Iterable[Entry], *, now: datetime) ->
         for e in rows
     ])
     await _score(s, rows)
+    await badges.award(s, rows, now)  # milestones crossed: recorded and announced in this same transaction
     return sum(e.points for e in rows)
 
 

@@ -21,6 +21,7 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from core.badges import BadgeService
         from core.commands.service import CommandService
         from core.communities import CommunityService
         from core.community_settings import CommunitySettingsService
@@ -44,6 +45,7 @@ class Services:
             self.db, self.clock, self.bus, grace=timedelta(minutes=self.settings.raids.lock_grace_minutes)
         )
         self.outbox = Outbox(self.db, self.clock)
+        self.badges = BadgeService(self.db)
         self.communities = CommunityService(self.db, self.clock, self.boards.close_windows)
         self.links = RecordingLinkService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.badges import shown
 from core.raids.model import ACTION_LABELS, END_CAUSES, BoardEntry, RaidProgress
 
 STATE_LABELS = {
@@ -177,7 +178,7 @@ def leaderboard_view(scope: str, entries: list[BoardEntry], *, raid_id: int | No
     if not entries:
         return View("leaderboard", title, ["No points yet. Join a raid to get on the board!"])
     medals = {1: "🥇", 2: "🥈", 3: "🥉"}
-    lines = [f"{medals.get(e.rank, f'{e.rank}.')} {e.name} — {e.points} pts" for e in entries]
+    lines = [f"{medals.get(e.rank, f'{e.rank}.')} {e.name}{shown(e.badge)} — {e.points} pts" for e in entries]
     return View("leaderboard", title, lines)
 
 

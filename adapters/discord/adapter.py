@@ -40,6 +40,7 @@ from core.services import Services
 from core.targets import Mention
 
 from . import commands, permissions, render
+from .badges import BadgePosts
 from .chat_lock import ChannelLocks
 from .endpoints import use_endpoints
 from .posts import RaidPosts, jump_url
@@ -108,6 +109,8 @@ class DiscordAdapter:
         self.answer_within = ANSWER_WITHIN
         self.posts = RaidPosts(services, lambda: self.client, config.edit_interval_seconds)
         self.locks = ChannelLocks(services, lambda: self.client, self.posts.poke)
+        self.badges = BadgePosts(services, lambda: self.client)
+        services.community_settings.role_checks[PLATFORM] = self.badges.check_role
         self._handlers: list[tuple[type[Any], Any]] = [
             (RaidStarted, self.on_raid_started),
             (ProgressChanged, self.posts.on_progress_changed),
@@ -190,6 +193,8 @@ class DiscordAdapter:
             for event_type, handler in self._handlers:
                 self.services.bus.unsubscribe(event_type, handler)
             self._subscribed = False
+        if self.services.community_settings.role_checks.get(PLATFORM) == self.badges.check_role:
+            del self.services.community_settings.role_checks[PLATFORM]
         await self.posts.close()
         if self._opened is not None:
             await self._opened.close()
@@ -403,7 +408,8 @@ class DiscordAdapter:
 
 
     async def on_post_due(self, event: PostDue) -> None:
-        """An outbox row still owed (republished by the scheduler sweep): the raid post or its report."""
+        """An outbox row still owed (republished by the scheduler sweep): the raid post, its report, a
+        scheduled board, a badge announcement or a badge's role grant."""
         if event.platform != PLATFORM:
             return
         if event.kind == "raid":
@@ -416,6 +422,12 @@ class DiscordAdapter:
             owed = await self.services.schedules.owed(event.key)
             if owed is not None:
                 await self.posts.on_announcement(owed)
+        elif event.kind == "badge":
+            await self.badges.announce(event.key)
+        elif event.kind == "badge_role":
+            chat = await self.posts.chat_of(event.community_id)
+            if chat is not None:
+                await self.badges.grant(event.key, chat.external_id)
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

@@ -188,6 +188,7 @@ class BoardEntryOut(Model):
     name: str
     points: int
     claims: int = 0
+    badge: str | None = Field(None, description="The member's highest milestone badge in the community, if any")
 
 
 class RaidOut(Model):

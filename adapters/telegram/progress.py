@@ -25,6 +25,7 @@ from typing import Any
 
 from telegram.error import BadRequest, Forbidden, TelegramError
 
+from core.badges import announcement_text
 from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
 from core.i18n import _
 from core.outbox import Delivery, raid_key, report_key, unpin_key
@@ -101,6 +102,10 @@ class RaidPosts:
             owed = await self._s.schedules.owed(event.key)
             if owed is not None:
                 await self.on_announcement_due(owed)
+        elif event.kind == "badge":
+            chat_id = await self._chats.chat_id(event.community_id)
+            if chat_id is not None:
+                self._spawn(self._badge(chat_id, event.key), "badge announcement")
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         if await self._post(event.raid_id) is not None:
@@ -293,6 +298,18 @@ class RaidPosts:
 
         with contextlib.suppress(RetryLater):  # released with its wait: the sweep delivers it then
             await self._s.outbox.deliver(event.key, send)
+
+    async def _badge(self, chat_id: int, key: str) -> None:
+        """A milestone badge someone earned (core/badges.py), announced once through the outbox."""
+        async def send(d: Delivery) -> dict[str, int] | None:
+            award = await self._s.badges.award_of(key)
+            if award is None:
+                return None  # the community or member is gone: nothing to say
+            message = await self._outbox.send(chat_id, escape(announcement_text(award)))
+            return {"chat_id": chat_id, "message_id": message.message_id}
+
+        with contextlib.suppress(RetryLater):  # released with its wait: the sweep delivers it then
+            await self._s.outbox.deliver(key, send)
 
 
 def _thread(progress: RaidProgress) -> int | None:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from core import access
+from core.badges import MEDAL
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
+from core.i18n import _
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
 from core.storage.models import Community, Raid
 from core.targets import Mention, resolve_target
@@ -312,6 +314,10 @@ class CommandService:
             lines.append(f"{where}{st['points']} pts all time ({rank}), {st['weekPoints']} this week ({week})")
             if st.get("claims"):
                 lines.append(f"{where}claims: {claim_words(st['claims'])}")
+            earned = await s.badges.of_member(st["communityId"], member_id)
+            if earned:
+                lines.append(_("{where}Badges: {badges}").format(
+                    where=where, badges=", ".join(f"{MEDAL} {b}" for b in earned)))
         if not standings:
             lines.append("No points yet.")
         lines.append(f"Streak: {context['streakDays']} day(s); raids joined recently: {len(context['recentRaids'])}")
@@ -324,7 +330,7 @@ class CommandService:
                 return _say("Link proving needs the X API, which this bot has not been given. "
                             "Your link stays unproven.", ephemeral=True)
             return _say(await verifier(ctx.member), ephemeral=True)
-        _, handle = await self.s.links.link(ctx.member, cmd.handle or "")
+        _linked, handle = await self.s.links.link(ctx.member, cmd.handle or "")
         proof = getattr(self.s, "link_challenge", None)
         if proof is not None:
             return _say(await proof(ctx.member, handle), ephemeral=True)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.badges import with_badges
 from core.directory import ChatRef
 from core.errors import NoActiveRaid, RaidNotFound
 from core.storage.models import Community, Raid, RaidAction, RaidMetric, RaidObjective
@@ -76,7 +77,7 @@ class MetricsMixin(RaidsBase):
             raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
             if raid is None:
                 raise RaidNotFound(f"Raid {raid_id} not found")
-            return await self._raid_board(s, raid, top, offset)
+            return await with_badges(s, raid.community_id, await self._raid_board(s, raid, top, offset))
 
         return await self.db.read(op)
 

@@ -71,6 +71,7 @@ class BoardEntry:
     name: str
     points: int
     claims: int = 0
+    badge: str | None = None  # the member's highest milestone badge in the community (core/badges.py)
 
 
 @dataclass(frozen=True)

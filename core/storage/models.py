@@ -38,7 +38,7 @@ RAID_STATUSES = ("active", "completed", "timeout", "failed", "cancelled")
 VERIFICATION_STATES = ("verified", "accepted", "pending", "rejected", "unverifiable")
 # Why a raid ended; the status alone cannot tell a moderator's early end from time running out.
 END_CAUSES = ("objectives_met", "time_up", "ended_by_moderator", "cancelled_by_moderator", "replaced")
-POST_KINDS = ("raid", "report", "announcement", "unpin")
+POST_KINDS = ("raid", "report", "announcement", "unpin", "badge", "badge_role")
 VERIFICATION_TIERS = ("honor", "proof_link", "x_api", "review")
 SESSION_TYPES = ("conversation", "raid", "community")
 SESSION_STATUSES = ("active", "expired", "ended")
@@ -348,6 +348,21 @@ class MemberScoreSlice(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), primary_key=True)
     points: Mapped[int] = mapped_column(Integer, default=0)
     last_scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberBadge(Base):
+    """A milestone badge a member earned in a community (core/badges.py): written in the transaction
+    of the ledger change that crossed it, once (the primary key), and kept when points drop again."""
+
+    __tablename__ = "member_badges"
+    community_id: Mapped[int] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    role_id: Mapped[str | None] = mapped_column(String(32))  # a Discord role granted with it
+    awarded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class LeaderboardWindow(Base):

@@ -1245,6 +1245,8 @@ class FakeDiscordAPI:
             ("DELETE", "/channels/{channel_id}/permissions/{overwrite_id}", self._delete_overwrite, True),
             ("GET", "/guilds/{guild_id}", self._get_guild, True),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self._get_member, True),
+            ("PUT", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", self._put_member_role, True),
+            ("DELETE", "/guilds/{guild_id}/members/{user_id}/roles/{role_id}", self._delete_member_role, True),
         ]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -1853,6 +1855,40 @@ class FakeDiscordAPI:
         if member is None:
             raise _APIError(404, "Unknown Member", 10007)
         return _json_response(member)
+
+    def _member_role(self, guild_id: str, user_id: str, role_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the member, the role) of Add/Remove Guild Member Role, refused as Discord refuses it:
+        404 for an unknown server, member or role; 403 50013 without Manage Roles or above the bot."""
+        guild = self.guilds.get(_snowflake(guild_id))
+        if guild is None:
+            raise _APIError(404, "Unknown Guild", 10004)
+        member = self.members[int(guild_id)].get(_snowflake(user_id))
+        if member is None:
+            raise _APIError(404, "Unknown Member", 10007)
+        role = next((r for r in guild.get("roles", []) if r["id"] == str(_snowflake(role_id))), None)
+        if role is None:
+            raise _APIError(404, "Unknown Role", 10011)
+        bot = self.members[int(guild_id)].get(int(self.bot_user["id"]))
+        if bot is not None and perms.role_grant_refused(guild, bot, role):
+            raise _APIError(403, "Missing Permissions", 50013)
+        return member, role
+
+    def _put_member_role(self, call: RecordedCall, guild_id: str, user_id: str, role_id: str) -> web.Response:
+        """Add Guild Member Role (https://discord.com/developers/docs/resources/guild): 204, also when the
+        member has the role already."""
+        member, role = self._member_role(guild_id, user_id, role_id)
+        if role["id"] not in member["roles"]:
+            member["roles"] = [*member["roles"], role["id"]]
+        return web.Response(status=204)
+
+    def _delete_member_role(self, call: RecordedCall, guild_id: str, user_id: str, role_id: str) -> web.Response:
+        member, role = self._member_role(guild_id, user_id, role_id)
+        member["roles"] = [r for r in member["roles"] if r != role["id"]]
+        return web.Response(status=204)
+
+    def member_roles(self, guild_id: int, user_id: int) -> list[int]:
+        """The roles a member holds now (test assertions)."""
+        return [int(r) for r in self.members[guild_id][user_id]["roles"]]
 
 
 # ------------------------------------------------------------------------------------------------- harness

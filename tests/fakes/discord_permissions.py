@@ -114,3 +114,18 @@ def _apply(perms: int, overwrite: Mapping[str, Any] | None) -> int:
 def _has_manage_roles_overwrite(overwrites: Iterable[Mapping[str, Any]], member: Mapping[str, Any]) -> bool:
     mine = {str(r) for r in member.get("roles", [])} | {str(member["user"]["id"])}
     return any(o["id"] in mine and int(o["allow"]) & MANAGE_ROLES for o in overwrites)
+
+
+def role_grant_refused(guild: Mapping[str, Any], member: Mapping[str, Any], role: Mapping[str, Any]) -> bool:
+    """Add/Remove Guild Member Role: the bot needs Manage Roles, and (unless it owns the server) the role
+    must sit below the bot's highest role ("Permission Hierarchy": a bot can only manage roles lower than
+    its highest role). @everyone and roles managed by an integration cannot be given or taken at all."""
+    if str(role["id"]) == str(guild["id"]) or role.get("managed"):
+        return True
+    if str(guild.get("owner_id")) == str(member["user"]["id"]):
+        return False
+    if not guild_permissions(guild, member) & MANAGE_ROLES:
+        return True
+    positions = {str(r["id"]): int(r.get("position", 0)) for r in guild.get("roles", [])}
+    highest = max((positions.get(str(r), 0) for r in member.get("roles", [])), default=0)
+    return highest <= int(role.get("position", 0))
