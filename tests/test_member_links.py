@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import ForeignKey, func, select
 
+from adapters.http.app import create_app
 from adapters.telegram import TelegramAdapter
 from core.clock import FakeClock
 from core.config import TelegramConfig
@@ -174,6 +176,13 @@ async def test_a_code_from_telegram_redeemed_on_discord_makes_one_member(
     assert context["member"]["platforms"] == ["telegram", "discord"]
     assert {c["id"] for c in context["communities"]} == {tg_community, dc_community}
     assert "Accounts: telegram, discord" in (await dm(tg, ALICE, "/me")).text
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        for path in (f"/api/communities/{dc_community}/leaderboard", f"/api/dashboard/communities/{dc_community}/leaderboard"):
+            entries = (await http.get(path, params={"window": "all"})).json()["entries"]
+            assert [e["platforms"] for e in entries] == [["telegram", "discord"]], (path, entries)
+        context = (await http.get(f"/api/context/members/{one}")).json()
+        assert context["member"]["platforms"] == ["telegram", "discord"]
     audit = await services.moderation.audit_log(tg_community)
     assert audit[0]["action"] == "member_link" and audit[0]["data"]["kept"] == one
 

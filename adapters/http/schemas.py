@@ -186,6 +186,7 @@ class BoardEntryOut(Model):
     name: str
     points: int
     claims: int = 0
+    platforms: list[str] = []  # community boards: where the member has accounts (linked ones once)
 
 
 class RaidOut(Model):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,8 +124,23 @@ async def shared_communities(s: AsyncSession, a: int, b: int) -> list[Shared]:
 async def platforms(s: AsyncSession, member_id: int) -> tuple[str, ...]:
     """The platforms a member has accounts on, each once, in a stable order."""
     found = set((await s.scalars(select(MemberIdentity.platform).where(MemberIdentity.member_id == member_id))).all())
+    return tuple(_ordered(found))
+
+
+async def platforms_of(s: AsyncSession, member_ids: list[int]) -> dict[int, list[str]]:
+    """Each member's platforms (boards show a linked member once, with their platforms)."""
+    found: dict[int, set[str]] = {}
+    if member_ids:
+        for member_id, platform in (await s.execute(
+                select(MemberIdentity.member_id, MemberIdentity.platform)
+                .where(MemberIdentity.member_id.in_(set(member_ids))))).all():
+            found.setdefault(member_id, set()).add(platform)
+    return {m: _ordered(found.get(m, set())) for m in member_ids}
+
+
+def _ordered(found: set[str]) -> list[str]:
     order = ("telegram", "discord", "web", "console")
-    return tuple(sorted(found, key=lambda p: (order.index(p) if p in order else len(order), p)))
+    return sorted(found, key=lambda p: (order.index(p) if p in order else len(order), p))
 
 
 class MemberLinkService:
@@ -247,6 +262,11 @@ class MemberLinkService:
 
     async def platforms(self, member_id: int) -> tuple[str, ...]:
         return await self.db.read(lambda s: platforms(s, member_id))
+
+    async def with_platforms(self, entries: list[Any]) -> list[dict[str, Any]]:
+        """Board entries (dataclasses) as dicts with each member's `platforms`."""
+        found = await self.db.read(lambda s: platforms_of(s, [e.member_id for e in entries]))
+        return [{**asdict(e), "platforms": found.get(e.member_id, [])} for e in entries]
 
 
 async def _one_handle_or_refuse(s: AsyncSession, a: int, b: int) -> None:
