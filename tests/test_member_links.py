@@ -41,7 +41,7 @@ from core.windows import window_start
 from tests.fakes import telegram_api
 from tests.fakes.telegram_api import FakeMessage, FakeTelegramAPI, make_command_update
 from tests.ledger_check import assert_boards_equal_ledger, ledger_rows, window_sums
-from tests.test_discord_adapter import GUILD_ID, MEMBER_ID, Bot, guild, make_bot, slash
+from tests.test_discord_adapter import GUILD_ID, MEMBER_ID, Bot, as_mod, guild, make_bot, slash
 from tests.test_discord_servers import answer
 
 GROUP = -100777
@@ -131,7 +131,11 @@ async def discord_says(bot: Bot, options: dict[str, Any], user_id: int = MEMBER_
     payload = slash("link", options, user_id=user_id, username=f"d{user_id}")
     response = await bot.h.dispatch_interaction(payload)
     assert response is not None
-    return await answer(bot, payload), response.ephemeral
+    if response.content is not None:
+        return response.content, response.ephemeral
+    message = bot.fake.original_response(int(payload["id"]))  # deferred first on a slow machine
+    assert message is not None
+    return message.content, response.ephemeral
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -333,3 +337,37 @@ def test_the_merge_moves_every_column_that_names_a_member() -> None:
     found = {(t.name, c.name) for t in Base.metadata.sorted_tables for c in t.columns
              for fk in c.foreign_keys if isinstance(fk, ForeignKey) and fk.column.table.name == "members"}
     assert found == set(MEMBER_COLUMNS)
+
+
+async def test_on_discord_a_code_is_ephemeral_and_a_moderator_merges_two_accounts_of_the_server(
+    services: Services, tg: FakeTelegramAPI, dc: Bot, clock: FakeClock
+) -> None:
+    other = MEMBER_ID + 1
+    raid = await dc.start_raid()
+    for user in (MEMBER_ID, other):
+        await dc.press(f"nubi:join:{raid}", user, f"d{user}")
+        await dc.press(f"nubi:claim:{raid}:like", user, f"d{user}")
+    first, second = await member(services, "discord", MEMBER_ID), await member(services, "discord", other)
+    text, ephemeral = await discord_says(dc, {"account": True})
+    assert ephemeral
+    code = await code_from(text)
+    text, ephemeral = await discord_says(dc, {"code": code}, user_id=other)
+    assert ephemeral and f"A moderator there can approve it with /member merge #{first} #{second}" in text
+
+    refused = await dc.h.dispatch_interaction(slash("member merge", {"first": f"#{first}", "second": f"#{second}"},
+                                                     user_id=other, username="d"))
+    assert refused is not None and refused.ephemeral and refused.content == "Sorry, only moderators can do that here."
+    payload = as_mod("member merge", {"first": f"<@{MEMBER_ID}>", "second": f"#{second}"})
+    text = await answer(dc, payload)
+    assert f"are one member now (#{first}, on discord); every point of both is kept." in text, text
+    cid = await community(services, "discord", GUILD_ID)
+    await assert_boards_equal_ledger(services, [cid], clock.now())
+    assert [e.member_id for e in await services.boards.board(cid, "all")] == [first]
+    assert (await services.raids.progress(raid)).participants == 1
+
+    # the merged member links a Telegram account the usual way: the code from Telegram's private chat
+    tg.add_chat(CAROL)
+    code = await code_from((await dm(tg, CAROL, "/link account")).text)
+    text, _ = await discord_says(dc, {"code": code}, user_id=other)
+    assert "Linked: your accounts (telegram, discord) are one member now" in text
+    assert await member(services, "telegram", CAROL) == first
