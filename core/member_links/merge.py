@@ -66,7 +66,12 @@ def _later(a: Any, b: Any) -> Any:
 
 
 async def merge_members(s: AsyncSession, keep: int, gone: int, now: datetime) -> set[int]:
-    """Returns the communities whose closed windows were dropped to be recomputed."""
+    """Returns the communities whose closed windows were dropped to be recomputed.
+
+    Both member rows are locked first (PostgreSQL; SQLite has one writer): a concurrent join or claim
+    of `gone` waits, then fails on the deleted member and is answered "try again", rather than
+    committing a row this merge did not see, which the cascade would delete."""
+    await s.execute(select(Member.id).where(Member.id.in_((keep, gone))).with_for_update())
     shared_raids = (await s.scalars(
         select(RaidParticipant.raid_id).where(RaidParticipant.member_id == keep)
         .intersect(select(RaidParticipant.raid_id).where(RaidParticipant.member_id == gone)))).all()
