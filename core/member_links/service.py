@@ -274,8 +274,7 @@ async def _one_handle_or_refuse(s: AsyncSession, a: int, b: int) -> None:
     if len(handles) > 1:
         first, second = sorted(str(h) for h in handles)
         raise LinkRefused(_("Your accounts have different X handles (@{first} and @{second}), and one member has "
-                            "one handle. Link the same handle on both, or ask a moderator.")
-                          .format(first=first, second=second))
+                            "one handle, so I can't link them.").format(first=first, second=second))
 
 
 async def _known_in(s: AsyncSession, members: tuple[int, int]) -> list[int]:
