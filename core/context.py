@@ -12,6 +12,7 @@ from core.clock import Clock, to_ms
 from core.directory import member_uuid
 from core.errors import NotFound
 from core.leaderboards import LeaderboardService
+from core.member_links.service import platforms
 from core.raids.service import RaidService
 from core.sessions.service import SessionService
 from core.storage.db import Database
@@ -92,7 +93,8 @@ class ContextService:
                 claim_states.setdefault(community_id, {})[state] = n
             return {
                 "member": {"id": member.id, "name": member.display_name, "xHandle": member.x_handle,
-                           "xHandleVerified": member.x_handle_verified},
+                           "xHandleVerified": member.x_handle_verified,
+                           "platforms": list(await platforms(s, member.id))},
                 "session": session,
                 "recentMessages": messages,
                 "communities": [{"id": c[0], "platform": c[1], "chatId": c[2], "title": c[3]} for c in communities],

@@ -28,6 +28,7 @@ class Services:
         from core.context import ContextService
         from core.leaderboards import LeaderboardService
         from core.locks import LockService
+        from core.member_links.service import MemberLinkService
         from core.moderation import ModerationService
         from core.outbox import Outbox
         from core.raids.service import RaidService
@@ -48,6 +49,7 @@ class Services:
         self.badges = BadgeService(self.db)
         self.communities = CommunityService(self.db, self.clock, self.boards.close_windows)
         self.links = RecordingLinkService(self.db, self.clock)
+        self.member_links = MemberLinkService(self.db, self.clock, self.boards.close_windows)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)
         # Optional hooks the X-API verification installs: link_challenge(member, handle), link_verifier(member).

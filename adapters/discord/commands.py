@@ -23,6 +23,7 @@ from core.commands import parser as p
 from core.community_settings import KEYS as SETTING_KEYS
 from core.directory import MemberRef, find_community
 from core.errors import NubiError
+from core.i18n import _
 from core.raids.model import ACTION_LABELS
 from core.targets import Mention
 
@@ -120,10 +121,16 @@ async def me(interaction: Interaction) -> None:
     await run(interaction, p.Me())
 
 
-@app_commands.command(name="link", description="Link your X account")
+@app_commands.command(name="link", description=_("Link your X account, or your accounts on other platforms"))
 @app_commands.guild_only()
-@app_commands.describe(handle="Your X handle", verify="Prove a handle you linked before")
-async def link(interaction: Interaction, handle: str | None = None, verify: bool = False) -> None:
+@app_commands.describe(handle="Your X handle", verify="Prove a handle you linked before",
+                       account=_("Get a one-time code to link your Telegram account with this one"),
+                       code=_("A code /link account gave your other account"))
+async def link(interaction: Interaction, handle: str | None = None, verify: bool = False, account: bool = False,
+               code: str | None = None) -> None:
+    if account or code:  # answered for the member's eyes only: a code is a key to their account
+        await run(interaction, p.LinkAccount(code.strip() if code else None))
+        return
     await run(interaction, p.Link(None if verify else handle, verify))
 
 
@@ -345,6 +352,18 @@ async def review_choices(interaction: Interaction, current: str) -> list[Choice[
     ]
 
 
+# -- members (moderators) --------------------------------------------------------------------------
+
+member_group = ModeratorGroup(name="member", description=_("Members of this community"), guild_only=True)
+
+
+@member_group.command(name="merge", description=_("Approve linking two accounts that both hold points here"))
+@app_commands.describe(first=_("A member: @mention, #id from nubi's refusal, or their user id"),
+                       second=_("The other member, named the same ways"))
+async def member_merge(interaction: Interaction, first: Range[str, 1, 64], second: Range[str, 1, 64]) -> None:
+    await run(interaction, p.MemberMerge(first.strip(), second.strip()), ephemeral=False)
+
+
 # -- settings -------------------------------------------------------------------------------------
 
 settings_group = app_commands.Group(name="settings", description="This community's own settings", guild_only=True)
@@ -384,6 +403,7 @@ async def _community_for_moderator(interaction: Interaction) -> int | None:
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
     join, claim, leaderboard, me, link, help_, raid, unlock, ban, unban, points, schedule, review, settings_group,
+    member_group,
 )
 
 

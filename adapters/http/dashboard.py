@@ -7,7 +7,6 @@ is built directly on the core services so the page depends on nothing but this m
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,5 +129,7 @@ async def community_board(
     top: int = Query(10, ge=1, le=50),
 ) -> dict[str, Any]:
     await authorize_community(request, community_id)
-    entries = await _services(request).boards.board(community_id, window, top=top)
-    return {"communityId": community_id, "window": window, "entries": [asdict(x) for x in entries]}
+    services = _services(request)
+    entries = await services.boards.board(community_id, window, top=top)
+    return {"communityId": community_id, "window": window,
+            "entries": await services.member_links.with_platforms(entries)}

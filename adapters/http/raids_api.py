@@ -391,7 +391,8 @@ async def community_board(request: Request, community_id: DbId, window: Window =
     svc = _svc(request)
     entries = await svc.boards.board(community_id, window, top=top, offset=offset)
     return {"communityId": community_id, "window": window,
-            "windowStart": window_start(window, svc.clock.now()).isoformat(), "entries": entries}
+            "windowStart": window_start(window, svc.clock.now()).isoformat(),
+            "entries": await svc.member_links.with_platforms(entries)}
 
 
 @router.get("/api/communities/{community_id}/leaderboard.csv", response_class=Response, responses=CSV,

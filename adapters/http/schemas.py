@@ -189,6 +189,7 @@ class BoardEntryOut(Model):
     points: int
     claims: int = 0
     badge: str | None = Field(None, description="The member's highest milestone badge in the community, if any")
+    platforms: list[str] = []  # community boards: where the member has accounts (linked ones once)
 
 
 class RaidOut(Model):

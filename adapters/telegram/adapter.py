@@ -37,7 +37,7 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from core.commands.parser import MEMBER_COMMANDS, MODERATOR_COMMANDS
-from core.commands.service import ChatContext
+from core.commands.service import ChatContext, Reply
 from core.config import ConfigError, TelegramConfig
 from core.directory import ChatRef, MemberRef
 from core.events import (
@@ -52,6 +52,7 @@ from core.events import (
 )
 from core.services import Services
 from core.targets import Mention
+from core.views import View
 
 from .chats import PLATFORM, ChatDirectory
 from .locks import ChatLocks
@@ -223,10 +224,26 @@ class TelegramAdapter:
         reply = await self.services.commands.handle_text(ctx, text)
         if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
             return
+        if reply.private and chat.type != Chat.PRIVATE:
+            await self._answer_privately(chat.id, message.message_id, user.id, reply)
+            return
         text = render_html(reply.view)
         if text:
             await self._outbox.send(chat.id, text, markup=keyboard(reply.view.buttons), reply_to=message.message_id,
                                     thread=thread)
+
+    async def _answer_privately(self, chat_id: int, message_id: int, user_id: int, reply: Reply) -> None:
+        """A group has no messages for one member's eyes: the answer goes to the member's private chat
+        with the bot, and the group reads only where it went. Telegram lets a bot write there once the
+        member has started it; otherwise the group reads how to."""
+        try:
+            await self._outbox.send(user_id, render_html(reply.view))
+            note = reply.extra.get("sent_privately")
+        except TelegramError as exc:
+            log.info("could not answer user %s privately: %s", user_id, exc)
+            note = reply.extra.get("not_sent_privately")
+        if isinstance(note, View):
+            await self._outbox.send(chat_id, render_html(note), reply_to=message_id)
 
     async def _on_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

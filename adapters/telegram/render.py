@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.commands.service import Reply
+from core.i18n import _
 from core.views import Button, View
 
 MAX_TEXT = 4096  # Telegram's limit for a message
@@ -24,7 +25,7 @@ DESCRIPTIONS = {
     "claim": "Claim an action you did",
     "leaderboard": "Show the leaderboard",
     "me": "Your points, rank and streak",
-    "link": "Link your X account",
+    "link": _("Link your X account, or your accounts on other platforms"),
     "help": "What I can do",
     "raid": "Start, end or check a raid",
     "unlock": "Lift the chat lock now",
@@ -34,6 +35,7 @@ DESCRIPTIONS = {
     "schedule": "Schedule leaderboard posts",
     "review": "Review pending claims",
     "settings": "Show or change this community's settings",
+    "member": _("Merge two accounts of one member"),
 }
 
 

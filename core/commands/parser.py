@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from core.errors import ValidationError
+from core.i18n import _
 from core.raids.model import ACTION_LABELS, PLURALS
 from core.windows import ANNOUNCED_WINDOWS
 
@@ -19,7 +20,8 @@ USAGE = {
     "claim": "/claim <like|repost|reply|quote|bookmark|follow> [proof-url]",
     "leaderboard": "/leaderboard [raid|day|week|month|all]",
     "me": "/me",
-    "link": "/link <x-handle>  or  /link verify",
+    "link": "/link <x-handle>  or  /link verify  or  /link account [code]",
+    "link account": "/link account  (get a code)  or  /link account <code>  (from your other account)",
     "help": "/help",
     "raid start": "/raid start <url> [likes=N reposts=N replies=N quotes=N bookmarks=N follows=N] "
     "[duration=30m] [max=N] [lock] [pin|nopin] [replace]",
@@ -36,8 +38,9 @@ USAGE = {
     "schedule remove": "/schedule remove <id>",
     "review": "/review  or  /review accept|reject|revoke <claim-id> [reason]  or  /review links",
     "settings": "/settings  or  /settings set <key> <value>  or  /settings reset <key>",
+    "member merge": "/member merge <@member|#id|id> <@member|#id|id>",
 }
-MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review", "settings")
+MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review", "settings", "member")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
 ALIASES = {"lb": "leaderboard", "top": "leaderboard", "board": "leaderboard", "stats": "me", "start": "help"}
 
@@ -75,6 +78,13 @@ class Me:
 class Link:
     handle: str | None = None  # None with verify=True: prove the link
     verify: bool = False
+
+
+@dataclass(frozen=True)
+class LinkAccount:
+    """`/link account`: a one-time code for linking another account; with `code`: redeem one."""
+
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,12 +175,21 @@ class SettingsChange:
     value: str | None  # None resets the key to the global default
 
 
+@dataclass(frozen=True)
+class MemberMerge:
+    """A moderator approves a refused account link: the two members, named as /ban names one."""
+
+    first: str
+    second: str
+
+
 Command = (
-    Join | Claim | Leaderboard | Me | Link | Help | RaidStart | RaidEnd | RaidStatus | Unlock | BanCmd | UnbanCmd
-    | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review | SettingsShow | SettingsChange
+    Join | Claim | Leaderboard | Me | Link | LinkAccount | Help | RaidStart | RaidEnd | RaidStatus | Unlock | BanCmd
+    | UnbanCmd | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review | SettingsShow | SettingsChange
+    | MemberMerge
 )
 MODERATOR_TYPES = (RaidStart, RaidEnd, RaidStatus, Unlock, BanCmd, UnbanCmd, PointsCmd, ScheduleAdd, ScheduleList,
-                   ScheduleRemove, Review, SettingsChange)
+                   ScheduleRemove, Review, SettingsChange, MemberMerge)
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MAX_TEXT = 4096
@@ -280,6 +299,10 @@ def _link(args: list[str]) -> Command:
         raise CommandError("Tell me your X handle.", "link")
     if args[0].lower() == "verify":
         return Link(None, True)
+    if args[0].lower() == "account":  # an X handle named "account" is linked as /link @account
+        if len(args) > 3:
+            raise CommandError(_("A link code is one word, like K7QF-M2XA."), "link account")
+        return LinkAccount("".join(args[1:])[:32] or None)
     return Link(args[0][:64], False)
 
 
@@ -435,6 +458,14 @@ def _settings(args: list[str]) -> Command:
     raise CommandError("Set which setting to what, or reset which one?", "settings")
 
 
+def _member(args: list[str]) -> Command:
+    if not args or args[0].lower() != "merge":
+        raise CommandError(_("What should I do with members?"), "member merge")
+    if len(args) != 3:
+        raise CommandError(_("Name the two members to merge."), "member merge")
+    return MemberMerge(args[1], args[2])
+
+
 _PARSERS = {
     "join": _join,
     "claim": _claim,
@@ -450,4 +481,5 @@ _PARSERS = {
     "schedule": _schedule,
     "review": _review,
     "settings": _settings,
+    "member": _member,
 }

@@ -14,6 +14,7 @@ from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.i18n import _
+from core.member_links.service import CODE_TTL
 from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
 from core.storage.models import Community, Raid
 from core.targets import Mention, resolve_target
@@ -61,6 +62,10 @@ class Reply:
     # The chat post that follows from an event (e.g. the raid post after RaidStarted) already answers:
     # adapters that draw such posts may leave a quiet reply out of the chat.
     quiet: bool = False
+    # For the member's eyes only (a one-time code): ephemeral on Discord; on Telegram sent in the
+    # member's private chat with the bot, and the shared chat reads `extra["sent_privately"]` or,
+    # when the bot may not write to them, `extra["not_sent_privately"]` (Views) instead.
+    private: bool = False
     raid: RaidProgress | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -90,6 +95,7 @@ def help_text(is_moderator: bool) -> str:
         "/leaderboard [raid|day|week|month|all]: the board",
         "/me: your points, rank and streak",
         "/link <x-handle>: link your X account",
+        _("/link account: link your Telegram and Discord accounts (one score, one place on the board)"),
     ]
     if is_moderator:
         lines += [
@@ -104,6 +110,7 @@ def help_text(is_moderator: bool) -> str:
             "/schedule list | /schedule remove <id>",
             p.USAGE["review"],
             p.USAGE["settings"],
+            _("{usage}: approve linking two accounts that both hold points here").format(usage=p.USAGE["member merge"]),
             "",
             "Points are recognition inside this community. X's developer policy forbids paying or rewarding "
             "people (with money or anything virtual) for actions on X; what a community does with its points "
@@ -184,6 +191,8 @@ class CommandService:
             return _say(help_text(ctx.is_moderator), ephemeral=True)
         if isinstance(cmd, p.Link):
             return await self._link(ctx, cmd)
+        if isinstance(cmd, p.LinkAccount):
+            return await self._link_account(ctx, cmd)
         if isinstance(cmd, p.Me):
             return await self._me(ctx)
         if isinstance(cmd, p.Leaderboard):
@@ -246,6 +255,8 @@ class CommandService:
             return await self._review(ctx, community_id, cmd)
         if isinstance(cmd, p.SettingsShow | p.SettingsChange):
             return await self._settings(ctx, community_id, cmd)
+        if isinstance(cmd, p.MemberMerge):
+            return await self._member_merge(ctx, community_id, cmd)
         return _say("I don't know that command. Try /help.", ephemeral=True)
 
     async def _claim(self, ctx: ChatContext, raid_id: int, cmd: p.Claim) -> Reply:
@@ -299,6 +310,8 @@ class CommandService:
         context = await s.context.for_member(member_id)
         m = context["member"]
         lines = [f"{m['name']}"]
+        if len(m.get("platforms", ())) > 1:
+            lines.append(_("Accounts: {platforms}").format(platforms=", ".join(m["platforms"])))
         if m["xHandle"]:
             lines.append(f"X: @{m['xHandle']}" + ("" if m["xHandleVerified"] else " (not proven)"))
         else:
@@ -335,6 +348,44 @@ class CommandService:
         if proof is not None:
             return _say(await proof(ctx.member, handle), ephemeral=True)
         return _say(f"Linked @{handle} (unproven: this bot has no X API access to prove it).", ephemeral=True)
+
+    async def _link_account(self, ctx: ChatContext, cmd: p.LinkAccount) -> Reply:
+        links = self.s.member_links
+        if cmd.code is None:
+            issued = await links.issue(ctx.member)
+            text = _("Your link code: {code}\nWithin {minutes} minutes, send /link account {code} from your other "
+                     "account (on Telegram or Discord). Keep it to yourself: the account that redeems it becomes "
+                     "one member with this one.").format(code=issued.code, minutes=CODE_TTL.seconds // 60)
+            return Reply(info_view(text), ephemeral=True, private=True, extra={
+                "sent_privately": info_view(_("I sent you a link code in our private chat.")),
+                "not_sent_privately": info_view(_("I can't write to you privately yet: open a private chat with me, "
+                                                  "press Start and send /link account there.")),
+            })
+        outcome = await links.redeem(ctx.member, cmd.code)
+        if not outcome.linked:
+            where = ", ".join(c.title for c in outcome.refused_in)
+            first, second = outcome.members
+            return Reply(info_view(_(
+                "Not linked: both accounts already hold points in {communities}, and linking would merge two "
+                "places on the board. A moderator there can approve it with /member merge #{first} #{second}."
+            ).format(communities=where, first=first, second=second)), ephemeral=True, error=True)
+        return _say(_("Linked: your accounts ({platforms}) are one member now, with one score, one X handle and "
+                      "one place on each board.").format(platforms=", ".join(outcome.platforms)), ephemeral=True)
+
+    async def _member_merge(self, ctx: ChatContext, community_id: int, cmd: p.MemberMerge) -> Reply:
+        s = self.s
+        actor = await self._member_id(ctx)
+        now = s.clock.now()
+
+        async def targets(sess):  # type: ignore[no-untyped-def]
+            return [await resolve_target(sess, community_id, ctx.chat.platform, named, now, mentions=ctx.mentions)
+                    for named in (cmd.first, cmd.second)]
+
+        first, second = await s.db.write(targets)
+        outcome = await s.member_links.merge(community_id, first.member_id, second.member_id, actor=actor)
+        return _say(_("{first} and {second} are one member now (#{member}, on {platforms}); every point of both "
+                      "is kept.").format(first=first.shown, second=second.shown, member=outcome.member_id,
+                                         platforms=", ".join(outcome.platforms)))
 
     async def _moderate(self, ctx: ChatContext, community_id: int, cmd: p.BanCmd | p.UnbanCmd | p.PointsCmd) -> Reply:
         s = self.s

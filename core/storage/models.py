@@ -464,6 +464,6 @@ class AuditEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
-# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets), the points ledger
-# and the outbox of chat posts.
-from . import ledger_models, outbox_models, verification_models  # noqa: E402,F401
+# Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets), the points ledger,
+# the outbox of chat posts and the account-link codes.
+from . import ledger_models, link_models, outbox_models, verification_models  # noqa: E402,F401

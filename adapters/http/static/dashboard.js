@@ -66,6 +66,7 @@
   function board(list, entries, limit) {
     list.replaceChildren(...entries.slice(0, limit).map((e) =>
       h("li", {}, h("span", { class: "rank", text: String(e.rank) }), h("span", { class: "name", text: e.name }),
+        ...(e.platforms && e.platforms.length ? [h("span", { class: "platforms", text: e.platforms.join(" · ") })] : []),
         h("span", { class: "pts", text: `${e.points} pt` }))));
   }
 
