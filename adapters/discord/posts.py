@@ -25,6 +25,7 @@ import discord
 
 from core.directory import ChatRef, community_chat
 from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
+from core.i18n import use_language
 from core.outbox import Delivery, raid_key, report_key
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -223,7 +224,8 @@ class RaidPosts:
                 report = await self.s.raids.report(raid_id)
                 if report is None:
                     raise LookupError(f"raid {raid_id} has no report yet")
-                parts = render.message(report_view(report))
+                with use_language(await self.s.community_settings.language_of_raid(raid_id)):
+                    parts = render.message(report_view(report))
                 channel = self._client().get_partial_messageable(channel_id)
                 if d.edit and d.ref:
                     try:

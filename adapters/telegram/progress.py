@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from telegram.error import BadRequest, TelegramError
 
 from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
+from core.i18n import _, use_language
 from core.outbox import Delivery, raid_key, report_key
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -157,7 +158,9 @@ class RaidPosts:
         if post.stale:
             self._redraw(post.chat_id, progress.id)
         if not locked and post.message_id is not None:
-            await self._outbox.send(post.chat_id, escape(NO_RIGHTS_NOTICE), reply_to=post.message_id)
+            with use_language(progress.language):
+                notice = _(NO_RIGHTS_NOTICE)
+            await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id)
 
     async def _render(self, raid_id: int) -> Rendered:
         progress = await self._locks.shown(await self._s.raids.progress(raid_id))
@@ -207,7 +210,8 @@ class RaidPosts:
             report = await self._s.raids.report(raid_id)
             if report is None:
                 raise LookupError(f"raid {raid_id} has no report yet")
-            text = render_html(report_view(report))
+            with use_language(await self._s.community_settings.language_of_raid(raid_id)):
+                text = render_html(report_view(report))
             if d.edit and d.ref:
                 try:
                     await self._outbox.edit_latest(d.ref["chat_id"], d.ref["message_id"], _fixed(text))
