@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import Clock, to_ms
 from core.directory import member_uuid
 from core.errors import NotFound
-from core.i18n import N_, _
 from core.leaderboards import LeaderboardService
 from core.raids.service import RaidService
 from core.sessions.service import SessionService
@@ -153,13 +152,11 @@ def _streak(days: list[str], today: date) -> int:
     return streak
 
 
-CLAIM_WORDS = {"verified": N_("verified on X"), "accepted": N_("accepted by a moderator"),
-               "unverifiable": N_("not verifiable"), "pending": N_("pending"), "rejected": N_("rejected")}
-
-
 def claim_words(claims: dict[str, int]) -> str:
     """"2 verified on X, 1 accepted by a moderator": never one number for both."""
-    return ", ".join(f"{claims[k]} {_(w)}" for k, w in CLAIM_WORDS.items() if claims.get(k))
+    from core.views import CLAIM_STATES_COUNTED, claims_in_state
+
+    return ", ".join(claims_in_state(k, claims[k], review="pending") for k in CLAIM_STATES_COUNTED if claims.get(k))
 
 
 def render_prompt(ctx: dict[str, Any]) -> str:

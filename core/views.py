@@ -12,13 +12,24 @@ from typing import Any
 from core.i18n import N_, _, ngettext, use_language
 from core.raids.model import END_CAUSES, BoardEntry, RaidProgress, action_word
 
-STATE_LABELS = {  # marked here, translated where shown
-    "verified": N_("verified on X"),
-    "accepted": N_("accepted by a moderator"),
-    "unverifiable": N_("not verifiable"),
-    "pending": N_("pending review"),
-    "rejected": N_("rejected"),
-}
+CLAIM_STATES_COUNTED = ("verified", "accepted", "unverifiable", "pending", "rejected")
+
+
+def claims_in_state(state: str, n: int, *, review: str = "pending review") -> str:
+    """"2 verified on X": a number of claims in one state, in the plural form the language wants."""
+    if state == "verified":
+        return ngettext("{n} verified on X", "{n} verified on X", n).format(n=n)
+    if state == "accepted":
+        return ngettext("{n} accepted by a moderator", "{n} accepted by a moderator", n).format(n=n)
+    if state == "unverifiable":
+        return ngettext("{n} not verifiable", "{n} not verifiable", n).format(n=n)
+    if state == "pending" and review == "pending review":
+        return ngettext("{n} pending review", "{n} pending review", n).format(n=n)
+    if state == "pending":
+        return ngettext("{n} pending", "{n} pending", n).format(n=n)
+    if state == "rejected":
+        return ngettext("{n} rejected", "{n} rejected", n).format(n=n)
+    return f"{n} {state}"
 STATUS_LABELS = {
     "active": N_("live"),
     "completed": N_("completed"),
@@ -173,11 +184,13 @@ def report_view(report: dict[str, Any]) -> View:
         for k, n in states.items():
             if k == "unverifiable":
                 if n - expired:
-                    words.append(_("{count} counted on the member's word").format(count=n - expired))
+                    words.append(ngettext("{count} counted on the member's word", "{count} counted on the member's word",
+                                          n - expired).format(count=n - expired))
                 if expired:
-                    words.append(_("{count} not settled in time (no points)").format(count=expired))
-            elif n and k in STATE_LABELS:
-                words.append(f"{n} {_(STATE_LABELS[k])}")
+                    words.append(ngettext("{count} not settled in time (no points)",
+                                          "{count} not settled in time (no points)", expired).format(count=expired))
+            elif n and k in CLAIM_STATES_COUNTED:
+                words.append(claims_in_state(k, n))
         if words:
             lines.append(_("Claims: {list}").format(list=", ".join(words)))
     if states.get("pending"):
