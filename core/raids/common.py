@@ -120,7 +120,7 @@ async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
 
 def _open_raid(raid: Any, raid_id: int, now: datetime) -> Any:
     if raid is None:
-        raise RaidNotFound(_("Raid #{id} not found.").format(id=raid_id))
+        raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
     if raid.status != "active" or raid.ends_at <= now:
         raise RaidEnded(_("Raid #{id} has ended.").format(id=raid_id))
     return raid

@@ -31,7 +31,7 @@ class MetricsMixin(RaidsBase):
             await s.execute(select(Raid, Community).join(Community, Community.id == Raid.community_id).where(Raid.id == raid_id))
         ).first()
         if row is None:
-            raise RaidNotFound(_("Raid #{id} not found.").format(id=raid_id))
+            raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
         raid, community = row
         objectives = (
             await s.scalars(select(RaidObjective).where(RaidObjective.raid_id == raid_id).order_by(RaidObjective.action_type))
@@ -74,7 +74,7 @@ class MetricsMixin(RaidsBase):
         async def op(s: AsyncSession) -> list[BoardEntry]:
             raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
             if raid is None:
-                raise RaidNotFound(_("Raid #{id} not found.").format(id=raid_id))
+                raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
             return await self._raid_board(s, raid, top, offset)
 
         return await self.db.read(op)
