@@ -859,7 +859,7 @@ async def test_the_same_raid_in_spanish_and_back_to_english(bot: Bot) -> None:
     joined = await bot.press("nubi:join:1", MEMBER_ID, "alice")
     assert joined is not None and joined.content == "¡Te uniste al raid #1 como participante #1! +5 por llegar pronto"
     claimed = await bot.h.dispatch_interaction(slash("claim", {"action": "likes"}, username="alice"))
-    assert claimed is not None and re.fullmatch(r"Me gusta reclamado: \+\d+", claimed.content or ""), claimed
+    assert claimed is not None and re.fullmatch(r"Me gusta: reclamado, \+\d+", claimed.content or ""), claimed
     stats = await bot.press("nubi:stats:1", MEMBER_ID, "alice")
     assert stats is not None and re.fullmatch(
         r"Raid #1: participante #1, \d+ puntos; me gusta \(contada, no verificable\)\.", stats.content or ""), stats
