@@ -23,6 +23,7 @@ from typing import Literal
 
 from core.directory import ChatRef
 from core.errors import PermissionDenied, SessionNotFound, Unauthorized
+from core.i18n import _
 
 Kind = Literal["admin", "community", "session", "chat", "nobody"]
 
@@ -92,7 +93,8 @@ def require_community(caller: Caller, community: str | None) -> None:
         return
     if community is None or not caller.sees(community):
         raise PermissionDenied(
-            "That belongs to another community." if caller.kind == "chat" else "This API key cannot access that community.")
+            _("That belongs to another community.") if caller.kind == "chat"
+            else "This API key cannot access that community.")
 
 
 def list_scope(caller: Caller) -> str | None:
@@ -131,7 +133,7 @@ def chat_for_raid(caller: Caller, wanted: ChatRef | None, fallback: ChatRef) -> 
     if caller.kind != "community" or caller.community is None:
         raise PermissionDenied("Only an API key may start raids.")
     if wanted is None:
-        platform, _, external = caller.community.partition(":")
+        platform, _sep, external = caller.community.partition(":")
         return ChatRef(platform, external)
     if chat_community(wanted) != caller.community:
         raise PermissionDenied("This API key cannot start raids in that community.")
@@ -148,7 +150,7 @@ def session_community_for(caller: Caller, requested: str | None) -> str | None:
     if caller.admin:
         return None
     own = caller.community or ""
-    platform, _, external = own.partition(":")
+    platform, _sep, external = own.partition(":")
     if caller.kind != "community" or platform != "web" or not external:
         raise PermissionDenied("Sessions open in a web community: this needs an admin or web-community key.")
     if requested not in (None, external):

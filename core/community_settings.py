@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import badges
 from core.clock import Clock
 from core.config import ACTION_NAMES, Bonuses, RaidsConfig, Settings
-from core.directory import MemberRef, ensure_member, seen_in_community
+from core.directory import ChatRef, MemberRef, ensure_member, seen_in_community
 from core.errors import NotFound, ValidationError
-from core.i18n import _
+from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, _, normalize
 from core.moderation import audit
 from core.schedules import check_zone
 from core.storage.db import Database
-from core.storage.models import PLATFORMS, Community, CommunityMember, MemberIdentity
+from core.storage.models import PLATFORMS, Community, CommunityMember, MemberIdentity, Raid
 
 # The [raids] keys a community may set for itself (the rest are the operator's: intervals, budgets).
 RAID_KEYS = (
@@ -34,7 +34,7 @@ RAID_KEYS = (
     + [f"objectives.{a}.{f}" for a in ACTION_NAMES for f in ("target", "points")]
     + [f"bonuses.{name}" for name in Bonuses.model_fields]
 )
-OTHER_KEYS = ["timezone", "exclude_members", "badges"]
+OTHER_KEYS = ["timezone", "exclude_members", "badges", "language"]
 KEYS = tuple(RAID_KEYS + OTHER_KEYS)
 
 
@@ -67,14 +67,16 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_key(key: str) -> str:
     key = key.strip().lower()
     if key not in KEYS:
-        raise ValidationError(f"'{key[:60]}' is not a community setting. Settings: {', '.join(KEYS[:8])}, "
-                              "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members, badges.",
-                              field="key")
+        raise ValidationError(_("'{key}' is not a community setting. Settings: {keys}, "
+                                "objectives.<action>.target|points, bonuses.<name>, timezone, exclude_members, "
+                                "badges, language.").format(key=key[:60], keys=", ".join(KEYS[:8])), field="key")
     return key
 
 
 def _parse(key: str, value: Any) -> Any:
     """A value typed in chat is text: lists are comma-separated; the model converts the rest."""
+    if key == "language" and isinstance(value, str):
+        return value.strip().lower()
     if isinstance(value, str) and key in ("default_objectives", "exclude_members"):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
@@ -96,7 +98,7 @@ class CommunitySettingsService:
     async def change(self, community_id: int, changes: dict[str, Any], *, actor: int | None) -> dict[str, Any]:
         """Set (a value) or reset (None) several keys at once: all are applied, or none."""
         if not changes:
-            raise ValidationError("give at least one setting to change", field="settings")
+            raise ValidationError(_("give at least one setting to change"), field="settings")
         checked = {_check_key(k): _parse(_check_key(k), v) for k, v in changes.items()}
         if checked.get("badges") is not None:
             checked["badges"] = await self._badges(community_id, checked["badges"])
@@ -120,6 +122,23 @@ class CommunitySettingsService:
     async def timezone(self, community_id: int) -> str:
         own = await self.db.read(lambda s: self._own(s, community_id))
         return str(own.get("timezone") or "UTC")
+
+    async def language(self, community_id: int) -> str:
+        """The language the community's members read (core/i18n.py)."""
+        settings = await self.db.read(lambda s: s.scalar(select(Community.settings).where(Community.id == community_id)))
+        return normalize((settings or {}).get("language"))
+
+    async def language_of_chat(self, chat: ChatRef) -> str:
+        """The language of the community a chat belongs to; the default for a chat nubi has not met."""
+        settings = await self.db.read(lambda s: s.scalar(select(Community.settings).where(
+            Community.platform == chat.platform, Community.external_id == chat.external_id)))
+        return normalize((settings or {}).get("language"))
+
+    async def language_of_raid(self, raid_id: int) -> str:
+        """The language of a raid's posts and report: its community's, as it is now."""
+        settings = await self.db.read(lambda s: s.scalar(
+            select(Community.settings).join(Raid, Raid.community_id == Community.id).where(Raid.id == raid_id)))
+        return normalize((settings or {}).get("language"))
 
     # -- inside ----------------------------------------------------------------------------------
 
@@ -155,11 +174,17 @@ class CommunitySettingsService:
                 check_zone(str(own["timezone"]))
             except ValidationError as exc:
                 raise ValidationError(f"timezone: {exc.message}", field="timezone") from None
+        if own.get("language") is not None and own["language"] not in LANGUAGES:
+            raise ValidationError(_("language: '{value}' is not one of {languages}").format(
+                value=str(own["language"])[:20], languages=", ".join(LANGUAGES)),
+                                  field="language")
         for entry in own.get("exclude_members") or []:
             platform, _sep, external = str(entry).partition(":")
             if platform not in PLATFORMS or not external or len(entry) > 160:
-                raise ValidationError(f"exclude_members: '{str(entry)[:60]}' is not <platform>:<user id> "
-                                      f"(platform: {', '.join(PLATFORMS)})", field="exclude_members")
+                raise ValidationError(_("exclude_members: '{entry}' is not <platform>:<user id> "
+                                        "(platform: {platforms})").format(entry=str(entry)[:60],
+                                                                          platforms=", ".join(PLATFORMS)),
+                                      field="exclude_members")
 
     async def _sync_exclusions(self, s: AsyncSession, community_id: int, listed: list[str], now: Any) -> None:
         """The board leaves off exactly the listed members (they need not have used the bot yet)."""
@@ -182,6 +207,7 @@ class CommunitySettingsService:
         effective["timezone"] = own.get("timezone") or "UTC"
         effective["exclude_members"] = own.get("exclude_members") or []
         effective["badges"] = badges.text_form(badges.milestones(own))
+        effective["language"] = own.get("language") or DEFAULT_LANGUAGE
         mine = _flat(own.get("raids") or {})
         mine.update({k: own[k] for k in OTHER_KEYS if own.get(k) not in (None, [])})
         if "badges" in mine:

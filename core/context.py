@@ -154,13 +154,11 @@ def _streak(days: list[str], today: date) -> int:
     return streak
 
 
-CLAIM_WORDS = {"verified": "verified on X", "accepted": "accepted by a moderator", "unverifiable": "not verifiable",
-               "pending": "pending", "rejected": "rejected"}
-
-
 def claim_words(claims: dict[str, int]) -> str:
     """"2 verified on X, 1 accepted by a moderator": never one number for both."""
-    return ", ".join(f"{claims[k]} {w}" for k, w in CLAIM_WORDS.items() if claims.get(k))
+    from core.views import CLAIM_STATES_COUNTED, claims_in_state
+
+    return ", ".join(claims_in_state(k, claims[k], review="pending") for k in CLAIM_STATES_COUNTED if claims.get(k))
 
 
 def render_prompt(ctx: dict[str, Any]) -> str:

@@ -13,9 +13,11 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import ValidationError
 from core.events import AnnouncementDue
+from core.i18n import _, use_language
 from core.raids.model import BoardEntry
 from core.storage.db import Database
 from core.storage.models import (
+    Community,
     CommunityMember,
     LeaderboardWindow,
     Member,
@@ -69,7 +71,7 @@ MAX_PAGE = 100  # entries per page of a JSON board; CSV exports page through the
 
 def check_window(window: str) -> str:
     if window not in WINDOWS:
-        raise ValidationError(f"window must be one of {', '.join(WINDOWS)}", field="window")
+        raise ValidationError(_("window must be one of {windows}").format(windows=", ".join(WINDOWS)), field="window")
     return window
 
 
@@ -90,7 +92,7 @@ class LeaderboardService:
         """One page of a board: `top` entries (at most MAX_PAGE) from `offset`."""
         check_window(window)
         if not 1 <= top <= MAX_PAGE:
-            raise ValidationError(f"top must be between 1 and {MAX_PAGE}", field="top")
+            raise ValidationError(_("top must be between 1 and {max}").format(max=MAX_PAGE), field="top")
         return await self.page(community_id, window, top, offset, at=at)
 
     async def page(
@@ -143,8 +145,12 @@ class LeaderboardService:
 
     async def announcement(self, event: AnnouncementDue) -> View:
         """What a scheduled announcement shows, chosen from its slot (not from when it is drawn)."""
-        window = announced_window(event.window, datetime.fromisoformat(event.slot), event.timezone)
-        return announcement_view(window.title, await self.board_between(event.community_id, window, top=event.top_n))
+        settings = await self.db.read(lambda s: s.scalar(
+            select(Community.settings).where(Community.id == event.community_id)))
+        with use_language((settings or {}).get("language")):  # the board is worded for its community
+            window = announced_window(event.window, datetime.fromisoformat(event.slot), event.timezone)
+            entries = await self.board_between(event.community_id, window, top=event.top_n)
+            return announcement_view(window.title, entries)
 
     async def rank(self, community_id: int, member_id: int, window: str = "all") -> tuple[int | None, int]:
         """(rank or None when unranked, points) of a member on a community board."""

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import Clock
 from core.directory import MemberRef, ensure_member
 from core.errors import Conflict
+from core.i18n import _
 from core.raids.urls import normalize_handle
 from core.storage.db import Database
 from core.storage.models import Member
@@ -28,7 +29,8 @@ class LinkService:
             member_id = await ensure_member(s, member, now)
             owner = await s.scalar(select(Member.id).where(Member.x_handle == h))
             if owner is not None and owner != member_id:
-                raise Conflict(f"@{h} is already linked to another member. Ask a moderator if it is yours.")
+                raise Conflict(_("@{handle} is already linked to another member. Ask a moderator if it is yours.").format(
+                    handle=h))
             await s.execute(
                 update(Member)
                 .where(Member.id == member_id)
@@ -39,7 +41,7 @@ class LinkService:
         try:
             return await self.db.write(op)
         except IntegrityError as exc:  # a concurrent link of the same handle won the unique constraint
-            raise Conflict(f"@{h} is already linked to another member.") from exc
+            raise Conflict(_("@{handle} is already linked to another member.").format(handle=h)) from exc
 
     async def handle_of(self, member_id: int) -> tuple[str | None, bool]:
         async def op(s: AsyncSession) -> tuple[str | None, bool]:

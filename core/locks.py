@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.clock import Clock
 from core.errors import Conflict
 from core.events import EventBus, LockReleased
+from core.i18n import _
 from core.storage.db import Database
 from core.storage.models import ChatLock, Community
 
@@ -74,7 +75,7 @@ class LockService:
         try:
             return await self.db.write(op)
         except IntegrityError as exc:
-            raise Conflict("This chat is already locked.") from exc
+            raise Conflict(_("This chat is already locked.")) from exc
 
     async def _request_release(self, where: Any, reason: str) -> list[LockInfo]:
         now = self.clock.now()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.errors import ValidationError
+from core.i18n import _
 from core.ledger import Entry, record
 from core.storage.db import Database
 from core.storage.models import AuditEntry, Ban, Member
@@ -55,14 +56,15 @@ class ModerationService:
         self, community_id: int, member_id: int, amount: int, reason: str, *, actor: int | None
     ) -> None:
         if amount == 0 or abs(amount) > MAX_ADJUSTMENT:
-            raise ValidationError(f"points must be a non-zero whole number up to {MAX_ADJUSTMENT}", field="points")
+            raise ValidationError(_("points must be a non-zero whole number up to {max}").format(max=MAX_ADJUSTMENT),
+                                  field="points")
         if not reason or not reason.strip():
-            raise ValidationError("a points change needs a reason", field="reason")
+            raise ValidationError(_("a points change needs a reason"), field="reason")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> None:
             if await s.get(Member, member_id) is None:
-                raise ValidationError("no such member", field="member")
+                raise ValidationError(_("no such member"), field="member")
             await record(s, [Entry(community_id, member_id, amount, "manual", now, actor_id=actor,
                                    reason=reason.strip()[:500])], now=now)
             await audit(

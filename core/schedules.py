@@ -19,6 +19,7 @@ from core import outbox
 from core.clock import Clock
 from core.errors import ValidationError
 from core.events import AnnouncementDue, EventBus
+from core.i18n import _
 from core.storage.db import Database
 from core.storage.models import AnnouncementRun, ScheduledAnnouncement
 from core.storage.upsert import insert
@@ -57,7 +58,7 @@ def check_cron(expr: str) -> str:
     expr = " ".join(expr.split())
     if len(expr.split()) != 5 or not croniter.is_valid(expr):
         raise ValidationError(
-            "cron must have 5 fields: minute hour day month weekday, e.g. \"0 12 * * mon\"", field="cron"
+            _("cron must have 5 fields: minute hour day month weekday, e.g. \"0 12 * * mon\""), field="cron"
         )
     return expr
 
@@ -66,7 +67,8 @@ def check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(f"unknown time zone {name!r} (use a name like UTC or Europe/Berlin)", field="tz") from exc
+        raise ValidationError(_("unknown time zone '{zone}' (use a name like UTC or Europe/Berlin)").format(zone=name[:60]),
+                              field="tz") from exc
     return name
 
 
@@ -97,10 +99,11 @@ class ScheduleService:
         cron = check_cron(cron)
         tz = check_zone(tz)
         if window not in SCHEDULE_WINDOWS:
-            raise ValidationError(f"window must be one of {', '.join(SCHEDULE_WINDOWS)}", field="window")
+            raise ValidationError(_("window must be one of {windows}").format(windows=", ".join(SCHEDULE_WINDOWS)),
+                                  field="window")
         base, so_far = split_option(window)
         if not 1 <= top_n <= 50:
-            raise ValidationError("top must be between 1 and 50", field="top")
+            raise ValidationError(_("top must be between 1 and 50"), field="top")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> Schedule:
@@ -161,7 +164,7 @@ class ScheduleService:
     async def owed(self, key: str) -> AnnouncementDue | None:
         """The announcement an outbox row owes (`announce:<schedule>:<slot>`), to deliver it again."""
         try:
-            _, schedule_id, stamp = key.split(":")
+            _kind, schedule_id, stamp = key.split(":")
             slot = datetime.fromtimestamp(int(stamp), UTC)
         except ValueError:
             return None

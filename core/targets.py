@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.directory import MemberRef, ensure_member
 from core.errors import NotFound, ValidationError
+from core.i18n import _
 from core.storage.models import CommunityMember, MemberIdentity
 
 # Telegram usernames are [A-Za-z0-9_]{5,32}; Discord's are [a-z0-9_.]{2,32}. Anything else is no name.
@@ -66,7 +67,7 @@ async def resolve_target(
     t = named.strip()
     if not t:
         if reply_to is None:
-            raise ValidationError("Name a member (@username or id), or reply to one of their messages.",
+            raise ValidationError(_("Name a member (@username or id), or reply to one of their messages."),
                                   field="member")
         return Target(await ensure_member(s, reply_to, now), _shown(reply_to))
     for m in mentions:  # the platform vouches for these: a member nubi has not seen yet is created
@@ -84,17 +85,19 @@ async def resolve_target(
     else:
         name = t[1:] if t.startswith("@") else t
         if not _USERNAME.fullmatch(name):
-            raise ValidationError(f"{t[:40]} is not a member's name: use @username, their id, or reply to them.",
+            raise ValidationError(_("{name} is not a member's name: use @username, their id, or reply to them.").format(
+                name=t[:40]),
                                   field="member")
         ids = (await s.scalars(
             known.where(func.lower(MemberIdentity.username) == name.lower()).distinct().limit(2)
         )).all()
     if not ids:
-        raise UnknownMember(f"I don't know {t[:40]} here: they need to have used the bot in this community.",
+        raise UnknownMember(_("I don't know {name} here: they need to have used the bot in this community.").format(
+            name=t[:40]),
                             details={"field": "member"})
     if len(set(ids)) > 1:
-        raise AmbiguousMember(f"{t[:40]} could be more than one member here: mention them, reply to them "
-                              "or use their numeric id.", field="member")
+        raise AmbiguousMember(_("{name} could be more than one member here: mention them, reply to them "
+                                "or use their numeric id.").format(name=t[:40]), field="member")
     return Target(ids[0], t)
 
 

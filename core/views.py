@@ -10,29 +10,49 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.badges import shown
-from core.raids.model import ACTION_LABELS, END_CAUSES, BoardEntry, RaidProgress
+from core.i18n import N_, _, ngettext, use_language
+from core.raids.model import END_CAUSES, BoardEntry, RaidProgress, action_word
 
-STATE_LABELS = {
-    "verified": "verified on X",
-    "accepted": "accepted by a moderator",
-    "unverifiable": "not verifiable",
-    "pending": "pending review",
-    "rejected": "rejected",
-}
+CLAIM_STATES_COUNTED = ("verified", "accepted", "unverifiable", "pending", "rejected")
+
+
+def claims_in_state(state: str, n: int, *, review: str = "pending review") -> str:
+    """"2 verified on X": a number of claims in one state, in the plural form the language wants."""
+    if state == "verified":
+        return ngettext("{n} verified on X", "{n} verified on X", n).format(n=n)
+    if state == "accepted":
+        return ngettext("{n} accepted by a moderator", "{n} accepted by a moderator", n).format(n=n)
+    if state == "unverifiable":
+        return ngettext("{n} not verifiable", "{n} not verifiable", n).format(n=n)
+    if state == "pending" and review == "pending review":
+        return ngettext("{n} pending review", "{n} pending review", n).format(n=n)
+    if state == "pending":
+        return ngettext("{n} pending", "{n} pending", n).format(n=n)
+    if state == "rejected":
+        return ngettext("{n} rejected", "{n} rejected", n).format(n=n)
+    return f"{n} {state}"
 STATUS_LABELS = {
-    "active": "live",
-    "completed": "completed",
-    "timeout": "objectives not met",
-    "failed": "nobody took part",
-    "cancelled": "cancelled",
+    "active": N_("live"),
+    "completed": N_("completed"),
+    "timeout": N_("objectives not met"),
+    "failed": N_("nobody took part"),
+    "cancelled": N_("cancelled"),
 }
+
+
+def status_label(status: str) -> str:
+    return _(STATUS_LABELS[status]) if status in STATUS_LABELS else status
+
+
+def end_cause_label(cause: str) -> str:
+    return _(END_CAUSES[cause]) if cause in END_CAUSES else cause
 
 
 def ended_title(status: str, cause: str | None) -> str:
     """What a finished raid's title says: why it ended (a moderator's end is not "time ran out")."""
     if status in ("failed", "completed") or not cause:
-        return STATUS_LABELS.get(status, status)
-    return END_CAUSES.get(cause, STATUS_LABELS.get(status, status))
+        return status_label(status)
+    return end_cause_label(cause) if cause in END_CAUSES else status_label(status)
 
 
 @dataclass(frozen=True)
@@ -87,63 +107,77 @@ def duration_text(seconds: int) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     if h:
-        return f"{h}h {m:02d}m"
+        return _("{h}h {m:02d}m").format(h=h, m=m)
     if m:
-        return f"{m}m {s:02d}s"
-    return f"{s}s"
+        return _("{m}m {s:02d}s").format(m=m, s=s)
+    return _("{s}s").format(s=s)
 
 
 def raid_buttons(p: RaidProgress) -> list[Button]:
     if not p.active:
-        return [Button("Open post", "url", p.id, url=p.target_url)]
-    buttons = [Button("Join", "join", p.id), Button("Open post", "url", p.id, url=p.target_url)]
+        return [Button(_("Open post"), "url", p.id, url=p.target_url)]
+    buttons = [Button(_("Join"), "join", p.id), Button(_("Open post"), "url", p.id, url=p.target_url)]
     for o in p.objectives:
-        buttons.append(Button(f"{ACTION_LABELS[o.action][0].capitalize()} +{o.points}", "claim", p.id, o.action))
-    buttons.append(Button("My stats", "stats", p.id))
+        buttons.append(Button(_("{action} +{points}").format(action=action_word(o.action).capitalize(), points=o.points),
+                              "claim", p.id, o.action))
+    buttons.append(Button(_("My stats"), "stats", p.id))
     return buttons
 
 
 def raid_view(p: RaidProgress) -> View:
+    """The live raid post, in the language of the raid's community."""
+    with use_language(p.language):
+        return _raid_view(p)
+
+
+def _raid_view(p: RaidProgress) -> View:
     lines = [p.target_url, ""]
     for o in p.objectives:
-        plural = ACTION_LABELS[o.action][1].capitalize()
         mark = " ✓" if o.met else ""
-        lines.append(f"{plural}: {bar(o.fraction)} {o.count}/{o.target} ({o.points} pt each){mark}")
+        lines.append(ngettext("{actions}: {bar} {count}/{target} ({points} pt each){mark}",
+                              "{actions}: {bar} {count}/{target} ({points} pt each){mark}", o.points).format(
+            actions=action_word(o.action, plural=True).capitalize(), bar=bar(o.fraction), count=o.count,
+            target=o.target, points=o.points, mark=mark))
     lines.append("")
-    lines.append(f"Raiders: {p.participants}/{p.max_participants}")
+    lines.append(_("Raiders: {count}/{max}").format(count=p.participants, max=p.max_participants))
     if p.active:
-        lines.append(f"Time left: {duration_text(p.time_left_seconds)}")
+        lines.append(_("Time left: {duration}").format(duration=duration_text(p.time_left_seconds)))
     else:
-        lines.append(f"Status: {STATUS_LABELS.get(p.status, p.status)}")
+        lines.append(_("Status: {status}").format(status=status_label(p.status)))
         if p.end_cause:
-            lines.append(f"Ended: {END_CAUSES.get(p.end_cause, p.end_cause)}")
+            lines.append(_("Ended: {cause}").format(cause=end_cause_label(p.end_cause)))
     if p.pending:
-        lines.append(f"Claims awaiting review: {p.pending}")
+        lines.append(_("Claims awaiting review: {count}").format(count=p.pending))
     if p.top:
-        lines.append("Top raiders: " + ", ".join(f"{e.name} ({e.points})" for e in p.top[:3]))
+        lines.append(_("Top raiders: {names}").format(names=", ".join(f"{e.name} ({e.points})" for e in p.top[:3])))
     if p.lock and p.active:
-        lines.append("Chat is locked for the raid.")
-    title = f"Raid #{p.id} — {STATUS_LABELS['active'] if p.active else ended_title(p.status, p.end_cause)}"
+        lines.append(_("Chat is locked for the raid."))
+    title = _("Raid #{id} — {status}").format(
+        id=p.id, status=status_label("active") if p.active else ended_title(p.status, p.end_cause))
     color = "live" if p.active else ("success" if p.status == "completed" else "warning")
     return View("raid", title, lines, raid_buttons(p), url=p.target_url, color=color)
 
 
 def report_view(report: dict[str, Any]) -> View:
+    """A raid's report, in the current language (an adapter posting it sets the community's)."""
     status = report.get("status", "")
+    cause = report.get("endCause")
     lines = [
         report.get("targetUrl", ""),
         "",
-        f"Status: {STATUS_LABELS.get(status, status)}",
-        *([f"Ended: {report['endedBecause']}"] if report.get("endedBecause") else []),
-        f"Duration: {duration_text(report.get('durationSeconds', 0))}",
-        f"Raiders: {report.get('participants', 0)}",
-        f"Actions: {report.get('actions', 0)}",
+        _("Status: {status}").format(status=status_label(status)),
+        *([_("Ended: {cause}").format(cause=end_cause_label(cause) if cause else report["endedBecause"])]
+          if report.get("endedBecause") else []),
+        _("Duration: {duration}").format(duration=duration_text(report.get("durationSeconds", 0))),
+        _("Raiders: {count}").format(count=report.get("participants", 0)),
+        _("Actions: {count}").format(count=report.get("actions", 0)),
     ]
     for o in report.get("objectives", []):
-        plural = ACTION_LABELS.get(o["action"], (o["action"], o["action"] + "s"))[1].capitalize()
+        plural = action_word(o["action"], plural=True).capitalize()
         lines.append(f"{plural}: {o['count']}/{o['target']}{' ✓' if o['met'] else ''}")
-    lines.append(f"Objectives met: {report.get('objectivesMet', 0)}/{len(report.get('objectives', []))}")
-    lines.append(f"Points awarded: {report.get('pointsAwarded', 0)}")
+    lines.append(_("Objectives met: {met}/{total}").format(
+        met=report.get("objectivesMet", 0), total=len(report.get("objectives", []))))
+    lines.append(_("Points awarded: {points}").format(points=report.get("pointsAwarded", 0)))
     states = dict(report.get("claimsByState") or {})
     expired = report.get("unsettledAtClose") or 0
     if states:
@@ -151,41 +185,53 @@ def report_view(report: dict[str, Any]) -> View:
         for k, n in states.items():
             if k == "unverifiable":
                 if n - expired:
-                    words.append(f"{n - expired} counted on the member's word")
+                    words.append(ngettext("{count} counted on the member's word", "{count} counted on the member's word",
+                                          n - expired).format(count=n - expired))
                 if expired:
-                    words.append(f"{expired} not settled in time (no points)")
-            elif n and k in STATE_LABELS:
-                words.append(f"{n} {STATE_LABELS[k]}")
+                    words.append(ngettext("{count} not settled in time (no points)",
+                                          "{count} not settled in time (no points)", expired).format(count=expired))
+            elif n and k in CLAIM_STATES_COUNTED:
+                words.append(claims_in_state(k, n))
         if words:
-            lines.append("Claims: " + ", ".join(words))
+            lines.append(_("Claims: {list}").format(list=", ".join(words)))
     if states.get("pending"):
-        lines.append("Not final yet: this report updates when the pending claims are settled.")
+        lines.append(_("Not final yet: this report updates when the pending claims are settled."))
     top = report.get("topRaiders") or []
     if top:
         lines.append("")
-        lines.append("Top raiders:")
-        lines += [f"{e['rank']}. {e['name']} — {e['points']} pts" for e in top]
+        lines.append(_("Top raiders:"))
+        lines += [ngettext("{rank}. {name} — {points} pt", "{rank}. {name} — {points} pts", e["points"]).format(
+            rank=e["rank"], name=e["name"], points=e["points"]) for e in top]
     color = "success" if status == "completed" else "warning"
-    title = f"Raid #{report.get('raidId')} report — {ended_title(status, report.get('endCause'))}"
+    title = _("Raid #{id} report — {status}").format(id=report.get("raidId"), status=ended_title(status, cause))
     return View("report", title, lines, url=report.get("targetUrl"), color=color)
 
 
-WINDOW_TITLES = {"raid": "Raid", "day": "Today's", "week": "This week's", "month": "This month's", "all": "All-time"}
+WINDOW_TITLES = {
+    "raid": N_("Raid leaderboard"),
+    "day": N_("Today's leaderboard"),
+    "week": N_("This week's leaderboard"),
+    "month": N_("This month's leaderboard"),
+    "all": N_("All-time leaderboard"),
+}
 
 
 def leaderboard_view(scope: str, entries: list[BoardEntry], *, raid_id: int | None = None) -> View:
-    title = f"{WINDOW_TITLES.get(scope, scope)} leaderboard" + (f" (raid #{raid_id})" if raid_id else "")
+    title = _(WINDOW_TITLES[scope]) if scope in WINDOW_TITLES else _("{scope} leaderboard").format(scope=scope)
+    if raid_id:
+        title = _("{board} (raid #{id})").format(board=title, id=raid_id)
     if not entries:
-        return View("leaderboard", title, ["No points yet. Join a raid to get on the board!"])
+        return View("leaderboard", title, [_("No points yet. Join a raid to get on the board!")])
     medals = {1: "🥇", 2: "🥈", 3: "🥉"}
-    lines = [f"{medals.get(e.rank, f'{e.rank}.')} {e.name}{shown(e.badge)} — {e.points} pts" for e in entries]
+    lines = [ngettext("{rank} {name}{badge} — {points} pt", "{rank} {name}{badge} — {points} pts", e.points).format(
+        rank=medals.get(e.rank, f"{e.rank}."), name=e.name, badge=shown(e.badge), points=e.points) for e in entries]
     return View("leaderboard", title, lines)
 
 
 def announcement_view(title: str, entries: list[BoardEntry]) -> View:
     """A scheduled board: titled with its window's dates (chosen in core from the announcement's slot)."""
     if not entries:
-        return View("leaderboard", title, ["No points in this window."])
+        return View("leaderboard", title, [_("No points in this window.")])
     return replace(leaderboard_view("", entries), title=title)
 
 

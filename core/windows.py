@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
+
+from core.i18n import N_, _, current_language
+
 WINDOWS = ("day", "week", "month", "all")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -77,7 +81,7 @@ def announced_window(option: str, slot: datetime, zone: str = "UTC") -> Announce
     """The window an announcement at `slot` shows: the last completed one, or the running one."""
     window, running = split_option(option)
     if window == "all":
-        return AnnouncedWindow("all", EPOCH, slot, False, "All-time leaderboard")
+        return AnnouncedWindow("all", EPOCH, slot, False, _("All-time leaderboard"))
     current = local_window_start(window, slot, zone)
     if running:
         start, end = current, slot
@@ -87,16 +91,25 @@ def announced_window(option: str, slot: datetime, zone: str = "UTC") -> Announce
 
 
 def _title(window: str, start: datetime, end: datetime, running: bool, tz: ZoneInfo) -> str:
+    """The board's title, dates and all, in the current language (Babel's calendar names)."""
     first = start.astimezone(tz).date()
     last = (end - timedelta(microseconds=1)).astimezone(tz).date()
+    lang = current_language.get()
     if window == "month":
-        dates = f"{first:%B %Y}"
+        dates = format_date(first, "LLLL y", locale=lang)
     elif first == last:
-        dates = f"{first:%a %-d %b %Y}"
+        dates = format_date(first, "EEE d MMM y", locale=lang)
     elif first.year != last.year:
-        dates = f"{first:%a %-d %b %Y} – {last:%a %-d %b %Y}"
+        dates = f"{format_date(first, 'EEE d MMM y', locale=lang)} – {format_date(last, 'EEE d MMM y', locale=lang)}"
     else:
-        dates = f"{first:%a %-d %b} – {last:%a %-d %b %Y}"
+        dates = f"{format_date(first, 'EEE d MMM', locale=lang)} – {format_date(last, 'EEE d MMM y', locale=lang)}"
     if running:
-        return f"Leaderboard — this {window} so far ({dates})"
-    return f"Leaderboard — week of {dates}" if window == "week" else f"Leaderboard — {dates}"
+        return _(RUNNING_TITLES[window]).format(dates=dates) if window in RUNNING_TITLES else dates
+    return (_("Leaderboard — week of {dates}") if window == "week" else _("Leaderboard — {dates}")).format(dates=dates)
+
+
+RUNNING_TITLES = {
+    "day": N_("Leaderboard — this day so far ({dates})"),
+    "week": N_("Leaderboard — this week so far ({dates})"),
+    "month": N_("Leaderboard — this month so far ({dates})"),
+}

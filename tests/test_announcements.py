@@ -112,3 +112,19 @@ def test_windows_are_taken_from_the_slot_in_the_zone() -> None:
     day = announced_window("day", datetime(2026, 3, 1, 0, 5, tzinfo=UTC), "America/New_York")  # Feb 28, 19:05 there
     assert (day.start, day.end, day.title) == (
         datetime(2026, 2, 27, 5, 0, tzinfo=UTC), datetime(2026, 2, 28, 5, 0, tzinfo=UTC), "Leaderboard — Fri 27 Feb 2026")
+
+
+async def test_a_spanish_community_gets_its_board_in_spanish_with_spanish_dates(
+    services: Services, clock: FakeClock, adapter: tuple[TelegramAdapter, FakeTelegramAPI]
+) -> None:
+    bot, fake = adapter
+    await member(services, "501", "Alice")
+    await give(services, clock, datetime(2026, 1, 7, 20, 0, tzinfo=UTC), "Alice", 21)
+    switched = await services.commands.handle_text(MOD, "/settings set language es")
+    assert switched is not None and switched.text == "Esta comunidad ahora lee nubi en Español."
+    reply = await services.commands.handle_text(MOD, "/schedule leaderboard 0 9 * * mon week")
+    assert reply is not None and reply.text.startswith("Programación #"), reply.text if reply else None
+    clock.advance(seconds=(datetime(2026, 1, 12, 9, 0, tzinfo=UTC) - clock.now()).total_seconds())
+    assert await services.schedules.run_due() >= 1
+    await bot.drain()
+    assert fake.sent_messages(GROUP)[-1].text == "Clasificación — semana del lun 5 ene – dom 11 ene 2026\n🥇 Alice — 21 puntos"

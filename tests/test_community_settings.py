@@ -183,3 +183,26 @@ async def test_raid_start_verify_resolves_the_community_setting_over_the_global_
     refused = await say(fake, GROUP, MOD, f"/raid start {URL} likes=5 replace verify=trust")
     assert refused.text.startswith("verify must be honor, proof_link, x_api or review")
 
+
+
+async def test_the_language_is_a_setting_over_rest_and_mcp_and_rest_stays_english(
+    services: Services, client: httpx.AsyncClient
+) -> None:
+    raid = (await client.post("/api/raids", json={"community": {"platform": "telegram", "id": "-5"},
+                                                  "targetUrl": URL, "objectives": {"like": 5}})).json()
+    cid = raid["communityId"]
+    assert (await client.get(f"/api/communities/{cid}/settings")).json()["effective"]["language"] == "en"
+    r = await client.patch(f"/api/communities/{cid}/settings", json={"settings": {"language": "ES"}})
+    assert r.status_code == 200 and r.json()["settings"] == {"language": "es"}
+    assert r.json()["effective"]["language"] == "es"
+    refused_fr = await client.patch(f"/api/communities/{cid}/settings", json={"settings": {"language": "fr"}})
+    assert_error(refused_fr, 400, "VALIDATION_ERROR", "language")
+    assert refused_fr.json()["error"]["message"] == "language: 'fr' is not one of en, es, ru"  # an API client's words
+    ended = await client.post(f"/api/raids/{raid['id']}/end", json={})
+    assert ended.status_code == 200
+    again = await client.post(f"/api/raids/{raid['id']}/join", json={"member": {"platform": "telegram", "id": "9"}})
+    assert again.status_code >= 400 and again.json()["error"]["message"] == f"Raid #{raid['id']} has ended."
+
+    async with serve(services) as base, http_session(f"{base}/mcp/") as s:
+        changed = await ok(s, "update_community_settings", community_id=cid, settings={"language": "ru"})
+        assert changed["settings"] == {"language": "ru"} and changed["effective"]["language"] == "ru"

@@ -835,3 +835,47 @@ async def test_review_links_shows_refused_handle_links_to_moderators(bot: Bot) -
     assert response is not None and response.ephemeral
     text = response.content or original_text(bot, payload)
     assert "@alice: asked for by raider00" in text and "held by owner" in text
+
+
+async def test_the_same_raid_in_spanish_and_back_to_english(bot: Bot) -> None:
+    """The server's language words the replies, the raid post and its buttons, the report, and the
+    adapter's own texts (the moderator check, the pointer to the post); switching back works."""
+    switched = await bot.h.dispatch_interaction(as_mod("settings set", {"key": "language", "value": "es"}))
+    assert switched is not None and switched.content == "Esta comunidad ahora lee nubi en Español."
+
+    payload = as_mod("raid start", {"url": TARGET, "likes": 40, "reposts": 30, "minutes": 30})
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+    post = bot.raid_post()
+    [embed] = post.embeds
+    assert embed["title"] == "Raid #1 — en marcha"
+    assert "Me gusta: ░░░░░░░░░░ 0/40 (1 punto cada uno)" in embed["description"]
+    assert "Participantes: 0/500" in embed["description"] and "Tiempo restante: 30 min 00 s" in embed["description"]
+    buttons = [c for row in post.components for c in row["components"]]
+    assert [b["label"] for b in buttons] == ["Unirme", "Abrir publicación", "Me gusta +1", "Repost +2", "Mis datos"]
+    jump = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{post.id}"
+    assert original_text(bot, payload) == f"El raid #1 está en marcha: su publicación está en {jump}."
+
+    joined = await bot.press("nubi:join:1", MEMBER_ID, "alice")
+    assert joined is not None and joined.content == "¡Te uniste al raid #1 como participante #1! +5 por llegar pronto"
+    claimed = await bot.h.dispatch_interaction(slash("claim", {"action": "likes"}, username="alice"))
+    assert claimed is not None and re.fullmatch(r"Me gusta: reclamado, \+\d+", claimed.content or ""), claimed
+    stats = await bot.press("nubi:stats:1", MEMBER_ID, "alice")
+    assert stats is not None and re.fullmatch(
+        r"Raid #1: participante #1, \d+ puntos; me gusta \(contada, no verificable\)\.", stats.content or ""), stats
+    denied = await bot.h.dispatch_interaction(slash("raid end"))
+    assert denied is not None and denied.content == "Lo siento, aquí solo los moderadores pueden hacer eso."
+
+    ended = as_mod("raid end")
+    await bot.h.dispatch_interaction(ended)
+    await bot.adapter.posts.drain()
+    report = next(m for m in bot.visible() if m.embeds and "Informe" in m.embeds[0]["title"])
+    assert report.embeds[0]["title"] == "Informe del raid #1 — terminado por un moderador"
+    assert "Participantes: 1" in report.embeds[0]["description"]
+    assert bot.raid_post().embeds[0]["title"] == "Raid #1 — terminado por un moderador"
+    assert original_text(bot, ended) == "Informe del raid #1 está en este canal."
+
+    back = await bot.h.dispatch_interaction(as_mod("settings reset", {"key": "language"}))
+    assert back is not None and back.content == "This community now reads nubi in English."
+    board = await bot.h.dispatch_interaction(slash("leaderboard"))
+    assert board is not None and board.data["embeds"][0]["title"] == "Raid leaderboard (raid #1)"  # type: ignore[index]

@@ -14,6 +14,8 @@ from sqlalchemy import func, select, text, update
 
 from core.clock import FakeClock
 from core.directory import _NEW_MEMBER
+from core.errors import RaidFull
+from core.i18n import _, use_language
 from core.storage.db import Database
 from core.storage.models import Member
 
@@ -49,7 +51,7 @@ async def test_a_failing_op_leaves_nothing_and_its_batch_commits(db: Database) -
 
     async def wrote_three_then_failed(s):  # type: ignore[no-untyped-def]
         runs.append("doomed")
-        for _ in range(3):
+        for _i in range(3):
             await s.scalar(_NEW_MEMBER, {"b_name": "doomed", "b_now": now})
         s.add(Member(display_name="doomed", x_handle_verified=False, created_at=now))
         await s.flush()
@@ -180,3 +182,33 @@ async def test_an_unread_result_survives_its_session(db: Database) -> None:
     assert [m.display_name for m in rows.all()] == ["returned"] * 3
     written = await asyncio.gather(*(db.write(listing) for _ in range(2)))  # a batch of two
     assert all(len(r.all()) == 3 for r in written)
+
+
+async def test_ops_batched_together_each_speak_their_callers_language(db: Database) -> None:
+    """Callers from communities with different languages share a batch (and the writer task, or a
+    thread, runs it): an error an op raises is worded in its own caller's language."""
+    now = FakeClock().now()
+
+    async def full(s):  # type: ignore[no-untyped-def]
+        await s.scalar(_NEW_MEMBER, {"b_name": "probe", "b_now": now})
+        raise RaidFull(_("The raid is full."))
+
+    async def in_language(lang: str) -> str:
+        with use_language(lang):
+            try:
+                await db.write(full)
+            except RaidFull as exc:
+                return exc.message
+        raise AssertionError("the op did not fail")
+
+    langs = ["es", "ru", "en"] * 4
+    said = await asyncio.gather(*(in_language(lang) for lang in langs))
+    words = {"es": "El raid está completo.", "ru": "В рейде нет мест.", "en": "The raid is full."}
+    assert said == [words[lang] for lang in langs]
+    with use_language("ru"):
+        assert await db.read(lambda s: _noop_word(s)) == "Участвовать"
+
+
+async def _noop_word(s: Any) -> str:
+    await s.scalar(select(func.count()).select_from(Member))
+    return _("Join")

@@ -453,3 +453,88 @@ async def test_server_errors_are_retried_without_duplicates(
     assert [e.ok for e in edits][:2] == [False, True]
     assert "Raiders: 1/500" in fake.message(GROUP, post.message_id).text
     assert len([c for c in fake.calls_for("sendMessage", GROUP) if c.ok]) == 1  # no duplicate post
+
+
+OTHER_GROUP = -100456
+
+
+async def press_in(fake: FakeTelegramAPI, chat_id: int, user: int, name: str, message_id: int, data: str) -> str:
+    pressed = fake.push_update(make_callback_update(chat_id, user, message_id, data, first_name=name))
+    query_id = pressed["callback_query"]["id"]
+    while True:
+        answered = [c for c in fake.calls_for("answerCallbackQuery") if c.params["callback_query_id"] == query_id]
+        if answered:
+            return str(answered[0].params.get("text"))
+        await calls(fake, "answerCallbackQuery", len(fake.calls_for("answerCallbackQuery")) + 1)
+
+
+async def test_the_same_raid_in_spanish_while_another_group_stays_english(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    """The language is the community's: one group switches to Spanish, the other, served at the same
+    moment, stays English; replies, buttons, the raid post, its edits and the report follow it."""
+    fake.add_chat(OTHER_GROUP, title="English Group")
+    fake.set_member(OTHER_GROUP, MOD, "administrator", first_name="Mod")
+
+    switched = await say(fake, GROUP, MOD, "/settings set language es")
+    assert switched.text == "Esta comunidad ahora lee nubi en Español."
+    shown = await say(fake, GROUP, MOD, "/settings")
+    assert shown.text.startswith("Ajustes de esta comunidad:") and "language = es (fijado aquí)" in shown.text
+    refused = await say(fake, GROUP, MOD, "/settings set language xx")
+    assert refused.text == "language: 'xx' no es uno de en, es, ru"
+
+    post, english = await asyncio.gather(start_raid(fake), say(fake, OTHER_GROUP, MOD, f"/raid start {URL} likes=5"))
+    await adapter.drain()
+    raid = int(re.search(r"#(\d+)", post.text)[1])  # type: ignore[index]
+    other = int(re.search(r"#(\d+)", english.text)[1])  # type: ignore[index]
+    assert post.text.startswith(f"Raid #{raid} — en marcha\n{URL}")
+    assert "Me gusta: ░░░░░░░░░░ 0/100 (1 punto cada uno)" in post.text
+    assert "Reposts: ░░░░░░░░░░ 0/25 (2 puntos cada uno)" in post.text
+    assert "Participantes: 0/500" in post.text and "Tiempo restante: 10 min 00 s" in post.text
+    assert buttons(post) == [
+        [("Unirme", f"nubi:join:{raid}"), ("Abrir publicación", URL)],
+        [("Me gusta +1", f"nubi:claim:{raid}:like"), ("Repost +2", f"nubi:claim:{raid}:repost")],
+        [("Mis datos", f"nubi:stats:{raid}")],
+    ]
+    assert english.text.startswith(f"Raid #{other} — live") and "Likes: ░░░░░░░░░░ 0/5 (1 pt each)" in english.text
+    assert buttons(english)[0] == [("Join", f"nubi:join:{other}"), ("Open post", URL)]
+
+    joined, joined_en = await asyncio.gather(
+        press_in(fake, GROUP, 1001, "Ana", post.message_id, f"nubi:join:{raid}"),
+        press_in(fake, OTHER_GROUP, 1002, "Bob", english.message_id, f"nubi:join:{other}"),
+    )
+    assert joined == f"¡Te uniste al raid #{raid} como participante #1! +5 por llegar pronto"
+    assert joined_en == f"Joined raid #{other} as raider #1! +5 early bird"
+    claimed = await press_in(fake, GROUP, 1001, "Ana", post.message_id, f"nubi:claim:{raid}:like")
+    assert re.fullmatch(r"Me gusta: reclamado, \+\d+", claimed), claimed
+    again = await press_in(fake, GROUP, 1001, "Ana", post.message_id, f"nubi:claim:{raid}:like")
+    assert again == "Ya reclamaste me gusta (contada, no verificable)."
+    reply = await say(fake, GROUP, 1003, "/join", first_name="Carla", username="carla")
+    assert reply.text == f"Carla se unió al raid #{raid} como participante #2 (+5 puntos por llegar pronto)."
+    bad = await say(fake, GROUP, 1003, "/claim dance", first_name="Carla", username="carla")
+    assert bad.text.startswith("'dance' no es una acción\nUso: /claim <like|repost|")
+    denied = await say(fake, GROUP, 1003, "/raid end", first_name="Carla", username="carla")
+    assert denied.text == "Lo siento, aquí solo los moderadores pueden hacer eso."
+    await adapter.drain()
+    live = fake.message(GROUP, post.message_id)
+    assert "Participantes: 2/500" in live.text and "Me gusta: ░░░░░░░░░░ 1/100" in live.text
+    assert re.search(r"Mejores participantes: Ana \(\d+\), Carla \(5\)", live.text), live.text
+
+    sent = len(fake.calls_for("sendMessage", GROUP))
+    fake.push_update(make_command_update(GROUP, MOD, "/raid end"))  # quiet: the report answers
+    await calls(fake, "sendMessage", sent + 1, GROUP)
+    await adapter.drain()
+    [report] = [m for m in fake.sent_messages(GROUP) if m.text.startswith(f"Informe del raid #{raid}")]
+    assert report.text.startswith(f"Informe del raid #{raid} — terminado por un moderador\n")
+    assert "Participantes: 2" in report.text and "Terminó: terminado por un moderador" in report.text
+    assert "Reclamaciones: 1 contada por la palabra del miembro" in report.text
+    assert "Mejores participantes:" in report.text and re.search(r"\n1\. Ana — \d+ puntos\n2\. Carla — 5 puntos", report.text)
+    final = fake.message(GROUP, post.message_id)
+    assert final.text.startswith(f"Raid #{raid} — terminado por un moderador") and buttons(final) == [
+        [("Abrir publicación", URL)]]
+    assert fake.message(OTHER_GROUP, english.message_id).text.startswith(f"Raid #{other} — live")
+
+    back = await say(fake, GROUP, MOD, "/settings reset language")
+    assert back.text == "This community now reads nubi in English."
+    board = await say(fake, GROUP, 1001, "/leaderboard")
+    assert board.text.startswith(f"Raid leaderboard (raid #{raid})") and "Carla — 5 pts" in board.text

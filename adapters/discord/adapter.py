@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
 import discord
@@ -35,7 +36,7 @@ from core.events import (
     RaidStarted,
     ReportChanged,
 )
-from core.i18n import _
+from core.i18n import N_, _, use_language
 from core.services import Services
 from core.targets import Mention
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 MAX_RATELIMIT_WAIT = 30.0  # discord.py waits out shorter 429s itself; longer ones raise RateLimited
-NOT_ON_POST = "That button is no longer on this post."
+NOT_ON_POST = N_("That button is no longer on this post.")
 ANSWER_WITHIN = 1.0  # Discord drops an interaction not answered within 3 s: defer early enough to land under load
 
 
@@ -282,18 +283,22 @@ class DiscordAdapter:
         if isinstance(cmd, RaidStart):
             lacking = permissions.missing(self.bot_permissions(interaction), lock=cmd.lock, thread=cmd.thread)
             if lacking:  # refused before anything starts: never a raid without its post
-                await interaction.response.send_message(permissions.refusal(lacking), ephemeral=True)
+                with use_language(await self._language(interaction)):
+                    text = permissions.refusal(lacking)
+                await interaction.response.send_message(text, ephemeral=True)
                 return
         await self._adopt_interaction(interaction)
-        work = self.services.commands.execute(self.context(interaction, mentions), cmd)
-        await self._answer(interaction, work, defer=defer, ephemeral=ephemeral)
+        ctx = await self._in_language(self.context(interaction, mentions))
+        with use_language(ctx.language):
+            await self._answer(interaction, self.services.commands.execute(ctx, cmd), defer=defer, ephemeral=ephemeral)
 
     async def on_button(self, interaction: discord.Interaction[Any], custom_id: str) -> None:
         """A raid-post button: a private confirmation for the member who pressed it."""
         try:
             await self._adopt_interaction(interaction)
-            work = self.services.commands.press(self.context(interaction), custom_id)
-            await self._answer(interaction, work, defer=False, ephemeral=True)
+            ctx = await self._in_language(self.context(interaction))
+            with use_language(ctx.language):
+                await self._answer(interaction, self.services.commands.press(ctx, custom_id), defer=False, ephemeral=True)
         except Exception as exc:  # dynamic items have no error hook worth the name: answer here
             await self._reply_error(interaction, exc)
 
@@ -306,8 +311,22 @@ class DiscordAdapter:
         custom_id = str((interaction.data or {}).get("custom_id", ""))
         if CUSTOM_ID.fullmatch(custom_id) and custom_id not in _custom_ids(interaction.message):
             log.info("ignored a press of %r, which message %s does not show", custom_id[:100], interaction.message.id)
+            with use_language(await self._language(interaction)):
+                text = _(NOT_ON_POST)
             with contextlib.suppress(discord.HTTPException):
-                await interaction.response.send_message(NOT_ON_POST, ephemeral=True)
+                await interaction.response.send_message(text, ephemeral=True)
+
+    async def _in_language(self, ctx: ChatContext) -> ChatContext:
+        """The context with its community's language: the adapter's own words are in it too."""
+        return replace(ctx, language=await self.services.commands.language(ctx.chat))
+
+    async def _language(self, interaction: discord.Interaction[Any]) -> str | None:
+        """The community's language for an answer outside a command (None, the default, if unknown)."""
+        try:
+            return await self.services.commands.language(self.chat(interaction))
+        except Exception:
+            log.warning("could not read the language of %s", interaction.guild_id or interaction.channel_id)
+            return None
 
     async def _answer(
         self, interaction: discord.Interaction[Any], work: Awaitable[Reply], *, defer: bool, ephemeral: bool
@@ -369,14 +388,15 @@ class DiscordAdapter:
         await self._reply_error(interaction, getattr(error, "original", error))
 
     async def _reply_error(self, interaction: discord.Interaction[Any], error: BaseException) -> None:
-        if isinstance(error, app_commands.TransformerError):
-            text = f"That {error.type.name.lower()} option isn't valid here."
-        elif isinstance(error, app_commands.NoPrivateMessage):
-            text = "Use this in a server channel."
-        elif isinstance(error, commands.NotModerator):
-            text = commands.NOT_MODERATOR
-        else:
-            text = error_reply(error if isinstance(error, Exception) else RuntimeError(error)).text
+        with use_language(await self._language(interaction)):
+            if isinstance(error, app_commands.TransformerError):
+                text = _("That {kind} option isn't valid here.").format(kind=error.type.name.lower())
+            elif isinstance(error, app_commands.NoPrivateMessage):
+                text = _("Use this in a server channel.")
+            elif isinstance(error, commands.NotModerator):
+                text = _(commands.NOT_MODERATOR)
+            else:
+                text = error_reply(error if isinstance(error, Exception) else RuntimeError(error)).text
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

@@ -23,6 +23,7 @@ import discord
 
 from core.errors import Conflict
 from core.events import LockReleased
+from core.i18n import N_, _, use_language
 from core.raids.model import RaidProgress
 from core.services import Services
 
@@ -33,11 +34,11 @@ log = logging.getLogger(__name__)
 SEND_MESSAGES = discord.Permissions(send_messages=True).value
 ROLE_OVERWRITE = 0
 MEMBER_OVERWRITE = 1
-NO_PERMISSION_NOTE = (
+NO_PERMISSION_NOTE = N_(
     "I couldn't lock this channel: I need the Manage Permissions (Manage Roles) permission here. "
     "The raid runs unlocked."
 )
-FAILED_NOTE = "I couldn't lock this channel right now. The raid runs unlocked."
+FAILED_NOTE = N_("I couldn't lock this channel right now. The raid runs unlocked.")
 
 
 class ChannelLocks:
@@ -54,13 +55,18 @@ class ChannelLocks:
         return self._client().http
 
     async def lock(self, progress: RaidProgress) -> bool:
-        """Lock the raid's channel; False (and the member told) when it cannot be done."""
+        """Lock the raid's channel; False (and the member told, in the community's language) when it
+        cannot be done."""
+        with use_language(progress.language):
+            return await self._lock(progress)
+
+    async def _lock(self, progress: RaidProgress) -> bool:
         channel_id = int(progress.chat.destination)
         try:
             channel = await self.http.get_channel(channel_id)
         except discord.HTTPException as exc:
             log.warning("cannot read channel %s to lock it: %s", channel_id, exc)
-            await self._say(channel_id, FAILED_NOTE)
+            await self._say(channel_id, _(FAILED_NOTE))
             return False
         guild_id = channel.get("guild_id")
         me = self._client().user
@@ -105,13 +111,13 @@ class ChannelLocks:
             if not voiced or await self._put_back(channel_id, me.id, MEMBER_OVERWRITE, mine):
                 self._unapplied.add(lock_id)
             await self.s.locks.unlock(progress.community_id, "missing permissions", channel=progress.chat.channel_key)
-            await self._say(channel_id, NO_PERMISSION_NOTE)
+            await self._say(channel_id, _(NO_PERMISSION_NOTE))
             return False
         except (discord.HTTPException, discord.RateLimited) as exc:
             # It may or may not have been applied: releasing restores the saved state either way.
             log.warning("locking channel %s failed: %s", channel_id, exc)
             await self.s.locks.unlock(progress.community_id, "lock failed", channel=progress.chat.channel_key)
-            await self._say(channel_id, FAILED_NOTE)
+            await self._say(channel_id, _(FAILED_NOTE))
             return False
         return True
 

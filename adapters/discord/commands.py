@@ -23,7 +23,7 @@ from core.commands import parser as p
 from core.community_settings import KEYS as SETTING_KEYS
 from core.directory import MemberRef, find_community
 from core.errors import NubiError
-from core.i18n import _
+from core.i18n import N_, _
 from core.raids.model import ACTION_LABELS
 from core.targets import Mention
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .adapter import DiscordAdapter
 
 MAX_CHOICES = 25
-NOT_MODERATOR = "Sorry, only moderators can do that here."
+NOT_MODERATOR = N_("Sorry, only moderators can do that here.")
 Count = Range[int, 1, 1_000_000]
 Top = Range[int, 1, 50]
 Window = Literal["day", "week", "month", "all"]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import discord
 
+from core.i18n import N_, _, ngettext
+
 SCOPES = ("bot", "applications.commands")
 
 
@@ -28,13 +30,13 @@ class Need:
 
 
 NEEDED: tuple[Need, ...] = (
-    Need("view_channel", "View Channel", "see the raid channel at all"),
-    Need("send_messages", "Send Messages", "post the raid, its report and scheduled leaderboards"),
-    Need("embed_links", "Embed Links", "raid posts, reports and leaderboards are embeds"),
-    Need("read_message_history", "Read Message History", "the report is posted as a reply to its raid post"),
+    Need("view_channel", "View Channel", N_("see the raid channel at all")),
+    Need("send_messages", "Send Messages", N_("post the raid, its report and scheduled leaderboards")),
+    Need("embed_links", "Embed Links", N_("raid posts, reports and leaderboards are embeds")),
+    Need("read_message_history", "Read Message History", N_("the report is posted as a reply to its raid post")),
     Need(
         "manage_roles", "Manage Roles",
-        "the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)",
+        N_("the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)"),
         lock_only=True,
     ),
     Need("pin_messages", "Pin Messages", "pin the raid post while the raid runs", optional=True),
@@ -68,7 +70,11 @@ def missing(held: discord.Permissions, *, lock: bool, thread: bool = False) -> l
 def refusal(lacking: list[Need]) -> str:
     """The moderator's answer when a raid cannot start here: which permissions, and what they are for."""
     names = ", ".join(n.label for n in lacking)
-    word = "permission" if len(lacking) == 1 else "permissions"
-    reasons = "; ".join(f"{n.label}: {n.why}" for n in lacking)
-    return (f"I can't start a raid here: I'm missing the {names} {word} in this channel ({reasons}). "
-            "Give my role these in the channel's or the server's settings and try again.")
+    reasons = "; ".join(f"{n.label}: {_(n.why)}" for n in lacking)
+    return ngettext(
+        "I can't start a raid here: I'm missing the {names} permission in this channel ({reasons}). "
+        "Give my role these in the channel's or the server's settings and try again.",
+        "I can't start a raid here: I'm missing the {names} permissions in this channel ({reasons}). "
+        "Give my role these in the channel's or the server's settings and try again.",
+        len(lacking),
+    ).format(names=names, reasons=reasons)

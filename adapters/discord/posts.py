@@ -29,7 +29,7 @@ import discord
 
 from core.directory import ChatRef, community_chat
 from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
-from core.i18n import _
+from core.i18n import _, use_language
 from core.outbox import Delivery, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -296,7 +296,8 @@ class RaidPosts:
                 report = await self.s.raids.report(raid_id)
                 if report is None:
                     raise LookupError(f"raid {raid_id} has no report yet")
-                parts = render.message(report_view(report))
+                with use_language(await self.s.community_settings.language_of_raid(raid_id)):
+                    parts = render.message(report_view(report))
                 channel = self._client().get_partial_messageable(channel_id)
                 if d.edit and d.ref:
                     try:

@@ -12,6 +12,7 @@ import discord
 from discord.utils import escape_markdown
 
 from core.commands.service import Reply
+from core.i18n import _
 from core.views import View
 
 from .views import raid_buttons
@@ -70,21 +71,25 @@ def message(view: View) -> dict[str, Any]:
 
 def quiet_ack(reply: Reply, jump_url: str | None = None) -> str:
     """What the member who asked sees when the answer itself went to the channel as an event post."""
-    where = f" {jump_url}" if jump_url else " in this channel"
     if reply.raid is not None:
-        return f"Raid #{reply.raid.id} is live: the raid post is{where}."
+        if jump_url:
+            return _("Raid #{id} is live: the raid post is {url}.").format(id=reply.raid.id, url=jump_url)
+        return _("Raid #{id} is live: the raid post is in this channel.").format(id=reply.raid.id)
     if reply.view.kind == "report":
-        return f"{escape(reply.view.title.split(' — ')[0])} is{where}."  # "Raid #N report", without why it ended
+        title = escape(reply.view.title.split(" — ")[0])  # "Raid #N report", without why it ended
+        if jump_url:
+            return _("{title} is {url}.").format(title=title, url=jump_url)
+        return _("{title} is in this channel.").format(title=title)
     return text(reply.view)
 
 
 def post_refused(raid_id: int, reason: str) -> str:
     """The moderator's answer when Discord refused the raid post: the raid did not go live."""
-    return (f"Raid #{raid_id} was cancelled: Discord refused its post in this channel ({escape(reason)}). "
-            "Check that my role can view this channel, send messages, embed links and read message history "
-            "here, then start it again.")
+    return _("Raid #{id} was cancelled: Discord refused its post in this channel ({reason}). "
+             "Check that my role can view this channel, send messages, embed links and read message history "
+             "here, then start it again.").format(id=raid_id, reason=escape(reason))
 
 
 def post_pending(raid_id: int) -> str:
     """The raid post has not reached the channel yet (Discord was busy): it is on its way, not live."""
-    return f"Raid #{raid_id} started; its post is on its way to this channel."
+    return _("Raid #{id} started; its post is on its way to this channel.").format(id=raid_id)

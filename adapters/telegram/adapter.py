@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 from telegram import (
@@ -50,6 +51,7 @@ from core.events import (
     RaidStarted,
     ReportChanged,
 )
+from core.i18n import N_, _, use_language
 from core.services import Services
 from core.targets import Mention
 from core.views import View
@@ -64,7 +66,7 @@ from .webhook import webhook_app
 
 log = logging.getLogger(__name__)
 
-SORRY = "Something went wrong, try again."
+SORRY = N_("Something went wrong, try again.")
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 STOP_GRACE_SECONDS = 5.0
 
@@ -218,16 +220,17 @@ class TelegramAdapter:
         replied = message.reply_to_message
         author = replied.from_user if replied is not None and not message.is_topic_message else None
         thread = _topic(message)
-        ctx = await self._context(chat, user, message.sender_chat, mentions=mentions,
-                                  reply_to=_member(author) if author is not None and not author.is_bot else None,
-                                  thread=thread)
-        reply = await self.services.commands.handle_text(ctx, text)
-        if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
-            return
-        if reply.private and chat.type != Chat.PRIVATE:
-            await self._answer_privately(chat.id, message.message_id, user.id, reply)
-            return
-        text = render_html(reply.view)
+        ctx = await self._in_language(await self._context(
+            chat, user, message.sender_chat, mentions=mentions,
+            reply_to=_member(author) if author is not None and not author.is_bot else None, thread=thread))
+        with use_language(ctx.language):
+            reply = await self.services.commands.handle_text(ctx, text)
+            if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
+                return
+            if reply.private and chat.type != Chat.PRIVATE:
+                await self._answer_privately(chat.id, message.message_id, user.id, reply)
+                return
+            text = render_html(reply.view)
         if text:
             await self._outbox.send(chat.id, text, markup=keyboard(reply.view.buttons), reply_to=message.message_id,
                                     thread=thread)
@@ -251,23 +254,38 @@ class TelegramAdapter:
             return
         message = query.message
         if message is None:
-            await query.answer("That button is no longer valid.")
+            await query.answer(_("That button is no longer valid."))
             return
-        ctx = await self._context(message.chat, query.from_user)
-        reply = await self.services.commands.press(ctx, query.data or "")
-        await query.answer(toast(reply))
+        ctx = await self._in_language(await self._context(message.chat, query.from_user))
+        with use_language(ctx.language):
+            reply = await self.services.commands.press(ctx, query.data or "")
+            await query.answer(toast(reply))
+
+    async def _in_language(self, ctx: ChatContext) -> ChatContext:
+        """The context with its community's language: the adapter's own words are in it too."""
+        return replace(ctx, language=await self.services.commands.language(ctx.chat))
+
+    async def _sorry(self, update: Update) -> str:
+        chat = update.effective_chat
+        language = None
+        if chat is not None:
+            with contextlib.suppress(Exception):  # the apology must go out even when the database is down
+                language = await self.services.commands.language(ChatRef(PLATFORM, str(chat.id)))
+        with use_language(language):
+            return _(SORRY)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Errors of ours: the log gets the details, the member a short apology."""
         log.error("telegram update failed: %s", _describe(update), exc_info=context.error)
         if not isinstance(update, Update):
             return
+        sorry = await self._sorry(update)
         with contextlib.suppress(TelegramError):
             if update.callback_query is not None:
-                await update.callback_query.answer(SORRY)
+                await update.callback_query.answer(sorry)
             elif update.effective_message is not None and update.effective_chat is not None:
                 await self._outbox.send(
-                    update.effective_chat.id, escape(SORRY), reply_to=update.effective_message.message_id,
+                    update.effective_chat.id, escape(sorry), reply_to=update.effective_message.message_id,
                     thread=_topic(update.effective_message),
                 )
 

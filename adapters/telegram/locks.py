@@ -26,6 +26,7 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from core.errors import Conflict
 from core.events import LockReleased
+from core.i18n import N_
 from core.raids.model import RaidProgress
 from core.services import Services
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 # Runs a coroutine in the background, logging its failure; the task never raises.
 Spawn = Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
 SET_ATTEMPTS = 3
-NO_RIGHTS_NOTICE = (
+NO_RIGHTS_NOTICE = N_(
     "I couldn't lock the chat for this raid: I need to be an admin allowed to restrict members. "
     "The raid runs unlocked."
 )

@@ -27,7 +27,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core.badges import announcement_text
 from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
-from core.i18n import _
+from core.i18n import _, use_language
 from core.outbox import Delivery, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -178,13 +178,15 @@ class RaidPosts:
         if post.stale:
             self._redraw(post.chat_id, progress.id)
         if not locked and post.message_id is not None:
-            notice = NO_RIGHTS_NOTICE if post.thread is None else _(
-                "I couldn't close this topic for the raid: I need to be an admin allowed to manage topics. "
-                "The raid runs unlocked.")
+            with use_language(progress.language):
+                notice = _(NO_RIGHTS_NOTICE) if post.thread is None else _(
+                    "I couldn't close this topic for the raid: I need to be an admin allowed to manage topics. "
+                    "The raid runs unlocked.")
             await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id, thread=post.thread)
         if not pinned and post.message_id is not None:
-            notice = _("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
-                       "The raid runs unpinned.")
+            with use_language(progress.language):
+                notice = _("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
+                           "The raid runs unpinned.")
             await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id, thread=post.thread)
 
     async def _pin(self, raid_id: int, post: RaidPost, ref: dict[str, Any]) -> bool:
@@ -271,7 +273,8 @@ class RaidPosts:
             report = await self._s.raids.report(raid_id)
             if report is None:
                 raise LookupError(f"raid {raid_id} has no report yet")
-            text = render_html(report_view(report))
+            with use_language(await self._s.community_settings.language_of_raid(raid_id)):
+                text = render_html(report_view(report))
             if d.edit and d.ref:
                 try:
                     await self._outbox.edit_latest(d.ref["chat_id"], d.ref["message_id"], _fixed(text))

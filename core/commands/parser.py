@@ -48,7 +48,8 @@ ALIASES = {"lb": "leaderboard", "top": "leaderboard", "board": "leaderboard", "s
 class CommandError(ValidationError):
     def __init__(self, message: str, usage_key: str | None = None) -> None:
         usage = USAGE.get(usage_key or "", "")
-        super().__init__(f"{message}\nUsage: {usage}" if usage else message, field=usage_key)
+        super().__init__(message + "\n" + _("Usage: {usage}").format(usage=usage) if usage else message,
+                         field=usage_key)
         self.usage = usage
 
 
@@ -211,7 +212,8 @@ def parse_duration(text: str) -> int:
         return int(t) * 60
     m = _DURATION.match(t)
     if not t or not m or not any(m.groups()):
-        raise CommandError(f"'{text}' is not a duration; write it like 30m, 1h or 1h30m", "raid start")
+        raise CommandError(_("'{text}' is not a duration; write it like 30m, 1h or 1h30m").format(text=text[:20]),
+                           "raid start")
     h, mi, s = (int(g) if g else 0 for g in m.groups())
     return h * 3600 + mi * 60 + s
 
@@ -219,7 +221,7 @@ def parse_duration(text: str) -> int:
 def _int(text: str, what: str, usage: str) -> int:
     t = text.strip()
     if not re.fullmatch(r"[+-]?\d{1,9}", t):
-        raise CommandError(f"{what} must be a whole number, not '{text[:20]}'", usage)
+        raise CommandError(_("{what} must be a whole number, not '{text}'").format(what=what, text=text[:20]), usage)
     return int(t)
 
 
@@ -237,7 +239,7 @@ def parse(text: str) -> Command | None:
     if not text.startswith("/") or len(text) < 2:
         return None
     if len(text) > _MAX_TEXT:
-        raise CommandError("That command is too long.")
+        raise CommandError(_("That command is too long."))
     words = _split(text[1:])
     if not words:
         return None
@@ -246,7 +248,7 @@ def parse(text: str) -> Command | None:
     args = words[1:]
     handler = _PARSERS.get(name)
     if handler is None:
-        raise CommandError(f"I don't know /{name[:32]}. Try /help.")
+        raise CommandError(_("I don't know /{name}. Try /help.").format(name=name[:32]))
     return handler(args)
 
 
@@ -256,13 +258,13 @@ def _join(args: list[str]) -> Command:
 
 def _claim(args: list[str]) -> Command:
     if not args:
-        raise CommandError("Which action are you claiming?", "claim")
+        raise CommandError(_("Which action are you claiming?"), "claim")
     action = action_name(args[0])
     if action is None:
-        raise CommandError(f"'{args[0][:32]}' is not an action", "claim")
+        raise CommandError(_("'{word}' is not an action").format(word=args[0][:32]), "claim")
     proof = args[1] if len(args) > 1 else None
     if proof is not None and not proof.lower().startswith("https://"):
-        raise CommandError("the proof must be an https:// link to your post", "claim")
+        raise CommandError(_("the proof must be an https:// link to your post"), "claim")
     return Claim(action, proof)
 
 
@@ -284,9 +286,9 @@ def _leaderboard(args: list[str]) -> Command:
         elif low.startswith("top="):
             top = _int(low[4:], "top", "leaderboard")
             if not 1 <= top <= 50:
-                raise CommandError("top must be between 1 and 50", "leaderboard")
+                raise CommandError(_("top must be between 1 and 50"), "leaderboard")
         else:
-            raise CommandError(f"'{a[:32]}' is not a leaderboard window", "leaderboard")
+            raise CommandError(_("'{word}' is not a leaderboard window").format(word=a[:32]), "leaderboard")
     return Leaderboard(scope, top)
 
 
@@ -296,7 +298,7 @@ def _me(args: list[str]) -> Command:
 
 def _link(args: list[str]) -> Command:
     if not args:
-        raise CommandError("Tell me your X handle.", "link")
+        raise CommandError(_("Tell me your X handle."), "link")
     if args[0].lower() == "verify":
         return Link(None, True)
     if args[0].lower() == "account":  # an X handle named "account" is linked as /link @account
@@ -312,7 +314,7 @@ def _help(args: list[str]) -> Command:
 
 def _raid(args: list[str]) -> Command:
     if not args:
-        raise CommandError("What should the raid do?", "raid start")
+        raise CommandError(_("What should the raid do?"), "raid start")
     sub = args[0].lower()
     if sub == "end":
         return RaidEnd(False)
@@ -321,10 +323,11 @@ def _raid(args: list[str]) -> Command:
     if sub in ("status", "info"):
         return RaidStatus()
     if sub != "start":
-        raise CommandError(f"/raid {sub[:20]} is not a raid command; use start, end, cancel or status", "raid start")
+        raise CommandError(_("/raid {word} is not a raid command; use start, end, cancel or status").format(
+            word=sub[:20]), "raid start")
     rest = args[1:]
     if not rest:
-        raise CommandError("Which post is the raid for?", "raid start")
+        raise CommandError(_("Which post is the raid for?"), "raid start")
     url = rest[0]
     objectives: dict[str, int] = {}
     points: dict[str, int] = {}
@@ -341,25 +344,25 @@ def _raid(args: list[str]) -> Command:
         elif low == "replace":
             replace = True
         elif "=" in low:
-            key, _, value = low.partition("=")
+            key, _eq, value = low.partition("=")
             if key in ("duration", "time", "for"):
                 duration = parse_duration(value)
             elif key in ("max", "max_participants", "limit"):
                 max_p = _int(value, "max", "raid start")
             elif key in ("verify", "verification"):
                 if value not in ("honor", "proof_link", "x_api", "review"):
-                    raise CommandError("verify must be honor, proof_link, x_api or review", "raid start")
+                    raise CommandError(_("verify must be honor, proof_link, x_api or review"), "raid start")
                 verification = value
             else:
                 action = action_name(key)
                 if action is None:
-                    raise CommandError(f"'{key[:20]}' is not an action or option", "raid start")
-                target, _, pts = value.partition("x")
-                objectives[action] = _int(target, f"{key} target", "raid start")
+                    raise CommandError(_("'{word}' is not an action or option").format(word=key[:20]), "raid start")
+                target, _x, pts = value.partition("x")
+                objectives[action] = _int(target, _("{option} target").format(option=key), "raid start")
                 if pts:
-                    points[action] = _int(pts, f"{key} points", "raid start")
+                    points[action] = _int(pts, _("{option} points").format(option=key), "raid start")
         else:
-            raise CommandError(f"I don't understand '{opt[:32]}'", "raid start")
+            raise CommandError(_("I don't understand '{word}'").format(word=opt[:32]), "raid start")
     return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification, pin)
 
 
@@ -383,10 +386,10 @@ def _points(args: list[str]) -> Command:
     if len(args) >= 3 and args[0].lower() in ("add", "remove") and _is_int(args[1]) and not _is_int(args[2]):
         args = [args[0], "", *args[1:]]  # `/points add 10 reason` in reply to the member's message
     if len(args) < 4 or args[0].lower() not in ("add", "remove"):
-        raise CommandError("A points change needs add or remove, a member, a number and a reason.", "points")
-    n = _int(args[2], "the number of points", "points")
+        raise CommandError(_("A points change needs add or remove, a member, a number and a reason."), "points")
+    n = _int(args[2], _("the number of points"), "points")
     if n <= 0:
-        raise CommandError("the number of points must be positive", "points")
+        raise CommandError(_("the number of points must be positive"), "points")
     sign = 1 if args[0].lower() == "add" else -1
     return PointsCmd(args[1], sign * n, " ".join(args[3:])[:500])
 
@@ -397,16 +400,16 @@ def _is_int(word: str) -> bool:
 
 def _schedule(args: list[str]) -> Command:
     if not args:
-        raise CommandError("What should I schedule?", "schedule leaderboard")
+        raise CommandError(_("What should I schedule?"), "schedule leaderboard")
     sub = args[0].lower()
     if sub == "list":
         return ScheduleList()
     if sub in ("remove", "delete"):
         if len(args) < 2:
-            raise CommandError("Which schedule?", "schedule remove")
-        return ScheduleRemove(_int(args[1].lstrip("#"), "the schedule id", "schedule remove"))
+            raise CommandError(_("Which schedule?"), "schedule remove")
+        return ScheduleRemove(_int(args[1].lstrip("#"), _("the schedule id"), "schedule remove"))
     if sub not in ("leaderboard", "lb"):
-        raise CommandError(f"/schedule {sub[:20]} is not known", "schedule leaderboard")
+        raise CommandError(_("/schedule {word} is not known").format(word=sub[:20]), "schedule leaderboard")
     rest = args[1:]
     # The cron expression is either one quoted word or the first five words.
     if rest and len(rest[0].split()) == 5:
@@ -414,10 +417,10 @@ def _schedule(args: list[str]) -> Command:
     elif len(rest) >= 5:
         cron, rest = " ".join(rest[:5]), rest[5:]
     else:
-        raise CommandError("The cron expression needs 5 fields.", "schedule leaderboard")
+        raise CommandError(_("The cron expression needs 5 fields."), "schedule leaderboard")
     if not rest or rest[0].lower() not in ANNOUNCED_WINDOWS:
-        raise CommandError("Which window: day, week, month or all (the last one completed), "
-                           "or day-so-far, week-so-far, month-so-far?", "schedule leaderboard")
+        raise CommandError(_("Which window: day, week, month or all (the last one completed), "
+                             "or day-so-far, week-so-far, month-so-far?"), "schedule leaderboard")
     window = rest[0].lower()
     top, tz = 10, None
     for opt in rest[1:]:
@@ -427,7 +430,7 @@ def _schedule(args: list[str]) -> Command:
         elif low.startswith("tz="):
             tz = opt[3:]
         else:
-            raise CommandError(f"I don't understand '{opt[:32]}'", "schedule leaderboard")
+            raise CommandError(_("I don't understand '{word}'").format(word=opt[:32]), "schedule leaderboard")
     return ScheduleAdd(cron, window, top, tz)
 
 
@@ -439,12 +442,12 @@ def _review(args: list[str]) -> Command:
         return Review("links")
     if decision == "revoke":
         if len(args) < 2:
-            raise CommandError("Revoke which claim?", "review")
+            raise CommandError(_("Revoke which claim?"), "review")
         reason = " ".join(args[2:])[:500] or None
-        return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"), reason)
+        return Review(decision, _int(args[1].lstrip("#"), _("the claim id"), "review"), reason)
     if decision not in ("accept", "reject") or len(args) < 2:
-        raise CommandError("Accept, reject or revoke which claim?", "review")
-    return Review(decision, _int(args[1].lstrip("#"), "the claim id", "review"))
+        raise CommandError(_("Accept, reject or revoke which claim?"), "review")
+    return Review(decision, _int(args[1].lstrip("#"), _("the claim id"), "review"))
 
 
 def _settings(args: list[str]) -> Command:
@@ -455,7 +458,7 @@ def _settings(args: list[str]) -> Command:
         return SettingsChange(args[1].lower(), " ".join(args[2:])[:500])
     if sub == "reset" and len(args) == 2:
         return SettingsChange(args[1].lower(), None)
-    raise CommandError("Set which setting to what, or reset which one?", "settings")
+    raise CommandError(_("Set which setting to what, or reset which one?"), "settings")
 
 
 def _member(args: list[str]) -> Command:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -13,9 +13,9 @@ from core.badges import MEDAL
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
-from core.i18n import _
+from core.i18n import LANGUAGE_NAMES, N_, _, ngettext, use_language
 from core.member_links.service import CODE_TTL
-from core.raids.model import ACTION_LABELS, RaidProgress, RaidSpec
+from core.raids.model import RaidProgress, RaidSpec, action_word
 from core.storage.models import Community, Raid
 from core.targets import Mention, resolve_target
 from core.views import View, info_view, leaderboard_view, parse_custom_id, raid_view, report_view
@@ -45,6 +45,8 @@ class ChatContext:
     mentions: tuple[Mention, ...] = ()
     reply_to: MemberRef | None = None
     thread: str | None = None  # the Telegram forum topic the command was sent in
+    # The community's language when the adapter already looked it up (it words its own texts in it too).
+    language: str | None = None
 
     @property
     def platform_moderator(self) -> bool | None:
@@ -78,7 +80,7 @@ def error_reply(exc: Exception) -> Reply:
     if isinstance(exc, NubiError):
         return Reply(info_view(exc.message), ephemeral=True, error=True)
     log.error("unexpected error in a command", exc_info=exc)
-    return Reply(info_view("Something went wrong, try again."), ephemeral=True, error=True)
+    return Reply(info_view(_("Something went wrong, try again.")), ephemeral=True, error=True)
 
 
 def _say(text: str, *, ephemeral: bool = False) -> Reply:
@@ -87,23 +89,23 @@ def _say(text: str, *, ephemeral: bool = False) -> Reply:
 
 def help_text(is_moderator: bool) -> str:
     lines = [
-        "nubi raids: join the push on a post, do the actions, claim them, climb the board.",
+        _("nubi raids: join the push on a post, do the actions, claim them, climb the board."),
         "",
-        "Member commands:",
-        "/join: join the active raid",
-        "/claim <action> [proof-url]: claim an action you did (like, repost, reply, quote, bookmark, follow)",
-        "/leaderboard [raid|day|week|month|all]: the board",
-        "/me: your points, rank and streak",
-        "/link <x-handle>: link your X account",
+        _("Member commands:"),
+        _("/join: join the active raid"),
+        _("/claim <action> [proof-url]: claim an action you did (like, repost, reply, quote, bookmark, follow)"),
+        _("/leaderboard [raid|day|week|month|all]: the board"),
+        _("/me: your points, rank and streak"),
+        _("/link <x-handle>: link your X account"),
         _("/link account: link your Telegram and Discord accounts (one score, one place on the board)"),
     ]
     if is_moderator:
         lines += [
             "",
-            "Moderator commands:",
+            _("Moderator commands:"),
             p.USAGE["raid start"],
             "/raid end | /raid cancel | /raid status",
-            "/unlock: lift the chat lock now",
+            _("/unlock: lift the chat lock now"),
             p.USAGE["ban"] + " | " + p.USAGE["unban"],
             p.USAGE["points"],
             p.USAGE["schedule leaderboard"],
@@ -112,9 +114,9 @@ def help_text(is_moderator: bool) -> str:
             p.USAGE["settings"],
             _("{usage}: approve linking two accounts that both hold points here").format(usage=p.USAGE["member merge"]),
             "",
-            "Points are recognition inside this community. X's developer policy forbids paying or rewarding "
-            "people (with money or anything virtual) for actions on X; what a community does with its points "
-            "is its own decision, and X-API verification is optional.",
+            _("Points are recognition inside this community. X's developer policy forbids paying or rewarding "
+              "people (with money or anything virtual) for actions on X; what a community does with its points "
+              "is its own decision, and X-API verification is optional."),
         ]
     return "\n".join(lines)
 
@@ -123,14 +125,29 @@ class CommandService:
     def __init__(self, services: Services) -> None:
         self.s = services
 
+    async def language(self, chat: ChatRef) -> str:
+        """The language replies in this chat are worded in: its community's `language` setting."""
+        return await self.s.community_settings.language_of_chat(chat)
+
+    async def _in_language(self, ctx: ChatContext) -> ChatContext:
+        return ctx if ctx.language is not None else replace(ctx, language=await self.language(ctx.chat))
+
     async def handle_text(self, ctx: ChatContext, text: str) -> Reply | None:
-        """A chat message: None when it is not a command, else the reply (errors included)."""
+        """A chat message: None when it is not a command, else the reply (errors included), in the
+        community's language."""
         try:
             cmd = p.parse(text)
-        except NubiError as exc:
-            return error_reply(exc)
+        except NubiError:
+            ctx = await self._in_language(ctx)
+            with use_language(ctx.language):
+                try:  # parsed again to word the refusal in the community's language
+                    p.parse(text)
+                except NubiError as exc:
+                    return error_reply(exc)
+            return None
         if cmd is None:
             return None
+        ctx = await self._in_language(ctx)
         if not ctx.private and ctx.chat.platform in ("telegram", "discord", "console"):
             try:  # every chat conversation lives in a session; its log must never block the command
                 community_id = await self._community(ctx)
@@ -142,10 +159,15 @@ class CommandService:
         return await self.execute(ctx, cmd)
 
     async def execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:
+        ctx = await self._in_language(ctx)
+        with use_language(ctx.language):
+            return await self._execute(ctx, cmd)
+
+    async def _execute(self, ctx: ChatContext, cmd: p.Command) -> Reply:
         here = access.chat_community(ctx.chat)
         if isinstance(cmd, p.MODERATOR_TYPES) and not access.may_moderate(
                 access.chat_caller(ctx.chat, moderator=ctx.is_moderator), here):
-            return _say("Sorry, only moderators can do that here.", ephemeral=True)
+            return _say(_("Sorry, only moderators can do that here."), ephemeral=True)
         try:
             if not ctx.private and not isinstance(cmd, p.Join | p.Claim):  # joining records it itself
                 await self._seen(ctx)
@@ -157,22 +179,31 @@ class CommandService:
 
     async def press(self, ctx: ChatContext, custom_id: str) -> Reply:
         """A raid-post button. The reply text is short: it becomes a toast or an ephemeral message."""
+        ctx = await self._in_language(ctx)
+        with use_language(ctx.language):
+            return await self._press(ctx, custom_id)
+
+    async def _press(self, ctx: ChatContext, custom_id: str) -> Reply:
         parsed = parse_custom_id(custom_id)
         if parsed is None:
-            return _say("That button is no longer valid.", ephemeral=True)
+            return _say(_("That button is no longer valid."), ephemeral=True)
         action, raid_id, arg = parsed
         try:
             if not await self._raid_in_chat(raid_id, ctx.chat):
                 log.warning("refused a %s press on raid %s from %s:%s%s (not that chat's raid), member %s",
                             action, raid_id, ctx.chat.platform, ctx.chat.external_id,
                             f" channel {ctx.chat.channel}" if ctx.chat.channel else "", ctx.member.external_id)
-                return _say("That button belongs to a raid in another chat.", ephemeral=True)
+                return _say(_("That button belongs to a raid in another chat."), ephemeral=True)
             if action == "join":
                 r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
                 if r.already:
-                    return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
-                bonus = f" +{r.bonus} early bird" if r.bonus else ""
-                return _say(f"Joined raid #{raid_id} as raider #{r.position}!{bonus}", ephemeral=True)
+                    return _say(_("You're already in raid #{id} (raider #{position}).").format(
+                        id=raid_id, position=r.position), ephemeral=True)
+                if r.bonus:
+                    return _say(_("Joined raid #{id} as raider #{position}! +{bonus} early bird").format(
+                        id=raid_id, position=r.position, bonus=r.bonus), ephemeral=True)
+                return _say(_("Joined raid #{id} as raider #{position}!").format(id=raid_id, position=r.position),
+                            ephemeral=True)
             if action == "claim" and arg:
                 return await self._claim(ctx, raid_id, p.Claim(arg))
             if action == "stats":
@@ -181,7 +212,7 @@ class CommandService:
             return _short_error(exc)
         except Exception as exc:
             return error_reply(exc)
-        return _say("That button is no longer valid.", ephemeral=True)
+        return _say(_("That button is no longer valid."), ephemeral=True)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -198,14 +229,20 @@ class CommandService:
         if isinstance(cmd, p.Leaderboard):
             return await self._leaderboard(ctx, cmd)
         if ctx.private:
-            return _say("Use this in the group where the raid runs.", ephemeral=True)
+            return _say(_("Use this in the group where the raid runs."), ephemeral=True)
         if isinstance(cmd, p.Join):
             raid_id = await s.raids.active_raid_id(ctx.chat)
             r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
             if r.already:
-                return _say(f"You're already in raid #{raid_id} (raider #{r.position}).", ephemeral=True)
-            bonus = f" (+{r.bonus} early-bird points)" if r.bonus else ""
-            return _say(f"{ctx.member.display_name} joined raid #{raid_id} as raider #{r.position}{bonus}.")
+                return _say(_("You're already in raid #{id} (raider #{position}).").format(
+                    id=raid_id, position=r.position), ephemeral=True)
+            if r.bonus:
+                return _say(ngettext(
+                    "{name} joined raid #{id} as raider #{position} (+{bonus} early-bird point).",
+                    "{name} joined raid #{id} as raider #{position} (+{bonus} early-bird points).", r.bonus,
+                ).format(name=ctx.member.display_name, id=raid_id, position=r.position, bonus=r.bonus))
+            return _say(_("{name} joined raid #{id} as raider #{position}.").format(
+                name=ctx.member.display_name, id=raid_id, position=r.position))
         if isinstance(cmd, p.Claim):
             raid_id = await s.raids.active_raid_id(ctx.chat)
             return await self._claim(ctx, raid_id, cmd)
@@ -223,7 +260,8 @@ class CommandService:
             else:
                 await s.raids.end(raid_id, reason="ended by a moderator", cause="ended_by_moderator")
             report = await s.raids.report(raid_id)
-            return Reply(report_view(report) if report else info_view(f"Raid #{raid_id} ended."), quiet=True)
+            return Reply(report_view(report) if report else info_view(_("Raid #{id} ended.").format(id=raid_id)),
+                         quiet=True)
         if isinstance(cmd, p.RaidStatus):
             raid_id = await s.raids.active_raid_id(ctx.chat)
             progress = await s.raids.progress(raid_id)
@@ -231,7 +269,7 @@ class CommandService:
         community_id = await self._community(ctx)
         if isinstance(cmd, p.Unlock):
             released = await s.locks.unlock(community_id, "unlocked by a moderator", channel=ctx.chat.channel_key)
-            return _say("Chat unlocked." if released else "The chat is not locked.")
+            return _say(_("Chat unlocked.") if released else _("The chat is not locked."))
         if isinstance(cmd, p.BanCmd | p.UnbanCmd | p.PointsCmd):
             return await self._moderate(ctx, community_id, cmd)
         if isinstance(cmd, p.ScheduleAdd):
@@ -239,35 +277,42 @@ class CommandService:
             tz = cmd.tz or await s.community_settings.timezone(community_id)
             sched = await s.schedules.add(community_id, cmd.cron, cmd.window, top_n=cmd.top, tz=tz, created_by=actor,
                                           channel=ctx.chat.channel_key)
-            return _say(f"Schedule #{sched.id}: the {cmd.window} top {cmd.top} at '{sched.cron}' ({sched.timezone}).")
+            return _say(_("Schedule #{id}: the {window} top {top} at '{cron}' ({zone}).").format(
+                id=sched.id, window=cmd.window, top=cmd.top, cron=sched.cron, zone=sched.timezone))
         if isinstance(cmd, p.ScheduleList):
             items = await s.schedules.list(community_id)
             if not items:
-                return _say("No scheduled announcements here.", ephemeral=True)
-            return _say("\n".join(f"#{x.id}: {x.window} top {x.top_n} at '{x.cron}' ({x.timezone})"
-                                  + (f" in <#{x.channel}>" if x.channel else "") for x in items),
-                        ephemeral=True)
+                return _say(_("No scheduled announcements here."), ephemeral=True)
+            return _say("\n".join(
+                (_("#{id}: {window} top {top} at '{cron}' ({zone}) in <#{channel}>") if x.channel
+                 else _("#{id}: {window} top {top} at '{cron}' ({zone})")).format(
+                    id=x.id, window=x.window, top=x.top_n, cron=x.cron, zone=x.timezone, channel=x.channel)
+                for x in items), ephemeral=True)
         if isinstance(cmd, p.ScheduleRemove):
             ok = await s.schedules.remove(community_id, cmd.schedule_id)
-            return _say(f"Schedule #{cmd.schedule_id} removed." if ok else f"There is no schedule #{cmd.schedule_id} here.",
-                        ephemeral=True)
+            return _say((_("Schedule #{id} removed.") if ok else _("There is no schedule #{id} here.")).format(
+                id=cmd.schedule_id), ephemeral=True)
         if isinstance(cmd, p.Review):
             return await self._review(ctx, community_id, cmd)
         if isinstance(cmd, p.SettingsShow | p.SettingsChange):
             return await self._settings(ctx, community_id, cmd)
         if isinstance(cmd, p.MemberMerge):
             return await self._member_merge(ctx, community_id, cmd)
-        return _say("I don't know that command. Try /help.", ephemeral=True)
+        return _say(_("I don't know that command. Try /help."), ephemeral=True)
 
     async def _claim(self, ctx: ChatContext, raid_id: int, cmd: p.Claim) -> Reply:
         r = await self.s.raids.claim(raid_id, ctx.member, cmd.action, proof_url=cmd.proof_url)
-        name = ACTION_LABELS[cmd.action][0]
+        name = action_word(cmd.action)
         if r.already:
-            return _say(f"You already claimed {name} ({_state(r.verification)}).", ephemeral=True)
+            return _say(_("You already claimed {action} ({state}).").format(action=name, state=_state(r.verification)),
+                        ephemeral=True)
         if r.verification == "pending":
-            return _say(f"{name.capitalize()} claim recorded: waiting for verification.", ephemeral=True)
-        extra = f" (+{r.completion_bonus} for completing every objective)" if r.completion_bonus else ""
-        return _say(f"{name.capitalize()} claimed: +{r.points}{extra}", ephemeral=True)
+            return _say(_("{action} claim recorded: waiting for verification.").format(action=name.capitalize()),
+                        ephemeral=True)
+        if r.completion_bonus:
+            return _say(_("{action} claimed: +{points} (+{bonus} for completing every objective)").format(
+                action=name.capitalize(), points=r.points, bonus=r.completion_bonus), ephemeral=True)
+        return _say(_("{action} claimed: +{points}").format(action=name.capitalize(), points=r.points), ephemeral=True)
 
     async def _my_raid_stats(self, ctx: ChatContext, raid_id: int) -> Reply:
         from core.storage.models import MemberIdentity, RaidAction, RaidParticipant
@@ -287,10 +332,12 @@ class CommandService:
 
         found = await self.s.db.read(op)
         if found is None:
-            return _say(f"You haven't joined raid #{raid_id} yet.", ephemeral=True)
+            return _say(_("You haven't joined raid #{id} yet.").format(id=raid_id), ephemeral=True)
         part, claims = found
-        listed = ", ".join(f"{a} ({_state(v)})" for a, v in claims) or "no claims yet"
-        return _say(f"Raid #{raid_id}: raider #{part.join_position}, {part.points} pts; {listed}.", ephemeral=True)
+        listed = ", ".join(f"{action_word(a)} ({_state(v)})" for a, v in claims) or _("no claims yet")
+        return _say(ngettext("Raid #{id}: raider #{position}, {points} pt; {claims}.",
+                             "Raid #{id}: raider #{position}, {points} pts; {claims}.", part.points).format(
+            id=raid_id, position=part.join_position, points=part.points, claims=listed), ephemeral=True)
 
     async def _leaderboard(self, ctx: ChatContext, cmd: p.Leaderboard) -> Reply:
         s = self.s
@@ -313,41 +360,48 @@ class CommandService:
         if len(m.get("platforms", ())) > 1:
             lines.append(_("Accounts: {platforms}").format(platforms=", ".join(m["platforms"])))
         if m["xHandle"]:
-            lines.append(f"X: @{m['xHandle']}" + ("" if m["xHandleVerified"] else " (not proven)"))
+            lines.append((_("X: @{handle}") if m["xHandleVerified"] else _("X: @{handle} (not proven)")).format(
+                handle=m["xHandle"]))
         else:
-            lines.append("X: not linked (use /link <handle>)")
+            lines.append(_("X: not linked (use /link <handle>)"))
         standings = context["standings"]
         if not ctx.private:
             cid = await self._community(ctx)
             standings = [st for st in standings if st["communityId"] == cid]
         for st in standings:
-            rank = f"#{st['rank']}" if st["rank"] else "unranked"
-            week = f"#{st['weekRank']}" if st["weekRank"] else "unranked"
-            where = "" if not ctx.private else f"community {st['communityId']}: "
-            lines.append(f"{where}{st['points']} pts all time ({rank}), {st['weekPoints']} this week ({week})")
+            rank = f"#{st['rank']}" if st["rank"] else _("unranked")
+            week = f"#{st['weekRank']}" if st["weekRank"] else _("unranked")
+            where = "" if not ctx.private else _("community {id}: ").format(id=st["communityId"])
+            lines.append(where + ngettext("{points} pt all time ({rank}), {week_points} this week ({week_rank})",
+                                          "{points} pts all time ({rank}), {week_points} this week ({week_rank})",
+                                          st["points"]).format(
+                points=st["points"], rank=rank, week_points=st["weekPoints"], week_rank=week))
             if st.get("claims"):
-                lines.append(f"{where}claims: {claim_words(st['claims'])}")
+                lines.append(where + _("claims: {list}").format(list=claim_words(st["claims"])))
             earned = await s.badges.of_member(st["communityId"], member_id)
             if earned:
                 lines.append(_("{where}Badges: {badges}").format(
                     where=where, badges=", ".join(f"{MEDAL} {b}" for b in earned)))
         if not standings:
-            lines.append("No points yet.")
-        lines.append(f"Streak: {context['streakDays']} day(s); raids joined recently: {len(context['recentRaids'])}")
+            lines.append(_("No points yet."))
+        lines.append(ngettext("Streak: {days} day; raids joined recently: {raids}",
+                              "Streak: {days} days; raids joined recently: {raids}", context["streakDays"]).format(
+            days=context["streakDays"], raids=len(context["recentRaids"])))
         return _say("\n".join(lines), ephemeral=True)
 
     async def _link(self, ctx: ChatContext, cmd: p.Link) -> Reply:
         if cmd.verify:
             verifier = getattr(self.s, "link_verifier", None)
             if verifier is None:
-                return _say("Link proving needs the X API, which this bot has not been given. "
-                            "Your link stays unproven.", ephemeral=True)
+                return _say(_("Link proving needs the X API, which this bot has not been given. "
+                              "Your link stays unproven."), ephemeral=True)
             return _say(await verifier(ctx.member), ephemeral=True)
         _linked, handle = await self.s.links.link(ctx.member, cmd.handle or "")
         proof = getattr(self.s, "link_challenge", None)
         if proof is not None:
             return _say(await proof(ctx.member, handle), ephemeral=True)
-        return _say(f"Linked @{handle} (unproven: this bot has no X API access to prove it).", ephemeral=True)
+        return _say(_("Linked @{handle} (unproven: this bot has no X API access to prove it).").format(handle=handle),
+                    ephemeral=True)
 
     async def _link_account(self, ctx: ChatContext, cmd: p.LinkAccount) -> Reply:
         links = self.s.member_links
@@ -396,13 +450,18 @@ class CommandService:
         who = target.shown
         if isinstance(cmd, p.BanCmd):
             done = await s.moderation.ban(community_id, target.member_id, cmd.reason, actor=actor)
-            return _say(f"{who} is banned from raids here." if done else f"{who} was already banned.")
+            return _say((_("{name} is banned from raids here.") if done else _("{name} was already banned.")).format(
+                name=who))
         if isinstance(cmd, p.UnbanCmd):
             done = await s.moderation.unban(community_id, target.member_id, actor=actor)
-            return _say(f"{who} may raid again." if done else f"{who} was not banned.")
+            return _say((_("{name} may raid again.") if done else _("{name} was not banned.")).format(name=who))
         await s.moderation.adjust_points(community_id, target.member_id, cmd.amount, cmd.reason, actor=actor)
-        verb = "added to" if cmd.amount > 0 else "removed from"
-        return _say(f"{abs(cmd.amount)} points {verb} {who}: {cmd.reason}")
+        n = abs(cmd.amount)
+        if cmd.amount > 0:
+            text = ngettext("{n} point added to {name}: {reason}", "{n} points added to {name}: {reason}", n)
+        else:
+            text = ngettext("{n} point removed from {name}: {reason}", "{n} points removed from {name}: {reason}", n)
+        return _say(text.format(n=n, name=who, reason=cmd.reason))
 
     async def _review(self, ctx: ChatContext, community_id: int, cmd: p.Review) -> Reply:
         s = self.s
@@ -411,37 +470,46 @@ class CommandService:
         if cmd.decision is None:
             items = await s.raids.review_queue(community_id=community_id)
             if not items:
-                return _say("No claims are waiting for review.", ephemeral=True)
-            lines = [f"#{i.claim_id} raid #{i.raid_id}: {i.name} claims {i.action}"
-                     + (f" — {i.proof_url}" if i.proof_url else "") for i in items]
-            return _say("Waiting for review:\n" + "\n".join(lines) + "\nUse /review accept|reject <id>.",
-                        ephemeral=True)
+                return _say(_("No claims are waiting for review."), ephemeral=True)
+            lines = [_("#{claim} raid #{raid}: {name} claims {action}").format(
+                claim=i.claim_id, raid=i.raid_id, name=i.name, action=action_word(i.action))
+                + (f" — {i.proof_url}" if i.proof_url else "") for i in items]
+            return _say(_("Waiting for review:") + "\n" + "\n".join(lines) + "\n"
+                        + _("Use /review accept|reject <id>."), ephemeral=True)
         actor = await self._member_id(ctx)
         if cmd.decision == "revoke":
             taken = await s.raids.revoke(cmd.claim_id or 0, reviewer_id=actor, reason=cmd.reason,
                                          community_id=community_id)
-            return _say(f"Claim #{cmd.claim_id} revoked: -{taken} points"
-                        + (f" ({cmd.reason})." if cmd.reason else "."), ephemeral=True)
+            if cmd.reason:
+                text = ngettext("Claim #{id} revoked: -{n} point ({reason}).",
+                                "Claim #{id} revoked: -{n} points ({reason}).", taken)
+            else:
+                text = ngettext("Claim #{id} revoked: -{n} point.", "Claim #{id} revoked: -{n} points.", taken)
+            return _say(text.format(id=cmd.claim_id, n=taken, reason=cmd.reason), ephemeral=True)
         r = await s.raids.review(cmd.claim_id or 0, cmd.decision == "accept", reviewer_id=actor,
                                  community_id=community_id)
         if r.already:
-            return _say(f"Claim #{cmd.claim_id} was already settled ({_state(r.verification)}).", ephemeral=True)
+            return _say(_("Claim #{id} was already settled ({state}).").format(
+                id=cmd.claim_id, state=_state(r.verification)), ephemeral=True)
         if cmd.decision == "accept":
-            return _say(f"Claim #{cmd.claim_id} accepted: +{r.points + r.completion_bonus}.", ephemeral=True)
-        return _say(f"Claim #{cmd.claim_id} rejected.", ephemeral=True)
+            return _say(_("Claim #{id} accepted: +{points}.").format(
+                id=cmd.claim_id, points=r.points + r.completion_bonus), ephemeral=True)
+        return _say(_("Claim #{id} rejected.").format(id=cmd.claim_id), ephemeral=True)
 
     async def _refused_links(self, community_id: int) -> Reply:
         """Handle links /link refused because another member holds the handle, in this community."""
         conflicts = await self.s.links.conflicts(community_id=community_id, limit=20)
         if not conflicts:
-            return _say("No refused handle links here.", ephemeral=True)
+            return _say(_("No refused handle links here."), ephemeral=True)
         lines = [
-            f"@{c['handle']}: asked for by {c['claimantName']} (member {c['claimantMemberId']}), held by "
-            + (f"{c['ownerName']} (member {c['ownerMemberId']})" if c["ownerMemberId"] else "nobody now")
-            + f", {c['at'][:16].replace('T', ' ')} UTC"
+            (_("@{handle}: asked for by {claimant} (member {claimant_id}), held by {owner} (member {owner_id}), "
+               "{at} UTC") if c["ownerMemberId"] else
+             _("@{handle}: asked for by {claimant} (member {claimant_id}), held by nobody now, {at} UTC")).format(
+                handle=c["handle"], claimant=c["claimantName"], claimant_id=c["claimantMemberId"],
+                owner=c["ownerName"], owner_id=c["ownerMemberId"], at=c["at"][:16].replace("T", " "))
             for c in conflicts
         ]
-        return _say("Refused handle links:\n" + "\n".join(lines), ephemeral=True)
+        return _say(_("Refused handle links:") + "\n" + "\n".join(lines), ephemeral=True)
 
     async def _settings(self, ctx: ChatContext, community_id: int, cmd: p.SettingsShow | p.SettingsChange) -> Reply:
         s = self.s
@@ -449,14 +517,18 @@ class CommandService:
             actor = await self._member_id(ctx)
             view = await s.community_settings.change(community_id, {cmd.key: cmd.value}, actor=actor)
             now = view["effective"].get(cmd.key)
+            if cmd.key == "language":  # the answer is already in the new language
+                with use_language(str(now)):
+                    return _say(_("This community now reads nubi in {language}.").format(
+                        language=LANGUAGE_NAMES.get(str(now), str(now))))
             if cmd.value is None:
-                return _say(f"{cmd.key} is back to the default: {_setting(now)}.")
-            return _say(f"{cmd.key} is now {_setting(now)} here.")
+                return _say(_("{key} is back to the default: {value}.").format(key=cmd.key, value=_setting(now)))
+            return _say(_("{key} is now {value} here.").format(key=cmd.key, value=_setting(now)))
         view = await s.community_settings.show(community_id)
         own = view["settings"]
-        lines = [f"{k} = {_setting(v)}" + (" (set here)" if k in own else "") for k, v in view["effective"].items()]
-        return _say("Settings of this community:\n" + "\n".join(lines)
-                    + ("\nModerators change them with /settings set <key> <value> or /settings reset <key>."
+        lines = [f"{k} = {_setting(v)}" + (_(" (set here)") if k in own else "") for k, v in view["effective"].items()]
+        return _say(_("Settings of this community:") + "\n" + "\n".join(lines)
+                    + ("\n" + _("Moderators change them with /settings set <key> <value> or /settings reset <key>.")
                        if ctx.is_moderator else ""), ephemeral=True)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -507,28 +579,36 @@ class CommandService:
 
         raid_id = await self.s.db.read(op)
         if raid_id is None:
-            raise RaidNotFound("No raid has run here yet. Try /leaderboard week.")
+            raise RaidNotFound(_("No raid has run here yet. Try /leaderboard week."))
         return raid_id
 
 
 def _setting(value: object) -> str:
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "none"
+        return ", ".join(str(v) for v in value) or _("none")
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _state(verification: str) -> str:
-    return {"verified": "verified", "accepted": "accepted by a moderator", "unverifiable": "counted, not verifiable",
-            "pending": "pending", "rejected": "rejected"}.get(verification, verification)
+    return _(CLAIM_STATE_WORDS[verification]) if verification in CLAIM_STATE_WORDS else verification
 
 
-SHORT_ERRORS = {
-    "RAID_FULL": "The raid is full.",
-    "RAID_ENDED": "The raid has ended.",
-    "NOT_PARTICIPANT": "Join the raid first.",
-    "BANNED": "You are banned from raids here.",
+CLAIM_STATE_WORDS = {
+    "verified": N_("verified"),
+    "accepted": N_("accepted by a moderator"),
+    "unverifiable": N_("counted, not verifiable"),
+    "pending": N_("pending"),
+    "rejected": N_("rejected"),
+}
+
+SHORT_ERRORS = {  # a button's toast: shorter than the error's own message; translated when shown
+    "RAID_FULL": N_("The raid is full."),
+    "RAID_ENDED": N_("The raid has ended."),
+    "NOT_PARTICIPANT": N_("Join the raid first."),
+    "BANNED": N_("You are banned from raids here."),
 }
 
 
 def _short_error(exc: NubiError) -> Reply:
-    return Reply(info_view(SHORT_ERRORS.get(exc.code, exc.message)), ephemeral=True, error=True)
+    text = _(SHORT_ERRORS[exc.code]) if exc.code in SHORT_ERRORS else exc.message
+    return Reply(info_view(text), ephemeral=True, error=True)

@@ -14,6 +14,7 @@ from core.clock import Clock
 from core.config import RaidsConfig, Settings
 from core.errors import RaidEnded, RaidNotFound, ValidationError
 from core.events import EventBus
+from core.i18n import _
 from core.storage.db import Database
 from core.storage.models import Member, Raid, RaidAction, RaidObjective, RaidParticipant
 from core.verification.base import initial_state
@@ -104,11 +105,11 @@ async def _claim_and_raid(s: AsyncSession, claim_id: int, community_id: int | No
     """A claim and its raid, for a moderator acting in `community_id` (None: anywhere)."""
     claim = await s.get(RaidAction, claim_id)
     if claim is None:
-        raise ValidationError(f"There is no claim #{claim_id}.", field="claim")
+        raise ValidationError(_("There is no claim #{id}.").format(id=claim_id), field="claim")
     raid = await s.get(Raid, claim.raid_id)
     assert raid is not None
     if community_id is not None and raid.community_id != community_id:
-        raise ValidationError(f"There is no claim #{claim_id} here.", field="claim")
+        raise ValidationError(_("There is no claim #{id} here.").format(id=claim_id), field="claim")
     return claim, raid
 
 
@@ -119,9 +120,9 @@ async def _open_raid_facts(s: AsyncSession, raid_id: int, now: datetime) -> Any:
 
 def _open_raid(raid: Any, raid_id: int, now: datetime) -> Any:
     if raid is None:
-        raise RaidNotFound(f"Raid {raid_id} not found")
+        raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
     if raid.status != "active" or raid.ends_at <= now:
-        raise RaidEnded(f"Raid #{raid_id} has ended.")
+        raise RaidEnded(_("Raid #{id} has ended.").format(id=raid_id))
     return raid
 
 

@@ -12,6 +12,7 @@ from core import outbox
 from core.errors import RaidNotFound
 from core.events import LockReleased, ReportChanged
 from core.events import RaidEnded as RaidEndedEvent
+from core.i18n import _
 from core.storage.models import ChatLock, NubiSession, Raid, RaidAction, RaidReport, SessionActivity
 from core.storage.upsert import insert
 from core.storage.verification_models import ClaimCheck
@@ -39,7 +40,7 @@ class EndingMixin(MetricsMixin):
         async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
             raid = await s.get(Raid, raid_id)
             if raid is None:
-                raise RaidNotFound(f"Raid {raid_id} not found")
+                raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
             final = status or await _final_status(s, raid)
             why = cause or _end_cause(final, raid.ends_at <= now)
             locks = await self._end_in_tx(s, raid_id, final, reason, now, why)
@@ -176,7 +177,7 @@ class EndingMixin(MetricsMixin):
     async def report(self, raid_id: int) -> dict[str, Any] | None:
         async def op(s: AsyncSession) -> dict[str, Any] | None:
             if await s.get(Raid, raid_id) is None:
-                raise RaidNotFound(f"Raid {raid_id} not found")
+                raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
             return await s.scalar(select(RaidReport.report).where(RaidReport.raid_id == raid_id))
 
         return await self.db.read(op)

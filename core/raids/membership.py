@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.directory import MemberRef, ensure_member
 from core.errors import Banned, NotParticipant, RaidFull, UnknownObjective
 from core.events import ClaimRecorded, MemberJoined, ProgressChanged
+from core.i18n import _
 from core.ledger import Entry, record
 from core.verification.abuse import claim_rate_since, screen_claim
 
@@ -25,7 +26,7 @@ from .common import (
     _ordered_names,
 )
 from .ending import EndingMixin
-from .model import COUNTED, ClaimResult, JoinResult
+from .model import COUNTED, ClaimResult, JoinResult, action_word
 
 
 class _AlreadyJoined(Exception):
@@ -56,14 +57,14 @@ class MembershipMixin(EndingMixin):
             if existing is not None:
                 return JoinResult(raid_id, member_id, existing, True, 0, raid.community_id)
             if is_banned:
-                raise Banned("You are banned from raids in this community.")
+                raise Banned(_("You are banned from raids in this community."))
             rules = scoring.ScoringRules.from_dict(raid.scoring)
             bumped = (
                 await s.execute(st.BUMP, st.dml(raid_id=raid_id, early_joiners=rules.early_joiners,
                                           early_points=rules.early_joiner_points))
             ).first()
             if bumped is None:
-                raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
+                raise RaidFull(_("Raid #{id} is full ({max} raiders).").format(id=raid_id, max=raid.max_participants))
             position = bumped[0]
             bonus = scoring.early_joiner_bonus(rules, position)
             inserted = await s.scalar(
@@ -100,15 +101,17 @@ class MembershipMixin(EndingMixin):
                 "action": action, "since": claim_rate_since(now),
             })).first(), raid_id, now)
             if raid.participant_id is None:
-                raise NotParticipant("Join the raid first, then claim your actions.")
+                raise NotParticipant(_("Join the raid first, then claim your actions."))
             participant_id, member_id = raid.participant_id, raid.member_id
             if raid.banned:
-                raise Banned("You are banned from raids in this community.")
+                raise Banned(_("You are banned from raids in this community."))
             objectives = self._objectives.get(raid_id) or await _objectives(s, raid_id)
             seen_objectives.append(objectives)
             if action not in objectives:
                 raise UnknownObjective(
-                    f"This raid does not ask for {action}s. It asks for: {', '.join(_ordered_names(objectives))}."
+                    _("This raid does not ask for {actions}. It asks for: {wanted}.").format(
+                        actions=action_word(action, plural=True),
+                        wanted=", ".join(action_word(a, plural=True) for a in _ordered_names(objectives)))
                 )
             verification = await screen_claim(
                 s, self.settings, raid, member_id, participant_id, action, proof_url, now,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.badges import with_badges
 from core.directory import ChatRef
 from core.errors import NoActiveRaid, RaidNotFound
+from core.i18n import _, normalize
 from core.storage.models import Community, Raid, RaidAction, RaidMetric, RaidObjective
 from core.storage.upsert import insert
 
@@ -31,7 +32,7 @@ class MetricsMixin(RaidsBase):
             await s.execute(select(Raid, Community).join(Community, Community.id == Raid.community_id).where(Raid.id == raid_id))
         ).first()
         if row is None:
-            raise RaidNotFound(f"Raid {raid_id} not found")
+            raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
         raid, community = row
         objectives = (
             await s.scalars(select(RaidObjective).where(RaidObjective.raid_id == raid_id).order_by(RaidObjective.action_type))
@@ -65,6 +66,7 @@ class MetricsMixin(RaidsBase):
             pin=raid.pin_post,
             thread=raid.thread_id,
             in_thread=raid.in_thread,
+            language=normalize((community.settings or {}).get("language")),
         )
 
     async def _raid_board(self, s: AsyncSession, raid: Any, limit: int, offset: int = 0) -> list[BoardEntry]:
@@ -76,7 +78,7 @@ class MetricsMixin(RaidsBase):
         async def op(s: AsyncSession) -> list[BoardEntry]:
             raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
             if raid is None:
-                raise RaidNotFound(f"Raid {raid_id} not found")
+                raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
             return await with_badges(s, raid.community_id, await self._raid_board(s, raid, top, offset))
 
         return await self.db.read(op)
@@ -112,7 +114,7 @@ class MetricsMixin(RaidsBase):
 
         raid_id = await self.db.read(op)
         if raid_id is None:
-            raise NoActiveRaid("There is no active raid here right now.")
+            raise NoActiveRaid(_("There is no active raid here right now."))
         return raid_id
 
 

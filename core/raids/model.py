@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from core.directory import ChatRef
+from core.i18n import N_, _
 
 ACTION_LABELS = {
     "like": ("like", "likes"),
@@ -16,7 +17,16 @@ ACTION_LABELS = {
     "bookmark": ("bookmark", "bookmarks"),
     "follow": ("follow", "follows"),
 }
-PLURALS = {plural: single for single, (_, plural) in ACTION_LABELS.items()}
+PLURALS = {plural: single for single, (_word, plural) in ACTION_LABELS.items()}
+# The same words as members read them (ACTION_LABELS stay the command language's English names).
+ACTION_WORDS = {
+    "like": (N_("like"), N_("likes")),
+    "repost": (N_("repost"), N_("reposts")),
+    "reply": (N_("reply"), N_("replies")),
+    "quote": (N_("quote"), N_("quotes")),
+    "bookmark": (N_("bookmark"), N_("bookmarks")),
+    "follow": (N_("follow"), N_("follows")),
+}
 # Claims the X API can never confirm: likes are private, bookmarks are the user's own.
 NEVER_VERIFIABLE = {"like", "bookmark"}
 # Claim states that earn points: seen by a machine, approved by a moderator, or on the member's word.
@@ -24,12 +34,20 @@ COUNTED = ("verified", "accepted", "unverifiable")
 CLAIM_STATES = ("verified", "accepted", "unverifiable", "pending", "rejected")
 # Why a raid ended (raid_sessions.end_cause), in words for reports.
 END_CAUSES = {
-    "objectives_met": "objectives met",
-    "time_up": "time ran out",
-    "ended_by_moderator": "ended by a moderator",
-    "cancelled_by_moderator": "cancelled by a moderator",
-    "replaced": "replaced by a new raid",
+    "objectives_met": N_("objectives met"),
+    "time_up": N_("time ran out"),
+    "ended_by_moderator": N_("ended by a moderator"),
+    "cancelled_by_moderator": N_("cancelled by a moderator"),
+    "replaced": N_("replaced by a new raid"),
 }
+
+
+def action_word(action: str, *, plural: bool = False) -> str:
+    """An action's name in the current language ("like", "likes"); unknown actions as they are."""
+    words = ACTION_WORDS.get(action)
+    if words is None:
+        return action + ("s" if plural else "")
+    return _(words[1] if plural else words[0])
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,7 @@ class RaidProgress:
     pin: bool = False
     thread: str | None = None  # Telegram forum topic id the raid runs in; on Discord the thread made for it
     in_thread: bool = False  # Discord: runs in a thread of its own (made when its post goes up)
+    language: str = "en"  # the community's: what its raid post is written in (core/i18n.py)
 
     @property
     def active(self) -> bool:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import ledger
 from core.errors import Conflict
 from core.events import ClaimVerified, ProgressChanged
+from core.i18n import _
 from core.storage.models import Member, Raid, RaidAction, RaidObjective, RaidParticipant
 
 from . import scoring
@@ -120,7 +121,8 @@ class ReviewMixin(MembershipMixin):
                 .returning(RaidAction.id)
             )
             if won is None:
-                raise Conflict(f"Claim #{claim_id} has no accepted points to revoke (it is pending, rejected or revoked).")
+                raise Conflict(_("Claim #{id} has no accepted points to revoke (it is pending, rejected or revoked).").format(
+                    id=claim_id))
             completed = await s.scalar(
                 update(RaidParticipant)
                 .where(RaidParticipant.id == claim.participant_id, RaidParticipant.completed_all.is_(True))

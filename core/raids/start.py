@@ -32,7 +32,7 @@ class StartMixin(EndingMixin):
     async def start(self, chat: ChatRef, spec: RaidSpec, *, by: MemberRef | None = None) -> RaidProgress:
         target = normalize_target(spec.target_url)
         if chat.platform == "discord" and not chat.channel:
-            raise ValidationError("A Discord raid runs in a channel of the server: say which (its channel id).",
+            raise ValidationError(_("A Discord raid runs in a channel of the server: say which (its channel id)."),
                                   field="channel")
         if spec.in_thread and chat.platform != "discord":
             raise ValidationError(_("Only a Discord raid can run in a thread of its own."), field="thread")
@@ -55,7 +55,7 @@ class StartMixin(EndingMixin):
             if active and not cfg.allow_multiple_active:
                 if not spec.replace:
                     raise RaidAlreadyActive(
-                        f"Raid #{active[0]} is still running here. End it first, or start with `replace` to end it now."
+                        _("Raid #{id} is still running here. End it first, or start with `replace` to end it now.").format(id=active[0])
                     )
                 replaced = list(active)
             raid = Raid(
@@ -143,27 +143,28 @@ def _validated(
     wanted = spec.objectives or {a: cfg.objectives[a].target for a in cfg.default_objectives}
     for action, count in wanted.items():
         if action not in cfg.objectives:
-            raise ValidationError(f"unknown action {action!r}", field="objectives")
+            raise ValidationError(_("unknown action '{action}'").format(action=action), field="objectives")
         if not isinstance(count, int) or not 1 <= count <= 1_000_000:
-            raise ValidationError(f"{action} target must be a whole number from 1 to 1000000", field="objectives")
+            raise ValidationError(_("{action} target must be a whole number from 1 to 1000000").format(action=action),
+                                  field="objectives")
         points = spec.points.get(action, cfg.objectives[action].points)
         if not isinstance(points, int) or not 0 <= points <= 10_000:
-            raise ValidationError(f"{action} points must be from 0 to 10000", field="objectives")
+            raise ValidationError(_("{action} points must be from 0 to 10000").format(action=action), field="objectives")
         objectives[action] = (count, points)
     duration = spec.duration_seconds if spec.duration_seconds is not None else cfg.default_duration_minutes * 60
     if not MIN_DURATION <= duration <= MAX_DURATION:
-        raise ValidationError("duration must be between 1 minute and 24 hours", field="duration")
+        raise ValidationError(_("duration must be between 1 minute and 24 hours"), field="duration")
     max_p = spec.max_participants if spec.max_participants is not None else cfg.max_participants
     if not 1 <= max_p <= 100_000:
-        raise ValidationError("max participants must be between 1 and 100000", field="max")
+        raise ValidationError(_("max participants must be between 1 and 100000"), field="max")
     tier = spec.verification or cfg.verification
     if tier not in ("honor", "proof_link", "x_api", "review"):
-        raise ValidationError("verification must be honor, proof_link, x_api or review", field="verification")
+        raise ValidationError(_("verification must be honor, proof_link, x_api or review"), field="verification")
     if tier == "x_api" and not x_ready:
         raise ValidationError(
-            "This raid would check claims through the X API, but no X API token is set. An admin sets one "
-            "with NUBI_X_BEARER_TOKEN (or bearer_token under [x] in the config file); or start the raid "
-            "with verify=honor, verify=proof_link or verify=review.",
+            _("This raid would check claims through the X API, but no X API token is set. An admin sets one "
+              "with NUBI_X_BEARER_TOKEN (or bearer_token under [x] in the config file); or start the raid "
+              "with verify=honor, verify=proof_link or verify=review."),
             field="verification",
         )
     return objectives, duration, max_p, tier

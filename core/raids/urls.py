@@ -6,6 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from core.errors import ValidationError
+from core.i18n import _
 
 X_HOSTS = {"x.com", "www.x.com", "twitter.com", "www.twitter.com", "mobile.twitter.com", "mobile.x.com"}
 _STATUS = re.compile(r"^/([A-Za-z0-9_]{1,15})/status(?:es)?/(\d{1,25})(?:/.*)?$")
@@ -15,21 +16,21 @@ _HANDLE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 def normalize_target(url: str) -> str:
     url = (url or "").strip()
     if not url:
-        raise ValidationError("a raid needs a target URL", field="target")
+        raise ValidationError(_("a raid needs a target URL"), field="target")
     if len(url) > 512:
-        raise ValidationError("the target URL is too long (512 characters at most)", field="target")
+        raise ValidationError(_("the target URL is too long (512 characters at most)"), field="target")
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise ValidationError(f"not a valid URL: {url}", field="target") from exc
+        raise ValidationError(_("not a valid URL: {url}").format(url=url), field="target") from exc
     if parts.scheme.lower() != "https" or not parts.hostname:
-        raise ValidationError("the target must be an https:// URL", field="target")
+        raise ValidationError(_("the target must be an https:// URL"), field="target")
     host = parts.hostname.lower()
     if host in X_HOSTS:
         m = _STATUS.match(parts.path)
         if not m:
             raise ValidationError(
-                "an X link must point to a post, like https://x.com/user/status/123", field="target"
+                _("an X link must point to a post, like https://x.com/user/status/123"), field="target"
             )
         return f"https://x.com/{m.group(1)}/status/{m.group(2)}"
     return url
@@ -60,6 +61,6 @@ def normalize_handle(handle: str) -> str:
     h = h.lstrip("@")
     if not _HANDLE.match(h):
         raise ValidationError(
-            "an X handle is 1 to 15 letters, digits or underscores, like @nubi_bot", field="handle"
+            _("an X handle is 1 to 15 letters, digits or underscores, like @nubi_bot"), field="handle"
         )
     return h.lower()

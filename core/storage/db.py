@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ from core.storage.engines import (
     ping_when_idle,
     sqlite_pragmas,
 )
-from core.storage.executor import Outcome, run_alone, run_batch
+from core.storage.executor import Outcome, drive, run_alone, run_batch
 
 __all__ = ["Database", "normalize_url"]
 
@@ -123,6 +124,7 @@ class Database:
     # -- reads -----------------------------------------------------------------------------------
 
     async def read(self, op: Op[T]) -> T:
+        op = in_callers_context(op)
         try:
             if self.is_sqlite:
                 return await asyncio.get_running_loop().run_in_executor(self._reader_threads, self._read_sqlite, op)
@@ -156,6 +158,7 @@ class Database:
     # -- writes ----------------------------------------------------------------------------------
 
     async def write(self, op: Op[T]) -> T:
+        op = in_callers_context(op)
         if self.group_commit:
             return await self._enqueue(op)
         return await self._write_alone(op)
@@ -289,6 +292,18 @@ class Database:
             self._reader_threads.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
+
+
+def in_callers_context(op: Op[T]) -> Op[T]:
+    """The op as it runs in the caller's context (its contextvars: the community's language, which
+    the errors it raises are worded in), wherever it runs: a reader or writer thread (run_in_executor
+    does not carry the context over), or the group-commit writer task, which serves many callers."""
+    context = contextvars.copy_context()
+
+    async def bound(session: Any) -> T:
+        return context.run(drive, op(session))  # type: ignore[no-any-return]
+
+    return bound
 
 
 def _fail(batch: list[Waiting], error: BaseException, cause: BaseException | None) -> None:

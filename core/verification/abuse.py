@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.config import RaidsConfig, Settings
 from core.errors import RateLimited, ValidationError
+from core.i18n import _
 from core.storage.models import Community, Member, Raid, RaidAction
 from core.storage.upsert import insert
 from core.storage.verification_models import ClaimCheck
@@ -70,7 +71,7 @@ def claim_rate_since(now: datetime) -> datetime:
 def check_claim_rate(recent: int, per_minute: int) -> None:
     """At most `per_minute` new claims by one member in any rolling minute, across every raid."""
     if recent >= per_minute:
-        raise RateLimited("You're claiming very fast. Wait a minute, then try again.")
+        raise RateLimited(_("You're claiming very fast. Wait a minute, then try again."))
 
 
 def pick_for_audit(share: float, rng: random.Random | None = None) -> bool:
@@ -129,9 +130,10 @@ async def screen_claim(
     checked_on_x = PARTS if tier == "x_api" else PROOF_ACTIONS if tier == "proof_link" else ()
     if api and action in checked_on_x:
         if handle is None:
-            raise ValidationError("This raid checks claims on X: link your handle first with /link <handle>.")
+            raise ValidationError(_("This raid checks claims on X: link your handle first with /link <handle>."))
         if not proven:
-            raise ValidationError(f"This raid checks claims on X: prove @{handle} is yours first (/link verify).")
+            raise ValidationError(_("This raid checks claims on X: prove @{handle} is yours first (/link verify).").format(
+                handle=handle))
     if pick_for_audit(cfg.audit_share, rng):
         await note_audit(s, raid.id, member_id, action, now)
         return "pending"

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from core.directory import MemberRef, ensure_member
 from core.errors import Conflict
+from core.i18n import _, ngettext
 from core.links import LinkService
 from core.moderation import audit
 from core.raids.urls import normalize_handle
@@ -40,7 +41,7 @@ READS_PER_PROOF = 2  # the code search, then the account's age and followers for
 
 
 def new_code() -> str:
-    return "NUBI-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(6))
+    return "NUBI-" + "".join(secrets.choice(CODE_ALPHABET) for _i in range(6))
 
 
 class RecordingLinkService(LinkService):
@@ -131,12 +132,15 @@ class LinkProver:
             return False
 
         if await self.s.db.write(op):
-            return f"@{h} is linked and already proven."
+            return _("@{handle} is linked and already proven.").format(handle=h)
         minutes = int(self.ttl.total_seconds() // 60)
-        return (
-            f"Linked @{h}, not proven yet. To prove it is yours, post this from @{h} within {minutes} minutes:\n"
-            f"{code}\nthen send /link verify. Until then your X actions can't be checked automatically."
-        )
+        return ngettext(
+            "Linked @{handle}, not proven yet. To prove it is yours, post this from @{handle} within {minutes} "
+            "minute:\n{code}\nthen send /link verify. Until then your X actions can't be checked automatically.",
+            "Linked @{handle}, not proven yet. To prove it is yours, post this from @{handle} within {minutes} "
+            "minutes:\n{code}\nthen send /link verify. Until then your X actions can't be checked automatically.",
+            minutes,
+        ).format(handle=h, minutes=minutes, code=code)
 
     async def verify(self, member: MemberRef) -> str:
         now = self.s.clock.now()
@@ -148,28 +152,29 @@ class LinkProver:
 
         member_id, handle, proven, pending = await self.s.db.write(load)
         if handle is None:
-            return "Link a handle first: /link <your X handle>."
+            return _("Link a handle first: /link <your X handle>.")
         if proven:
-            return f"@{handle} is already proven."
+            return _("@{handle} is already proven.").format(handle=handle)
         if pending is None or pending.handle != handle or pending.code is None or pending.issued_at is None:
-            return f"Send /link {handle} to get a code first."
+            return _("Send /link {handle} to get a code first.").format(handle=handle)
         assert pending.expires_at is not None
         if pending.expires_at <= now:
-            return f"Your code has expired. Send /link {handle} for a new one."
+            return _("Your code has expired. Send /link {handle} for a new one.").format(handle=handle)
         try:
             found, account = await self._search(handle, pending.code, pending.issued_at, pending.expires_at)
         except Deferred as exc:
             log.info("link proof for @%s deferred: %s", handle, exc)
             if exc.reason in ("day_budget", "budget"):
-                return "The bot's X reads for today are used up. Try /link verify again tomorrow."
-            return "X is not answering right now. Try /link verify again in a few minutes."
+                return _("The bot's X reads for today are used up. Try /link verify again tomorrow.")
+            return _("X is not answering right now. Try /link verify again in a few minutes.")
         if not found:
             until = pending.expires_at.strftime("%H:%M UTC")
-            return (f"I couldn't find a post from @{handle} with {pending.code} yet. New posts can take a minute "
-                    f"to show up in search: try /link verify again (the code works until {until}).")
+            return _("I couldn't find a post from @{handle} with {code} yet. New posts can take a minute "
+                     "to show up in search: try /link verify again (the code works until {until}).").format(
+                handle=handle, code=pending.code, until=until)
         if not await self._prove(member_id, handle, account, now):
-            return f"Your link changed meanwhile. Send /link {handle} for a new code."
-        return f"Proven: @{handle} is yours. Your X actions can now be verified automatically."
+            return _("Your link changed meanwhile. Send /link {handle} for a new code.").format(handle=handle)
+        return _("Proven: @{handle} is yours. Your X actions can now be verified automatically.").format(handle=handle)
 
     async def _search(
         self, handle: str, code: str, issued_at: datetime, expires_at: datetime

@@ -13,6 +13,8 @@ import re
 from collections import defaultdict
 
 from core.errors import ValidationError
+from core.i18n import _
+from core.raids.model import action_word
 from core.raids.urls import parse_status_url
 
 from .base import ClaimInfo, Deferred, Outcome, Raider, RaidInfo, Verdict, VerifyContext, XPost, XReader
@@ -49,18 +51,21 @@ def check_proof_url(action: str, proof_url: str | None, handle: str | None) -> s
     """The status id of a well-formed proof; a friendly ValidationError otherwise (checked at claim time)."""
     if not proof_url:
         raise ValidationError(
-            f"This raid checks {action}s by link: send /claim {action} <link to your {action}>.", field="proof"
+            _("This raid checks {actions} by link: send /claim {action} <link to your {word}>.").format(
+                actions=action_word(action, plural=True), action=action, word=action_word(action)), field="proof"
         )
     parsed = parse_status_url(proof_url)
     if parsed is None:
         raise ValidationError(
-            f"That link is not an X post. Send the link of your {action}, like https://x.com/you/status/123.",
+            _("That link is not an X post. Send the link of your {word}, like https://x.com/you/status/123.").format(
+                word=action_word(action)),
             field="proof",
         )
     if handle is None:
-        raise ValidationError("Link your X handle first with /link <handle>, then claim with the link.", field="proof")
+        raise ValidationError(_("Link your X handle first with /link <handle>, then claim with the link."), field="proof")
     if parsed[0].lower() != handle.lower():
-        raise ValidationError(f"That post is by @{parsed[0]}, but your linked handle is @{handle}.", field="proof")
+        raise ValidationError(_("That post is by @{author}, but your linked handle is @{handle}.").format(
+            author=parsed[0], handle=handle), field="proof")
     return parsed[1]
 
 
@@ -72,7 +77,7 @@ def pick_originals(
     for text_hash, members in seen.items():
         users[text_hash] |= members
     for member_id, posts in candidates.items():
-        for _, text_hash in posts:
+        for _post, text_hash in posts:
             if text_hash is not None:
                 users[text_hash].add(member_id)
     return {

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import RaidNotFound
 from core.events import ProgressChanged
+from core.i18n import _
 from core.moderation import audit
 from core.raids.urls import x_status_id
 from core.storage.models import (
@@ -198,7 +199,7 @@ class VerificationRunner:
     async def _context(self, s: AsyncSession, raid_id: int, final: bool, now: datetime) -> tuple[VerifyContext, XSweep | None]:
         raid = await s.get(Raid, raid_id)
         if raid is None:
-            raise RaidNotFound(f"Raid {raid_id} not found")
+            raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
         cfg = community_cfg(self.s.settings, await s.scalar(select(Community.settings).where(Community.id == raid.community_id)))
         info = RaidInfo(
             raid.id, raid.community_id, raid.verification_tier, raid.target_url, x_status_id(raid.target_url),
