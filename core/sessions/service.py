@@ -30,7 +30,6 @@ from core.events import EventBus, SessionCreated, SessionMessageStored
 from core.events import SessionExpired as SessionExpiredEvent
 from core.storage.db import Database
 from core.storage.models import SESSION_TYPES, Community, NubiSession, SessionActivity, SessionMessage
-from core.storage.pgfast import prebuilt
 from core.storage.upsert import add_now
 
 from . import timeouts
@@ -643,7 +642,7 @@ _FIELDS = {prop.key: prop.columns[0] for prop in sa_inspect(NubiSession).column_
 _LIVE_SQLITE = select(*[column.label(key) for key, column in _FIELDS.items()]).where(
     _SESSION.c.id == bindparam("id")
 )
-_LIVE_LOCKED = prebuilt(_LIVE_SQLITE.with_for_update())  # PostgreSQL: one writer per session at a time
+_LIVE_LOCKED = _LIVE_SQLITE.with_for_update()  # PostgreSQL: one writer per session at a time
 _UPDATES: dict[frozenset[str], Any] = {}
 
 
@@ -670,7 +669,7 @@ class _LiveRow:
         keys = frozenset(self._changed)
         stmt = _UPDATES.get(keys)
         if stmt is None:
-            stmt = _UPDATES[keys] = prebuilt(
+            stmt = _UPDATES[keys] = (
                 update(_SESSION)
                 .where(_SESSION.c.id == bindparam("b_id"))
                 .values({_FIELDS[k]: bindparam(f"b_{k}") for k in sorted(keys)})
