@@ -9,7 +9,7 @@ from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from migrations import alembic_config, downgrade, upgrade
+from migrations import alembic_config, downgrade, head_revision, revisions, upgrade
 
 SEVEN = {"nubi_sessions", "raid_sessions", "raid_participants", "raid_actions", "raid_metrics", "raid_reports",
          "session_activity_log"}
@@ -50,3 +50,9 @@ async def test_sqlite_batch_migrations_keep_child_rows(tmp_path) -> None:
     await engine.dispose()
     assert fk == 0  # a plain connection (what alembic uses) does not enable them; ours do
     await asyncio.sleep(0)
+
+
+def test_head_revision_read_from_the_files_agrees_with_alembic() -> None:
+    """`nubi run` compares the database with head_revision() (no Alembic in the server); Alembic's own
+    chain must end there."""
+    assert head_revision() == revisions()[-1]
