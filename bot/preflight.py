@@ -117,7 +117,8 @@ async def migrate_async(url: str) -> None:
 
 async def database_revisions(url: str) -> set[str] | None:
     """The revision ids in the database's alembic_version table; None when it cannot be read (no such
-    table yet, or no database: the migration then says what is wrong)."""
+    table yet, a role without the right: the migration then says what is wrong). A database that
+    cannot be reached is said at once, not tried again (and timed out again) by the migration."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
@@ -126,6 +127,8 @@ async def database_revisions(url: str) -> set[str] | None:
     try:
         async with engine.connect() as conn:
             return {row[0] for row in await conn.execute(text("SELECT version_num FROM alembic_version"))}
+    except OSError as exc:  # refused, unknown host, timed out
+        raise database_failure(url, exc) from exc
     except Exception:
         return None
     finally:
