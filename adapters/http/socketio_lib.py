@@ -1,7 +1,7 @@
 """python-socketio for nubi's server, loaded without the client and message-queue libraries it does not use.
 
 socketio's package imports every client and manager it has, and their modules import aiohttp,
-requests and redis where installed (each inside `try: import ... except ImportError`): about 27 MiB
+requests and redis where installed (each inside `try: import ... except ImportError`): about 30 MiB
 of an idle `nubi run` that serves Socket.IO and uses none of them. So while socketio loads for a
 server without Redis, those libraries read as not installed (the same path socketio takes when they
 are missing); libraries already loaded, or loaded later by anyone else, are unaffected. With
