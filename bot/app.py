@@ -112,13 +112,11 @@ class NubiApp:
         import uvicorn
 
         from adapters.http.app import create_app
-        from adapters.mcp import mcp_http_app, mcp_lifespan
+        from adapters.mcp.mount import LazyMcp
 
         assert self.services is not None
-        mcp_app = mcp_http_app(self.services)
-        self.asgi = create_app(
-            self.services, mounts=[("/mcp", mcp_app)], routes=routes, lifespans=[mcp_lifespan(mcp_app)]
-        )
+        mcp = LazyMcp(self.services)  # the MCP SDK is loaded by the first /mcp request, not here
+        self.asgi = create_app(self.services, mounts=[("/mcp", mcp)], routes=routes, lifespans=[mcp.lifespan()])
         host, port = self.settings.http.host, self.settings.http.port
         sock, self._http_socket = self._http_socket, None
         assert sock is not None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from sqlalchemy.exc import ArgumentError
 
 from core.config import ConfigError, Settings
 from core.storage.db import normalize_url
-from migrations import upgrade
+
+SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # where bot/ is: a child process runs this same nubi
 
 
 class StartupError(Exception):
@@ -82,7 +85,7 @@ def first_line(exc: BaseException) -> str:
 
 def migrate(url: str, revision: str = "head", *, down: bool = False) -> None:
     """Run the migrations; a database that cannot be reached is named (without its password)."""
-    from migrations import downgrade
+    from migrations import downgrade, upgrade
 
     check_database(url)
     try:
@@ -100,7 +103,49 @@ def database_failure(url: str, exc: Exception) -> StartupError:
 
 
 async def migrate_async(url: str) -> None:
-    await asyncio.to_thread(migrate, url)
+    """Bring the database to the newest migration for `nubi run`, keeping Alembic (about 8 MiB) out of
+    the long-running process: a database already there, the usual start, costs one query; one that is
+    behind (or new, or unreadable) is migrated by a child process, `python -m bot.migrator`, whose
+    failure is the same one line `migrate` would raise here."""
+    from migrations import head_revision
+
+    head = head_revision()
+    if head is not None and await database_revisions(url) == {head}:
+        return
+    await migrate_in_child(url)
+
+
+async def database_revisions(url: str) -> set[str] | None:
+    """The revision ids in the database's alembic_version table; None when it cannot be read (no such
+    table yet, a role without the right: the migration then says what is wrong). A database that
+    cannot be reached is said at once, not tried again (and timed out again) by the migration."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return {row[0] for row in await conn.execute(text("SELECT version_num FROM alembic_version"))}
+    except OSError as exc:  # refused, unknown host, timed out
+        raise database_failure(url, exc) from exc
+    except Exception:
+        return None
+    finally:
+        await engine.dispose()
+
+
+async def migrate_in_child(url: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (SOURCE_ROOT, os.environ.get("PYTHONPATH"))))}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.migrator", env=env, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await child.communicate(url.encode())  # on stdin, not in argv: the URL may hold a password
+    if child.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise StartupError(lines[-1] if lines else f"database {safe_url(url)}: migration exited with {child.returncode}")
+    if err.strip():
+        sys.stderr.write(err.decode(errors="replace"))
 
 
 @contextlib.contextmanager

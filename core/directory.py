@@ -11,30 +11,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.models import Community, CommunityMember, Member, MemberIdentity
-from core.storage.pgfast import prebuilt
 from core.storage.upsert import insert
 
 # Built once: looked up on every join, so it stays in SQLAlchemy's compiled cache.
 _MI = MemberIdentity.__table__
-_IDENTITY = prebuilt(select(_MI.c.member_id, _MI.c.username).where(  # on the table: a Core statement, no ORM step
+_IDENTITY = select(_MI.c.member_id, _MI.c.username).where(  # on the table: a Core statement, no ORM step
     _MI.c.platform == bindparam("platform"), _MI.c.external_id == bindparam("external_id")
-))
+)
 
 _M = Member.__table__
-_NEW_MEMBER = prebuilt(
+_NEW_MEMBER = (
     sa_insert(_M)
     .values(display_name=bindparam("b_name"), x_handle_verified=False, created_at=bindparam("b_now"))
     .returning(_M.c.id)
 )
 _NEW_IDENTITY = {
-    name: prebuilt(dialect.insert(_MI)
+    name: dialect.insert(_MI)
     .values(member_id=bindparam("b_member_id"), platform=bindparam("b_platform"),
             external_id=bindparam("b_external_id"), username=bindparam("b_username"))
     .on_conflict_do_nothing(index_elements=["platform", "external_id"])
-    .returning(_MI.c.member_id))
+    .returning(_MI.c.member_id)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
-_DROP_MEMBER = prebuilt(delete(_M).where(_M.c.id == bindparam("b_id")))
+_DROP_MEMBER = delete(_M).where(_M.c.id == bindparam("b_id"))
 
 # A Discord channel community from before communities were servers (migration 0008): `channel:<id>`,
 # moved into its server's community when the Discord adapter first sees the channel (core/communities.py).

@@ -30,7 +30,6 @@ from sqlalchemy.orm import aliased
 from core import badges
 from core.storage.ledger_models import PointsEntry
 from core.storage.models import MemberScore, MemberScoreSlice
-from core.storage.pgfast import prebuilt
 from core.windows import WINDOWS, window_start
 
 L = PointsEntry.__table__
@@ -55,13 +54,11 @@ class Entry:
     reason: str | None = None
 
 
-_INSERT = prebuilt(
-    insert(L).values(
-        community_id=bindparam("b_community_id"), member_id=bindparam("b_member_id"), raid_id=bindparam("b_raid_id"),
-        claim_id=bindparam("b_claim_id"), kind=bindparam("b_kind"), points=bindparam("b_points"),
-        effective_at=bindparam("b_effective_at"), recorded_at=bindparam("b_recorded_at"),
-        reverses_id=bindparam("b_reverses_id"), actor_member_id=bindparam("b_actor_id"), reason=bindparam("b_reason"),
-    )
+_INSERT = insert(L).values(
+    community_id=bindparam("b_community_id"), member_id=bindparam("b_member_id"), raid_id=bindparam("b_raid_id"),
+    claim_id=bindparam("b_claim_id"), kind=bindparam("b_kind"), points=bindparam("b_points"),
+    effective_at=bindparam("b_effective_at"), recorded_at=bindparam("b_recorded_at"),
+    reverses_id=bindparam("b_reverses_id"), actor_member_id=bindparam("b_actor_id"), reason=bindparam("b_reason"),
 )
 
 
@@ -75,7 +72,7 @@ def _upsert(dialect: Any) -> Any:
 
 # Built once, on the table: one parameterized statement per dialect stays in SQLAlchemy's compiled
 # cache and runs as one executemany.
-_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": prebuilt(_upsert(postgresql))}
+_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
 
 
 def _slice_upsert(dialect: Any) -> Any:
@@ -86,7 +83,7 @@ def _slice_upsert(dialect: Any) -> Any:
     )
 
 
-_SLICE_UPSERTS = {"sqlite": _slice_upsert(sqlite), "postgresql": prebuilt(_slice_upsert(postgresql))}
+_SLICE_UPSERTS = {"sqlite": _slice_upsert(sqlite), "postgresql": _slice_upsert(postgresql)}
 
 
 def slice_start(at: datetime) -> datetime:

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 
 import core.storage.verification_models  # noqa: F401  (its tables are in Base.metadata too)
 from adapters.http.app import create_app
-from adapters.mcp.transport import mcp_http_app, mcp_lifespan
+from adapters.mcp.mount import LazyMcp
 from core.clock import FakeClock
 from core.config import Settings
 from core.directory import ChatRef, MemberRef
@@ -353,8 +353,8 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def serving(svc: Services) -> AsyncIterator[tuple[str, Any]]:
-    mcp_app = mcp_http_app(svc)
-    app = create_app(svc, mounts=[("/mcp", mcp_app)], lifespans=[mcp_lifespan(mcp_app)])
+    mcp = LazyMcp(svc)  # as `nubi run` mounts it: built by the first /mcp request
+    app = create_app(svc, mounts=[("/mcp", mcp)], lifespans=[mcp.lifespan()])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            timeout_graceful_shutdown=2))

@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextResourceContents
 
 from adapters.http.app import create_app
-from adapters.mcp import mcp_http_app, mcp_lifespan
+from adapters.mcp import LazyMcp, mcp_http_app, transport
 from core.clock import FakeClock
 from core.config import Settings
 from core.events import EventBus, EventRecorder, RaidStarted
@@ -172,19 +172,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(services: Services) -> AsyncIterator[str]:
-    """The real HTTP app with MCP mounted at /mcp, as the composition root wires it."""
-    mcp_app = mcp_http_app(services)
-    app = create_app(services, mounts=[("/mcp", mcp_app)])
-    fastapi = getattr(app, "fastapi", app)  # create_app may wrap FastAPI in the Socket.IO app
-    inner = fastapi.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-        async with mcp_lifespan(mcp_app), inner(asgi_app) as state:
-            yield state
-
-    fastapi.router.lifespan_context = lifespan
+async def serve(services: Services, mcp: Any = None) -> AsyncIterator[str]:
+    """The real HTTP app with MCP mounted at /mcp, as the composition root wires it (LazyMcp: the SDK is
+    loaded by the first /mcp request)."""
+    mcp = mcp if mcp is not None else LazyMcp(services)
+    app = create_app(services, mounts=[("/mcp", mcp)], lifespans=[mcp.lifespan()])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -227,6 +219,31 @@ async def test_streamable_http_mounted_in_the_app(services: Services) -> None:
         # `/mcp` without the slash redirects within the origin, which the SDK client follows
         async with http_session(f"{base}/mcp") as s:
             assert (await ok(s, "get_raid", raid_id=rid))["participants"] == 1
+
+
+async def test_mcp_is_built_once_by_the_first_requests_and_stopped_with_the_server(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Any] = []
+
+    def counted(svc: Services) -> Any:
+        built.append(mcp_http_app(svc))
+        return built[-1]
+
+    monkeypatch.setattr(transport, "mcp_http_app", counted)
+    mcp = LazyMcp(services)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    async with serve(services, mcp) as base:
+        assert mcp.app is None and built == []  # serving, and nothing of MCP built yet
+        async with httpx2.AsyncClient() as client:
+            answers = await asyncio.gather(*(client.post(f"{base}/mcp/", json=body, headers={
+                "accept": "application/json, text/event-stream"}) for _ in range(8)))
+        assert [r.status_code for r in answers] == [200] * 8 and all("nubi" in r.text for r in answers)
+        assert built == [mcp.app]
+        runner = mcp.runner
+        assert runner is not None and not runner.done()
+    assert runner.done() and runner.exception() is None  # the session manager stopped with the server
 
 
 async def test_http_needs_an_admin_key_when_keys_are_set(db_url: str, clock: FakeClock) -> None:

@@ -9,7 +9,7 @@ from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from migrations import alembic_config, downgrade, upgrade
+from migrations import alembic_config, downgrade, head_revision, revisions, upgrade
 
 SEVEN = {"nubi_sessions", "raid_sessions", "raid_participants", "raid_actions", "raid_metrics", "raid_reports",
          "session_activity_log"}
@@ -105,3 +105,9 @@ async def test_0008_gives_discord_rows_their_channel_and_marks_the_old_community
     assert migrated["communities"] == [("discord", "channel:555"), ("telegram", "-100")]
     assert migrated["raids"] == [("555",), ("",)] and migrated["schedules"] == [("555",)]
     assert migrated["sessions"] == [("discord:channel:555",), ("telegram:-100",)]
+
+
+def test_head_revision_read_from_the_files_agrees_with_alembic() -> None:
+    """`nubi run` compares the database with head_revision() (no Alembic in the server); Alembic's own
+    chain must end there."""
+    assert head_revision() == revisions()[-1]

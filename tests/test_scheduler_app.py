@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bot import preflight
 from bot.app import NubiApp
 from bot.scheduler import NubiScheduler
 from core.config import Settings
@@ -20,6 +22,7 @@ from core.directory import ChatRef, MemberRef
 from core.events import AnnouncementDue, RaidEnded
 from core.raids.model import RaidSpec
 from core.services import Services
+from migrations import downgrade, upgrade
 from tests.pg import free_port
 
 CHAT = ChatRef("telegram", "-42", "g")
@@ -91,6 +94,53 @@ async def test_app_serves_without_tokens(tmp_path: Path) -> None:
         assert app.adapters == []  # no tokens, no chat adapters
     finally:
         await app.stop()
+
+
+# What `nubi run` leaves unloaded until it is needed (issue #11: memory): chat adapters without a
+# token, the MCP SDK until /mcp is called, Alembic (migrations run in a child process), and the
+# client and Redis libraries python-socketio would bring along.
+NOT_LOADED = ("discord", "telegram", "mcp", "alembic", "aiohttp", "requests", "redis")
+STARTS = """
+import asyncio, json, sys
+from bot.app import NubiApp
+from core.config import Settings
+
+async def main():
+    app = NubiApp(Settings(database={"url": sys.argv[1]}, http={"port": 0}))
+    await app.start()
+    try:
+        print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2:]))))
+    finally:
+        await app.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_an_idle_server_loads_only_what_it_uses(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'idle.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBI_")} | {"PYTHONPATH": str(ROOT)}
+    for start in ("new database, migrated by a child process", "database at head"):
+        done = subprocess.run([sys.executable, "-c", STARTS, url, *NOT_LOADED], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "[]", (start, done.stdout)
+
+
+async def test_start_migrates_only_a_database_behind_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    children: list[str] = []
+
+    async def child(u: str) -> None:
+        children.append(u)
+
+    monkeypatch.setattr(preflight, "migrate_in_child", child)
+    await preflight.migrate_async(url)  # no database yet
+    upgrade(url)
+    await preflight.migrate_async(url)  # at head: one query, no child
+    downgrade(url, "0006")
+    await preflight.migrate_async(url)
+    assert children == [url, url]
 
 
 def test_nubi_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:

@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import socketio
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from core.services import Services
 
-from . import errors
+from . import errors, socketio_lib
 from .security import Guard, GuardMiddleware, HostGuard
 
 
@@ -87,7 +86,7 @@ def create_app(
                     yield state
 
         app.router.lifespan_context = lifespan
-    wrapper = socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
+    wrapper = socketio_lib.load().ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")
     outer = HostGuard(wrapper, services.settings.http)  # every path and protocol: REST, Socket.IO, MCP
     outer.fastapi = app
     outer.state = app.state

@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import socketio
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
@@ -51,6 +50,7 @@ from core.sessions.service import SessionInfo, parse_uuid
 from core.storage.rls import community_scope
 from core.throttle import Coalescer
 
+from . import socketio_lib
 from .security import Guard, Unauthorized, caller, origin_allowed
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ class Realtime:
         self.services = services
         self.guard = guard
         redis_url = services.settings.realtime.redis_url
+        socketio = socketio_lib.load(redis=redis_url is not None)
+        self._refused = socketio.exceptions.ConnectionRefusedError
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=socketio.AsyncRedisManager(redis_url) if redis_url else None,
@@ -223,7 +225,7 @@ class Realtime:
         client = environ.get("asgi.scope", {}).get("client") or ("?",)
         address = self.guard.client_address(str(client[0]), environ.get("HTTP_X_FORWARDED_FOR"))
         if self.guard.limited(NOBODY, address) is not None:  # a connect counts like a request of its address
-            raise socketio.exceptions.ConnectionRefusedError("Too many requests; slow down")
+            raise self._refused("Too many requests; slow down")
         self._addresses[sid] = address
         if not self.guard.keys_configured and self.guard.admits_address(address):  # the keyless loopback API
             await self._admit(sid, access.ADMIN)

@@ -22,7 +22,6 @@ from core.storage.models import (
     RaidParticipant,
     SessionActivity,
 )
-from core.storage.pgfast import prebuilt
 from core.verification.abuse import screen_columns
 
 R = Raid.__table__
@@ -164,11 +163,3 @@ def _touch(ins: Any, *, platform_says: bool = True) -> Any:
 # join through REST, MCP or Socket.IO says nothing of them, and keeps the flag the platform set.
 TOUCH_MEMBER = _per_dialect(_touch)
 TOUCH_MEMBER_KEEP_FLAG = _per_dialect(lambda ins: _touch(ins, platform_says=False))
-
-
-for _statement in (
-    RAID_FACTS, JOINED_OR_BANNED, BUMP, CLAIM_CONTEXT, OBJECTIVES, PRIOR_CLAIM, COUNT_UP, SCORE_PARTICIPANT,
-    COMPLETE_PARTICIPANT, SCORE_RAID, UNMET, ACTIVITY, INSERT_PARTICIPANT["postgresql"], INSERT_CLAIM["postgresql"],
-    TOUCH_MEMBER["postgresql"], TOUCH_MEMBER_KEEP_FLAG["postgresql"],
-):
-    prebuilt(_statement)

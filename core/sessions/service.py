@@ -30,7 +30,6 @@ from core.events import EventBus, SessionCreated, SessionMessageStored
 from core.events import SessionExpired as SessionExpiredEvent
 from core.storage.db import Database
 from core.storage.models import SESSION_TYPES, Community, NubiSession, SessionActivity, SessionMessage
-from core.storage.pgfast import prebuilt
 from core.storage.upsert import add_now
 
 from . import timeouts
@@ -665,7 +664,7 @@ _LIVE_SQLITE = select(*[column.label(key) for key, column in _FIELDS.items()]).w
 )
 _STATE = select(_SESSION.c.status, _SESSION.c.expires_at).where(_SESSION.c.id == bindparam("id"))
 _MESSAGE = SessionMessage.__table__
-_LIVE_LOCKED = prebuilt(_LIVE_SQLITE.with_for_update())  # PostgreSQL: one writer per session at a time
+_LIVE_LOCKED = _LIVE_SQLITE.with_for_update()  # PostgreSQL: one writer per session at a time
 _UPDATES: dict[frozenset[str], Any] = {}
 
 
@@ -692,7 +691,7 @@ class _LiveRow:
         keys = frozenset(self._changed)
         stmt = _UPDATES.get(keys)
         if stmt is None:
-            stmt = _UPDATES[keys] = prebuilt(
+            stmt = _UPDATES[keys] = (
                 update(_SESSION)
                 .where(_SESSION.c.id == bindparam("b_id"))
                 .values({_FIELDS[k]: bindparam(f"b_{k}") for k in sorted(keys)})

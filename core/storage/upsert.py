@@ -10,8 +10,6 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.storage.pgfast import prebuilt
-
 
 def insert(session: AsyncSession, table: Any) -> Any:
     dialect = session.get_bind().dialect.name
@@ -32,7 +30,7 @@ async def add_now(session: AsyncSession, obj: Any) -> None:
     if plan is None:
         mapper = sa_inspect(type(obj))
         pairs = [(prop.key, prop.columns[0].key) for prop in mapper.column_attrs]
-        plan = _PLANS[type(obj)] = (prebuilt(sa_insert(mapper.local_table)), pairs)
+        plan = _PLANS[type(obj)] = (sa_insert(mapper.local_table), pairs)
     stmt, pairs = plan
     state = obj.__dict__
     await session.execute(stmt, {column: state[attr] for attr, column in pairs if attr in state})
