@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from asyncpg import PostgresError
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import Unavailable
 from core.storage import rls
+from core.storage.driver import PgSql, Sql, SqliteSql
 from core.storage.engines import (
     is_connection_error,
     is_retryable,
@@ -160,6 +162,77 @@ class Database:
             return await self._enqueue(op)
         return await self._write_alone(op)
 
+    async def write_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        """`write` for an op of hand-written SQL on the driver (core/storage/driver.py), with the same
+        promises. SQLite: the op joins the group commit like any other (in its own savepoint), on the
+        writer's sqlite3 connection. PostgreSQL: with group commit, such ops share the batch writer's
+        transactions, each in a savepoint (asyncpg's nested transaction); without it, each op has an
+        asyncpg transaction of its own on a pooled connection."""
+        if self.is_sqlite:
+            return await self.write(lambda s: op(SqliteSql(s.get_bind().connection.driver_connection, s)))
+        if self.group_commit:
+            return await self._enqueue(_SqlOp(op))
+        return await self._write_sql_alone(op)
+
+    async def _write_sql_alone(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with self._pg_slots():
+                    return await self._pg_sql_transaction(op)
+            except PoolTimeout as exc:
+                raise Unavailable(BUSY) from exc
+            except Exception as exc:
+                if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
+                    await asyncio.sleep(0.01 * attempts)  # rolled back whole: running again is safe
+                    continue
+                if is_connection_error(exc):
+                    raise Unavailable(UNAVAILABLE) from exc
+                raise
+
+    async def _pg_sql_transaction(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            # SQLAlchemy begins nothing on this connection; asyncpg's transaction holds the op, and
+            # the op's SQLAlchemy statements (PgSql.session) run inside it too.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            q = PgSql(driver, conn)
+            async with driver.transaction():
+                if self.row_level_security:
+                    await rls.apply(conn)
+                result = await op(q)
+                await q.close()
+            return result
+
+    async def _pg_sql_batch(self, ops: list[_SqlOp]) -> list[Outcome]:
+        """PostgreSQL group commit of SQL ops: one asyncpg transaction, each op in a savepoint of its
+        own (the same promises as executor.run_batch). Raises only when the transaction is lost or
+        its COMMIT fails; each op's own error is in its Outcome."""
+        assert self.engine is not None
+        outcomes: list[Outcome] = []
+        async with self._pg_slots(), self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            async with driver.transaction():
+                for op in ops:
+                    q = PgSql(driver, conn)
+                    savepoint = driver.transaction()  # nested: SAVEPOINT
+                    await savepoint.start()
+                    try:
+                        result = await op.op(q)
+                        await q.close()
+                    except Exception as exc:
+                        if is_connection_error(exc):
+                            raise
+                        await savepoint.rollback()  # nothing of this op kept; the others go on
+                        outcomes.append(Outcome(error=exc))
+                    else:
+                        await savepoint.commit()  # RELEASE SAVEPOINT
+                        outcomes.append(Outcome(result=result))
+        return outcomes
+
     async def _write_alone(self, op: Op[T]) -> T:
         """One op in a transaction of its own, retrying deadlocks and serialization races (each
         failed attempt was rolled back whole, so running again is safe)."""
@@ -228,12 +301,20 @@ class Database:
         if len(batch) == 1:  # no savepoint needed: the op's failure rolls back its own transaction
             await self._settle(*batch[0])
             return
+        sql = [w for w in batch if isinstance(w[0], _SqlOp)]
+        if sql and len(sql) < len(batch):  # PostgreSQL: SQL ops and session ops run in batches of their own
+            await self._run([w for w in batch if not isinstance(w[0], _SqlOp)])
+            await self._run(sql)
+            return
         try:
-            outcomes: list[Outcome] = await self._transaction(run_batch, [op for op, _ in batch])
+            outcomes: list[Outcome] = await (
+                self._pg_sql_batch([op for op, _ in batch]) if sql
+                else self._transaction(run_batch, [op for op, _ in batch])
+            )
         except PoolTimeout as exc:
             _fail(batch, Unavailable(BUSY), exc)
             return
-        except (DBAPIError, OSError) as exc:
+        except (DBAPIError, PostgresError, OSError) as exc:
             if is_connection_error(exc):
                 log.warning("a group commit of %d operations failed: %s", len(batch), exc)
                 _fail(batch, Unavailable(UNAVAILABLE), exc)
@@ -266,7 +347,7 @@ class Database:
 
     async def _settle(self, op: Op[Any], fut: asyncio.Future[Any]) -> None:
         try:
-            result = await self._write_alone(op)
+            result = await (self._write_sql_alone(op.op) if isinstance(op, _SqlOp) else self._write_alone(op))
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -289,6 +370,15 @@ class Database:
             self._reader_threads.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
+
+
+class _SqlOp:
+    """A queued `write_sql` op on PostgreSQL: run by `_pg_sql_batch`, not by the session executor."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Callable[[Sql], Awaitable[Any]]) -> None:
+        self.op = op
 
 
 def _fail(batch: list[Waiting], error: BaseException, cause: BaseException | None) -> None:
