@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.errors import Unavailable
 from core.storage import rls
@@ -191,13 +191,28 @@ class Database:
                     raise Unavailable(UNAVAILABLE) from exc
                 raise
 
-    async def _pg_sql_transaction(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+    @contextlib.asynccontextmanager
+    async def _pg_driver(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
+        """A pooled connection and its asyncpg connection, on which SQLAlchemy begins nothing: the
+        caller's asyncpg transaction holds the op, and the op's SQLAlchemy statements (PgSql.session)
+        run inside it too. A connection the server dropped is invalidated, so the pool replaces it,
+        and the error says "connection lost" whatever asyncpg called it."""
         assert self.engine is not None
         async with self.engine.connect() as conn:
-            # SQLAlchemy begins nothing on this connection; asyncpg's transaction holds the op, and
-            # the op's SQLAlchemy statements (PgSql.session) run inside it too.
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                yield conn, driver
+            except Exception as exc:
+                if not (is_connection_error(exc) or driver.is_closed()):
+                    raise
+                await conn.invalidate()
+                if is_connection_error(exc):
+                    raise
+                raise ConnectionError("the database connection was lost") from exc
+
+    async def _pg_sql_transaction(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        async with self._pg_driver() as (conn, driver):
             q = PgSql(driver, conn)
             async with driver.transaction():
                 if self.row_level_security:
@@ -210,27 +225,23 @@ class Database:
         """PostgreSQL group commit of SQL ops: one asyncpg transaction, each op in a savepoint of its
         own (the same promises as executor.run_batch). Raises only when the transaction is lost or
         its COMMIT fails; each op's own error is in its Outcome."""
-        assert self.engine is not None
         outcomes: list[Outcome] = []
-        async with self._pg_slots(), self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            driver = (await conn.get_raw_connection()).driver_connection
-            async with driver.transaction():
-                for op in ops:
-                    q = PgSql(driver, conn)
-                    savepoint = driver.transaction()  # nested: SAVEPOINT
-                    await savepoint.start()
-                    try:
-                        result = await op.op(q)
-                        await q.close()
-                    except Exception as exc:
-                        if is_connection_error(exc):
-                            raise
-                        await savepoint.rollback()  # nothing of this op kept; the others go on
-                        outcomes.append(Outcome(error=exc))
-                    else:
-                        await savepoint.commit()  # RELEASE SAVEPOINT
-                        outcomes.append(Outcome(result=result))
+        async with self._pg_slots(), self._pg_driver() as (conn, driver), driver.transaction():
+            for op in ops:
+                q = PgSql(driver, conn)
+                savepoint = driver.transaction()  # nested: SAVEPOINT
+                await savepoint.start()
+                try:
+                    result = await op.op(q)
+                    await q.close()
+                except Exception as exc:
+                    if is_connection_error(exc) or driver.is_closed():
+                        raise
+                    await savepoint.rollback()  # nothing of this op kept; the others go on
+                    outcomes.append(Outcome(error=exc))
+                else:
+                    await savepoint.commit()  # RELEASE SAVEPOINT
+                    outcomes.append(Outcome(result=result))
         return outcomes
 
     async def _write_alone(self, op: Op[T]) -> T:
