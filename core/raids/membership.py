@@ -40,6 +40,10 @@ class MembershipMixin(EndingMixin):
             raid = _open_raid(_raid_facts(q, ctx), raid_id, now)
             assert ctx is not None
             member_id, username, existing, is_banned = ctx[9], ctx[10], ctx[11], ctx[12]
+            if existing is None and not is_banned and ctx[13] >= raid.max_participants:
+                # Refused before anything is written (what BUMP below would refuse, the writes
+                # before it rolled back with the op): a batch goes on without it.
+                raise RaidFull(f"Raid #{raid_id} is full ({raid.max_participants} raiders).")
             if member_id is None:
                 member_id, raced = await _first_sight(q, member, now)
                 if raced:  # the member another command created: their joins and bans count

@@ -183,12 +183,14 @@ RAID_COLUMNS = ("id", "community_id", "status", "started_at", "ends_at", "max_pa
 _R = ", ".join(f"r.{c}" for c in RAID_COLUMNS)
 
 # A join's reads in one statement: the raid's facts; the member's identity (NULL on first sight),
-# their place in this raid if they joined already, and a ban in the raid's community.
+# their place in this raid if they joined already, a ban in the raid's community, and the raid's
+# head count (so a join to a full raid is refused before it writes; BUMP still holds the cap).
 # $1 raid, $2 platform, $3 external id.
 JOIN_CONTEXT_SQL = (
     f"SELECT {_R}, i.member_id, i.username, "
     "(SELECT p.join_position FROM raid_participants p WHERE p.raid_id = r.id AND p.member_id = i.member_id), "
-    "EXISTS (SELECT 1 FROM bans b WHERE b.community_id = r.community_id AND b.member_id = i.member_id) "
+    "EXISTS (SELECT 1 FROM bans b WHERE b.community_id = r.community_id AND b.member_id = i.member_id), "
+    "r.participant_count "
     "FROM raid_sessions r LEFT JOIN member_identities i ON i.platform = $2 AND i.external_id = $3 WHERE r.id = $1"
 )
 # For a member whose identity this join created only after losing a race to a concurrent first sight.

@@ -92,7 +92,7 @@ class Database:
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
             self._reader_threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="nubi-sqlite-reader")
         else:
-            self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30)
+            self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30, pool_use_lifo=True)
             ping_when_idle(self.engine)
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
@@ -222,25 +222,27 @@ class Database:
             return result
 
     async def _pg_sql_batch(self, ops: list[_SqlOp]) -> list[Outcome]:
-        """PostgreSQL group commit of SQL ops: one asyncpg transaction, each op in a savepoint of its
-        own (the same promises as executor.run_batch). Raises only when the transaction is lost or
-        its COMMIT fails; each op's own error is in its Outcome."""
+        """PostgreSQL group commit of SQL ops: one asyncpg transaction, the ops one after another.
+
+        No savepoints (two round trips per op, as many as a transaction of its own): an op that fails
+        before it wrote anything (`PgSql.wrote`: the refusals, which read first) left the transaction
+        as it found it and fails alone; one that fails after it may have written raises `_Rerun`, the
+        transaction is rolled back whole (nothing of any op kept) and the caller runs each op again,
+        alone. Raises also when the transaction is lost or its COMMIT fails."""
         outcomes: list[Outcome] = []
         async with self._pg_slots(), self._pg_driver() as (conn, driver), driver.transaction():
             for op in ops:
                 q = PgSql(driver, conn)
-                savepoint = driver.transaction()  # nested: SAVEPOINT
-                await savepoint.start()
                 try:
                     result = await op.op(q)
                     await q.close()
                 except Exception as exc:
                     if is_connection_error(exc) or driver.is_closed():
                         raise
-                    await savepoint.rollback()  # nothing of this op kept; the others go on
+                    if q.wrote:
+                        raise _Rerun() from exc
                     outcomes.append(Outcome(error=exc))
                 else:
-                    await savepoint.commit()  # RELEASE SAVEPOINT
                     outcomes.append(Outcome(result=result))
         return outcomes
 
@@ -325,7 +327,7 @@ class Database:
         except PoolTimeout as exc:
             _fail(batch, Unavailable(BUSY), exc)
             return
-        except (DBAPIError, PostgresError, OSError) as exc:
+        except (DBAPIError, PostgresError, OSError, _Rerun) as exc:
             if is_connection_error(exc):
                 log.warning("a group commit of %d operations failed: %s", len(batch), exc)
                 _fail(batch, Unavailable(UNAVAILABLE), exc)
@@ -381,6 +383,10 @@ class Database:
             self._reader_threads.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
+
+
+class _Rerun(Exception):
+    """A PostgreSQL SQL op failed after it may have written: its batch was rolled back whole."""
 
 
 class _SqlOp:

@@ -112,15 +112,20 @@ class SqliteSql(Sql):
 
 
 class PgSql(Sql):
-    """asyncpg inside the transaction `Database.write_sql` opened on it."""
+    """asyncpg inside the transaction `Database.write_sql` opened on it.
+
+    `wrote` says whether the op may have changed anything in the transaction: it sent a statement
+    other than a SELECT, a statement failed (PostgreSQL then refuses the rest of the transaction), or
+    it used the session. An op that fails with `wrote` false left the transaction as it found it."""
 
     dialect = "postgresql"
-    __slots__ = ("_conn", "_async_conn", "_session")
+    __slots__ = ("_conn", "_async_conn", "_session", "wrote")
 
     def __init__(self, driver_connection: Any, async_connection: Any) -> None:
         self._conn = driver_connection
         self._async_conn = async_connection
         self._session: Any = None
+        self.wrote = False
 
     def ts(self, value: datetime | None) -> Any:
         return value
@@ -129,15 +134,29 @@ class PgSql(Sql):
         return value if value is None else value.astimezone(UTC)
 
     async def row(self, sql: str, *args: Any) -> Sequence[Any] | None:
-        return await self._conn.fetchrow(sql, *args)  # type: ignore[no-any-return]
+        if not sql.startswith("SELECT"):
+            self.wrote = True
+        try:
+            return await self._conn.fetchrow(sql, *args)  # type: ignore[no-any-return]
+        except BaseException:
+            self.wrote = True
+            raise
 
     async def rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        return list(await self._conn.fetch(sql, *args))
+        if not sql.startswith("SELECT"):
+            self.wrote = True
+        try:
+            return list(await self._conn.fetch(sql, *args))
+        except BaseException:
+            self.wrote = True
+            raise
 
     async def run(self, sql: str, *args: Any) -> None:
+        self.wrote = True
         await self._conn.execute(sql, *args)
 
     def session(self) -> Any:
+        self.wrote = True  # what it does is not tracked
         if self._session is None:
             from sqlalchemy.ext.asyncio import AsyncSession
 
