@@ -169,7 +169,9 @@ class Database:
         transactions, each in a savepoint (asyncpg's nested transaction); without it, each op has an
         asyncpg transaction of its own on a pooled connection."""
         if self.is_sqlite:
-            return await self.write(lambda s: op(SqliteSql(s.get_bind().connection.driver_connection, s)))
+            # Session.connection() joins the op's savepoint (it emits the SAVEPOINT a batch's op
+            # needs; statements straight to the driver would not), then its driver connection.
+            return await self.write(lambda s: op(SqliteSql(s.session.connection().connection.driver_connection, s)))
         if self.group_commit:
             return await self._enqueue(_SqlOp(op))
         return await self._write_sql_alone(op)
@@ -227,11 +229,11 @@ class Database:
         No savepoints (two round trips per op, as many as a transaction of its own): an op that fails
         before it wrote anything (`PgSql.wrote`: the refusals, which read first) left the transaction
         as it found it and fails alone; one that fails after it may have written raises `_Rerun`, the
-        transaction is rolled back whole (nothing of any op kept) and the caller runs each op again,
-        alone. Raises also when the transaction is lost or its COMMIT fails."""
+        transaction is rolled back whole (nothing of any op kept); the caller runs that op again alone
+        and the others in a later batch. Raises also when the transaction is lost or its COMMIT fails."""
         outcomes: list[Outcome] = []
         async with self._pg_slots(), self._pg_driver() as (conn, driver), driver.transaction():
-            for op in ops:
+            for index, op in enumerate(ops):
                 q = PgSql(driver, conn)
                 try:
                     result = await op.op(q)
@@ -240,7 +242,7 @@ class Database:
                     if is_connection_error(exc) or driver.is_closed():
                         raise
                     if q.wrote:
-                        raise _Rerun() from exc
+                        raise _Rerun(index) from exc
                     outcomes.append(Outcome(error=exc))
                 else:
                     outcomes.append(Outcome(result=result))
@@ -327,7 +329,13 @@ class Database:
         except PoolTimeout as exc:
             _fail(batch, Unavailable(BUSY), exc)
             return
-        except (DBAPIError, PostgresError, OSError, _Rerun) as exc:
+        except _Rerun as rerun:
+            # Rolled back whole, nothing of any op kept: the op that failed after writing runs again
+            # alone, and the others go back to the head of the queue for the next batch.
+            self._pending[:0] = batch[: rerun.index] + batch[rerun.index + 1 :]
+            await self._settle(*batch[rerun.index])
+            return
+        except (DBAPIError, PostgresError, OSError) as exc:
             if is_connection_error(exc):
                 log.warning("a group commit of %d operations failed: %s", len(batch), exc)
                 _fail(batch, Unavailable(UNAVAILABLE), exc)
@@ -386,7 +394,12 @@ class Database:
 
 
 class _Rerun(Exception):
-    """A PostgreSQL SQL op failed after it may have written: its batch was rolled back whole."""
+    """A PostgreSQL SQL op (the `index`th of its batch) failed after it may have written: the batch
+    was rolled back whole."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class _SqlOp:
