@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import event
 
 from core.clock import FakeClock
+from core.config import DatabaseConfig
 from core.directory import ChatRef, MemberRef
 from core.events import EventBus
 from core.raids.model import RaidSpec
@@ -305,7 +306,7 @@ async def run_bulk(url: str, n: int, clock: FakeClock) -> Run:
 async def bench(target: Target, report: Report, members: int, profile_dir: Path | None,
                 group_commit: bool | None = None) -> None:
     db = target.kind
-    batched = bench_settings("").database.group_commit_for(db) if group_commit is None else group_commit
+    batched = DatabaseConfig().group_commit_for(db) if group_commit is None else group_commit
     print(f"\n== burst on {db}: {members} members x (1 join + {len(ACTIONS)} claims), all concurrent; "
           f"core's group commit {'on' if batched else 'off'}", flush=True)
     runs: dict[str, Run] = {}
