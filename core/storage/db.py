@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.errors import Unavailable
 from core.storage import rls
-from core.storage.driver import PgSql, Sql, SqliteSql
+from core.storage.driver import PgSql, Sql
 from core.storage.engines import (
     is_connection_error,
     is_retryable,
@@ -44,7 +44,7 @@ from core.storage.engines import (
     ping_when_idle,
     sqlite_pragmas,
 )
-from core.storage.executor import Outcome, run_alone, run_batch
+from core.storage.executor import Outcome, run_alone, run_batch, run_sql_alone, run_sql_batch
 
 __all__ = ["Database", "normalize_url"]
 
@@ -164,14 +164,10 @@ class Database:
 
     async def write_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
         """`write` for an op of hand-written SQL on the driver (core/storage/driver.py), with the same
-        promises. SQLite: the op joins the group commit like any other (in its own savepoint), on the
-        writer's sqlite3 connection. PostgreSQL: with group commit, such ops share the batch writer's
-        transactions, each in a savepoint (asyncpg's nested transaction); without it, each op has an
-        asyncpg transaction of its own on a pooled connection."""
-        if self.is_sqlite:
-            # Session.connection() joins the op's savepoint (it emits the SAVEPOINT a batch's op
-            # needs; statements straight to the driver would not), then its driver connection.
-            return await self.write(lambda s: op(SqliteSql(s.session.connection().connection.driver_connection, s)))
+        promises. With group commit such ops share batches of their own: SQLite runs them on the
+        writer thread's sqlite3 connection, each in a savepoint sent straight to it
+        (executor.run_sql_batch); PostgreSQL back to back in one asyncpg transaction (`_pg_sql_batch`).
+        Without it, each op has a transaction of its own."""
         if self.group_commit:
             return await self._enqueue(_SqlOp(op))
         return await self._write_sql_alone(op)
@@ -181,6 +177,8 @@ class Database:
         while True:
             attempts += 1
             try:
+                if self.is_sqlite:
+                    return await self._transaction(run_sql_alone, op)  # type: ignore[no-any-return]
                 async with self._pg_slots():
                     return await self._pg_sql_transaction(op)
             except PoolTimeout as exc:
@@ -317,15 +315,18 @@ class Database:
             await self._settle(*batch[0])
             return
         sql = [w for w in batch if isinstance(w[0], _SqlOp)]
-        if sql and len(sql) < len(batch):  # PostgreSQL: SQL ops and session ops run in batches of their own
+        if sql and len(sql) < len(batch):  # SQL ops and session ops run in batches of their own
             await self._run([w for w in batch if not isinstance(w[0], _SqlOp)])
             await self._run(sql)
             return
         try:
-            outcomes: list[Outcome] = await (
-                self._pg_sql_batch([op for op, _ in batch]) if sql
-                else self._transaction(run_batch, [op for op, _ in batch])
-            )
+            ops = [op for op, _ in batch]
+            if not sql:
+                outcomes: list[Outcome] = await self._transaction(run_batch, ops)
+            elif self.is_sqlite:
+                outcomes = await self._transaction(run_sql_batch, [op.op for op in ops])
+            else:
+                outcomes = await self._pg_sql_batch(ops)
         except PoolTimeout as exc:
             _fail(batch, Unavailable(BUSY), exc)
             return
@@ -403,7 +404,7 @@ class _Rerun(Exception):
 
 
 class _SqlOp:
-    """A queued `write_sql` op on PostgreSQL: run by `_pg_sql_batch`, not by the session executor."""
+    """A queued `write_sql` op: run by `run_sql_batch` (SQLite) or `_pg_sql_batch`, not by the session executor."""
 
     __slots__ = ("op",)
 

@@ -81,14 +81,17 @@ class Sql:
 
 
 class SqliteSql(Sql):
-    """sqlite3 on the writer thread: each coroutine completes at once (the group commit drives it)."""
+    """sqlite3 on the writer thread: each coroutine completes at once (the executor drives it).
+
+    `session()` is made on first use by `make_session`, on the same connection and transaction."""
 
     dialect = "sqlite"
-    __slots__ = ("_conn", "_session")
+    __slots__ = ("_conn", "_make_session", "_session")
 
-    def __init__(self, driver_connection: Any, session: Any) -> None:
+    def __init__(self, driver_connection: Any, make_session: Any) -> None:
         self._conn = driver_connection
-        self._session = session
+        self._make_session = make_session
+        self._session: Any = None
 
     def ts(self, value: datetime | None) -> Any:
         return None if value is None else value.astimezone(UTC).strftime(_SQLITE_TS)
@@ -108,7 +111,19 @@ class SqliteSql(Sql):
         self._conn.execute(sqlite_text(sql), args)
 
     def session(self) -> Any:
+        if self._session is None:
+            self._session = self._make_session()
         return self._session
+
+    def finish(self) -> None:
+        """Write what the op's session holds, and let the session go."""
+        if self._session is not None:
+            self._session.session.flush()
+            self._session.session.close()
+
+    def discard(self) -> None:
+        if self._session is not None:
+            self._session.session.close()
 
 
 class PgSql(Sql):
