@@ -12,6 +12,12 @@ Every write in nubi is a function `op(session) -> result` handed to `Database.wr
   retries; a batch whose COMMIT hits such a race was rolled back whole, and its ops run again alone;
 - a lost database is "unavailable, try again" (`core.errors.Unavailable`), never a stack trace.
 
+`Database.write_sql(op)` keeps the same promises for the hot path's ops of hand-written SQL
+(`op(sql) -> result`, core/storage/driver.py), which batch apart from session ops: on SQLite each in
+a savepoint sent straight to sqlite3; on PostgreSQL back to back without savepoints, where an op that
+fails after writing rolls its batch back whole and runs again alone while the others are re-queued
+(an op that fails before writing, as refusals do, fails alone and the batch goes on).
+
 SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one thread hop per batch,
 and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: a pool of
 PG_POOL connections; a batch runs on one of them inside `AsyncConnection.run_sync`; with row-level
