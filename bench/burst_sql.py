@@ -1,251 +1,457 @@
-"""The burst's raw-driver baselines: what `RaidService.join` and `.claim` do, written as plain SQL.
+"""The burst's baselines: core's join and claim as a careful hand-written program would run them.
 
-Statement for statement the same work as core/raids/service.py (join, claim, _credit_claim) and
-core/scores.py (credit) on the honor tier, in the same order: the same reads (a claim's context in
-one statement, objectives kept per raid once read), conditional updates, upserts and activity rows,
-one transaction per command. When core's statements change, this file changes with them, or the
-ratio stops meaning "what the stack costs over the driver". `batch` writes the same final rows in one
-transaction (COPY on PostgreSQL): the ceiling no per-command design can pass.
+The commands run core's statements, the very SQL texts of core/raids/statements.py and core/ledger.py,
+in core's order and with core's decisions (first sight of a member, early-joiner bonus, the
+claim-rate screen, completion bonus, the ledger's rows, score rows and quarter-hour slices), on the
+bare driver. What varies is how commands meet transactions:
+
+- per command (the fair baseline): one transaction per command. SQLite: stdlib `sqlite3` on ONE
+  dedicated writer thread, the event loop awaiting `run_in_executor` once per command (one thread
+  hop per command). PostgreSQL: asyncpg on 20 connections (core's budget), commands queued first
+  come, first served for a free one; statements are prepared once per connection (asyncpg's
+  statement cache).
+- hand-batched: the commands that arrived while the previous transaction ran form a wave, and one
+  transaction runs the whole wave on one writer (the SQLite thread; one asyncpg connection, since
+  two writers' waves would deadlock on the raid's rows). No savepoints: if a command of a wave fails,
+  the wave is rolled back and its commands run again one by one, each in its own transaction, so
+  every command stays atomic and its outcome known.
+- `bulk`: the same final rows in one transaction with bulk inserts (COPY on PostgreSQL): the ceiling.
+
+When core's statements or rules change, this file changes with them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import datetime, timedelta
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
+from core import ledger
 from core.directory import MemberRef
 from core.raids import scoring
+from core.raids import statements as st
+from core.verification.abuse import claim_rate_since
 from core.windows import WINDOWS, window_start
 
 from .env import Raw
 
-RAID_COLS = (
-    "id, community_id, session_id, target_url, status, started_by, started_at, ends_at, ended_at, "
-    "duration_seconds, max_participants, participant_count, action_count, points_awarded, lock_chat, "
-    "verification_tier, scoring, progress_ref, end_reason"
-)
-SELECT_RAID = f"SELECT {RAID_COLS} FROM raid_sessions WHERE id = ?"
-SCORE_UPSERT = (
-    'INSERT INTO member_scores (community_id, "window", window_start, member_id, points, last_scored_at) VALUES '
-    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(WINDOWS))
-    + ' ON CONFLICT (community_id, "window", window_start, member_id) DO UPDATE SET '
-    "points = member_scores.points + excluded.points, last_scored_at = excluded.last_scored_at"
-)
-ACTIVITY = "INSERT INTO session_activity_log (session_id, activity_type, at, data) VALUES (?, ?, ?, ?)"
+CLAIMS_PER_MINUTE = 30  # raids.claims_per_minute's default: the burst's communities keep it
+PG_CONNECTIONS = 20
 
 
 class Refused(Exception):
-    """A command the core would refuse (raid over, not a participant): the burst expects none."""
+    """A command core would refuse (raid over, not a participant): the burst expects none."""
 
 
-async def _open_raid(r: Raw, raid_id: int, now: datetime) -> Any:
-    raid = await r.fetchrow(SELECT_RAID, raid_id)
-    if raid is None or raid[4] != "active" or r.parse_ts(raid[7]) <= now:
-        raise Refused(f"raid {raid_id} is not open")
-    return raid
+# -- the bare connections: one SQL text for both (`$n`, as core's), tuples back ------------------
 
 
-def _rules(value: Any) -> scoring.ScoringRules:
-    """A raid's `scoring`: JSON text on SQLite, jsonb (text through asyncpg) on PostgreSQL."""
-    return scoring.ScoringRules.from_dict(json.loads(value) if isinstance(value, str) else value)
+class Conn:
+    statements = 0
+
+    @staticmethod
+    def json(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    @staticmethod
+    def doc(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-async def _credit(r: Raw, community_id: int, member_id: int, points: int, at: datetime) -> None:
-    if points == 0:
+class Lite(Conn):
+    """stdlib sqlite3 on the writer thread; the coroutines never suspend (`drive` runs them)."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.sql: dict[str, str] = {}
+
+    def _text(self, sql: str) -> str:
+        out = self.sql.get(sql)
+        if out is None:
+            out = self.sql[sql] = sql.replace("$", "?")
+        return out
+
+    @staticmethod
+    def ts(value: datetime | None) -> Any:
+        return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    @staticmethod
+    def when(value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    async def row(self, sql: str, *args: Any) -> Any:
+        self.statements += 1
+        return self.conn.execute(self._text(sql), args).fetchone()
+
+    async def rows(self, sql: str, *args: Any) -> list[Any]:
+        self.statements += 1
+        return self.conn.execute(self._text(sql), args).fetchall()
+
+    async def run(self, sql: str, *args: Any) -> None:
+        self.statements += 1
+        self.conn.execute(self._text(sql), args)
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        found = await self.row(sql, *args)
+        return None if found is None else found[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Pg(Conn):
+    """One asyncpg connection; its statement cache prepares each SQL text once."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def ts(value: datetime | None) -> Any:
+        return value
+
+    @staticmethod
+    def when(value: Any) -> datetime:
+        return value  # type: ignore[no-any-return]
+
+    async def row(self, sql: str, *args: Any) -> Any:
+        self.statements += 1
+        return await self.conn.fetchrow(sql, *args)
+
+    async def rows(self, sql: str, *args: Any) -> list[Any]:
+        self.statements += 1
+        return list(await self.conn.fetch(sql, *args))
+
+    async def run(self, sql: str, *args: Any) -> None:
+        self.statements += 1
+        await self.conn.execute(sql, *args)
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        found = await self.row(sql, *args)
+        return None if found is None else found[0]
+
+
+def drive(coro: Any) -> Any:
+    """Run a coroutine that never suspends (the sqlite3 commands) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a sqlite3 command suspended")
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+Command = Callable[[Any], Awaitable[Any]]
+OBJECTIVES: dict[int, dict[str, tuple[int, int]]] = {}  # as core: fixed at a raid's start, kept once read
+
+
+async def _record(c: Any, community_id: int, member_id: int, entries: list[tuple[str, int, int | None]],
+                  raid_id: int, now: datetime) -> None:
+    """core.ledger.record_sql for one member at one time: the ledger rows, then 4 window scores, 1 slice."""
+    rows = [(kind, points, claim_id) for kind, points, claim_id in entries if points]
+    if not rows:
         return
     args: list[Any] = []
+    for kind, points, claim_id in rows:
+        args += [community_id, member_id, raid_id, claim_id, kind, points, c.ts(now), c.ts(now), None, None, None]
+    await c.run(ledger.statement("points_ledger", len(rows)), *args)
+    total = sum(p for _k, p, _c in rows)
+    args = []
     for w in WINDOWS:
-        args += [community_id, w, r.ts(window_start(w, at)), member_id, points, r.ts(at)]
-    await r.execute(SCORE_UPSERT, *args)
+        args += [community_id, w, c.ts(window_start(w, now)), member_id, total, c.ts(now)]
+    await c.run(ledger.statement("member_scores", len(WINDOWS)), *args)
+    await c.run(ledger.statement("member_score_slices", 1), community_id, c.ts(ledger.slice_start(now)), member_id,
+                total, c.ts(now))
 
 
-async def join(r: Raw, raid_id: int, m: MemberRef, now: datetime) -> None:
-    await r.begin()
-    try:
-        await _join(r, raid_id, m, now)
-    except BaseException:
-        await r.rollback()
-        raise
-    await r.commit()
+def join(raid_id: int, m: MemberRef, now: datetime) -> Command:
+    async def command(c: Any) -> None:
+        ctx = await c.row(st.JOIN_CONTEXT_SQL, raid_id, m.platform, m.external_id)
+        if ctx is None or ctx[2] != "active" or c.when(ctx[4]) <= now:
+            raise Refused(f"raid {raid_id} is not open")
+        community_id, session_id, member_id, existing, banned = ctx[1], ctx[7], ctx[9], ctx[11], ctx[12]
+        if member_id is None:  # first sight (the burst's members are all new; no race to lose here)
+            name = (m.display_name or m.username or f"{m.platform}:{m.external_id}")[:128]
+            member_id = await c.value(st.NEW_MEMBER_SQL, name, False, c.ts(now))
+            if await c.value(st.NEW_IDENTITY_SQL, member_id, m.platform, m.external_id, m.username) is None:
+                raise Refused("identity raced")
+        elif m.username and ctx[10] != m.username:
+            await c.run(st.RENAME_IDENTITY_SQL, m.platform, m.external_id, m.username)
+        await c.run(st.TOUCH_MEMBER_KEEP_FLAG_SQL, community_id, member_id, False, False, c.ts(now))
+        if existing is not None:
+            return
+        if banned:
+            raise Refused("banned")
+        rules = scoring.ScoringRules.from_dict(c.doc(ctx[6]))
+        position = await c.value(st.BUMP_SQL, raid_id, rules.early_joiners, rules.early_joiner_points)
+        if position is None:
+            raise Refused("raid full")
+        bonus = scoring.early_joiner_bonus(rules, position)
+        if await c.value(st.INSERT_PARTICIPANT_SQL, raid_id, member_id, position, c.ts(now), bonus, False,
+                         c.ts(now) if bonus else None) is None:
+            raise Refused("joined twice")
+        if bonus:
+            await _record(c, community_id, member_id, [("join_bonus", bonus, None)], raid_id, now)
+        if session_id:
+            await c.run(st.ACTIVITY_SQL, session_id, "raid_joined", c.ts(now),
+                        c.json({"memberId": member_id, "position": position}))
+
+    return command
 
 
-async def _join(r: Raw, raid_id: int, m: MemberRef, now: datetime) -> None:
-    raid = await _open_raid(r, raid_id, now)
-    community_id, session_id = raid[1], raid[2]
-    ident = await r.fetchrow(
-        "SELECT member_id, username FROM member_identities WHERE platform = ? AND external_id = ?", m.platform, m.external_id
-    )
-    if ident is None:
-        name = (m.display_name or m.username or f"{m.platform}:{m.external_id}")[:128]
-        member_id = await r.fetchval(
-            "INSERT INTO members (display_name, x_handle_verified, created_at) VALUES (?, ?, ?) RETURNING id",
-            name, False, r.ts(now),
-        )
-        await r.execute(
-            "INSERT INTO member_identities (member_id, platform, external_id, username) VALUES (?, ?, ?, ?)",
-            member_id, m.platform, m.external_id, m.username,
-        )
-    else:
-        member_id = ident[0]
-    await r.execute(
-        "INSERT INTO community_members (community_id, member_id, is_moderator, excluded, last_seen_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (community_id, member_id) DO UPDATE SET "
-        "is_moderator = excluded.is_moderator, last_seen_at = excluded.last_seen_at",
-        community_id, member_id, False, False, r.ts(now),
-    )
-    existing, banned = await r.fetchrow(
-        "SELECT (SELECT join_position FROM raid_participants WHERE raid_id = ? AND member_id = ?), "
-        "EXISTS (SELECT id FROM bans WHERE community_id = ? AND member_id = ?)",
-        raid_id, member_id, community_id, member_id,
-    )
-    if existing is not None:
-        return
-    if banned:
-        raise Refused("banned")
-    rules = _rules(raid[16])
-    position = await r.fetchval(
-        "UPDATE raid_sessions SET participant_count = participant_count + 1, points_awarded = points_awarded + "
-        "CASE WHEN participant_count < ? THEN ? ELSE 0 END "
-        "WHERE id = ? AND status = 'active' AND participant_count < max_participants RETURNING participant_count",
-        rules.early_joiners, rules.early_joiner_points, raid_id,
-    )
-    if position is None:
-        raise Refused("raid full")
-    bonus = scoring.early_joiner_bonus(rules, position)
-    await r.fetchval(
-        "INSERT INTO raid_participants (raid_id, member_id, join_position, joined_at, points, claims_count, "
-        "completed_all, last_scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (raid_id, member_id) DO NOTHING RETURNING id",
-        raid_id, member_id, position, r.ts(now), bonus, 0, False, r.ts(now) if bonus else None,
-    )
-    if bonus:
-        await _credit(r, community_id, member_id, bonus, now)
-    if session_id:
-        await r.execute(ACTIVITY, session_id, "raid_joined", r.ts(now),
-                        r.json({"memberId": member_id, "position": position}))
+def claim(raid_id: int, m: MemberRef, action: str, now: datetime) -> Command:
+    async def command(c: Any) -> None:
+        ctx = await c.row(st.CLAIM_CONTEXT_SQL, raid_id, m.platform, m.external_id, action,
+                          c.ts(claim_rate_since(now)))
+        if ctx is None or ctx[2] != "active" or c.when(ctx[4]) <= now:
+            raise Refused(f"raid {raid_id} is not open")
+        community_id, session_id, participant_id, member_id = ctx[1], ctx[7], ctx[9], ctx[10]
+        if participant_id is None:
+            raise Refused("not a participant")
+        if ctx[11]:
+            raise Refused("banned")
+        objectives = OBJECTIVES.get(raid_id) or {a: (t, p) for a, t, p in await c.rows(st.OBJECTIVES_SQL, raid_id)}
+        if action not in objectives:
+            raise Refused("unknown objective")
+        if ctx[12] is None and (ctx[14] or 0) >= CLAIMS_PER_MINUTE:  # the claim-rate screen
+            raise Refused("claiming too fast")
+        verification = "unverifiable"  # the honor tier, as the burst's raids run, no audit share
+        rules = scoring.ScoringRules.from_dict(c.doc(ctx[6]))
+        points = scoring.claim_points(rules, objectives[action][1], c.when(ctx[3]), now)
+        claim_id = await c.value(st.INSERT_CLAIM_SQL, raid_id, participant_id, member_id, action, verification, points,
+                                 None, c.ts(now))
+        if claim_id is None:
+            await c.row(st.PRIOR_CLAIM_SQL, participant_id, action)
+            return
+        OBJECTIVES[raid_id] = objectives
+        if session_id:
+            await c.run(st.ACTIVITY_SQL, session_id, "raid_action", c.ts(now),
+                        c.json({"memberId": member_id, "action": action, "verification": verification}))
+        claims = await c.value(st.SCORE_PARTICIPANT_SQL, participant_id, points, c.ts(now))
+        bonus = 0
+        if claims == len(objectives) and rules.completion_points:
+            done = await c.value(st.COMPLETE_PARTICIPANT_SQL, participant_id, rules.completion_points, True, False)
+            bonus = rules.completion_points if done else 0
+        base = min(points, objectives[action][1])
+        await _record(c, community_id, member_id, [("claim", base, claim_id), ("speed_bonus", points - base, claim_id),
+                                                   ("completion_bonus", bonus, claim_id)], raid_id, now)
+        count = await c.value(st.COUNT_UP_SQL, raid_id, action)
+        await c.run(st.SCORE_RAID_SQL, raid_id, points + bonus)
+        if count == objectives[action][0]:
+            await c.value(st.UNMET_SQL, raid_id)
+
+    return command
 
 
-async def claim(r: Raw, raid_id: int, m: MemberRef, action: str, now: datetime) -> None:
-    await r.begin()
-    try:
-        await _claim(r, raid_id, m, action, now)
-    except BaseException:
-        await r.rollback()
-        raise
-    await r.commit()
+# -- how commands meet transactions -------------------------------------------------------------
 
 
-# The raid, the member's participation, a ban and the abuse screen's facts in one statement.
-CLAIM_CONTEXT = (
-    "SELECT r.id, r.community_id, r.session_id, r.status, r.started_at, r.ends_at, r.scoring, p.id, p.member_id, "
-    "EXISTS (SELECT id FROM bans b WHERE b.community_id = r.community_id AND b.member_id = p.member_id), "
-    "(SELECT a.id FROM raid_actions a WHERE a.participant_id = p.id AND a.action_type = ?), "
-    "(SELECT c.settings FROM communities c WHERE c.id = r.community_id), "
-    "(SELECT count(a.id) FROM raid_actions a WHERE a.member_id = p.member_id AND a.source = 'claim' "
-    "AND a.claimed_at > ?), "
-    "(SELECT x.x_handle FROM members x WHERE x.id = p.member_id), "
-    "(SELECT x.x_handle_verified FROM members x WHERE x.id = p.member_id) "
-    "FROM raid_sessions r LEFT JOIN (raid_participants p JOIN member_identities i ON i.member_id = p.member_id "
-    "AND i.platform = ? AND i.external_id = ?) ON p.raid_id = r.id WHERE r.id = ?"
-)
+class Runner:
+    """`await runner(command)` answers after the command's transaction has committed."""
+
+    statements = 0
+
+    async def __call__(self, command: Command) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
 
-async def _claim(r: Raw, raid_id: int, m: MemberRef, action: str, now: datetime) -> None:
-    ctx = await r.fetchrow(CLAIM_CONTEXT, action, r.ts(now - timedelta(minutes=1)), m.platform, m.external_id,
-                           raid_id)
-    if ctx is None or ctx[3] != "active" or r.parse_ts(ctx[5]) <= now:
-        raise Refused(f"raid {raid_id} is not open")
-    community_id, session_id, participant_id, member_id = ctx[1], ctx[2], ctx[7], ctx[8]
-    if participant_id is None:
-        raise Refused("not a participant")
-    if ctx[9]:
-        raise Refused("banned")
-    # As core: a raid's objective targets and points are fixed at its start, kept per connection.
-    cached = r.__dict__.setdefault("objectives", {})
-    objectives = cached.get(raid_id) or {
-        row[0]: (row[1], row[2])
-        for row in await r.fetchall("SELECT action_type, target, points FROM raid_objectives WHERE raid_id = ?", raid_id)
-    }
-    if action not in objectives:
-        raise Refused("unknown objective")
-    if ctx[10] is None and ctx[12] >= 30:  # the claim-rate screen (raids.claims_per_minute, default 30)
-        raise Refused("claiming too fast")
-    verification = "unverifiable"  # the honor tier, as the burst's raid runs
-    rules = _rules(ctx[6])
-    points = scoring.claim_points(rules, objectives[action][1], r.parse_ts(ctx[4]), now)
-    claim_id = await r.fetchval(
-        "INSERT INTO raid_actions (raid_id, participant_id, member_id, action_type, verification, points, proof_url, "
-        "source, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (participant_id, action_type) DO NOTHING RETURNING id",
-        raid_id, participant_id, member_id, action, verification, points, None, "claim", r.ts(now),
-    )
-    if claim_id is None:
-        await r.fetchrow("SELECT id, verification, points FROM raid_actions WHERE participant_id = ? AND action_type = ?",
-                         participant_id, action)
-        return
-    cached[raid_id] = objectives
-    if session_id:
-        await r.execute(ACTIVITY, session_id, "raid_action", r.ts(now),
-                        r.json({"memberId": member_id, "action": action, "verification": verification}))
-    claims = await r.fetchval(
-        "UPDATE raid_participants SET points = points + ?, claims_count = claims_count + 1, last_scored_at = ? "
-        "WHERE id = ? RETURNING claims_count",
-        points, r.ts(now), participant_id,
-    )
-    bonus = 0
-    if claims == len(objectives) and rules.completion_points:
-        done = await r.fetchval(
-            "UPDATE raid_participants SET completed_all = ?, points = points + ? WHERE id = ? AND completed_all = ? "
-            "RETURNING id",
-            True, rules.completion_points, participant_id, False,
-        )
-        bonus = rules.completion_points if done else 0
-    await _credit(r, community_id, member_id, points + bonus, now)
-    count = await r.fetchval(
-        "UPDATE raid_objectives SET count = count + 1 WHERE raid_id = ? AND action_type = ? RETURNING count",
-        raid_id, action,
-    )
-    await r.execute(
-        "UPDATE raid_sessions SET action_count = action_count + 1, points_awarded = points_awarded + ? WHERE id = ?",
-        points + bonus, raid_id,
-    )
-    if count == objectives[action][0]:
-        await r.fetchval("SELECT count(*) FROM raid_objectives WHERE raid_id = ? AND count < target", raid_id)
+class SqlitePerCommand(Runner):
+    """One writer thread, one hop and one transaction per command."""
+
+    def __init__(self, path: str) -> None:
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-sqlite-writer")
+        self.conn = Lite(path)
+
+    @property
+    def statements(self) -> int:  # type: ignore[override]
+        return self.conn.statements
+
+    def transaction(self, command: Command) -> None:
+        c = self.conn
+        c.conn.execute("BEGIN IMMEDIATE")
+        try:
+            drive(command(c))
+        except BaseException:
+            c.conn.execute("ROLLBACK")
+            raise
+        c.conn.execute("COMMIT")
+
+    async def __call__(self, command: Command) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.thread, self.transaction, command)
+
+    async def close(self) -> None:
+        self.thread.shutdown(wait=True)
+        self.conn.close()
 
 
-async def batch(r: Raw, raid_id: int, members: list[MemberRef], actions: tuple[str, ...], now: datetime) -> None:
+class PgPerCommand(Runner):
+    """20 asyncpg connections, first come first served, one transaction per command."""
+
+    def __init__(self, conns: list[Pg]) -> None:
+        self.conns = conns
+        self.free = list(conns)
+        self.turn = asyncio.Semaphore(len(conns))  # FIFO waiters (asyncio.Queue would let a task cut in)
+
+    @classmethod
+    async def open(cls, url: str, n: int = PG_CONNECTIONS) -> PgPerCommand:
+        dsn = url.replace("postgresql+asyncpg", "postgresql")
+        return cls([Pg(await asyncpg.connect(dsn)) for _ in range(n)])
+
+    @property
+    def statements(self) -> int:  # type: ignore[override]
+        return sum(c.statements for c in self.conns)
+
+    async def __call__(self, command: Command) -> None:
+        async with self.turn:
+            c = self.free.pop()
+            try:
+                async with c.conn.transaction():
+                    await command(c)
+            finally:
+                self.free.append(c)
+
+    async def close(self) -> None:
+        for c in self.conns:
+            await c.conn.close()
+
+
+class Waves(Runner):
+    """Hand-batched: what arrived while the previous transaction ran, in one transaction."""
+
+    def __init__(self, alone: Runner) -> None:
+        self.alone = alone  # one command per transaction, for a wave that failed
+        self.pending: list[tuple[Command, asyncio.Future[None]]] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    @property
+    def statements(self) -> int:  # type: ignore[override]
+        return self.alone.statements
+
+    async def __call__(self, command: Command) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._writer())
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((command, fut))
+        self.wakeup.set()
+        await fut
+
+    async def _writer(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                wave, self.pending = self.pending, []
+                try:
+                    await self._wave([cmd for cmd, _ in wave])
+                except Exception:  # rolled back whole: each command again, alone
+                    for cmd, fut in wave:
+                        try:
+                            await self.alone(cmd)
+                        except Exception as exc:
+                            fut.set_exception(exc)
+                        else:
+                            fut.set_result(None)
+                    continue
+                self.transactions += 1
+                for _cmd, fut in wave:
+                    fut.set_result(None)
+
+    async def _wave(self, commands: Sequence[Command]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.alone.close()
+
+
+class SqliteWaves(Waves):
+    alone: SqlitePerCommand
+
+    def _transaction(self, commands: Sequence[Command]) -> None:
+        self.alone.transaction(lambda c: _all(c, commands))
+
+    async def _wave(self, commands: Sequence[Command]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.alone.thread, self._transaction, commands)
+
+
+class PgWaves(Waves):
+    alone: PgPerCommand
+
+    async def _wave(self, commands: Sequence[Command]) -> None:
+        await self.alone(lambda c: _all(c, commands))
+
+
+async def _all(c: Any, commands: Sequence[Command]) -> None:
+    for command in commands:
+        await command(c)
+
+
+# -- the ceiling ----------------------------------------------------------------------------------
+
+
+async def bulk(r: Raw, raid_id: int, members: list[MemberRef], actions: tuple[str, ...], now: datetime) -> None:
     """Every row the burst leaves behind, written in one transaction with bulk inserts."""
     await r.begin()
-    raid = await _open_raid(r, raid_id, now)
-    community_id, session_id, rules = raid[1], raid[2], _rules(raid[16])
-    started = r.parse_ts(raid[6])
+    raid = await r.fetchrow("SELECT community_id, session_id, scoring, started_at FROM raid_sessions WHERE id = ?",
+                            raid_id)
+    assert raid is not None
+    community_id, session_id = raid[0], raid[1]
+    rules = scoring.ScoringRules.from_dict(Conn.doc(raid[2]))
+    started = r.parse_ts(raid[3])
     obj_points = dict(await r.fetchall("SELECT action_type, points FROM raid_objectives WHERE raid_id = ?", raid_id))
     n_objectives = len(obj_points)
     first = [int(await r.fetchval(f"SELECT coalesce(max(id), 0) FROM {t}")) + 1
              for t in ("members", "member_identities", "raid_participants", "raid_actions")]
     ts = r.ts(now)
-    mem, ident, cm, part, acts, scores, activity = [], [], [], [], [], [], []
+    mem, ident, cm, part, acts, scores, slices, entries, activity = [], [], [], [], [], [], [], [], []
     total = 0
     for i, m in enumerate(members):
         member_id, participant_id, position = first[0] + i, first[2] + i, i + 1
         mem.append((member_id, m.display_name, None, False, ts))
         ident.append((first[1] + i, member_id, m.platform, m.external_id, m.username))
         cm.append((community_id, member_id, False, False, ts))
-        points = scoring.early_joiner_bonus(rules, position)
-        activity.append((session_id, "raid_joined", ts, r.json({"memberId": member_id, "position": position})))
+        joined = scoring.early_joiner_bonus(rules, position)
+        points = joined
+        member_entries: list[tuple[str, int, int | None]] = [("join_bonus", joined, None)]
+        if session_id:
+            activity.append((session_id, "raid_joined", ts, r.json({"memberId": member_id, "position": position})))
         for k, action in enumerate(actions):
+            claim_id = first[3] + i * len(actions) + k
             p = scoring.claim_points(rules, obj_points[action], started, now)
             points += p
-            acts.append((first[3] + i * len(actions) + k, raid_id, participant_id, member_id, action, "unverifiable", p,
-                         None, "claim", ts))
-            activity.append((session_id, "raid_action", ts,
-                             r.json({"memberId": member_id, "action": action, "verification": "unverifiable"})))
+            acts.append((claim_id, raid_id, participant_id, member_id, action, "unverifiable", p, None, "claim", ts))
+            base = min(p, obj_points[action])
+            member_entries += [("claim", base, claim_id), ("speed_bonus", p - base, claim_id)]
+            if session_id:
+                activity.append((session_id, "raid_action", ts,
+                                 r.json({"memberId": member_id, "action": action, "verification": "unverifiable"})))
         completed = len(actions) == n_objectives and rules.completion_points > 0
-        points += rules.completion_points if completed else 0
+        if completed:
+            points += rules.completion_points
+            member_entries.append(("completion_bonus", rules.completion_points, first[3] + (i + 1) * len(actions) - 1))
         total += points
         part.append((participant_id, raid_id, member_id, position, ts, points, len(actions), completed, ts))
-        scores += [(community_id, w, r.ts(window_start(w, now)), member_id, points, ts) for w in WINDOWS]
+        entries += [(community_id, member_id, raid_id, claim_id, kind, p, ts, ts)
+                    for kind, p, claim_id in member_entries if p]
+        if points:
+            scores += [(community_id, w, r.ts(window_start(w, now)), member_id, points, ts) for w in WINDOWS]
+            slices.append((community_id, r.ts(ledger.slice_start(now)), member_id, points, ts))
     await r.load("members", ("id", "display_name", "x_handle", "x_handle_verified", "created_at"), mem)
     await r.load("member_identities", ("id", "member_id", "platform", "external_id", "username"), ident)
     await r.load("community_members", ("community_id", "member_id", "is_moderator", "excluded", "last_seen_at"), cm)
@@ -253,8 +459,11 @@ async def batch(r: Raw, raid_id: int, members: list[MemberRef], actions: tuple[s
                                        "claims_count", "completed_all", "last_scored_at"), part)
     await r.load("raid_actions", ("id", "raid_id", "participant_id", "member_id", "action_type", "verification",
                                   "points", "proof_url", "source", "claimed_at"), acts)
+    await r.load("points_ledger", ("community_id", "member_id", "raid_id", "claim_id", "kind", "points",
+                                   "effective_at", "recorded_at"), entries)
     await r.load("member_scores", ("community_id", "window", "window_start", "member_id", "points", "last_scored_at"),
                  scores)
+    await r.load("member_score_slices", ("community_id", "slice_start", "member_id", "points", "last_scored_at"), slices)
     await r.load("session_activity_log", ("session_id", "activity_type", "at", "data"), activity)
     await r.execute(
         "UPDATE raid_sessions SET participant_count = participant_count + ?, action_count = action_count + ?, "

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--members", type=int, help="burst size (default 5000; 500 with --quick)")
     p.add_argument("--participants", type=int,
                    help="leaderboard raid size (default 100000 with 1,000,000 claims; 10000 with --quick)")
+    p.add_argument("--group-commit", choices=("on", "off"),
+                   help="core's database.group_commit in the burst (default: the configured default per database)")
     p.add_argument("--profile", metavar="DIR", type=Path, help="profile the core burst with cProfile into DIR")
     p.add_argument("--json", metavar="FILE", type=Path, help="also write every figure to FILE")
     args = p.parse_args(argv)
@@ -47,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run_on(target: Target, args: argparse.Namespace, report: Report, only: set[str]) -> None:
     await target.prepare()
     if "burst" in only:
-        await burst.bench(target, report, args.members or (500 if args.quick else 5000), args.profile)
+        group_commit = None if args.group_commit is None else args.group_commit == "on"
+        await burst.bench(target, report, args.members or (500 if args.quick else 5000), args.profile, group_commit)
     if "leaderboard" in only:
         await leaderboard.bench(target, report, args.participants or (10_000 if args.quick else 100_000))
     if "memory" in only:

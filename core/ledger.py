@@ -22,19 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from core import badges
+from core.storage.driver import SessionSql, Sql
 from core.storage.ledger_models import PointsEntry
-from core.storage.models import MemberScore, MemberScoreSlice
 from core.windows import WINDOWS, window_start
 
-L = PointsEntry.__table__
-_SCORES = MemberScore.__table__
-_SLICES = MemberScoreSlice.__table__
 SLICE_MINUTES = 15  # every time zone's midnight falls on a quarter hour: a schedule's windows are slice sums
 
 
@@ -54,36 +50,39 @@ class Entry:
     reason: str | None = None
 
 
-_INSERT = insert(L).values(
-    community_id=bindparam("b_community_id"), member_id=bindparam("b_member_id"), raid_id=bindparam("b_raid_id"),
-    claim_id=bindparam("b_claim_id"), kind=bindparam("b_kind"), points=bindparam("b_points"),
-    effective_at=bindparam("b_effective_at"), recorded_at=bindparam("b_recorded_at"),
-    reverses_id=bindparam("b_reverses_id"), actor_member_id=bindparam("b_actor_id"), reason=bindparam("b_reason"),
-)
+_LEDGER_COLUMNS = ("community_id", "member_id", "raid_id", "claim_id", "kind", "points", "effective_at", "recorded_at",
+                   "reverses_id", "actor_member_id", "reason")
+_SCORE_COLUMNS = ("community_id", '"window"', "window_start", "member_id", "points", "last_scored_at")
+_SLICE_COLUMNS = ("community_id", "slice_start", "member_id", "points", "last_scored_at")
 
 
-def _upsert(dialect: Any) -> Any:
-    stmt = dialect.insert(_SCORES)
-    return stmt.on_conflict_do_update(
-        index_elements=["community_id", "window", "window_start", "member_id"],
-        set_={"points": _SCORES.c.points + stmt.excluded.points, "last_scored_at": stmt.excluded.last_scored_at},
-    )
+def _values(columns: Sequence[str], rows: int) -> str:
+    """`(cols) VALUES ($1, ...), (...)` for `rows` rows: one statement, one round trip, whatever the count."""
+    n = len(columns)
+    groups = ", ".join("(" + ", ".join(f"${r * n + c + 1}" for c in range(n)) + ")" for r in range(rows))
+    return f"({', '.join(columns)}) VALUES {groups}"
 
 
-# Built once, on the table: one parameterized statement per dialect stays in SQLAlchemy's compiled
-# cache and runs as one executemany.
-_UPSERTS = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
+_SQL: dict[tuple[str, int], str] = {}
+_SETTINGS_SQL = "SELECT settings FROM communities WHERE id = $1"
 
 
-def _slice_upsert(dialect: Any) -> Any:
-    stmt = dialect.insert(_SLICES)
-    return stmt.on_conflict_do_update(
-        index_elements=["community_id", "slice_start", "member_id"],
-        set_={"points": _SLICES.c.points + stmt.excluded.points, "last_scored_at": stmt.excluded.last_scored_at},
-    )
-
-
-_SLICE_UPSERTS = {"sqlite": _slice_upsert(sqlite), "postgresql": _slice_upsert(postgresql)}
+def statement(table: str, rows: int) -> str:
+    """The INSERT (ledger) or upsert (scores, slices) of `rows` rows, built once per row count."""
+    found = _SQL.get((table, rows))
+    if found is None:
+        if table == "points_ledger":
+            found = f"INSERT INTO points_ledger {_values(_LEDGER_COLUMNS, rows)}"
+        elif table == "member_scores":
+            found = (f"INSERT INTO member_scores {_values(_SCORE_COLUMNS, rows)} "
+                     'ON CONFLICT (community_id, "window", window_start, member_id) DO UPDATE SET '
+                     "points = member_scores.points + excluded.points, last_scored_at = excluded.last_scored_at")
+        else:
+            found = (f"INSERT INTO member_score_slices {_values(_SLICE_COLUMNS, rows)} "
+                     "ON CONFLICT (community_id, slice_start, member_id) DO UPDATE SET "
+                     "points = member_score_slices.points + excluded.points, last_scored_at = excluded.last_scored_at")
+        _SQL[(table, rows)] = found
+    return found
 
 
 def slice_start(at: datetime) -> datetime:
@@ -92,22 +91,35 @@ def slice_start(at: datetime) -> datetime:
 
 async def record(s: AsyncSession, entries: Iterable[Entry], *, now: datetime) -> int:
     """Write `entries` (zero-point ones are dropped) and the scores they change. Returns their sum."""
+    return await record_sql(SessionSql(s), entries, now=now)
+
+
+async def record_sql(q: Sql, entries: Iterable[Entry], *, now: datetime) -> int:
+    """`record` on a write's driver connection (core/storage/driver.py): three statements at most,
+    the ledger rows, the score rows and the slice rows, each one multi-row INSERT."""
     rows = [e for e in entries if e.points]
     if not rows:
         return 0
-    await s.execute(_INSERT, [
-        {"b_community_id": e.community_id, "b_member_id": e.member_id, "b_raid_id": e.raid_id,
-         "b_claim_id": e.claim_id, "b_kind": e.kind, "b_points": e.points, "b_effective_at": e.effective_at,
-         "b_recorded_at": now, "b_reverses_id": e.reverses_id, "b_actor_id": e.actor_id, "b_reason": e.reason}
-        for e in rows
-    ])
-    await _score(s, rows)
-    await badges.award(s, rows, now)  # milestones crossed: recorded and announced in this same transaction
+    args: list[Any] = []
+    for e in rows:
+        args += [e.community_id, e.member_id, e.raid_id, e.claim_id, e.kind, e.points, q.ts(e.effective_at),
+                 q.ts(now), e.reverses_id, e.actor_id, e.reason]
+    await q.run(statement("points_ledger", len(rows)), *args)
+    await _score(q, rows)
+    # Milestones crossed: recorded and announced in this same transaction (core/badges.py), looked at
+    # only where a member gained points in a community that names milestones.
+    gained = {e.community_id for e in rows if e.points > 0}
+    for community_id in gained:
+        if badges.milestones(q.doc(await q.value(_SETTINGS_SQL, community_id))):
+            await badges.award(q.session(), rows, now)
+            break
     return sum(e.points for e in rows)
 
 
-async def _score(s: AsyncSession, entries: Sequence[Entry]) -> None:
-    """Add the entries to the member's day, week, month and all-time scores of their effective times.
+async def _score(q: Sql, entries: Sequence[Entry]) -> None:
+    """Add the entries to the member's day, week, month and all-time scores of their effective times,
+    and to their quarter-hour slices (a board in another time zone, a schedule's tz, sums the slices
+    of its window).
 
     Summed per score row first: one upsert may not touch the same row twice."""
     scores: dict[tuple[int, str, datetime, int], list[Any]] = {}
@@ -117,27 +129,23 @@ async def _score(s: AsyncSession, entries: Sequence[Entry]) -> None:
             acc = scores.setdefault(key, [0, e.effective_at])
             acc[0] += e.points
             acc[1] = max(acc[1], e.effective_at)
-    params = [
-        {"community_id": c, "window": w, "window_start": start, "member_id": m, "points": p, "last_scored_at": at}
-        for (c, w, start, m), (p, at) in scores.items()
-        if p
-    ]
-    dialect = s.get_bind().dialect.name
-    if params:
-        await s.execute(_UPSERTS[dialect], params)
-    # Quarter-hour slices: a board in another time zone (a schedule's tz) sums the slices of its window.
+    args: list[Any] = []
+    for (c, w, start, m), (p, at) in scores.items():
+        if p:
+            args += [c, w, q.ts(start), m, p, q.ts(at)]
+    if args:
+        await q.run(statement("member_scores", len(args) // len(_SCORE_COLUMNS)), *args)
     slices: dict[tuple[int, datetime, int], list[Any]] = {}
     for e in entries:
         acc = slices.setdefault((e.community_id, slice_start(e.effective_at), e.member_id), [0, e.effective_at])
         acc[0] += e.points
         acc[1] = max(acc[1], e.effective_at)
-    slice_params = [
-        {"community_id": c, "slice_start": start, "member_id": m, "points": p, "last_scored_at": at}
-        for (c, start, m), (p, at) in slices.items()
-        if p
-    ]
-    if slice_params:
-        await s.execute(_SLICE_UPSERTS[dialect], slice_params)
+    args = []
+    for (c, start, m), (p, at) in slices.items():
+        if p:
+            args += [c, q.ts(start), m, p, q.ts(at)]
+    if args:
+        await q.run(statement("member_score_slices", len(args) // len(_SLICE_COLUMNS)), *args)
 
 
 async def reversible(s: AsyncSession, *, claim_id: int, raid_id: int, member_id: int,
@@ -169,4 +177,4 @@ def reversals(rows: Sequence[PointsEntry], *, claim_id: int | None, actor_id: in
     ]
 
 
-__all__ = ["Entry", "record", "reversals", "reversible"]
+__all__ = ["Entry", "record", "record_sql", "reversals", "reversible", "statement"]

@@ -178,3 +178,39 @@ async def test_a_failing_flush_fails_only_its_op(services: Services, clock) -> N
     outcomes = await asyncio.gather(*(services.db.write(op) for op in ops), return_exceptions=True)
     assert [i for i, o in enumerate(outcomes) if isinstance(o, Exception)] == [5]
     assert await count_members(services, "neighbour") == 20
+
+
+# -- hand-written SQL ops (Database.write_sql): the same promises ---------------------------------
+
+SQL_NEW_MEMBER = "INSERT INTO members (display_name, x_handle_verified, created_at) VALUES ($1, $2, $3) RETURNING id"
+SQL_ORPHAN = "INSERT INTO member_identities (member_id, platform, external_id, username) VALUES ($1, $2, $3, $4)"
+
+
+async def test_sql_ops_fail_alone_whether_before_or_after_writing(services: Services, clock) -> None:  # type: ignore[no-untyped-def]
+    """A refusal before any write, a Python error after a write and a failing statement, mixed into one
+    burst of SQL ops: each caller gets its own outcome, and nothing of a failed op is kept."""
+    now = clock.now()
+
+    def sql_member(name: str, fail: str | None = None):  # type: ignore[no-untyped-def]
+        async def op(q):  # type: ignore[no-untyped-def]
+            if fail == "before":
+                raise LookupError("refused before writing")
+            member_id = await q.value(SQL_NEW_MEMBER, name, False, q.ts(now))
+            if fail == "after":
+                raise LookupError("changed my mind")
+            if fail == "statement":  # the foreign key refuses an identity of a member that does not exist
+                await q.run(SQL_ORPHAN, 987_654_321, "telegram", f"orphan-{member_id}", None)
+            return member_id
+
+        return op
+
+    kinds = [None, "before", None, "after", None, "statement"] * 6
+    ops = [sql_member("kept" if k is None else "dropped", k) for k in kinds]
+    before = services.db.commits
+    outcomes = await asyncio.gather(*(services.db.write_sql(op) for op in ops), return_exceptions=True)
+    for kind, outcome in zip(kinds, outcomes, strict=True):
+        assert isinstance(outcome, int) if kind is None else isinstance(outcome, Exception), (kind, outcome)
+    assert len({o for o in outcomes if isinstance(o, int)}) == 18
+    assert await count_members(services, "kept") == 18
+    assert await count_members(services, "dropped") == 0
+    assert services.db.commits - before >= 1  # they did meet in a batch

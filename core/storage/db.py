@@ -12,6 +12,12 @@ Every write in nubi is a function `op(session) -> result` handed to `Database.wr
   retries; a batch whose COMMIT hits such a race was rolled back whole, and its ops run again alone;
 - a lost database is "unavailable, try again" (`core.errors.Unavailable`), never a stack trace.
 
+`Database.write_sql(op)` keeps the same promises for the hot path's ops of hand-written SQL
+(`op(sql) -> result`, core/storage/driver.py), which batch apart from session ops: on SQLite each in
+a savepoint sent straight to sqlite3; on PostgreSQL back to back without savepoints, where an op that
+fails after writing rolls its batch back whole and runs again alone while the others are re-queued
+(an op that fails before writing, as refusals do, fails alone and the batch goes on).
+
 SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one thread hop per batch,
 and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: a pool of
 PG_POOL connections; a batch runs on one of them inside `AsyncConnection.run_sync`; with row-level
@@ -24,18 +30,20 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from asyncpg import PostgresError
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.errors import Unavailable
 from core.storage import rls
+from core.storage.driver import PgSql, Sql
 from core.storage.engines import (
     is_connection_error,
     is_retryable,
@@ -43,7 +51,7 @@ from core.storage.engines import (
     ping_when_idle,
     sqlite_pragmas,
 )
-from core.storage.executor import Outcome, drive, run_alone, run_batch
+from core.storage.executor import Outcome, drive, run_alone, run_batch, run_sql_alone, run_sql_batch
 
 __all__ = ["Database", "normalize_url"]
 
@@ -91,7 +99,7 @@ class Database:
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
             self._reader_threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="nubi-sqlite-reader")
         else:
-            self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30)
+            self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30, pool_use_lifo=True)
             ping_when_idle(self.engine)
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
@@ -163,6 +171,92 @@ class Database:
             return await self._enqueue(op)
         return await self._write_alone(op)
 
+    async def write_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        """`write` for an op of hand-written SQL on the driver (core/storage/driver.py), with the same
+        promises. With group commit such ops share batches of their own: SQLite runs them on the
+        writer thread's sqlite3 connection, each in a savepoint sent straight to it
+        (executor.run_sql_batch); PostgreSQL back to back in one asyncpg transaction (`_pg_sql_batch`).
+        Without it, each op has a transaction of its own."""
+        if self.group_commit:  # run by the SQLite writer thread or the PostgreSQL writer task
+            return await self._enqueue(_SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
+        if self.is_sqlite:  # a thread of the pool: run_in_executor does not carry the context over
+            op = sql_in_callers_context(op, threaded=True)
+        return await self._write_sql_alone(op)
+
+    async def _write_sql_alone(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if self.is_sqlite:
+                    return await self._transaction(run_sql_alone, op)  # type: ignore[no-any-return]
+                async with self._pg_slots():
+                    return await self._pg_sql_transaction(op)
+            except PoolTimeout as exc:
+                raise Unavailable(BUSY) from exc
+            except Exception as exc:
+                if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
+                    await asyncio.sleep(0.01 * attempts)  # rolled back whole: running again is safe
+                    continue
+                if is_connection_error(exc):
+                    raise Unavailable(UNAVAILABLE) from exc
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _pg_driver(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
+        """A pooled connection and its asyncpg connection, on which SQLAlchemy begins nothing: the
+        caller's asyncpg transaction holds the op, and the op's SQLAlchemy statements (PgSql.session)
+        run inside it too. A connection the server dropped is invalidated, so the pool replaces it,
+        and the error says "connection lost" whatever asyncpg called it."""
+        assert self.engine is not None
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                yield conn, driver
+            except Exception as exc:
+                if not (is_connection_error(exc) or driver.is_closed()):
+                    raise
+                await conn.invalidate()
+                if is_connection_error(exc):
+                    raise
+                raise ConnectionError("the database connection was lost") from exc
+
+    async def _pg_sql_transaction(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        async with self._pg_driver() as (conn, driver):
+            q = PgSql(driver, conn)
+            async with driver.transaction():
+                if self.row_level_security:
+                    await rls.apply(conn)
+                result = await op(q)
+                await q.close()
+            return result
+
+    async def _pg_sql_batch(self, ops: list[_SqlOp]) -> list[Outcome]:
+        """PostgreSQL group commit of SQL ops: one asyncpg transaction, the ops one after another.
+
+        No savepoints (two round trips per op, as many as a transaction of its own): an op that fails
+        before it wrote anything (`PgSql.wrote`: the refusals, which read first) left the transaction
+        as it found it and fails alone; one that fails after it may have written raises `_Rerun`, the
+        transaction is rolled back whole (nothing of any op kept); the caller runs that op again alone
+        and the others in a later batch. Raises also when the transaction is lost or its COMMIT fails."""
+        outcomes: list[Outcome] = []
+        async with self._pg_slots(), self._pg_driver() as (conn, driver), driver.transaction():
+            for index, op in enumerate(ops):
+                q = PgSql(driver, conn)
+                try:
+                    result = await op.op(q)
+                    await q.close()
+                except Exception as exc:
+                    if is_connection_error(exc) or driver.is_closed():
+                        raise
+                    if q.wrote:
+                        raise _Rerun(index) from exc
+                    outcomes.append(Outcome(error=exc))
+                else:
+                    outcomes.append(Outcome(result=result))
+        return outcomes
+
     async def _write_alone(self, op: Op[T]) -> T:
         """One op in a transaction of its own, retrying deadlocks and serialization races (each
         failed attempt was rolled back whole, so running again is safe)."""
@@ -231,12 +325,29 @@ class Database:
         if len(batch) == 1:  # no savepoint needed: the op's failure rolls back its own transaction
             await self._settle(*batch[0])
             return
+        sql = [w for w in batch if isinstance(w[0], _SqlOp)]
+        if sql and len(sql) < len(batch):  # SQL ops and session ops run in batches of their own
+            await self._run([w for w in batch if not isinstance(w[0], _SqlOp)])
+            await self._run(sql)
+            return
         try:
-            outcomes: list[Outcome] = await self._transaction(run_batch, [op for op, _ in batch])
+            ops = [op for op, _ in batch]
+            if not sql:
+                outcomes: list[Outcome] = await self._transaction(run_batch, ops)
+            elif self.is_sqlite:
+                outcomes = await self._transaction(run_sql_batch, [op.op for op in ops])
+            else:
+                outcomes = await self._pg_sql_batch(ops)
         except PoolTimeout as exc:
             _fail(batch, Unavailable(BUSY), exc)
             return
-        except (DBAPIError, OSError) as exc:
+        except _Rerun as rerun:
+            # Rolled back whole, nothing of any op kept: the op that failed after writing runs again
+            # alone, and the others go back to the head of the queue for the next batch.
+            self._pending[:0] = batch[: rerun.index] + batch[rerun.index + 1 :]
+            await self._settle(*batch[rerun.index])
+            return
+        except (DBAPIError, PostgresError, OSError) as exc:
             if is_connection_error(exc):
                 log.warning("a group commit of %d operations failed: %s", len(batch), exc)
                 _fail(batch, Unavailable(UNAVAILABLE), exc)
@@ -269,7 +380,7 @@ class Database:
 
     async def _settle(self, op: Op[Any], fut: asyncio.Future[Any]) -> None:
         try:
-            result = await self._write_alone(op)
+            result = await (self._write_sql_alone(op.op) if isinstance(op, _SqlOp) else self._write_alone(op))
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -304,6 +415,41 @@ def in_callers_context(op: Op[T]) -> Op[T]:
         return context.run(drive, op(session))  # type: ignore[no-any-return]
 
     return bound
+
+
+def sql_in_callers_context(op: Callable[[Sql], Awaitable[T]], *, threaded: bool) -> Callable[[Sql], Awaitable[T]]:
+    """`in_callers_context` for a `write_sql` op: on SQLite's threads its statements never suspend, so
+    it is driven inside the caller's context; on PostgreSQL's writer task it runs as a task of its own
+    in the caller's context (asyncio.create_task(context=...)), awaited by the writer."""
+    context = contextvars.copy_context()
+    if threaded:
+        async def driven(q: Sql) -> T:
+            return context.run(drive, op(q))  # type: ignore[no-any-return]
+
+        return driven
+
+    async def awaited(q: Sql) -> T:
+        return await asyncio.create_task(op(q), context=context)  # type: ignore[arg-type]
+
+    return awaited
+
+
+class _Rerun(Exception):
+    """A PostgreSQL SQL op (the `index`th of its batch) failed after it may have written: the batch
+    was rolled back whole."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+class _SqlOp:
+    """A queued `write_sql` op: run by `run_sql_batch` (SQLite) or `_pg_sql_batch`, not by the session executor."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Callable[[Sql], Awaitable[Any]]) -> None:
+        self.op = op
 
 
 def _fail(batch: list[Waiting], error: BaseException, cause: BaseException | None) -> None:

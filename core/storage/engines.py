@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from asyncpg import PostgresError
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -105,5 +106,6 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """A deadlock or serialization failure: PostgreSQL rolled the statement back; running again may pass."""
-    return isinstance(exc, DBAPIError) and sqlstate(exc) in RETRY_SQLSTATES
+    """A deadlock or serialization failure: PostgreSQL rolled the statement back; running again may pass.
+    SQLAlchemy's wrapped error, or asyncpg's own from a statement sent straight to it (core/storage/driver.py)."""
+    return isinstance(exc, DBAPIError | PostgresError) and sqlstate(exc) in RETRY_SQLSTATES

@@ -136,3 +136,44 @@ def run_batch(connection: Connection, ops: list[Op[Any]]) -> list[Outcome]:
             # each autoflush walk all of them (quadratic in the batch size).
             session.expunge_all()
     return outcomes
+
+
+# -- ops of hand-written SQL (core/storage/driver.py) on SQLite's writer thread ---------------------
+
+
+def _sql_for(connection: Connection) -> Any:
+    from core.storage.driver import SqliteSql
+
+    return SqliteSql(connection.connection.driver_connection, lambda: OpSession(_session(connection)))
+
+
+def run_sql_alone(connection: Connection, op: Any) -> Any:
+    """One SQL op in the connection's transaction; its error propagates (the caller rolls back)."""
+    q = _sql_for(connection)
+    result = drive(op(q))
+    q.finish()
+    return result
+
+
+def run_sql_batch(connection: Connection, ops: list[Any]) -> list[Outcome]:
+    """SQL ops one after another in the connection's transaction, each in a savepoint of its own sent
+    straight to sqlite3 (the same promises as `run_batch`, without a session per op)."""
+    outcomes: list[Outcome] = []
+    driver = connection.connection.driver_connection
+    for op in ops:
+        q = _sql_for(connection)
+        driver.execute("SAVEPOINT nubi_op")
+        try:
+            result = drive(op(q))
+            q.finish()
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            q.discard()
+            driver.execute("ROLLBACK TO nubi_op")  # nothing of this op kept
+            driver.execute("RELEASE nubi_op")
+            outcomes.append(Outcome(error=exc))
+        else:
+            driver.execute("RELEASE nubi_op")
+            outcomes.append(Outcome(result=result))
+    return outcomes
