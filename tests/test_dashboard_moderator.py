@@ -183,7 +183,7 @@ async def test_signing_out_and_in_with_a_scoped_key_narrows_the_page(services: S
     node = browser_or_skip()
     async with running(create_app(services)) as url, httpx.AsyncClient(base_url=url) as http:
         other = (await http.post("/api/raids", headers={"X-API-KEY": ADMIN_KEY}, json={
-            "community": {"platform": "discord", "id": "9001", "title": "nubi raiders"}, "targetUrl": URL})).json()
+            "community": {"platform": "discord", "id": "9001", "title": "nubi raiders", "channel": "90010"}, "targetUrl": URL})).json()
         proc = await start_browser(node, url, tmp_path, ADMIN_KEY)
         try:
             b = Browser(proc)

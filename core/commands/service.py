@@ -13,7 +13,7 @@ from core.badges import MEDAL
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
-from core.i18n import LANGUAGE_NAMES, N_, _, ngettext, use_language
+from core.i18n import DEFAULT_LANGUAGE, LANGUAGE_NAMES, N_, _, ngettext, use_language
 from core.member_links.service import CODE_TTL
 from core.raids.model import RaidProgress, RaidSpec, action_word
 from core.storage.models import Community, Raid
@@ -126,8 +126,14 @@ class CommandService:
         self.s = services
 
     async def language(self, chat: ChatRef) -> str:
-        """The language replies in this chat are worded in: its community's `language` setting."""
-        return await self.s.community_settings.language_of_chat(chat)
+        """The language replies in this chat are worded in: its community's `language` setting; the
+        default when it cannot be read (the database is down: the command's own "try again" reply,
+        in the default language, beats no reply at all)."""
+        try:
+            return await self.s.community_settings.language_of_chat(chat)
+        except Exception as exc:
+            log.warning("could not read the language of %s:%s: %s", chat.platform, chat.external_id, exc)
+            return DEFAULT_LANGUAGE
 
     async def _in_language(self, ctx: ChatContext) -> ChatContext:
         return ctx if ctx.language is not None else replace(ctx, language=await self.language(ctx.chat))
