@@ -185,7 +185,7 @@ async def discord(target: Target, report: Report, members: int) -> None:
                     permissions=DEFAULT_MEMBER_PERMISSIONS | Permissions(manage_guild=True).value)
                 await h.dispatch_interaction(start)
                 [post] = fake.channel_messages(CHANNEL)
-                raid_id = await services.raids.active_raid_id(ChatRef("discord", str(CHANNEL)))
+                raid_id = await services.raids.active_raid_id(ChatRef("discord", str(GUILD), channel=str(CHANNEL)))
                 first_call = len(fake.calls)
                 services.bus.subscribe(ProgressChanged, on_progress)
                 for data in [f"nubi:join:{raid_id}"] + [f"nubi:claim:{raid_id}:{a}" for a in CLAIMS]:
