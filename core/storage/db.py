@@ -61,6 +61,9 @@ Op = Callable[[Any], Awaitable[T]]
 Waiting = tuple[Op[Any], "asyncio.Future[Any]"]
 
 SQLITE_READERS = 4
+# Each reader's page cache: the OS keeps the file's pages cached for all of them, so four private
+# 2 MiB caches (SQLite's default) mostly duplicate it; the writer keeps the default.
+READER_CACHE_KIB = 512
 PG_POOL = 20  # connections per process; the scale-out guide sizes max_connections from it
 # PostgreSQL tracks at most 64 subtransactions (one savepoint per op) of a transaction cheaply.
 PG_MAX_BATCH = 64
@@ -95,7 +98,7 @@ class Database:
             self.sqlite_readers = create_engine(
                 sync_url, pool_size=SQLITE_READERS, max_overflow=0, connect_args={"check_same_thread": False}
             )
-            sqlite_pragmas(self.sqlite_readers, "BEGIN")
+            sqlite_pragmas(self.sqlite_readers, "BEGIN", cache_kib=READER_CACHE_KIB)
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
             self._reader_threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="nubi-sqlite-reader")
         else:

@@ -35,8 +35,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str) -> None:
-    """Set up every connection of a SQLite engine; `begin` is the statement that opens a transaction."""
+def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int | None = None) -> None:
+    """Set up every connection of a SQLite engine; `begin` is the statement that opens a transaction;
+    `cache_kib` caps each connection's page cache (SQLite's default is 2,000 KiB)."""
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -48,6 +49,8 @@ def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if cache_kib is not None:
+            cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
