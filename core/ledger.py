@@ -94,7 +94,9 @@ async def record(s: AsyncSession, entries: Iterable[Entry], *, now: datetime) ->
     return await record_sql(SessionSql(s), entries, now=now)
 
 
-async def record_sql(q: Sql, entries: Iterable[Entry], *, now: datetime) -> int:
+async def record_sql(
+    q: Sql, entries: Iterable[Entry], *, now: datetime, settings: dict[int, Any] | None = None
+) -> int:
     """`record` on a write's driver connection (core/storage/driver.py): three statements at most,
     the ledger rows, the score rows and the slice rows, each one multi-row INSERT."""
     rows = [e for e in entries if e.points]
@@ -108,9 +110,12 @@ async def record_sql(q: Sql, entries: Iterable[Entry], *, now: datetime) -> int:
     await _score(q, rows)
     # Milestones crossed: recorded and announced in this same transaction (core/badges.py), looked at
     # only where a member gained points in a community that names milestones.
+    # `settings`: community id -> its settings document, where the caller read it already (a claim).
     gained = {e.community_id for e in rows if e.points > 0}
     for community_id in gained:
-        if badges.milestones(q.doc(await q.value(_SETTINGS_SQL, community_id))):
+        own = settings[community_id] if settings and community_id in settings else q.doc(
+            await q.value(_SETTINGS_SQL, community_id))
+        if badges.milestones(own):
             await badges.award(q.session(), rows, now)
             break
     return sum(e.points for e in rows)

@@ -68,7 +68,7 @@ class MembershipMixin(EndingMixin):
                 raise _AlreadyJoined()
             if bonus:
                 await record_sql(q, [Entry(raid.community_id, member_id, bonus, "join_bonus", now, raid_id=raid_id)],
-                                 now=now)
+                                 now=now, settings={raid.community_id: q.doc(ctx[14])})
             if raid.session_id:
                 await _activity_sql(q, raid.session_id, "raid_joined", now, {"memberId": member_id, "position": position})
             return JoinResult(raid_id, member_id, position, False, bonus, raid.community_id)
@@ -197,7 +197,7 @@ async def _credit(
         Entry(raid.community_id, member_id, base, "claim", now, raid_id=raid.id, claim_id=claim_id),
         Entry(raid.community_id, member_id, points - base, "speed_bonus", now, raid_id=raid.id, claim_id=claim_id),
         Entry(raid.community_id, member_id, bonus, "completion_bonus", now, raid_id=raid.id, claim_id=claim_id),
-    ], now=now)
+    ], now=now, settings={raid.community_id: raid.settings} if isinstance(raid, _ClaimFacts) else None)
     count = await q.value(st.COUNT_UP_SQL, raid.id, action)
     # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
     # completion check below sees every objective count committed before it (PostgreSQL too).

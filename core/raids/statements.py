@@ -52,7 +52,7 @@ JOIN_CONTEXT_SQL = (
     f"SELECT {_R}, i.member_id, i.username, "
     "(SELECT p.join_position FROM raid_participants p WHERE p.raid_id = r.id AND p.member_id = i.member_id), "
     "EXISTS (SELECT 1 FROM bans b WHERE b.community_id = r.community_id AND b.member_id = i.member_id), "
-    "r.participant_count "
+    "r.participant_count, (SELECT c.settings FROM communities c WHERE c.id = r.community_id) "
     "FROM raid_sessions r LEFT JOIN member_identities i ON i.platform = $2 AND i.external_id = $3 WHERE r.id = $1"
 )
 # For a member whose identity this join created only after losing a race to a concurrent first sight.
