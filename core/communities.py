@@ -20,16 +20,18 @@ adopter finds nothing to do.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import case, delete, literal, select, tuple_, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.directory import LEGACY_CHANNEL, ChatRef, find_community
 from core.storage.db import Database
+from core.storage.fold import MEMBERSHIP, SCORES, fold
 from core.storage.ledger_models import PointsEntry
 from core.storage.models import (
     AuditEntry,
@@ -46,16 +48,12 @@ from core.storage.models import (
     ScheduledAnnouncement,
 )
 from core.storage.outbox_models import ChatPost
-from core.storage.upsert import insert
 
 log = logging.getLogger(__name__)
 
 # Rows that only change owner.
 _MOVED = (Raid, PointsEntry, ScheduledAnnouncement, ChatLock, ChatPost, AuditEntry)
 
-
-def _later(a: Any, b: Any) -> Any:
-    return case((a > b, a), else_=b)
 
 
 class CommunityService:
@@ -119,56 +117,16 @@ async def _merge(s: AsyncSession, src: int, dst: int, server_name: str) -> None:
         tuple_(LeaderboardWindow.window, LeaderboardWindow.window_start).in_(touched)))
     await s.execute(update(LeaderboardWindow).where(LeaderboardWindow.community_id == src).values(community_id=dst))
 
-    ms = MemberScore.__table__
-    stmt = insert(s, MemberScore).from_select(
-        ["community_id", "window", "window_start", "member_id", "points", "last_scored_at"],
-        select(literal(dst), ms.c.window, ms.c.window_start, ms.c.member_id, ms.c.points, ms.c.last_scored_at)
-        .where(ms.c.community_id == src))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "window", "window_start", "member_id"],
-        set_={"points": ms.c.points + stmt.excluded.points,
-              "last_scored_at": _later(stmt.excluded.last_scored_at, ms.c.last_scored_at)}))
-
-    sl = MemberScoreSlice.__table__
-    stmt = insert(s, MemberScoreSlice).from_select(
-        ["community_id", "slice_start", "member_id", "points", "last_scored_at"],
-        select(literal(dst), sl.c.slice_start, sl.c.member_id, sl.c.points, sl.c.last_scored_at)
-        .where(sl.c.community_id == src))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "slice_start", "member_id"],
-        set_={"points": sl.c.points + stmt.excluded.points,
-              "last_scored_at": _later(stmt.excluded.last_scored_at, sl.c.last_scored_at)}))
-
-    cm = CommunityMember.__table__
-    stmt = insert(s, CommunityMember).from_select(
-        ["community_id", "member_id", "is_moderator", "excluded", "last_seen_at"],
-        select(literal(dst), cm.c.member_id, cm.c.is_moderator, cm.c.excluded, cm.c.last_seen_at)
-        .where(cm.c.community_id == src))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "member_id"],
-        set_={"is_moderator": cm.c.is_moderator | stmt.excluded.is_moderator,
-              "excluded": cm.c.excluded | stmt.excluded.excluded,
-              "last_seen_at": _later(stmt.excluded.last_seen_at, cm.c.last_seen_at)}))
-
-    bans = Ban.__table__
-    stmt = insert(s, Ban).from_select(
-        ["community_id", "member_id", "reason", "banned_by", "created_at"],
-        select(literal(dst), bans.c.member_id, bans.c.reason, bans.c.banned_by, bans.c.created_at)
-        .where(bans.c.community_id == src))
-    await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id"]))
-
-    badges = MemberBadge.__table__  # a badge earned in both stays the one earned in the server
-    stmt = insert(s, MemberBadge).from_select(
-        ["community_id", "member_id", "threshold", "name", "role_id", "awarded_at"],
-        select(literal(dst), badges.c.member_id, badges.c.threshold, badges.c.name, badges.c.role_id,
-               badges.c.awarded_at).where(badges.c.community_id == src))
-    await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id", "threshold"]))
+    fold_ = functools.partial(fold, s, owner="community_id", src=src, dst=dst)
+    await fold_(MemberScore, key=("community_id", "window", "window_start", "member_id"), combine=SCORES)
+    await fold_(MemberScoreSlice, key=("community_id", "slice_start", "member_id"), combine=SCORES)
+    await fold_(CommunityMember, key=("community_id", "member_id"), combine=MEMBERSHIP)
+    await fold_(Ban, key=("community_id", "member_id"))  # banned in either: banned in the server
+    await fold_(MemberBadge, key=("community_id", "member_id", "threshold"))  # the server's own badge wins
 
     settings = dict((await s.execute(select(Community.id, Community.settings)
                                      .where(Community.id.in_((src, dst))))).all())
     if not settings.get(dst) and settings.get(src):
         await s.execute(update(Community).where(Community.id == dst).values(settings=settings[src]))
-    for model in (MemberScore, MemberScoreSlice, CommunityMember, Ban, MemberBadge):  # all copied above
-        await s.execute(delete(model).where(model.community_id == src))
     await s.execute(delete(Community).where(Community.id == src))
 

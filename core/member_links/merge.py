@@ -19,13 +19,14 @@ Every row that names `gone` is moved, so nothing is lost to the ON DELETE CASCAD
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, case, delete, literal, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.directory import member_uuid
+from core.storage.fold import MEMBERSHIP, SCORES, fold
 from core.storage.ledger_models import PointsEntry
 from core.storage.models import (
     AuditEntry,
@@ -45,7 +46,6 @@ from core.storage.models import (
     ScheduledAnnouncement,
     SessionMessage,
 )
-from core.storage.upsert import insert
 from core.storage.verification_models import ClaimCheck, XLink, XLinkConflict
 
 # (table, column) of every foreign key to members.id, each handled below.
@@ -61,9 +61,6 @@ MEMBER_COLUMNS = frozenset({
 STATE_RANK = {"verified": 0, "accepted": 1, "unverifiable": 2, "pending": 3, "rejected": 4}
 COUNTED = ("verified", "accepted", "unverifiable")  # the states raid counters and objectives count
 
-
-def _later(a: Any, b: Any) -> Any:
-    return case((a > b, a), else_=b)
 
 
 async def merge_members(s: AsyncSession, keep: int, gone: int, now: datetime) -> set[int]:
@@ -92,35 +89,12 @@ async def merge_members(s: AsyncSession, keep: int, gone: int, now: datetime) ->
     recompute = await _closed_windows(s, keep, gone)
     await _sum_scores(s, keep, gone)
 
-    cm = CommunityMember.__table__
-    stmt = insert(s, CommunityMember).from_select(
-        ["community_id", "member_id", "is_moderator", "excluded", "last_seen_at"],
-        select(cm.c.community_id, literal(keep), cm.c.is_moderator, cm.c.excluded, cm.c.last_seen_at)
-        .where(cm.c.member_id == gone))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "member_id"],
-        set_={"is_moderator": cm.c.is_moderator | stmt.excluded.is_moderator,
-              "excluded": cm.c.excluded | stmt.excluded.excluded,
-              "last_seen_at": _later(stmt.excluded.last_seen_at, cm.c.last_seen_at)}))
-    await s.execute(delete(CommunityMember).where(CommunityMember.member_id == gone))
-
-    bans = Ban.__table__
-    stmt = insert(s, Ban).from_select(
-        ["community_id", "member_id", "reason", "banned_by", "created_at"],
-        select(bans.c.community_id, literal(keep), bans.c.reason, bans.c.banned_by, bans.c.created_at)
-        .where(bans.c.member_id == gone))
-    await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id"]))
-    await s.execute(delete(Ban).where(Ban.member_id == gone))
+    fold_ = functools.partial(fold, s, owner="member_id", src=gone, dst=keep)
+    await fold_(CommunityMember, key=("community_id", "member_id"), combine=MEMBERSHIP)
+    await fold_(Ban, key=("community_id", "member_id"))  # banned where either was
     await s.execute(update(Ban).where(Ban.banned_by == gone).values(banned_by=keep))
-
     # Badges: each earned by either is kept once (the keeper's where both earned one), never announced again.
-    badges = MemberBadge.__table__
-    stmt = insert(s, MemberBadge).from_select(
-        ["community_id", "member_id", "threshold", "name", "role_id", "awarded_at"],
-        select(badges.c.community_id, literal(keep), badges.c.threshold, badges.c.name, badges.c.role_id,
-               badges.c.awarded_at).where(badges.c.member_id == gone))
-    await s.execute(stmt.on_conflict_do_nothing(index_elements=["community_id", "member_id", "threshold"]))
-    await s.execute(delete(MemberBadge).where(MemberBadge.member_id == gone))
+    await fold_(MemberBadge, key=("community_id", "member_id", "threshold"))
 
     await _one_handle(s, keep, gone)
     await s.execute(update(XLinkConflict).where(XLinkConflict.owner_member_id == gone).values(owner_member_id=keep))
@@ -141,26 +115,9 @@ async def merge_members(s: AsyncSession, keep: int, gone: int, now: datetime) ->
 
 
 async def _sum_scores(s: AsyncSession, keep: int, gone: int) -> None:
-    ms = MemberScore.__table__
-    stmt = insert(s, MemberScore).from_select(
-        ["community_id", "window", "window_start", "member_id", "points", "last_scored_at"],
-        select(ms.c.community_id, ms.c.window, ms.c.window_start, literal(keep), ms.c.points, ms.c.last_scored_at)
-        .where(ms.c.member_id == gone))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "window", "window_start", "member_id"],
-        set_={"points": ms.c.points + stmt.excluded.points,
-              "last_scored_at": _later(stmt.excluded.last_scored_at, ms.c.last_scored_at)}))
-    await s.execute(delete(MemberScore).where(MemberScore.member_id == gone))
-    sl = MemberScoreSlice.__table__
-    stmt = insert(s, MemberScoreSlice).from_select(
-        ["community_id", "slice_start", "member_id", "points", "last_scored_at"],
-        select(sl.c.community_id, sl.c.slice_start, literal(keep), sl.c.points, sl.c.last_scored_at)
-        .where(sl.c.member_id == gone))
-    await s.execute(stmt.on_conflict_do_update(
-        index_elements=["community_id", "slice_start", "member_id"],
-        set_={"points": sl.c.points + stmt.excluded.points,
-              "last_scored_at": _later(stmt.excluded.last_scored_at, sl.c.last_scored_at)}))
-    await s.execute(delete(MemberScoreSlice).where(MemberScoreSlice.member_id == gone))
+    fold_ = functools.partial(fold, s, owner="member_id", src=gone, dst=keep, combine=SCORES)
+    await fold_(MemberScore, key=("community_id", "window", "window_start", "member_id"))
+    await fold_(MemberScoreSlice, key=("community_id", "slice_start", "member_id"))
 
 
 async def _closed_windows(s: AsyncSession, keep: int, gone: int) -> set[int]:
