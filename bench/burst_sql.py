@@ -36,6 +36,9 @@ from core import ledger
 from core.directory import MemberRef
 from core.raids import scoring
 from core.raids import statements as st
+from core.storage.executor import (
+    drive,  # a coroutine that never suspends (the sqlite3 commands), run to its result
+)
 from core.verification.abuse import claim_rate_since
 from core.windows import WINDOWS, window_start
 
@@ -138,14 +141,6 @@ class Pg(Conn):
         return None if found is None else found[0]
 
 
-def drive(coro: Any) -> Any:
-    """Run a coroutine that never suspends (the sqlite3 commands) to its result."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError("a sqlite3 command suspended")
 
 
 # -- the commands ---------------------------------------------------------------------------------
