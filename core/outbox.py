@@ -70,6 +70,22 @@ def report_key(raid_id: int) -> str:
     return f"report:{raid_id}"
 
 
+def partner_raid_key(raid_id: int, chat_row: int) -> str:
+    """The raid post owed to a partner chat of the raid (core/partners.py: its raid_chats row)."""
+    return f"raid:{raid_id}:{chat_row}"
+
+
+def partner_report_key(raid_id: int, chat_row: int) -> str:
+    return f"report:{raid_id}:{chat_row}"
+
+
+def partner_row(key: str) -> int | None:
+    """The raid_chats row a partner post's key names (None for every other post)."""
+    kind, _sep, rest = key.partition(":")
+    _raid, sep, row = rest.partition(":")
+    return int(row) if kind in ("raid", "report") and sep and row.isdigit() else None
+
+
 def unpin_key(raid_id: int) -> str:
     """The unpin a pinned raid post is owed when the raid ends (kind "unpin"): repeating it is harmless."""
     return f"unpin:{raid_id}"
@@ -190,4 +206,5 @@ class Outbox:
         await self.db.write(op)
 
 
-__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "raid_key", "report_key", "unpin_key"]
+__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "partner_raid_key", "partner_report_key", "partner_row",
+           "raid_key", "report_key", "unpin_key"]

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import outbox
+from core import outbox, partners
 from core.errors import RaidNotFound
 from core.events import LockReleased, ReportChanged
 from core.events import RaidEnded as RaidEndedEvent
@@ -71,6 +71,8 @@ class EndingMixin(MetricsMixin):
         )
         community_id, pinned = (await s.execute(select(Raid.community_id, Raid.pin_post).where(Raid.id == raid_id))).one()
         await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
+        for row_id, partner in await partners.raid_chats_in_tx(s, raid_id):  # one report in each partner chat
+            await outbox.enqueue(s, "report", outbox.partner_report_key(raid_id, row_id), partner, raid_id, now)
         if pinned:  # undone like a post is made: at least once, retried by the sweep until the chat took it
             await outbox.enqueue(s, "unpin", outbox.unpin_key(raid_id), community_id, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
@@ -166,6 +168,8 @@ class EndingMixin(MetricsMixin):
             report = await self._build_report(s, raid_id)
             await s.execute(update(RaidReport).where(RaidReport.raid_id == raid_id).values(report=report))
             await outbox.mark_stale(s, outbox.report_key(raid_id), now)
+            for row_id, _partner in await partners.raid_chats_in_tx(s, raid_id):
+                await outbox.mark_stale(s, outbox.partner_report_key(raid_id, row_id), now)
             return report, await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
 
         done = await self.db.write(op)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import outbox
+from core import outbox, partners
 from core.config import RaidsConfig
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid
 from core.errors import RaidAlreadyActive, ValidationError
@@ -103,6 +103,9 @@ class StartMixin(EndingMixin):
             raid.session_id = session.id
             s.add(SessionActivity(session_id=session.id, activity_type="created", at=now, data={"raidId": raid.id}))
             await outbox.enqueue(s, "raid", outbox.raid_key(raid.id), community_id, raid.id, now)
+            if cfg.partners if spec.partners is None else spec.partners:  # owed to each partner chat as well
+                for row_id, partner in await partners.add_raid_chats(s, raid.id, community_id, chat.channel_key):
+                    await outbox.enqueue(s, "raid", outbox.partner_raid_key(raid.id, row_id), partner, raid.id, now)
             locks: list[tuple[int, dict[str, Any]]] = []
             for old in replaced:
                 locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now, "replaced")
