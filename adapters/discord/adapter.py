@@ -110,6 +110,7 @@ class DiscordAdapter:
         self.answer_within = ANSWER_WITHIN
         self.posts = RaidPosts(services, lambda: self.client, config.edit_interval_seconds)
         self.locks = ChannelLocks(services, lambda: self.client, self.posts.poke)
+        self.posts.partners.chat_locks = self.locks
         self.badges = BadgePosts(services, lambda: self.client)
         services.community_settings.role_checks[PLATFORM] = self.badges.check_role
         self._handlers: list[tuple[type[Any], Any]] = [

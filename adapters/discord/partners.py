@@ -8,6 +8,10 @@ and its report once, whichever platform fails. Edits go through the adapter's Co
 partner post, like one per raid post), so each post sees at most one edit per interval. Posts are
 written in the partner community's language; their buttons act on the raid (core/commands
 `_raid_in_chat` knows the raid's partner chats).
+
+A raid started with `lock` locks each partner channel too (ChannelLocks, with that channel's community),
+right before its post goes up: one lock row per channel, released with the raid's end like the raid's
+own lock and retried by the sweep until Discord has the overwrites back.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from core.events import PostDue, ProgressChanged, RaidEnded, RaidStarted, Report
 from core.i18n import use_language
 from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row
 from core.partners import RaidChatRef
+from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import RetryLater
 from core.views import raid_view, report_view
 
 from . import render
+from .chat_lock import ChannelLocks
 
 log = logging.getLogger(__name__)
 PLATFORM = "discord"
@@ -52,6 +58,7 @@ class PartnerPosts:
         self._drawn: dict[int, str] = {}  # row id -> what the post shows now (skip no-op edits)
         self._gone: set[int] = set()  # posts deleted or out of reach: no more edits
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.chat_locks: ChannelLocks | None = None  # set by the adapter, which makes it after the posts
 
     @staticmethod
     def item(row_id: int) -> tuple[str, int]:
@@ -121,10 +128,19 @@ class PartnerPosts:
 
     # -- work --------------------------------------------------------------------------------------
 
-    async def _parts(self, row: RaidChatRef) -> dict[str, Any]:
-        progress = await self.s.raids.progress(row.raid_id)
+    async def _here(self, row: RaidChatRef, *, top: int = 5) -> RaidProgress:
+        """The raid as this partner channel sees it: its chat, its language, its own lock."""
+        progress = await self.s.raids.progress(row.raid_id, top=top)
         language = await self.s.community_settings.language_of_chat(row.chat)
-        return render.message(raid_view(replace(progress, language=language, lock=False)))
+        return replace(progress, community_id=row.community_id, chat=row.chat, thread=None, in_thread=False,
+                       language=language)
+
+    async def _parts(self, row: RaidChatRef) -> dict[str, Any]:
+        progress = await self._here(row)
+        if progress.lock and progress.active:  # "locked" only while this raid's lock of this channel holds
+            lock = await self.s.locks.active(row.community_id, row.chat.channel_key)
+            progress = progress if lock is not None and lock.raid_id == progress.id else replace(progress, lock=False)
+        return render.message(raid_view(progress))
 
     async def post(self, row_id: int) -> None:
         """Deliver the raid's post to this partner channel (once: the outbox row decides who sends)."""
@@ -133,8 +149,11 @@ class PartnerPosts:
             return
         async with self._lock(row_id):
             async def send(d: Delivery) -> dict[str, Any] | None:
-                if not (await self.s.raids.progress(row.raid_id, top=0)).active:
+                here = await self._here(row, top=0)
+                if not here.active:
                     return None  # it ended before its post went out: the report tells the story
+                if here.lock and self.chat_locks is not None and not await self.chat_locks.lock(here):
+                    log.warning("raid #%s runs unlocked in partner channel %s", here.id, row.chat.destination)
                 parts = await self._parts(row)
                 channel = self._client().get_partial_messageable(int(row.chat.destination))
                 message = await self._sent(channel.send(**parts, nonce=d.nonce))

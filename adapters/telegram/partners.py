@@ -7,6 +7,10 @@ send, mark; retried by the sweep), so every chat gets its post and its report on
 fails. Edits go through the adapter's one Coalescer per chat, so a partner chat's edits share the chat's
 budget with its own raids. Posts are written in the partner community's language; their buttons act
 on the raid (core/commands `_raid_in_chat` knows the raid's partner chats).
+
+A raid started with `lock` locks each partner chat too, right before its post goes up: one lock row
+per chat (LockService, with that chat's community), released with the raid's end like the raid's own
+lock and retried by the sweep until the chat has its permissions back.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from core.events import PostDue, ProgressChanged, RaidEnded, RaidStarted, Report
 from core.i18n import use_language
 from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row
 from core.partners import RaidChatRef
+from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import RetryLater
 from core.views import raid_view, report_view
 
 from .chats import PLATFORM
-from .locks import Spawn
+from .locks import ChatLocks, Spawn
 from .outbox import Outbox, Rendered
 from .render import keyboard, render_html
 
@@ -50,10 +55,11 @@ class PartnerPost:
 
 
 class PartnerPosts:
-    def __init__(self, services: Services, outbox: Outbox, spawn: Spawn,
+    def __init__(self, services: Services, outbox: Outbox, locks: ChatLocks, spawn: Spawn,
                  redraw: Callable[[int, Hashable], None]) -> None:
         self._s = services
         self._outbox = outbox
+        self._locks = locks
         self._spawn = spawn
         self._redraw = redraw  # (chat id, item) into the adapter's Coalescer, which calls `edit` back
         self._raids: dict[int, list[PartnerPost]] = {}  # raid id -> its partner posts on Telegram
@@ -120,18 +126,26 @@ class PartnerPosts:
 
     # -- work --------------------------------------------------------------------------------------
 
-    async def _render(self, post: PartnerPost) -> Rendered:
-        progress = await self._s.raids.progress(post.row.raid_id)
+    async def _here(self, post: PartnerPost, *, top: int = 5) -> RaidProgress:
+        """The raid as this partner chat sees it: its chat, its language, its own lock."""
+        progress = await self._s.raids.progress(post.row.raid_id, top=top)
         language = await self._s.community_settings.language_of_chat(post.row.chat)
-        view = raid_view(replace(progress, language=language, lock=False))
+        return replace(progress, community_id=post.row.community_id, chat=post.row.chat, thread=None,
+                       language=language)
+
+    async def _render(self, post: PartnerPost) -> Rendered:
+        view = raid_view(await self._locks.shown(await self._here(post)))
         return render_html(view), keyboard(view.buttons)
 
     async def _post(self, post: PartnerPost) -> None:
         key = partner_raid_key(post.row.raid_id, post.row.id)
 
         async def send(_d: Delivery) -> dict[str, Any] | None:
-            if not (await self._s.raids.progress(post.row.raid_id, top=0)).active:
+            here = await self._here(post, top=0)
+            if not here.active:
                 return None  # it ended before its post went out: the report tells the story
+            if here.lock and not await self._locks.lock_for_raid(here):
+                log.warning("raid %s runs unlocked in partner chat %s", here.id, post.chat_id)
             text, markup = await self._render(post)
             message = await self._outbox.send(post.chat_id, text, markup=markup)
             post.message_id = message.message_id

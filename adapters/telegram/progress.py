@@ -73,7 +73,7 @@ class RaidPosts:
         # chat id -> what to redraw there: raid ids (their own posts), PartnerPosts.item(row) (partner posts)
         self._dirty: defaultdict[int, set[Hashable]] = defaultdict(set)
         self.coalescer = Coalescer(edit_interval, self._flush)
-        self.partners = PartnerPosts(services, outbox, spawn, self._redraw)
+        self.partners = PartnerPosts(services, outbox, locks, spawn, self._redraw)
 
     # -- events ------------------------------------------------------------------------------------
 

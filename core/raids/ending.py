@@ -37,7 +37,7 @@ class EndingMixin(MetricsMixin):
         ran out, a cancel is a moderator's, and any other end before the deadline is someone's choice."""
         now = self.clock.now()
 
-        async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
+        async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any], int]]]:
             raid = await s.get(Raid, raid_id)
             if raid is None:
                 raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
@@ -54,7 +54,7 @@ class EndingMixin(MetricsMixin):
 
     async def _end_in_tx(
         self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime, cause: str
-    ) -> list[tuple[int, dict[str, Any]]] | None:
+    ) -> list[tuple[int, dict[str, Any], int]] | None:
         won = await s.scalar(
             update(Raid)
             .where(Raid.id == raid_id, Raid.status == "active")
@@ -88,15 +88,16 @@ class EndingMixin(MetricsMixin):
                 update(ChatLock)
                 .where(ChatLock.raid_id == raid_id, ChatLock.released_at.is_(None), ChatLock.release_requested_at.is_(None))
                 .values(release_requested_at=now, release_reason="raid_ended")
-                .returning(ChatLock.id, ChatLock.saved_permissions)
+                .returning(ChatLock.id, ChatLock.saved_permissions, ChatLock.community_id)
             )
         ).all()
-        return [(r[0], r[1]) for r in released]
+        # each lock with its own community: a partner chat's lock (core/partners.py) is of another one
+        return [(r[0], r[1], r[2]) for r in released]
 
-    async def _after_end(self, raid_id: int, status: str, locks: list[tuple[int, dict[str, Any]]]) -> None:
+    async def _after_end(self, raid_id: int, status: str, locks: list[tuple[int, dict[str, Any], int]]) -> None:
         community_id = await self._community_of(raid_id)
-        for lock_id, saved in locks:
-            await self.bus.publish(LockReleased(lock_id, community_id, saved, "raid_ended"))
+        for lock_id, saved, locked_community in locks:
+            await self.bus.publish(LockReleased(lock_id, locked_community, saved, "raid_ended"))
         await self.bus.publish(RaidEndedEvent(raid_id, community_id, status))
 
     async def end_overdue(self) -> list[int]:

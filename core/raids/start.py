@@ -41,7 +41,7 @@ class StartMixin(EndingMixin):
                                     "with thread, not both."), field="thread")
         now = self.clock.now()
 
-        async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any]]]]:
+        async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any], int]]]:
             community_id = await ensure_community(s, chat, now)
             settings_json = await s.scalar(select(Community.settings).where(Community.id == community_id))
             cfg = community_raid_settings(self.settings, settings_json)
@@ -106,7 +106,7 @@ class StartMixin(EndingMixin):
             if cfg.partners if spec.partners is None else spec.partners:  # owed to each partner chat as well
                 for row_id, partner in await partners.add_raid_chats(s, raid.id, community_id, chat.channel_key):
                     await outbox.enqueue(s, "raid", outbox.partner_raid_key(raid.id, row_id), partner, raid.id, now)
-            locks: list[tuple[int, dict[str, Any]]] = []
+            locks: list[tuple[int, dict[str, Any], int]] = []
             for old in replaced:
                 locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now, "replaced")
             return raid.id, replaced, locks
