@@ -312,7 +312,7 @@ async def test_only_raids_started_with_partners_are_owed_in_the_partner_chat(ser
     services.settings.raids.partners = True  # the setting, where no `partners` option says otherwise
     together = await services.raids.start(TG_A, RaidSpec(URL, {"like": 5}, duration_seconds=600), by=STARTER)
     [row] = await services.partners.raid_chats(together.id)
-    assert row.chat == ChatRef("discord", DC_C.external_id, None, DC_C.channel)
+    assert row.chat == DC_C
     owed = {(d.key, d.platform) for d in await services.outbox.due() if d.raid_id == together.id}
     assert owed == {(f"raid:{together.id}", "telegram"), (f"raid:{together.id}:{row.id}", "discord")}
     assert await services.partners.raid_chats(together.id, "telegram") == []
@@ -339,3 +339,17 @@ async def test_only_raids_started_with_partners_are_owed_in_the_partner_chat(ser
     await services.raids.end(together.id, reason="ended by a moderator", cause="ended_by_moderator")
     owed = {d.key for d in await services.outbox.due() if d.raid_id == together.id}
     assert {f"report:{together.id}", f"report:{together.id}:{row.id}"} <= owed
+
+
+def test_the_community_commands_and_the_partners_option_parse() -> None:
+    assert p.parse("/community link") == p.CommunityLink()
+    assert p.parse("/community join k7qf m2xa") == p.CommunityJoin("k7qfm2xa")
+    assert p.parse("/community chats") == p.CommunityChats()
+    assert p.parse("/community unlink #3") == p.CommunityUnlink(3)
+    for wrong in ("/community", "/community join", "/community unlink x", "/community link now"):
+        with pytest.raises(p.CommandError):
+            p.parse(wrong)
+    assert p.parse(f"/raid start {URL} partners").partners is True  # type: ignore[union-attr]
+    assert p.parse(f"/raid start {URL} nopartners").partners is False  # type: ignore[union-attr]
+    assert p.parse(f"/raid start {URL}").partners is None  # type: ignore[union-attr]
+    assert isinstance(p.CommunityJoin("x"), p.MODERATOR_TYPES)
