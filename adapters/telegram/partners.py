@@ -63,6 +63,7 @@ class PartnerPosts:
         self._spawn = spawn
         self._redraw = redraw  # (chat id, item) into the adapter's Coalescer, which calls `edit` back
         self._raids: dict[int, list[PartnerPost]] = {}  # raid id -> its partner posts on Telegram
+        self._rows: dict[int, PartnerPost] = {}  # raid_chats row id -> its post (the Coalescer names rows)
 
     @staticmethod
     def item(row_id: int) -> tuple[str, int]:
@@ -73,11 +74,15 @@ class PartnerPosts:
         if raid_id not in self._raids:
             rows = await self._s.partners.raid_chats(raid_id, PLATFORM)
             self._raids[raid_id] = [PartnerPost(r, (r.progress_ref or {}).get("message_id")) for r in rows]
+            self._rows.update((p.row.id, p) for p in self._raids[raid_id])
             while len(self._raids) > REMEMBERED:
-                self._raids.pop(next(iter(self._raids)))
+                for gone in self._raids.pop(next(iter(self._raids))):
+                    self._rows.pop(gone.row.id, None)
         return self._raids[raid_id]
 
     async def _by_row(self, row_id: int) -> PartnerPost | None:
+        if row_id in self._rows:
+            return self._rows[row_id]
         row = await self._s.partners.raid_chat(row_id)
         if row is None:
             return None
