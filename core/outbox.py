@@ -11,6 +11,10 @@ Each row carries a `nonce` for platforms that deduplicate a repeat (Discord's en
 The same rule undoes a pinned raid post when the raid ends (kind `unpin`, written with the end): an
 unpin that meets a transient error is retried by the sweep, after a restart too, until the chat took it.
 
+A partner raid (core/partners.py) owes each partner chat its own post and report: rows keyed
+`raid:<raid>:<row>` and `report:<raid>:<row>` (the raid_chats row), with the partner chat's community, so
+the sweep hands each to its platform's adapter and each chat gets its post once.
+
 A sent report is marked `stale` when its numbers settle later (a final sweep, a moderator's review,
 the verification window closing): delivering it again edits the message in place.
 """
