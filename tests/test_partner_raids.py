@@ -143,6 +143,7 @@ async def test_a_partner_raid_across_a_telegram_group_and_a_discord_channel(
 
     # The moderator starts one raid in the group: locked and posted in both chats.
     post_text = await group_says(tg_fake, MOD, f"/raid start {URL} likes=10 reposts=5 duration=10m lock partners")
+    await until(lambda: any(m.embeds for m in dc.visible()), "the raid post in the Discord channel")
     await tg.drain()
     await dc.adapter.posts.drain()
     [raid] = [r.id for r in await services.raids.list()]
@@ -196,9 +197,9 @@ async def test_a_partner_raid_across_a_telegram_group_and_a_discord_channel(
     mod_member = await services.db.read(lambda s: member_by_identity(s, "discord", str(MOD_ID)))
     board = {e.member_id for e in await services.raids.leaderboard(raid, top=20)}
     assert len(raiders) == 7 and raiders <= board <= raiders | {banned.member_id}
-    flags = await services.db.read(lambda s: s.scalars(select(CommunityMember.is_moderator).where(
-        CommunityMember.community_id == tg_community, CommunityMember.member_id == mod_member)).all())
-    assert flags == [False]
+    flag = await services.db.read(lambda s: s.scalar(select(CommunityMember.is_moderator).where(
+        CommunityMember.community_id == tg_community, CommunityMember.member_id == mod_member)))
+    assert flag is False
     assert await services.boards.board(await community(services, "discord", GUILD_ID), "all") == []
     assert raiders <= {e.member_id for e in await services.boards.board(tg_community, "all", top=20)}
 
@@ -252,7 +253,7 @@ async def test_a_partner_raid_across_a_telegram_group_and_a_discord_channel(
     restores = [c for c in tg_fake.calls_for("setChatPermissions", GROUP) if c.ok]
     assert len(restores) == 2  # the lock, then its release: once each
     assert len([c for c in dc.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/{GUILD_ID}", "PUT")
-                if c.status == 200]) == 2
+                if c.status < 300]) == 2
 
 
 async def _rows(s: Any) -> list[RaidChat]:
