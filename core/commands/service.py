@@ -233,7 +233,10 @@ class CommandService:
         if ctx.private:
             return _say(_("Use this in the group where the raid runs."), ephemeral=True)
         if isinstance(cmd, p.Join):
-            raid_id, partner = await s.raids.active_raid(ctx.chat)
+            try:  # the chat's own raid; else a linked chat's raid this chat takes part in (core/partners.py)
+                raid_id, partner = await s.raids.active_raid_id(ctx.chat, partners=False), False
+            except NoActiveRaid:
+                raid_id, partner = await s.raids.active_raid_id(ctx.chat), True
             r = await s.raids.join(raid_id, ctx.member, is_moderator=_moderator_flag(ctx, partner))
             if r.already:
                 return _say(_("You're already in raid #{id} (raider #{position}).").format(
