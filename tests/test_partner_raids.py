@@ -354,3 +354,65 @@ def test_the_community_commands_and_the_partners_option_parse() -> None:
     assert p.parse(f"/raid start {URL} nopartners").partners is False  # type: ignore[union-attr]
     assert p.parse(f"/raid start {URL}").partners is None  # type: ignore[union-attr]
     assert isinstance(p.CommunityJoin("x"), p.MODERATOR_TYPES)
+
+
+async def test_a_discord_raid_runs_in_its_partner_telegram_group_too(
+    services: Services, tg_fake: FakeTelegramAPI, tg: TelegramAdapter, dc: Bot, clock: FakeClock,
+) -> None:
+    """The other way round: linked from Discord, started there; the Telegram group gets its post (edited
+    within its budget), its lock, and at the end its report and its permissions back once, though
+    Telegram fails the report's first send and the lock's first restore."""
+    code = CODE.search(await answer(dc, as_mod("community link", {})))
+    assert code, "no code"
+    assert await group_says(tg_fake, MOD, f"/community join {code[1]}") == (
+        f"Linked with {dc.h.client.get_guild(GUILD_ID).name} (discord, <#{CHANNEL_ID}>). "  # type: ignore[union-attr]
+        "Raids started in either chat with partners run in both.")
+
+    raid = await dc.start_raid(partners=True, lock=True)
+    await until(lambda: any(m.text.startswith(f"Raid #{raid} — live") for m in tg_fake.sent_messages(GROUP)),
+                "the raid post in the Telegram group")
+    await tg.drain()
+    [tg_post] = [m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} — live")]
+    assert "Chat is locked for the raid." in tg_post.text
+    assert not any(tg_fake.chat(GROUP).permissions.values())
+    for user in (1000, 1001):
+        joined = await press_in(tg_fake, GROUP, user, f"tg{user}", tg_post.message_id, f"nubi:join:{raid}")
+        assert joined.startswith(f"Joined raid #{raid} as raider #"), joined
+        liked = await press_in(tg_fake, GROUP, user, f"tg{user}", tg_post.message_id, f"nubi:claim:{raid}:like")
+        assert liked.startswith("Like claimed"), liked
+    joined_here = await group_says(tg_fake, 1002, "/join")
+    assert f"joined raid #{raid} as raider #3" in joined_here, joined_here
+    pressed = await dc.press(f"nubi:join:{raid}", RAIDER_BASE, "dc0")
+    assert pressed is not None and pressed.content.startswith(f"Joined raid #{raid} as raider #4")
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    progress = await services.raids.progress(raid)
+    assert (progress.participants, progress.actions) == (4, 2)
+    assert "Raiders: 4/500" in tg_fake.message(GROUP, tg_post.message_id).text
+    assert "Raiders: 4/500" in dc.raid_post().embeds[0]["description"]
+    edits = [c for c in tg_fake.calls_for("editMessageText", GROUP) if c.ok]
+    assert edits and len(edits) < 8
+    at_most_one_edit_per_interval([c.at for c in edits])
+
+    tg_fake.fail_next("sendMessage", 502)
+    tg_fake.fail_next("setChatPermissions", 500)
+    clock.advance(minutes=31)
+    assert await services.raids.end_overdue() == [raid]
+    await until(lambda: any(m.text.startswith(f"Raid #{raid} report") for m in tg_fake.sent_messages(GROUP)),
+                "the Telegram report, after the 502")
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    [report] = [m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} report")]
+    assert report.reply_to_message_id == tg_post.message_id and "Raiders: 4" in report.text
+    assert len([m for m in dc.visible() if m.embeds and "report" in m.embeds[0]["title"]]) == 1
+    assert f"Raid #{raid} — time ran out" in tg_fake.message(GROUP, tg_post.message_id).text
+    assert dc.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
+
+    assert [i.platform for i in await services.locks.pending_releases()] == ["telegram"]
+    clock.advance(seconds=11)
+    await services.locks.retry_releases()
+    await tg.drain()
+    assert tg_fake.chat(GROUP).permissions == ORIGINAL
+    assert await services.locks.pending_releases() == []
+    assert [d for d in await services.outbox.due() if d.raid_id == raid] == []
+    assert len([m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} report")]) == 1
