@@ -29,7 +29,8 @@ from core.storage.models import PLATFORMS, Community, CommunityMember, MemberIde
 
 # The [raids] keys a community may set for itself (the rest are the operator's: intervals, budgets).
 RAID_KEYS = (
-    ["verification", "default_duration_minutes", "max_participants", "allow_multiple_active", "pin", "default_objectives",
+    ["verification", "default_duration_minutes", "max_participants", "allow_multiple_active", "pin", "partners",
+     "default_objectives",
      "claims_per_minute", "min_account_age_days", "min_followers"]
     + [f"objectives.{a}.{f}" for a in ACTION_NAMES for f in ("target", "points")]
     + [f"bonuses.{name}" for name in Bonuses.model_fields]

@@ -231,6 +231,7 @@ class RaidsConfig(Section):
     max_participants: int = Field(500, ge=1, le=100_000)
     allow_multiple_active: bool = False
     pin: bool = False  # pin the raid post while the raid runs (the bot needs the right to pin)
+    partners: bool = False  # post raids in every linked chat too (`/community link`; `partners` on one raid)
     verification: Literal["honor", "proof_link", "x_api", "review"] = "honor"
     default_objectives: list[str] = ["like", "repost", "reply", "quote"]
     objectives: dict[str, Objective] = Field(default_factory=_default_objectives)

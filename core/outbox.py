@@ -11,6 +11,10 @@ Each row carries a `nonce` for platforms that deduplicate a repeat (Discord's en
 The same rule undoes a pinned raid post when the raid ends (kind `unpin`, written with the end): an
 unpin that meets a transient error is retried by the sweep, after a restart too, until the chat took it.
 
+A partner raid (core/partners.py) owes each partner chat its own post and report: rows keyed
+`raid:<raid>:<row>` and `report:<raid>:<row>` (the raid_chats row), with the partner chat's community, so
+the sweep hands each to its platform's adapter and each chat gets its post once.
+
 A sent report is marked `stale` when its numbers settle later (a final sweep, a moderator's review,
 the verification window closing): delivering it again edits the message in place.
 """
@@ -68,6 +72,22 @@ def raid_key(raid_id: int) -> str:
 
 def report_key(raid_id: int) -> str:
     return f"report:{raid_id}"
+
+
+def partner_raid_key(raid_id: int, chat_row: int) -> str:
+    """The raid post owed to a partner chat of the raid (core/partners.py: its raid_chats row)."""
+    return f"raid:{raid_id}:{chat_row}"
+
+
+def partner_report_key(raid_id: int, chat_row: int) -> str:
+    return f"report:{raid_id}:{chat_row}"
+
+
+def partner_row(key: str) -> int | None:
+    """The raid_chats row a partner post's key names (None for every other post)."""
+    kind, _sep, rest = key.partition(":")
+    _raid, sep, row = rest.partition(":")
+    return int(row) if kind in ("raid", "report") and sep and row.isdigit() else None
 
 
 def unpin_key(raid_id: int) -> str:
@@ -190,4 +210,5 @@ class Outbox:
         await self.db.write(op)
 
 
-__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "raid_key", "report_key", "unpin_key"]
+__all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "partner_raid_key", "partner_report_key", "partner_row",
+           "raid_key", "report_key", "unpin_key"]

@@ -31,6 +31,7 @@ class Services:
         from core.member_links.service import MemberLinkService
         from core.moderation import ModerationService
         from core.outbox import Outbox
+        from core.partners import PartnerService
         from core.raids.service import RaidService
         from core.schedules import ScheduleService
         from core.sessions.service import SessionService
@@ -50,6 +51,7 @@ class Services:
         self.communities = CommunityService(self.db, self.clock, self.boards.close_windows)
         self.links = RecordingLinkService(self.db, self.clock)
         self.member_links = MemberLinkService(self.db, self.clock, self.boards.close_windows)
+        self.partners = PartnerService(self.db, self.clock)
         self.context = ContextService(self.db, self.clock, self.raids, self.boards, self.sessions)
         self.commands = CommandService(self)
         # Optional hooks the X-API verification installs: link_challenge(member, handle), link_verifier(member).

@@ -534,7 +534,8 @@ async def test_sync_commands_publishes_the_tree(bot: Bot) -> None:
     assert count == in_guild == len(COMMANDS)
     published = {c["name"]: c for c in bot.fake.commands[None]}
     assert set(published) == {"join", "claim", "leaderboard", "me", "link", "help", "raid", "unlock", "ban",
-                              "unban", "points", "schedule", "review", "settings", "member"}
+                              "unban", "points", "schedule", "review", "settings", "member",
+                              "community"}
     # no default permission: members with the moderator role see the commands without an override
     assert {c.get("default_member_permissions") for c in published.values()} == {None}
     assert {c["guild_id"] for c in bot.fake.commands[GUILD_ID]} == {str(GUILD_ID)}

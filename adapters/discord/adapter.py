@@ -110,6 +110,7 @@ class DiscordAdapter:
         self.answer_within = ANSWER_WITHIN
         self.posts = RaidPosts(services, lambda: self.client, config.edit_interval_seconds)
         self.locks = ChannelLocks(services, lambda: self.client, self.posts.poke)
+        self.posts.partners.chat_locks = self.locks
         self.badges = BadgePosts(services, lambda: self.client)
         services.community_settings.role_checks[PLATFORM] = self.badges.check_role
         self._handlers: list[tuple[type[Any], Any]] = [
@@ -120,6 +121,11 @@ class DiscordAdapter:
             (AnnouncementDue, self.posts.on_announcement),
             (PostDue, self.on_post_due),
             (ReportChanged, self.posts.on_report_changed),
+            # the raid's posts in its partner channels on Discord (core/partners.py)
+            (RaidStarted, self.posts.partners.on_raid_started),
+            (ProgressChanged, self.posts.partners.on_progress_changed),
+            (RaidEnded, self.posts.partners.on_raid_ended),
+            (ReportChanged, self.posts.partners.on_report_changed),
         ]
         self._subscribed = False
         self._adopted: set[str] = set()  # channels whose old community (migration 0008) was looked for
@@ -430,6 +436,8 @@ class DiscordAdapter:
     async def on_post_due(self, event: PostDue) -> None:
         """An outbox row still owed (republished by the scheduler sweep): the raid post, its report, a
         scheduled board, a badge announcement or a badge's role grant."""
+        if await self.posts.partners.on_post_due(event):
+            return  # a partner channel's post or report (core/partners.py)
         if event.platform != PLATFORM:
             return
         if event.kind == "raid":

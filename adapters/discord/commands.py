@@ -155,6 +155,7 @@ raid = ModeratorGroup(name="raid", description="Run raids in this channel", guil
     verification="How claims are checked",
     pin="Pin the raid post while it runs (default: the server's pin setting)",
     thread="Run the raid in a new thread of this channel",
+    partners="Post it in the chats linked with /community link too (default: the server's partners setting)",
 )
 async def raid_start(
     interaction: Interaction,
@@ -172,6 +173,7 @@ async def raid_start(
     verification: Verification | None = None,
     pin: bool | None = None,
     thread: bool = False,
+    partners: bool | None = None,
 ) -> None:
     targets = {"like": likes, "repost": reposts, "reply": replies, "quote": quotes, "bookmark": bookmarks,
                "follow": follows}
@@ -185,6 +187,7 @@ async def raid_start(
         verification=verification,
         pin=pin,
         thread=thread,
+        partners=partners,
     )
     await run(interaction, cmd, defer=True)  # posting and locking happen inside: answer first
 
@@ -364,6 +367,34 @@ async def member_merge(interaction: Interaction, first: Range[str, 1, 64], secon
     await run(interaction, p.MemberMerge(first.strip(), second.strip()), ephemeral=False)
 
 
+# -- partner chats (moderators) --------------------------------------------------------------------
+
+community_group = ModeratorGroup(name="community", description="Link this channel with other chats for partner raids",
+                                 guild_only=True)
+
+
+@community_group.command(name="link", description="Get a one-time code that links another chat with this channel")
+async def community_link(interaction: Interaction) -> None:
+    await run(interaction, p.CommunityLink())
+
+
+@community_group.command(name="join", description="Link this channel with the chat that gave you a code")
+@app_commands.describe(code="The code /community link answered in the other chat")
+async def community_join(interaction: Interaction, code: Range[str, 1, 32]) -> None:
+    await run(interaction, p.CommunityJoin(code.strip()), ephemeral=False)
+
+
+@community_group.command(name="chats", description="The chats linked with this channel")
+async def community_chats(interaction: Interaction) -> None:
+    await run(interaction, p.CommunityChats())
+
+
+@community_group.command(name="unlink", description="Remove a link of this channel")
+@app_commands.describe(link_id="The link's number, as /community chats lists it")
+async def community_unlink(interaction: Interaction, link_id: Range[int, 1]) -> None:
+    await run(interaction, p.CommunityUnlink(link_id), ephemeral=False)
+
+
 # -- settings -------------------------------------------------------------------------------------
 
 settings_group = app_commands.Group(name="settings", description="This community's own settings", guild_only=True)
@@ -403,7 +434,7 @@ async def _community_for_moderator(interaction: Interaction) -> int | None:
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
     join, claim, leaderboard, me, link, help_, raid, unlock, ban, unban, points, schedule, review, settings_group,
-    member_group,
+    member_group, community_group,
 )
 
 

@@ -37,6 +37,7 @@ from core.throttle import Coalescer, RetryLater
 from core.views import raid_view, report_view
 
 from . import render
+from .partners import PartnerPosts
 
 log = logging.getLogger(__name__)
 SERVER_ERROR_RETRY = 1.0  # seconds before an edit or post that met a Discord 5xx is tried again
@@ -64,6 +65,8 @@ class RaidPosts:
         self.unpinned: dict[int, str] = {}  # raid id -> why Discord refused to pin its post (it runs unpinned)
         self._chats: dict[int, ChatRef | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # the raid's posts in its partner channels (core/partners.py), keyed PartnerPosts.item(row) in the Coalescer
+        self.partners = PartnerPosts(services, client, self.coalescer.poke, self._later, _sent, _fingerprint)
 
     # -- event handlers --------------------------------------------------------------------------
 
@@ -134,8 +137,11 @@ class RaidPosts:
             lock = self._locks[raid_id] = asyncio.Lock()
         return lock
 
-    async def _flush(self, raid_id: int) -> None:
-        await self.refresh(raid_id)  # a poke during it makes the Coalescer flush again afterwards
+    async def _flush(self, key: int | tuple[str, int]) -> None:
+        if isinstance(key, tuple):
+            await self.partners.refresh(key[1])
+            return
+        await self.refresh(key)  # a poke during it makes the Coalescer flush again afterwards
 
     async def refresh(self, raid_id: int) -> None:
         """Draw the raid as it is now: post it if it has no post yet, else edit the post in place."""

@@ -107,6 +107,11 @@ class TelegramAdapter:
             (LockReleased, self._locks.on_lock_released),
             (PostDue, self._posts.on_post_due),
             (ReportChanged, self._posts.on_report_changed),
+            # the raid's posts in its partner chats on Telegram (core/partners.py)
+            (RaidStarted, self._posts.partners.on_raid_started),
+            (ProgressChanged, self._posts.partners.on_progress_changed),
+            (RaidEnded, self._posts.partners.on_raid_ended),
+            (ReportChanged, self._posts.partners.on_report_changed),
         ]
         # The ASGI app the HTTP server mounts (at /telegram/webhook) in webhook mode; None when polling.
         self.webhook_app = webhook_app(self.application, secret) if config.mode == "webhook" else None

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from core.views import raid_view, report_view
 from .chats import PLATFORM, ChatDirectory
 from .locks import NO_RIGHTS_NOTICE, ChatLocks, Spawn
 from .outbox import Outbox, Rendered
+from .partners import PartnerPosts
 from .render import escape, keyboard, render_html
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,10 @@ class RaidPosts:
         self._chats = chats
         self._spawn = spawn
         self._posts: dict[int, RaidPost | None] = {}  # raid id -> post; None: not a Telegram raid
-        self._dirty: defaultdict[int, set[int]] = defaultdict(set)  # chat id -> raids to redraw
+        # chat id -> what to redraw there: raid ids (their own posts), PartnerPosts.item(row) (partner posts)
+        self._dirty: defaultdict[int, set[Hashable]] = defaultdict(set)
         self.coalescer = Coalescer(edit_interval, self._flush)
+        self.partners = PartnerPosts(services, outbox, locks, spawn, self._redraw)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -90,6 +93,8 @@ class RaidPosts:
 
     async def on_post_due(self, event: PostDue) -> None:
         """An outbox row the sweep found owed: the raid post, a report, or a report to redraw."""
+        if await self.partners.on_post_due(event):
+            return  # a partner chat's post or report (core/partners.py)
         if event.platform != PLATFORM:
             return
         if event.kind == "raid":
@@ -230,15 +235,18 @@ class RaidPosts:
         view = raid_view(progress)
         return render_html(view), keyboard(view.buttons)
 
-    def _redraw(self, chat_id: int, raid_id: int) -> None:
-        self._dirty[chat_id].add(raid_id)
+    def _redraw(self, chat_id: int, item: Hashable) -> None:
+        self._dirty[chat_id].add(item)
         self.coalescer.poke(chat_id)
 
     async def _flush(self, chat_id: int) -> None:
         raids = self._dirty.pop(chat_id, set())
         try:
-            for raid_id in sorted(raids):
-                await self._edit(raid_id)
+            for item in sorted(raids, key=_redraw_order):
+                if isinstance(item, tuple):
+                    await self.partners.edit(item[1])
+                else:
+                    await self._edit(int(item))  # type: ignore[call-overload]
         except RetryLater:
             self._dirty[chat_id].update(raids)
             raise
@@ -313,6 +321,11 @@ class RaidPosts:
 
         with contextlib.suppress(RetryLater):  # released with its wait: the sweep delivers it then
             await self._s.outbox.deliver(key, send)
+
+
+def _redraw_order(item: Hashable) -> tuple[int, int]:
+    """Raids' own posts first, by raid; then partner posts, by row."""
+    return (1, item[1]) if isinstance(item, tuple) else (0, int(item))  # type: ignore[call-overload]
 
 
 def _thread(progress: RaidProgress) -> int | None:

@@ -36,6 +36,7 @@ DESCRIPTIONS = {
     "review": "Review pending claims",
     "settings": "Show or change this community's settings",
     "member": _("Merge two accounts of one member"),
+    "community": "Link this chat with other chats for partner raids",
 }
 
 

@@ -24,7 +24,7 @@ USAGE = {
     "link account": "/link account  (get a code)  or  /link account <code>  (from your other account)",
     "help": "/help",
     "raid start": "/raid start <url> [likes=N reposts=N replies=N quotes=N bookmarks=N follows=N] "
-    "[duration=30m] [max=N] [lock] [pin|nopin] [replace]",
+    "[duration=30m] [max=N] [lock] [pin|nopin] [partners|nopartners] [replace]",
     "raid end": "/raid end",
     "raid cancel": "/raid cancel",
     "raid status": "/raid status",
@@ -39,8 +39,10 @@ USAGE = {
     "review": "/review  or  /review accept|reject|revoke <claim-id> [reason]  or  /review links",
     "settings": "/settings  or  /settings set <key> <value>  or  /settings reset <key>",
     "member merge": "/member merge <@member|#id|id> <@member|#id|id>",
+    "community": "/community link  or  /community join <code>  or  /community chats  or  /community unlink <id>",
 }
-MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review", "settings", "member")
+MODERATOR_COMMANDS = ("raid", "unlock", "ban", "unban", "points", "schedule", "review", "settings", "member",
+                      "community")
 MEMBER_COMMANDS = ("join", "claim", "leaderboard", "me", "link", "help")
 ALIASES = {"lb": "leaderboard", "top": "leaderboard", "board": "leaderboard", "stats": "me", "start": "help"}
 
@@ -105,6 +107,7 @@ class RaidStart:
     verification: str | None = None
     pin: bool | None = None  # None: the community's `pin` setting
     thread: bool = False  # Discord's `thread` option: the raid runs in a new thread of the channel
+    partners: bool | None = None  # also in the linked chats; None: the community's `partners` setting
 
 
 @dataclass(frozen=True)
@@ -184,13 +187,34 @@ class MemberMerge:
     second: str
 
 
+@dataclass(frozen=True)
+class CommunityLink:
+    """`/community link`: a one-time code another chat's moderator redeems to link the two chats."""
+
+
+@dataclass(frozen=True)
+class CommunityJoin:
+    code: str
+
+
+@dataclass(frozen=True)
+class CommunityChats:
+    pass
+
+
+@dataclass(frozen=True)
+class CommunityUnlink:
+    link_id: int
+
+
 Command = (
     Join | Claim | Leaderboard | Me | Link | LinkAccount | Help | RaidStart | RaidEnd | RaidStatus | Unlock | BanCmd
     | UnbanCmd | PointsCmd | ScheduleAdd | ScheduleList | ScheduleRemove | Review | SettingsShow | SettingsChange
-    | MemberMerge
+    | MemberMerge | CommunityLink | CommunityJoin | CommunityChats | CommunityUnlink
 )
 MODERATOR_TYPES = (RaidStart, RaidEnd, RaidStatus, Unlock, BanCmd, UnbanCmd, PointsCmd, ScheduleAdd, ScheduleList,
-                   ScheduleRemove, Review, SettingsChange, MemberMerge)
+                   ScheduleRemove, Review, SettingsChange, MemberMerge, CommunityLink, CommunityJoin, CommunityChats,
+                   CommunityUnlink)
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MAX_TEXT = 4096
@@ -334,11 +358,14 @@ def _raid(args: list[str]) -> Command:
     duration = max_p = None
     lock = replace = False
     pin: bool | None = None
+    partners: bool | None = None
     verification = None
     for opt in rest[1:]:
         low = opt.lower()
         if low == "lock":
             lock = True
+        elif low in ("partners", "nopartners"):
+            partners = low == "partners"
         elif low in ("pin", "nopin"):
             pin = low == "pin"
         elif low == "replace":
@@ -363,7 +390,7 @@ def _raid(args: list[str]) -> Command:
                     points[action] = _int(pts, _("{option} points").format(option=key), "raid start")
         else:
             raise CommandError(_("I don't understand '{word}'").format(word=opt[:32]), "raid start")
-    return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification, pin)
+    return RaidStart(url, objectives, points, duration, max_p, lock, replace, verification, pin, partners=partners)
 
 
 def _unlock(args: list[str]) -> Command:
@@ -469,6 +496,19 @@ def _member(args: list[str]) -> Command:
     return MemberMerge(args[1], args[2])
 
 
+def _community(args: list[str]) -> Command:
+    sub = args[0].lower() if args else ""
+    if sub == "link" and len(args) == 1:
+        return CommunityLink()
+    if sub == "join" and len(args) >= 2:
+        return CommunityJoin("".join(args[1:])[:32])
+    if sub in ("chats", "list") and len(args) == 1:
+        return CommunityChats()
+    if sub == "unlink" and len(args) == 2:
+        return CommunityUnlink(_int(args[1].lstrip("#"), "id", "community"))
+    raise CommandError(_("Link this chat with another one, or list or remove its links?"), "community")
+
+
 _PARSERS = {
     "join": _join,
     "claim": _claim,
@@ -485,4 +525,5 @@ _PARSERS = {
     "review": _review,
     "settings": _settings,
     "member": _member,
+    "community": _community,
 }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from core import access
+from core import access, partners
 from core.badges import MEDAL
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
@@ -112,6 +112,7 @@ def help_text(is_moderator: bool) -> str:
             "/schedule list | /schedule remove <id>",
             p.USAGE["review"],
             p.USAGE["settings"],
+            p.USAGE["community"],
             _("{usage}: approve linking two accounts that both hold points here").format(usage=p.USAGE["member merge"]),
             "",
             _("Points are recognition inside this community. X's developer policy forbids paying or rewarding "
@@ -195,13 +196,14 @@ class CommandService:
             return _say(_("That button is no longer valid."), ephemeral=True)
         action, raid_id, arg = parsed
         try:
-            if not await self._raid_in_chat(raid_id, ctx.chat):
+            where = await self._raid_in_chat(raid_id, ctx.chat)
+            if where is None:
                 log.warning("refused a %s press on raid %s from %s:%s%s (not that chat's raid), member %s",
                             action, raid_id, ctx.chat.platform, ctx.chat.external_id,
                             f" channel {ctx.chat.channel}" if ctx.chat.channel else "", ctx.member.external_id)
                 return _say(_("That button belongs to a raid in another chat."), ephemeral=True)
             if action == "join":
-                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
+                r = await self.s.raids.join(raid_id, ctx.member, is_moderator=_moderator_flag(ctx, where == "partner"))
                 if r.already:
                     return _say(_("You're already in raid #{id} (raider #{position}).").format(
                         id=raid_id, position=r.position), ephemeral=True)
@@ -237,8 +239,11 @@ class CommandService:
         if ctx.private:
             return _say(_("Use this in the group where the raid runs."), ephemeral=True)
         if isinstance(cmd, p.Join):
-            raid_id = await s.raids.active_raid_id(ctx.chat)
-            r = await s.raids.join(raid_id, ctx.member, is_moderator=ctx.platform_moderator)
+            try:  # the chat's own raid; else a linked chat's raid this chat takes part in (core/partners.py)
+                raid_id, partner = await s.raids.active_raid_id(ctx.chat, partners=False), False
+            except NoActiveRaid:
+                raid_id, partner = await s.raids.active_raid_id(ctx.chat), True
+            r = await s.raids.join(raid_id, ctx.member, is_moderator=_moderator_flag(ctx, partner))
             if r.already:
                 return _say(_("You're already in raid #{id} (raider #{position}).").format(
                     id=raid_id, position=r.position), ephemeral=True)
@@ -255,11 +260,11 @@ class CommandService:
         if isinstance(cmd, p.RaidStart):
             spec = RaidSpec(cmd.url, cmd.objectives, cmd.points, cmd.duration_seconds, cmd.max_participants,
                             cmd.lock, cmd.replace, cmd.verification, pin=cmd.pin, thread=ctx.thread,
-                            in_thread=cmd.thread)
+                            in_thread=cmd.thread, partners=cmd.partners)
             progress = await s.raids.start(ctx.chat, spec, by=ctx.member)
             return Reply(raid_view(progress), quiet=True, raid=progress)
-        if isinstance(cmd, p.RaidEnd):
-            raid_id = await s.raids.active_raid_id(ctx.chat)
+        if isinstance(cmd, p.RaidEnd):  # a partner chat's moderators do not end the raid of a linked chat
+            raid_id = await s.raids.active_raid_id(ctx.chat, partners=False)
             if cmd.cancel:
                 await s.raids.end(raid_id, status="cancelled", reason="cancelled by a moderator",
                                   cause="cancelled_by_moderator")
@@ -272,6 +277,8 @@ class CommandService:
             raid_id = await s.raids.active_raid_id(ctx.chat)
             progress = await s.raids.progress(raid_id)
             return Reply(raid_view(progress), raid=progress)
+        if isinstance(cmd, p.CommunityLink | p.CommunityJoin | p.CommunityChats | p.CommunityUnlink):
+            return await self._partners(ctx, cmd)
         community_id = await self._community(ctx)
         if isinstance(cmd, p.Unlock):
             released = await s.locks.unlock(community_id, "unlocked by a moderator", channel=ctx.chat.channel_key)
@@ -432,6 +439,36 @@ class CommandService:
         return _say(_("Linked: your accounts ({platforms}) are one member now, with one score, one X handle and "
                       "one place on each board.").format(platforms=", ".join(outcome.platforms)), ephemeral=True)
 
+    async def _partners(
+        self, ctx: ChatContext, cmd: p.CommunityLink | p.CommunityJoin | p.CommunityChats | p.CommunityUnlink
+    ) -> Reply:
+        """Linking this chat with another one (core/partners.py): raids started with `partners` run in both."""
+        service = self.s.partners
+        if isinstance(cmd, p.CommunityLink):
+            issued = await service.issue(ctx.chat)
+            text = _("Chat link code: {code}\nWithin {minutes} minutes, a moderator of the other chat (on Telegram "
+                     "or Discord) sends /community join {code} there. Raids started with partners then run in both "
+                     "chats. Keep the code among moderators.").format(code=issued.code,
+                                                                       minutes=partners.CODE_TTL.seconds // 60)
+            return Reply(info_view(text), ephemeral=True, private=True, extra={
+                "sent_privately": info_view(_("I sent you the chat link code in our private chat.")),
+                "not_sent_privately": info_view(_("I can't write to you privately yet: open a private chat with me, "
+                                                  "press Start and send /community link here again.")),
+            })
+        if isinstance(cmd, p.CommunityJoin):
+            linked = await service.join(ctx.chat, cmd.code)
+            return _say(_("Linked with {chat}. Raids started in either chat with partners run in both.").format(
+                chat=linked.shown))
+        if isinstance(cmd, p.CommunityChats):
+            found = await service.chats(ctx.chat)
+            if not found:
+                return _say(_("This chat is not linked with another chat. Link one with /community link."),
+                            ephemeral=True)
+            return _say(_("Chats linked with this one:") + "\n" + "\n".join(f"#{c.link_id} {c.shown}" for c in found)
+                        + "\n" + _("Remove a link with /community unlink <id>."), ephemeral=True)
+        done = await service.unlink(ctx.chat, cmd.link_id)
+        return _say((_("Link #{id} removed.") if done else _("This chat has no link #{id}.")).format(id=cmd.link_id))
+
     async def _member_merge(self, ctx: ChatContext, community_id: int, cmd: p.MemberMerge) -> Reply:
         s = self.s
         actor = await self._member_id(ctx)
@@ -554,17 +591,20 @@ class CommandService:
 
         await self.s.db.write(op)
 
-    async def _raid_in_chat(self, raid_id: int, chat: ChatRef) -> bool:
-        """A raid's buttons act only in the chat the raid runs in (an unknown raid answers for itself):
-        its community, and on Discord its channel."""
+    async def _raid_in_chat(self, raid_id: int, chat: ChatRef) -> str | None:
+        """A raid's buttons act only in the chats the raid runs in: "own" for its own chat (its community,
+        and on Discord its channel; an unknown raid answers for itself), "partner" for a linked chat it
+        is posted in too (core/partners.py), None for any other chat."""
         async def op(sess):  # type: ignore[no-untyped-def]
-            return (await sess.execute(
+            where = (await sess.execute(
                 select(Community.platform, Community.external_id, Raid.channel_id)
                 .join(Raid, Raid.community_id == Community.id)
                 .where(Raid.id == raid_id))).first()
+            if where is None or tuple(where) == (chat.platform, chat.external_id, chat.channel_key):
+                return "own"
+            return "partner" if await partners.is_partner_chat(sess, raid_id, chat) else None
 
-        where = await self.s.db.read(op)
-        return where is None or tuple(where) == (chat.platform, chat.external_id, chat.channel_key)
+        return await self.s.db.read(op)
 
     async def _member_id(self, ctx: ChatContext) -> int:
         now = self.s.clock.now()
@@ -587,6 +627,12 @@ class CommandService:
         if raid_id is None:
             raise RaidNotFound(_("No raid has run here yet. Try /leaderboard week."))
         return raid_id
+
+
+def _moderator_flag(ctx: ChatContext, partner: bool) -> bool | None:
+    """What a join records about the member's moderator role in the raid's community: the platform's
+    word in the raid's own chat; nothing from a partner chat (a moderator there is not one here)."""
+    return None if partner else ctx.platform_moderator
 
 
 def _setting(value: object) -> str:

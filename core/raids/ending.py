@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import outbox
+from core import outbox, partners
 from core.errors import RaidNotFound
 from core.events import LockReleased, ReportChanged
 from core.events import RaidEnded as RaidEndedEvent
@@ -37,7 +37,7 @@ class EndingMixin(MetricsMixin):
         ran out, a cancel is a moderator's, and any other end before the deadline is someone's choice."""
         now = self.clock.now()
 
-        async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any]]]]:
+        async def op(s: AsyncSession) -> tuple[str | None, list[tuple[int, dict[str, Any], int]]]:
             raid = await s.get(Raid, raid_id)
             if raid is None:
                 raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
@@ -54,7 +54,7 @@ class EndingMixin(MetricsMixin):
 
     async def _end_in_tx(
         self, s: AsyncSession, raid_id: int, status: str, reason: str, now: datetime, cause: str
-    ) -> list[tuple[int, dict[str, Any]]] | None:
+    ) -> list[tuple[int, dict[str, Any], int]] | None:
         won = await s.scalar(
             update(Raid)
             .where(Raid.id == raid_id, Raid.status == "active")
@@ -71,6 +71,8 @@ class EndingMixin(MetricsMixin):
         )
         community_id, pinned = (await s.execute(select(Raid.community_id, Raid.pin_post).where(Raid.id == raid_id))).one()
         await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
+        for row_id, partner in await partners.raid_chats_in_tx(s, raid_id):  # one report in each partner chat
+            await outbox.enqueue(s, "report", outbox.partner_report_key(raid_id, row_id), partner, raid_id, now)
         if pinned:  # undone like a post is made: at least once, retried by the sweep until the chat took it
             await outbox.enqueue(s, "unpin", outbox.unpin_key(raid_id), community_id, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
@@ -86,15 +88,16 @@ class EndingMixin(MetricsMixin):
                 update(ChatLock)
                 .where(ChatLock.raid_id == raid_id, ChatLock.released_at.is_(None), ChatLock.release_requested_at.is_(None))
                 .values(release_requested_at=now, release_reason="raid_ended")
-                .returning(ChatLock.id, ChatLock.saved_permissions)
+                .returning(ChatLock.id, ChatLock.saved_permissions, ChatLock.community_id)
             )
         ).all()
-        return [(r[0], r[1]) for r in released]
+        # each lock with its own community: a partner chat's lock (core/partners.py) is of another one
+        return [(r[0], r[1], r[2]) for r in released]
 
-    async def _after_end(self, raid_id: int, status: str, locks: list[tuple[int, dict[str, Any]]]) -> None:
+    async def _after_end(self, raid_id: int, status: str, locks: list[tuple[int, dict[str, Any], int]]) -> None:
         community_id = await self._community_of(raid_id)
-        for lock_id, saved in locks:
-            await self.bus.publish(LockReleased(lock_id, community_id, saved, "raid_ended"))
+        for lock_id, saved, locked_community in locks:
+            await self.bus.publish(LockReleased(lock_id, locked_community, saved, "raid_ended"))
         await self.bus.publish(RaidEndedEvent(raid_id, community_id, status))
 
     async def end_overdue(self) -> list[int]:
@@ -166,6 +169,8 @@ class EndingMixin(MetricsMixin):
             report = await self._build_report(s, raid_id)
             await s.execute(update(RaidReport).where(RaidReport.raid_id == raid_id).values(report=report))
             await outbox.mark_stale(s, outbox.report_key(raid_id), now)
+            for row_id, _partner in await partners.raid_chats_in_tx(s, raid_id):
+                await outbox.mark_stale(s, outbox.partner_report_key(raid_id, row_id), now)
             return report, await s.scalar(select(Raid.community_id).where(Raid.id == raid_id))
 
         done = await self.db.write(op)

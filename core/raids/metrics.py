@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import partners as _partners
 from core.badges import with_badges
 from core.directory import ChatRef
 from core.errors import NoActiveRaid, RaidNotFound
@@ -97,7 +98,12 @@ class MetricsMixin(RaidsBase):
         ids = await self.db.read(op)
         return [await self.progress(i, top=3) for i in ids]
 
-    async def active_raid_id(self, chat: ChatRef) -> int:
+    async def active_raid_id(self, chat: ChatRef, *, partners: bool = True) -> int:
+        """The chat's own active raid, else (with `partners`) the active raid of a linked chat it takes part in."""
+        return (await self.active_raid(chat, partners=partners))[0]
+
+    async def active_raid(self, chat: ChatRef, *, partners: bool = True) -> tuple[int, bool]:
+        """(raid id, whether it is a linked chat's raid this chat takes part in as a partner chat)."""
         async def op(s: AsyncSession) -> int | None:
             return await s.scalar(
                 select(Raid.id)
@@ -113,10 +119,13 @@ class MetricsMixin(RaidsBase):
             )
 
         raid_id = await self.db.read(op)
-        if raid_id is None:
-            raise NoActiveRaid(_("There is no active raid here right now."))
-        return raid_id
-
+        if raid_id is not None:
+            return raid_id, False
+        if partners:
+            raid_id = await self.db.read(lambda s: _partners.active_partner_raid(s, chat))
+            if raid_id is not None:
+                return raid_id, True
+        raise NoActiveRaid(_("There is no active raid here right now."))
 
     async def snapshot(self, raid_id: int) -> bool:
         """Record a metrics snapshot of an active raid (once per second at most, whoever asks)."""

@@ -64,6 +64,8 @@ class RaidSpec:
     # Telegram: the forum topic the raid was started in (its posts, replies and lock stay there).
     thread: str | None = None
     in_thread: bool = False  # Discord: the raid runs in a new thread of the channel it was started in
+    # Posted in every chat linked to this one (core/partners.py) too; None: the community's `partners` setting.
+    partners: bool | None = None
 
 
 @dataclass(frozen=True)

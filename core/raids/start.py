@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import outbox
+from core import outbox, partners
 from core.config import RaidsConfig
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, member_uuid
 from core.errors import RaidAlreadyActive, ValidationError
@@ -41,7 +41,7 @@ class StartMixin(EndingMixin):
                                     "with thread, not both."), field="thread")
         now = self.clock.now()
 
-        async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any]]]]:
+        async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any], int]]]:
             community_id = await ensure_community(s, chat, now)
             settings_json = await s.scalar(select(Community.settings).where(Community.id == community_id))
             cfg = community_raid_settings(self.settings, settings_json)
@@ -103,7 +103,10 @@ class StartMixin(EndingMixin):
             raid.session_id = session.id
             s.add(SessionActivity(session_id=session.id, activity_type="created", at=now, data={"raidId": raid.id}))
             await outbox.enqueue(s, "raid", outbox.raid_key(raid.id), community_id, raid.id, now)
-            locks: list[tuple[int, dict[str, Any]]] = []
+            if cfg.partners if spec.partners is None else spec.partners:  # owed to each partner chat as well
+                for row_id, partner in await partners.add_raid_chats(s, raid.id, community_id, chat.channel_key):
+                    await outbox.enqueue(s, "raid", outbox.partner_raid_key(raid.id, row_id), partner, raid.id, now)
+            locks: list[tuple[int, dict[str, Any], int]] = []
             for old in replaced:
                 locks += await self._end_in_tx(s, old, "cancelled", "replaced by a new raid", now, "replaced")
             return raid.id, replaced, locks

@@ -465,5 +465,5 @@ class AuditEntry(Base):
 
 
 # Tables of the X-API verification (handle proofs, claim checks, sweeps, read budgets), the points ledger,
-# the outbox of chat posts and the account-link codes.
-from . import ledger_models, link_models, outbox_models, verification_models  # noqa: E402,F401
+# the outbox of chat posts, the account-link codes and the partner-chat links.
+from . import ledger_models, link_models, outbox_models, partner_models, verification_models  # noqa: E402,F401
