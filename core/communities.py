@@ -6,7 +6,8 @@ server. The Discord adapter knows it: the first time it sees a channel (a comman
 server's channel list when the gateway connects) it calls `adopt_channels`, which moves everything
 of `channel:<id>` into the server's community, in one transaction per channel:
 
-- raids, points ledger, schedules, chat locks, outbox posts, audit log and sessions change owner;
+- raids, points ledger, schedules, chat locks, outbox posts, partner links, audit log and sessions
+  change owner;
 - cached score tables (member_scores, member_score_slices) are added up, row by row, so every board
   still equals the ledger's sums; closed windows' winners that the merge changes are recomputed;
 - bans, earned badges and what the community knows of members (moderator, exclusion) are united;
@@ -48,11 +49,12 @@ from core.storage.models import (
     ScheduledAnnouncement,
 )
 from core.storage.outbox_models import ChatPost
+from core.storage.partner_models import ChatLink, ChatLinkCode, RaidChat
 
 log = logging.getLogger(__name__)
 
 # Rows that only change owner.
-_MOVED = (Raid, PointsEntry, ScheduledAnnouncement, ChatLock, ChatPost, AuditEntry)
+_MOVED = (Raid, PointsEntry, ScheduledAnnouncement, ChatLock, ChatPost, AuditEntry, ChatLink, ChatLinkCode, RaidChat)
 
 
 
@@ -107,6 +109,7 @@ async def _merge(s: AsyncSession, src: int, dst: int, server_name: str) -> None:
     """Everything of community `src` into `dst`, in the caller's transaction; `src` is deleted."""
     for model in _MOVED:
         await s.execute(update(model).where(model.community_id == src).values(community_id=dst))
+    await s.execute(update(ChatLink).where(ChatLink.partner_community_id == src).values(partner_community_id=dst))
     await s.execute(update(NubiSession).where(NubiSession.community_id == src)
                     .values(community_id=dst, community=server_name))
 
