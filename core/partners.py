@@ -14,36 +14,25 @@ its bans apply, and the partner platform's word on who moderates is not written 
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
+from core.codes import CODE_TTL, Issued, code_hash, new_code, normalize, shown
 from core.directory import ChatRef, ensure_community
 from core.errors import Conflict, NotFound, ValidationError
 from core.i18n import _
-from core.member_links.service import ALPHABET, CODE_LENGTH, normalize, shown
 from core.storage.db import Database
 from core.storage.models import Community, Raid
 from core.storage.partner_models import ChatLink, ChatLinkCode, RaidChat
 from core.storage.upsert import insert
 
-CODE_TTL = timedelta(minutes=10)
-
 
 class ChatLinkRefused(Conflict):
     code = "CHAT_LINK_REFUSED"
-
-
-@dataclass(frozen=True)
-class IssuedChatCode:
-    code: str  # shown as XXXX-XXXX
-    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -68,10 +57,6 @@ class RaidChatRef:
     community_id: int
     chat: ChatRef
     progress_ref: dict[str, Any] | None
-
-
-def _hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 async def linked_chats(s: AsyncSession, community_id: int, channel: str) -> list[tuple[int, str]]:
@@ -124,10 +109,10 @@ class PartnerService:
         self.db = db
         self.clock = clock
 
-    async def issue(self, chat: ChatRef) -> IssuedChatCode:
+    async def issue(self, chat: ChatRef) -> Issued:
         """A one-time code that links another chat to this one."""
         now = self.clock.now()
-        code = "".join(secrets.choice(ALPHABET) for _i in range(CODE_LENGTH))
+        code = new_code()
 
         async def op(s: AsyncSession) -> None:
             community_id = await ensure_community(s, chat, now)
@@ -135,11 +120,11 @@ class PartnerService:
                 and_(ChatLinkCode.community_id == community_id, ChatLinkCode.channel_id == chat.channel_key,
                      ChatLinkCode.used_at.is_(None)),
                 ChatLinkCode.expires_at < now - CODE_TTL)))
-            s.add(ChatLinkCode(code_hash=_hash(code), community_id=community_id, channel_id=chat.channel_key,
+            s.add(ChatLinkCode(code_hash=code_hash(code), community_id=community_id, channel_id=chat.channel_key,
                                created_at=now, expires_at=now + CODE_TTL))
 
         await self.db.write(op)
-        return IssuedChatCode(shown(code), now + CODE_TTL)
+        return Issued(shown(code), now + CODE_TTL)
 
     async def join(self, chat: ChatRef, code: str) -> PartnerChat:
         """Link this chat with the chat that asked for `code`. Returns that chat, as linked here."""
@@ -152,12 +137,12 @@ class PartnerService:
         async def op(s: AsyncSession) -> PartnerChat:
             won = (await s.execute(
                 update(ChatLinkCode)
-                .where(ChatLinkCode.code_hash == _hash(norm), ChatLinkCode.used_at.is_(None),
+                .where(ChatLinkCode.code_hash == code_hash(norm), ChatLinkCode.used_at.is_(None),
                        ChatLinkCode.expires_at > now)
                 .values(used_at=now)
                 .returning(ChatLinkCode.community_id, ChatLinkCode.channel_id))).first()
             if won is None:
-                used = await s.scalar(select(ChatLinkCode.used_at).where(ChatLinkCode.code_hash == _hash(norm)))
+                used = await s.scalar(select(ChatLinkCode.used_at).where(ChatLinkCode.code_hash == code_hash(norm)))
                 if used is not None:
                     raise ChatLinkRefused(_("That code has been used already. Ask for a new one with /community link."))
                 raise NotFound(_("I don't know that code, or it has expired (codes last {minutes} minutes). Ask for "

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from core import access, partners
 from core.badges import MEDAL
+from core.codes import CODE_TTL
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGE_NAMES, N_, _, ngettext, use_language
-from core.member_links.service import CODE_TTL
 from core.raids.model import RaidProgress, RaidSpec, action_word
 from core.storage.models import Community, Raid
 from core.targets import Mention, resolve_target

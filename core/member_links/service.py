@@ -18,11 +18,8 @@ Refused, and remembered for a moderator:
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
@@ -30,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from core.clock import Clock
+from core.codes import CODE_TTL, Issued, code_hash, new_code, normalize, shown
 from core.directory import MemberRef, ensure_member
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.i18n import _
@@ -42,11 +40,7 @@ from core.targets import member_by_identity
 
 from .merge import merge_members
 
-CODE_TTL = timedelta(minutes=10)
 APPROVAL_TTL = timedelta(days=7)
-ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed without doubt
-CODE_LENGTH = 8
-_CODE = re.compile(f"[{ALPHABET}]{{{CODE_LENGTH}}}")
 
 
 class UnknownCode(NotFound):
@@ -63,12 +57,6 @@ class UsedCode(Conflict):
 
 class LinkRefused(Conflict):
     code = "LINK_REFUSED"
-
-
-@dataclass(frozen=True)
-class Issued:
-    code: str  # shown as XXXX-XXXX
-    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -91,18 +79,6 @@ class Outcome:
         return not self.refused_in
 
 
-def normalize(code: str) -> str | None:
-    """The code as stored, or None if it cannot be one: case, spaces and dashes do not matter."""
-    c = re.sub(r"[\s-]", "", code or "").upper()
-    return c if _CODE.fullmatch(c) else None
-
-
-def shown(code: str) -> str:
-    return f"{code[:4]}-{code[4:]}"
-
-
-def _hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 async def shared_communities(s: AsyncSession, a: int, b: int) -> list[Shared]:
@@ -151,7 +127,7 @@ class MemberLinkService:
 
     async def issue(self, who: MemberRef) -> Issued:
         now = self.clock.now()
-        code = "".join(secrets.choice(ALPHABET) for _i in range(CODE_LENGTH))
+        code = new_code()
 
         async def op(s: AsyncSession) -> None:
             await ensure_member(s, who, now)
@@ -159,7 +135,7 @@ class MemberLinkService:
                 or_(and_(LinkCode.platform == who.platform, LinkCode.external_id == who.external_id,
                          LinkCode.used_at.is_(None)),
                     LinkCode.created_at < now - APPROVAL_TTL - CODE_TTL)))
-            s.add(LinkCode(code_hash=_hash(code), platform=who.platform, external_id=who.external_id,
+            s.add(LinkCode(code_hash=code_hash(code), platform=who.platform, external_id=who.external_id,
                            created_at=now, expires_at=now + CODE_TTL))
 
         await self.db.write(op)
@@ -175,11 +151,11 @@ class MemberLinkService:
         async def op(s: AsyncSession) -> tuple[Outcome, set[int]]:
             won = (await s.execute(
                 update(LinkCode)
-                .where(LinkCode.code_hash == _hash(norm), LinkCode.used_at.is_(None), LinkCode.expires_at > now)
+                .where(LinkCode.code_hash == code_hash(norm), LinkCode.used_at.is_(None), LinkCode.expires_at > now)
                 .values(used_at=now, redeemer_platform=who.platform, redeemer_external_id=who.external_id)
                 .returning(LinkCode.id, LinkCode.platform, LinkCode.external_id))).first()
             if won is None:
-                found = (await s.execute(select(LinkCode.used_at).where(LinkCode.code_hash == _hash(norm)))).first()
+                found = (await s.execute(select(LinkCode.used_at).where(LinkCode.code_hash == code_hash(norm)))).first()
                 if found is None:
                     raise UnknownCode(_("I don't know that code. Ask for a new one with /link account."))
                 if found.used_at is not None:
