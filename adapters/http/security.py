@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +38,8 @@ from core.storage.rls import community_scope
 from .errors import error_response
 
 Forbidden = PermissionDenied  # the names the routes raise
-__all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard", "caller", "authorize_community"]
+__all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard", "caller", "authorize_community",
+           "across_communities"]
 
 # Reachable without an API key: the page and its files, the API docs, health, and the Telegram webhook
 # (which checks Telegram's secret token itself). Exact paths: nothing below them is public.
@@ -180,6 +183,15 @@ class Guard:
                 return NO_COMMUNITY if reading else None
             self._community_ids[who.community] = found  # ids are never reused: stale, it hides rows only
         return found
+
+
+@contextmanager
+def across_communities() -> Iterator[None]:
+    """Work that spans two communities by design, for a caller already authorized for its own: reading a
+    raid's partner chats, linking two chats, merging two members. It runs as the chat adapters run the
+    same commands, outside the row-level scope (which would hide the partner community's rows)."""
+    with community_scope(None):
+        yield
 
 
 def caller(request: Request) -> Caller:
