@@ -329,3 +329,57 @@ async def test_member_merge_over_rest_and_mcp_keeps_every_point_and_is_audited(
           403, "FORBIDDEN")
     board = (await api.get(f"/api/communities/{a}/leaderboard", headers=as_(A_KEY))).json()["entries"]
     assert sorted(e["memberId"] for e in board) == sorted([ids["alice"], ids["carol"]])
+
+
+# -- a community's own key under row-level security ---------------------------------------------------
+
+
+@pytest.fixture
+async def rls_services(request: pytest.FixtureRequest) -> AsyncIterator[Services]:
+    from core.config import Settings
+    from core.events import EventBus
+    from core.storage.db import Database
+    from tests.test_rls import _database
+
+    _owner, app_url = await _database(request)
+    settings = Settings(http={"api_keys": [{"key": A_KEY, "community": "telegram:-100201"}]})
+    svc = Services(Database(app_url, row_level_security=True), FakeClock(), settings, EventBus())
+    try:
+        yield svc
+    finally:
+        await svc.db.dispose()
+
+
+async def test_a_community_key_links_raids_and_merges_under_row_level_security(rls_services: Services) -> None:
+    """The partner is another community, whose rows the key's row scope hides: linking, a raid's partner
+    chats and a merge still work for the community's own key, as they do for its moderators in chat."""
+    svc = rls_services
+    a, _b = await communities(svc, A, B)
+    code = (await svc.partners.issue(B)).code
+    transport = httpx.ASGITransport(app=create_app(svc))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=as_(A_KEY)) as api:
+        linked = await api.post(f"/api/communities/{a}/chat-links", json={"code": code})
+        assert linked.status_code == 201, linked.text
+        partner = {"platform": "telegram", "id": B.external_id, "title": B.title, "channel": None}
+        assert linked.json()["partner"] == partner
+        assert [x["partner"] for x in (await api.get(f"/api/communities/{a}/chat-links")).json()["links"]] == [partner]
+        started = await api.post("/api/raids", json={"community": CHAT_A, "targetUrl": URL, "partners": True})
+        assert started.status_code == 201, started.text
+        assert started.json()["partnerChats"] == [{**partner, "posted": False}]
+        assert [c.chat.external_id for c in await svc.partners.raid_chats(started.json()["id"])] == [B.external_id]
+
+        first, second = MemberRef("telegram", "501", "alice"), MemberRef("discord", "601", "bob")
+        raid_id = started.json()["id"]
+        for who in (first, second):
+            await svc.raids.join(raid_id, who)
+            await svc.raids.claim(raid_id, who, "like")
+        await refused_pair(svc, first, second)
+        total = sum(r.points for r in await ledger_rows(svc, a))
+        ids = [(await svc.raids.join(raid_id, who)).member_id for who in (first, second)]
+        merged = await api.post(f"/api/communities/{a}/member-merges", json={"first": ids[0], "second": ids[1]})
+        assert merged.status_code == 200, merged.text
+        assert merged.json()["platforms"] == ["telegram", "discord"]
+        assert sum(r.points for r in await ledger_rows(svc, a)) == total
+        unlinked = await api.delete(f"/api/communities/{a}/chat-links/{linked.json()['id']}")
+        assert unlinked.status_code == 204, unlinked.text
+        assert await svc.partners.chats(B) == []

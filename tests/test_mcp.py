@@ -31,7 +31,8 @@ from core.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"start_raid", "join_raid", "claim_action", "revoke_claim", "get_raid", "get_leaderboard",
-         "get_member_context", "get_community_settings", "update_community_settings"}
+         "get_member_context", "get_community_settings", "update_community_settings", "list_chat_links",
+         "create_chat_link_code", "link_chats", "unlink_chat", "merge_members", "get_member_accounts"}
 URL = "https://twitter.com/nubi/status/42?s=20"
 ALICE = {"platform": "telegram", "id": "1001", "name": "alice", "username": "alice"}
 BOB = {"platform": "telegram", "id": "1002", "name": "bob"}
