@@ -103,6 +103,9 @@ async def test_link_code_redeem_list_and_unlink_over_rest(services: Services, ap
           400, "VALIDATION_ERROR", "extra")
     error(await api.post(links, json={"code": code, "channel": "9101"}, headers=as_(A_KEY)), 403, "FORBIDDEN")
     error(await api.post(f"/api/communities/{a}/chat-link-codes", headers=as_(OTHER_KEY)), 403, "FORBIDDEN")
+    for command in ("/community link", f"/community join {code}", "/community chats"):  # nor a chat member
+        reply = await services.commands.handle_text(ChatContext(SERVER, MemberRef("discord", "77", "m")), command)
+        assert reply is not None and reply.text == "Sorry, only moderators can do that here.", command
     error(await api.post("/api/communities/999999/chat-links", json={"code": code}, headers=as_(ADMIN)),
           404, "NOT_FOUND")
     assert await link_rows(services) == []
@@ -200,11 +203,11 @@ async def test_a_partner_raid_over_rest_and_mcp_shows_its_partner_chats(
     # the adapter posts in the partner group through the outbox; the raid then shows that post went up
     await tg_fake.wait_for_calls("sendMessage", chat_id=int(B.external_id))
 
-    async def posted() -> bool:
-        got = (await api.get(f"/api/raids/{raid['id']}", headers=as_(A_KEY))).json()
+    async def posted(raid_id: int) -> bool:
+        got = (await api.get(f"/api/raids/{raid_id}", headers=as_(A_KEY))).json()
         return bool(got["partnerChats"] and got["partnerChats"][0]["posted"])
 
-    await until_true(posted, "the partner post is marked as posted")
+    await until_true(lambda: posted(raid["id"]), "the partner post is marked as posted")
     listed = (await api.get("/api/raids", headers=as_(A_KEY))).json()["raids"]
     assert [(r["id"], r["partnerChats"]) for r in listed] == [(raid["id"], [{**partner, "posted": True}])]
 
@@ -215,6 +218,7 @@ async def test_a_partner_raid_over_rest_and_mcp_shows_its_partner_chats(
         args = {"chat_platform": "telegram", "chat_id": A.external_id, "url": URL, "replace": True}
         by_mcp = await ok(s, "start_raid", **args, partners=True)
         assert chats(by_mcp) == [partner]
+        await until_true(lambda: posted(by_mcp["id"]), "the partner post of the MCP raid is marked as posted")
         rest_view = (await api.get(f"/api/raids/{by_mcp['id']}", headers=as_(A_KEY))).json()
         assert rest_view["partnerChats"] == (await ok(s, "get_raid", raid_id=by_mcp["id"]))["partnerChats"]
         assert (await ok(s, "start_raid", **args, partners=False))["partnerChats"] == []
