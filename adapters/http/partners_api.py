@@ -1,11 +1,12 @@
 """Partner chats and member merges over REST: `/community link|join|chats|unlink` and `/member merge`.
 
 The same core services as the chat commands (core/operators.py maps a community id onto them), behind the
-same access rule: the moderator commands of a community are for its own keys and admin keys
-(`authorize_community`, core/access.py). Linking and merging span two communities by design, so after
-that check they run outside the row-level scope, as the chat adapters run them (`across_communities`).
-Refusals answer the documented error shape and change nothing. `/link account` has no route: it is a
-member's own act, proven by holding both accounts (docs/members.md).
+same access rule: a community's moderator commands are for its own keys and admin keys
+(`authorize_moderation` asks `access.may_moderate`, as chat does); a member's platforms are read like a
+board. Linking and merging span two communities by design, so after that check they run outside the
+row-level scope, as the chat adapters run them (`across_communities`). Refusals answer the documented
+error shape and change nothing. `/link account` has no route: it is a member's own act, proven by
+holding both accounts (docs/members.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core import operators
 from core.services import Services
 
 from .schemas import MAX_DB_ID, Body, DbId, Model
-from .security import across_communities, authorize_community
+from .security import across_communities, authorize_community, authorize_moderation
 
 router = APIRouter()
 PARTNERS = "partners and members"
@@ -91,7 +92,7 @@ def _svc(request: Request) -> Services:
 @router.get("/api/communities/{community_id}/chat-links", response_model=ChatLinkList, tags=[PARTNERS],
             summary="The chats linked with this community's chats (a raid started with `partners` runs in both)")
 async def list_chat_links(request: Request, community_id: DbId) -> dict[str, Any]:
-    await authorize_community(request, community_id)
+    await authorize_moderation(request, community_id)
     with across_communities():
         return await operators.links(_svc(request), community_id)
 
@@ -99,14 +100,14 @@ async def list_chat_links(request: Request, community_id: DbId) -> dict[str, Any
 @router.post("/api/communities/{community_id}/chat-link-codes", status_code=201, response_model=LinkCodeOut,
              tags=[PARTNERS], summary="A one-time code that links another chat with this one (10 minutes)")
 async def create_chat_link_code(request: Request, community_id: DbId, body: ChannelIn | None = None) -> dict[str, Any]:
-    await authorize_community(request, community_id)
+    await authorize_moderation(request, community_id)
     return await operators.issue_code(_svc(request), community_id, (body or ChannelIn()).channel)
 
 
 @router.post("/api/communities/{community_id}/chat-links", status_code=201, response_model=ChatLinkOut,
              tags=[PARTNERS], summary="Redeem another chat's code: link that chat with this one (both ways)")
 async def link_chat(request: Request, community_id: DbId, body: RedeemIn) -> dict[str, Any]:
-    await authorize_community(request, community_id)
+    await authorize_moderation(request, community_id)
     with across_communities():
         return await operators.link(_svc(request), community_id, body.code, body.channel)
 
@@ -114,7 +115,7 @@ async def link_chat(request: Request, community_id: DbId, body: RedeemIn) -> dic
 @router.delete("/api/communities/{community_id}/chat-links/{link_id}", status_code=204, tags=[PARTNERS],
                summary="Remove a chat link (both directions)")
 async def unlink_chat(request: Request, community_id: DbId, link_id: DbId) -> Response:
-    await authorize_community(request, community_id)
+    await authorize_moderation(request, community_id)
     with across_communities():
         await operators.unlink(_svc(request), community_id, link_id)
     return Response(status_code=204)
@@ -124,7 +125,7 @@ async def unlink_chat(request: Request, community_id: DbId, link_id: DbId) -> Re
              summary="Approve a refused account link: two members who both hold points here become one "
                      "(every point kept, audited)")
 async def merge_members(request: Request, community_id: DbId, body: MergeIn) -> dict[str, Any]:
-    await authorize_community(request, community_id)
+    await authorize_moderation(request, community_id)
     with across_communities():
         return await operators.merge(_svc(request), community_id, body.first, body.second)
 
