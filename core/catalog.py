@@ -1,4 +1,5 @@
-"""Read-only lookups for API adapters: communities, the raid behind a session, a claim's community, bans.
+"""Read-only lookups for API adapters: communities, the raid behind a session, a claim's community, bans,
+a community's chat links and a raid's partner chats (core/partners.py writes them).
 
 The services act on ids; a REST or MCP client first has to find those ids (and the API has to know
 which community a claim or a raid session belongs to before it lets a scoped key touch it).
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.directory import LEGACY_CHANNEL
 from core.storage.db import Database
 from core.storage.models import Ban, Community, Member, Raid, RaidAction
+from core.storage.partner_models import ChatLink, RaidChat
 
 
 def _community(row: Community) -> dict[str, Any]:
@@ -126,3 +128,53 @@ async def bans(db: Database, community_id: int) -> list[dict[str, Any]]:
         ]
 
     return await db.read(op)
+
+
+def _chat(platform: str, external_id: str, title: str | None, channel: str) -> dict[str, Any]:
+    return {"platform": platform, "id": external_id, "title": title, "channel": channel or None}
+
+
+async def partner_chats(db: Database, raid_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each raid's partner chats (core/partners.py), in the order they were added: where it is posted
+    besides its own chat, and whether that post went up yet. One read for a page of raids."""
+    if not raid_ids:
+        return {}
+
+    async def op(s: AsyncSession) -> dict[int, list[dict[str, Any]]]:
+        rows = (await s.execute(
+            select(RaidChat.raid_id, RaidChat.channel_id, RaidChat.progress_ref, Community.platform,
+                   Community.external_id, Community.title)
+            .join(Community, Community.id == RaidChat.community_id)
+            .where(RaidChat.raid_id.in_(set(raid_ids))).order_by(RaidChat.id))).all()
+        found: dict[int, list[dict[str, Any]]] = {r: [] for r in raid_ids}
+        for r in rows:
+            found[r.raid_id].append({**_chat(r.platform, r.external_id, r.title, r.channel_id),
+                                     "posted": r.progress_ref is not None})
+        return found
+
+    return await db.read(op)
+
+
+async def chat_links(db: Database, community_id: int, *, link_id: int | None = None) -> list[dict[str, Any]]:
+    """A community's links to other chats (one row per link of each of its chats), as `/community chats`
+    lists them per chat: the link's number, the chat of this community it belongs to, and the partner."""
+    partner = Community.__table__.alias("partner")
+
+    async def op(s: AsyncSession) -> list[dict[str, Any]]:
+        q = (select(ChatLink.id, ChatLink.channel_id, ChatLink.partner_channel_id, ChatLink.created_at,
+                    partner.c.platform, partner.c.external_id, partner.c.title)
+             .join(partner, partner.c.id == ChatLink.partner_community_id)
+             .where(ChatLink.community_id == community_id).order_by(ChatLink.id))
+        if link_id is not None:
+            q = q.where(ChatLink.id == link_id)
+        return [{"id": r.id, "channel": r.channel_id or None, "createdAt": r.created_at.isoformat(),
+                 "partner": _chat(r.platform, r.external_id, r.title, r.partner_channel_id)}
+                for r in (await s.execute(q)).all()]
+
+    return await db.read(op)
+
+
+async def raid_dicts(db: Database, raids: list[Any]) -> list[dict[str, Any]]:
+    """Raids (RaidProgress) as REST and MCP show them: `as_dict()` plus `partnerChats`."""
+    chats = await partner_chats(db, [p.id for p in raids])
+    return [{**p.as_dict(), "partnerChats": chats.get(p.id, [])} for p in raids]

@@ -109,6 +109,12 @@ CLASSES: dict[str, str] = {
     "GET /api/communities/{community_id}/bans": "community",
     "POST /api/communities/{community_id}/bans": "community",
     "DELETE /api/communities/{community_id}/bans/{member_id}": "community",
+    "GET /api/communities/{community_id}/chat-links": "community",
+    "POST /api/communities/{community_id}/chat-link-codes": "community",
+    "POST /api/communities/{community_id}/chat-links": "community",
+    "DELETE /api/communities/{community_id}/chat-links/{link_id}": "community",
+    "POST /api/communities/{community_id}/member-merges": "community",
+    "GET /api/communities/{community_id}/members/{member_id}/accounts": "community",
     "GET /api/context/members/{member_id}": "admin",
     "GET /api/context/sessions/{session_id}": "admin",
     "POST /api/realtime/token": "community",
@@ -126,6 +132,8 @@ CLASSES: dict[str, str] = {
     "MCP tool get_raid": "admin", "MCP tool get_leaderboard": "admin", "MCP tool get_member_context": "admin",
     "MCP tool revoke_claim": "admin", "MCP tool get_community_settings": "admin",
     "MCP tool update_community_settings": "admin",
+    "MCP tool list_chat_links": "admin", "MCP tool create_chat_link_code": "admin", "MCP tool link_chats": "admin",
+    "MCP tool unlink_chat": "admin", "MCP tool merge_members": "admin", "MCP tool get_member_accounts": "admin",
     "MCP resource nubi://raids/active": "admin", "MCP resource nubi://raids/{raid_id}": "admin",
 }
 
@@ -155,6 +163,9 @@ def bodies(w: World) -> dict[str, Any]:
         "POST /api/communities/{community_id}/schedules": {"cron": "0 12 * * 1", "window": "week"},
         "POST /api/communities/{community_id}/bans": {"memberId": w.b_member, "reason": "x"},
         "POST /api/realtime/token": {"sessionId": w.b_conversation},
+        "POST /api/communities/{community_id}/chat-link-codes": {},
+        "POST /api/communities/{community_id}/chat-links": {"code": w.link_code},
+        "POST /api/communities/{community_id}/member-merges": {"first": w.b_member, "second": w.b_banned},
     }
 
 
@@ -169,11 +180,14 @@ class World:
     b_member: int
     b_banned: int
     b_schedule: int
+    b_link: int  # B's link with a partner chat
+    link_code: str  # an unused chat link code of that partner chat, which B's moderators could redeem
 
     def path(self, template: str) -> str:
         session = self.b_raid_session if template.startswith("/api/raids/sessions") else self.b_conversation
         return template.format(raid_id=self.b_raid, community_id=self.b_community, session_id=session,
-                               claim_id=self.b_claim, member_id=self.b_banned, schedule_id=self.b_schedule)
+                               claim_id=self.b_claim, member_id=self.b_banned, schedule_id=self.b_schedule,
+                               link_id=self.b_link)
 
     @property
     def secrets(self) -> list[str]:
@@ -242,8 +256,14 @@ async def _populate(svc: Services) -> World:
     await svc.sessions.send_message(conversation.id, "betasecret plans")
     await svc.sessions.create(AGENT, str(uuid.uuid4()), metadata={"userName": "web-own-user"})  # the web key's own
     assert claim.claim_id is not None and claim.verification == "pending"
+    partner = ChatRef("telegram", "-100555", "Partner group")
+    link = await svc.partners.join(B, (await svc.partners.issue(partner)).code)
+    code = (await svc.partners.issue(partner)).code
+    # the raider and the banned member asked to be one member: refused, both sat in B's raid (a merge waits)
+    refused = await svc.member_links.redeem(MemberRef("telegram", "92"), (await svc.member_links.issue(raider)).code)
+    assert not refused.linked
     return World(svc, raid.community_id, raid.id, raid.session_id or "", conversation.id, claim.claim_id,
-                 joined.member_id, banned.member_id, schedule.id)
+                 joined.member_id, banned.member_id, schedule.id, link.link_id, code)
 
 
 # -- enumeration ---------------------------------------------------------------------------------------
@@ -295,6 +315,12 @@ def mcp_call(entry: str, w: World) -> tuple[str, dict[str, Any]]:
         "revoke_claim": {"claim_id": w.b_claim, "reason": "x"},
         "get_community_settings": {"community_id": w.b_community},
         "update_community_settings": {"community_id": w.b_community, "settings": {"max_participants": 50}},
+        "list_chat_links": {"community_id": w.b_community},
+        "create_chat_link_code": {"community_id": w.b_community},
+        "link_chats": {"community_id": w.b_community, "code": w.link_code},
+        "unlink_chat": {"community_id": w.b_community, "link_id": w.b_link},
+        "merge_members": {"community_id": w.b_community, "first": w.b_member, "second": w.b_banned},
+        "get_member_accounts": {"member_id": w.b_member},
     }[name]
     return "tools/call", {"name": name, "arguments": args}
 

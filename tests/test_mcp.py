@@ -31,7 +31,8 @@ from core.storage.db import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"start_raid", "join_raid", "claim_action", "revoke_claim", "get_raid", "get_leaderboard",
-         "get_member_context", "get_community_settings", "update_community_settings"}
+         "get_member_context", "get_community_settings", "update_community_settings", "list_chat_links",
+         "create_chat_link_code", "link_chats", "unlink_chat", "merge_members", "get_member_accounts"}
 URL = "https://twitter.com/nubi/status/42?s=20"
 ALICE = {"platform": "telegram", "id": "1001", "name": "alice", "username": "alice"}
 BOB = {"platform": "telegram", "id": "1002", "name": "bob"}
@@ -147,8 +148,23 @@ async def test_stdio_tools_resources_and_errors(services: Services, clock: FakeC
         with pytest.raises(MCPError, match="Raid 99999 not found"):
             await s.read_resource("nubi://raids/99999")
 
-        # a moderator takes a claim back: scoped to its community, once, audited
+        # partner chats and members, as `/community chats|link` and the boards show them
         cid = raid["communityId"]
+        assert raid["partnerChats"] == [] and progress["partnerChats"] == []
+        assert await ok(s, "list_chat_links", community_id=cid) == {"communityId": cid, "links": []}
+        code = await ok(s, "create_chat_link_code", community_id=cid)
+        assert code["channel"] is None and len(code["code"]) == 9
+        same_chat = await refused(s, "link_chats", community_id=cid, code=code["code"])
+        assert same_chat.structured_content["error"]["details"] == {"field": "code"}  # type: ignore[index]
+        channel = await refused(s, "create_chat_link_code", community_id=cid, channel_id="5")
+        assert channel.structured_content["error"]["details"] == {"field": "channel"}  # type: ignore[index]
+        assert text(await refused(s, "unlink_chat", community_id=cid, link_id=1)) == \
+            "This community has no chat link #1."
+        accounts = await ok(s, "get_member_accounts", member_id=joined["memberId"], community_id=cid)
+        assert accounts == {"communityId": cid, "memberId": joined["memberId"], "name": "alice",
+                            "platforms": ["telegram"]}
+
+        # a moderator takes a claim back: scoped to its community, once, audited
         elsewhere = await refused(s, "revoke_claim", claim_id=claim["claimId"], community_id=cid + 1)
         assert text(elsewhere) == f"There is no claim #{claim['claimId']} here."
         revoked = await ok(s, "revoke_claim", claim_id=claim["claimId"], reason="no like found", community_id=cid)

@@ -63,9 +63,10 @@ def create_app(
         raids_api = None  # type: ignore[assignment]
     if raids_api is not None:
         app.include_router(raids_api.router)
-    from . import settings_api
+    from . import partners_api, settings_api
 
     app.include_router(settings_api.router)
+    app.include_router(partners_api.router)
     from . import dashboard, realtime
 
     sio = realtime.attach(app).sio  # the Socket.IO server, its event-bus bridge, POST /api/realtime/token

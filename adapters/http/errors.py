@@ -73,6 +73,16 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def status_of(exc: e.NubiError) -> int:
+    """A domain error's status: its own code's, else its nearest base class's (a `LINK_CODE_USED` is a
+    conflict, 409, like every `Conflict`), else 400."""
+    for cls in type(exc).__mro__:
+        code = getattr(cls, "code", None)
+        if code in STATUS:
+            return STATUS[code]
+    return 400
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message, "timestamp": datetime.now(UTC).isoformat()}
     if details:
@@ -89,7 +99,7 @@ def error_response(code: str, message: str, details: dict[str, Any] | None = Non
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.NubiError)
     async def _domain(request: Request, exc: e.NubiError) -> JSONResponse:
-        return error_response(exc.code, exc.message, exc.details or None)
+        return error_response(exc.code, exc.message, exc.details or None, status=status_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -72,7 +72,7 @@ from .schemas import (
     ScheduleOut,
     Window,
 )
-from .security import authorize_community, caller
+from .security import across_communities, authorize_community, caller
 
 router = APIRouter()
 RAIDS, COMMUNITIES, CONTEXT, NUBI = "raids", "communities", "context", "raids (NUBI sessions)"
@@ -90,6 +90,12 @@ async def _raid(request: Request, raid_id: int, top: int = 5) -> RaidProgress:
     progress = await _svc(request).raids.progress(raid_id, top=top)
     await authorize_community(request, progress.community_id)
     return progress
+
+
+async def _raid_dicts(request: Request, raids: list[RaidProgress]) -> list[dict[str, Any]]:
+    """Raids the caller may see, with their partner chats (of other communities: read past the row scope)."""
+    with across_communities():
+        return await catalog.raid_dicts(_svc(request).db, raids)
 
 
 async def _authorize_raid(request: Request, raid_id: int) -> None:
@@ -254,9 +260,9 @@ async def create_raid(request: Request, body: RaidCreate) -> dict[str, Any]:
     wanted = ChatRef(body.community.platform, body.community.id, body.community.title, body.community.channel)
     chat = _chat_for(request, wanted, wanted)
     spec = RaidSpec(body.target_url, body.objectives, body.points, body.duration_seconds, body.max_participants,
-                    body.lock, body.replace, body.verification, pin=body.pin)
+                    body.lock, body.replace, body.verification, pin=body.pin, partners=body.partners)
     by = _member(body.started_by) if body.started_by else None
-    return (await _svc(request).raids.start(chat, spec, by=by)).as_dict()
+    return (await _raid_dicts(request, [await _svc(request).raids.start(chat, spec, by=by)]))[0]
 
 
 @router.get("/api/raids", response_model=RaidList, tags=[RAIDS], summary="List raids (newest first)")
@@ -264,12 +270,12 @@ async def list_raids(request: Request, community_id: int | None = Query(None, al
                      status: RaidStatus | None = None, limit: int = Limit) -> dict[str, Any]:
     cid, anything = await _list_scope(request, community_id)
     raids = await _svc(request).raids.list(community_id=cid, status=status, limit=limit) if anything else []
-    return {"raids": [p.as_dict() for p in raids]}
+    return {"raids": await _raid_dicts(request, raids)}
 
 
 @router.get("/api/raids/{raid_id}", response_model=RaidOut, tags=[RAIDS], summary="Get a raid's progress")
 async def get_raid(request: Request, raid_id: DbId) -> dict[str, Any]:
-    return (await _raid(request, raid_id)).as_dict()
+    return (await _raid_dicts(request, [await _raid(request, raid_id)]))[0]
 
 
 @router.post("/api/raids/{raid_id}/join", response_model=JoinOut, tags=[RAIDS], summary="Join a raid (idempotent)")

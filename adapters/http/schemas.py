@@ -94,6 +94,9 @@ class RaidCreate(Body):
     pin: bool | None = Field(None, description="pin the raid post while the raid runs; null: the community's "
                                                "`pin` setting")
     replace: bool = Field(False, description="end the chat's running raid (cancelled) and start this one")
+    partners: bool | None = Field(None, description="post the raid in every chat linked to this one as well "
+                                                    "(`/raid start ... partners`); null: the community's "
+                                                    "`partners` setting")
     verification: Verification | None = None
     started_by: MemberIn | None = None
 
@@ -174,6 +177,16 @@ class ChatOut(Model):
     title: str | None
 
 
+class PartnerChatOut(Model):
+    """A chat linked to the raid's chat (docs/partners.md) that the raid is posted in too."""
+
+    platform: str
+    id: str = Field(description="the platform's chat id (on Discord: the server)")
+    title: str | None
+    channel: str | None = Field(description="Discord: the channel of the server; null elsewhere")
+    posted: bool = Field(description="the raid's post went up in this chat (it is owed until then)")
+
+
 class ObjectiveOut(Model):
     action: str
     target: int
@@ -215,6 +228,9 @@ class RaidOut(Model):
     top: list[BoardEntryOut]
     session_id: str | None
     end_cause: EndCause | None = Field(None, description="why the raid ended; null while it runs")
+    partner_chats: list[PartnerChatOut] = Field(
+        default_factory=list, description="the linked chats the raid is posted in besides its own (started with "
+                                          "`partners`); empty for a raid of one chat")
 
 
 class RaidList(Model):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +38,8 @@ from core.storage.rls import community_scope
 from .errors import error_response
 
 Forbidden = PermissionDenied  # the names the routes raise
-__all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard", "caller", "authorize_community"]
+__all__ = ["Forbidden", "Unauthorized", "Guard", "GuardMiddleware", "HostGuard", "caller", "authorize_community",
+           "authorize_moderation", "across_communities"]
 
 # Reachable without an API key: the page and its files, the API docs, health, and the Telegram webhook
 # (which checks Telegram's secret token itself). Exact paths: nothing below them is public.
@@ -182,6 +185,15 @@ class Guard:
         return found
 
 
+@contextmanager
+def across_communities() -> Iterator[None]:
+    """Work that spans two communities by design, for a caller already authorized for its own: reading a
+    raid's partner chats, linking two chats, merging two members. It runs as the chat adapters run the
+    same commands, outside the row-level scope (which would hide the partner community's rows)."""
+    with community_scope(None):
+        yield
+
+
 def caller(request: Request) -> Caller:
     return getattr(request.state, "caller", NOBODY)
 
@@ -195,6 +207,18 @@ async def authorize_community(request: Request, community_id: int | None) -> Non
         access.require_admin(who)
     name = await community_name(request.app.state.services.db, community_id) if community_id is not None else None
     access.require_community(who, name)
+
+
+async def authorize_moderation(request: Request, community_id: int) -> None:
+    """A moderator command of a community (chat's MODERATOR_TYPES: `/community ...`, `/member merge`): the
+    caller sees the community and `access.may_moderate` says yes, the rule chat asks of its members."""
+    who = caller(request)
+    if who.admin:
+        return
+    name = await community_name(request.app.state.services.db, community_id)
+    access.require_community(who, name)
+    if name is None or not access.may_moderate(who, name):
+        raise PermissionDenied("This caller may not moderate this community.")
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import catalog
 from core.config import ACTION_NAMES
 from core.directory import ChatRef, MemberRef
 from core.errors import NotFound, NubiError, ValidationError
@@ -100,7 +101,11 @@ def build_mcp(services: Services) -> MCPServer:
         instructions=(
             "nubi runs community raids in Telegram and Discord chats. Start a raid with start_raid, let members "
             "join_raid and claim_action, follow it with get_raid or the nubi://raids/active resource, and read "
-            "boards with get_leaderboard; revoke_claim takes an accepted claim back. get_member_context gives a prompt-ready summary of one member."
+            "boards with get_leaderboard; revoke_claim takes an accepted claim back. get_member_context gives a "
+            "prompt-ready summary of one member. "
+            "Partner chats: create_chat_link_code, link_chats, list_chat_links, unlink_chat; start_raid with "
+            "partners posts in each. merge_members approves a refused account link; get_member_accounts "
+            "shows a member's platforms."
         ),
     )
     add_tools(server, services)
@@ -108,6 +113,9 @@ def build_mcp(services: Services) -> MCPServer:
     from .settings_tools import add_settings_tools  # it builds on this module's helpers
 
     add_settings_tools(server, services)
+    from .partner_tools import add_partner_tools
+
+    add_partner_tools(server, services)
     return server
 
 
@@ -134,8 +142,12 @@ def add_tools(server: MCPServer, services: Services) -> None:
                                                 description="Discord: the channel of the server (chat_id is the "
                                                             "server) where the raid runs")] = None,
         started_by: Annotated[MemberIn | None, Field(description="The moderator to credit; default: the MCP agent")] = None,
+        partners: Annotated[bool | None, Field(description="Post the raid in every chat linked to this one as well "
+                                                           "(see list_chat_links); omitted: the community's "
+                                                           "partners setting")] = None,
     ) -> dict[str, Any]:
-        """Start a raid in a chat (a moderator action). Returns the raid's progress, including its id."""
+        """Start a raid in a chat (a moderator action). Returns the raid's progress, including its id and
+        `partnerChats`, the linked chats it is posted in too."""
         spec = RaidSpec(
             url,
             dict(objectives or {}),
@@ -144,10 +156,11 @@ def add_tools(server: MCPServer, services: Services) -> None:
             lock=lock,
             replace=replace,
             pin=pin,
+            partners=partners,
         )
         by = started_by.ref() if started_by else MCP_ACTOR
         progress = await services.raids.start(ChatRef(chat_platform, chat_id, chat_title, channel_id), spec, by=by)
-        return progress.as_dict()
+        return (await catalog.raid_dicts(services.db, [progress]))[0]
 
     @server.tool(annotations=WRITES)
     @domain_errors
@@ -184,8 +197,9 @@ def add_tools(server: MCPServer, services: Services) -> None:
     @server.tool(annotations=READ_ONLY)
     @domain_errors
     async def get_raid(raid_id: RaidId, top: Top = 5) -> dict[str, Any]:
-        """A raid's progress: status, objectives with counts, participants, time left and top raiders."""
-        return (await services.raids.progress(raid_id, top=top)).as_dict()
+        """A raid's progress: status, objectives with counts, participants, time left, top raiders, and
+        `partnerChats` (the linked chats it is posted in, and whether each post went up)."""
+        return (await catalog.raid_dicts(services.db, [await services.raids.progress(raid_id, top=top)]))[0]
 
     @server.tool(annotations=READ_ONLY)
     @domain_errors
@@ -235,7 +249,7 @@ def add_resources(server: MCPServer, services: Services) -> None:
     async def active_raids() -> str:
         """Every raid running now, newest first, with its progress."""
         raids = await services.raids.list(status="active", limit=100)
-        return json.dumps([r.as_dict() for r in raids])
+        return json.dumps(await catalog.raid_dicts(services.db, raids))
 
     @server.resource("nubi://raids/{raid_id}", name="raid", title="A raid", mime_type="application/json")
     async def raid(raid_id: str) -> str:
@@ -243,7 +257,7 @@ def add_resources(server: MCPServer, services: Services) -> None:
         if not raid_id.isdigit():
             raise ResourceNotFoundError(f"Raid {raid_id} not found")
         try:
-            return json.dumps((await services.raids.progress(int(raid_id))).as_dict())
+            return json.dumps((await catalog.raid_dicts(services.db, [await services.raids.progress(int(raid_id))]))[0])
         except NotFound as exc:
             raise ResourceNotFoundError(exc.message) from exc
         except NubiError as exc:

@@ -190,8 +190,9 @@ class MemberLinkService:
             await self._close_windows()
         return outcome
 
-    async def merge(self, community_id: int, first: int, second: int, *, actor: int) -> Outcome:
-        """A moderator of `community_id` approves a refused link of `first` and `second`."""
+    async def merge(self, community_id: int, first: int, second: int, *, actor: int | None) -> Outcome:
+        """A moderator of `community_id` approves a refused link of `first` and `second` (`actor` None:
+        an API key, which names no member, as for its bans and point changes)."""
         if first == second:
             raise ValidationError(_("That is one member already."), field="member")
         now = self.clock.now()
