@@ -215,6 +215,7 @@ class RaidOut(Model):
     top: list[BoardEntryOut]
     session_id: str | None
     end_cause: EndCause | None = Field(None, description="why the raid ended; null while it runs")
+    language: str = Field("en", description="the community's language (en, es, ru): what its raid posts are written in")
 
 
 class RaidList(Model):
