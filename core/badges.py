@@ -16,7 +16,9 @@ the one it had when it was earned.
 Live views hear of an award through the event bus (`BadgeEarned`), published after the commit by the
 service whose op gained the points: it runs the write inside `collecting()`, and `award` notes each
 new badge there (the op runs in the caller's context, core/storage/db.py). An op run again after a
-rollback notes the same badge again under the same key, so it is published once per write.
+rollback notes the same badge again under the same key, so it is published once per write; only when a
+rolled-back attempt noted a badge that a concurrent write then earned first can a live view hear of it
+twice (never of a badge that is not earned, and none is missed).
 """
 
 from __future__ import annotations
