@@ -12,12 +12,21 @@ Rules: a badge once earned stays, even when a revoke or a moderator's removal ta
 its threshold again, and crossing it again is not announced again. A milestone added later is earned
 at the member's next gain of points (nothing is announced at setting time). The name a badge shows is
 the one it had when it was earned.
+
+Live views hear of an award through the event bus (`BadgeEarned`), published after the commit by the
+service whose op gained the points: it runs the write inside `collecting()`, and `award` notes each
+new badge there (the op runs in the caller's context, core/storage/db.py). An op run again after a
+rollback notes the same badge again under the same key, so it is published once per write; only when a
+rolled-back attempt noted a badge that a concurrent write then earned first can a live view hear of it
+twice (never of a badge that is not earned, and none is missed).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -25,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.directory import platforms_of
 from core.errors import ValidationError
-from core.i18n import _
+from core.events import BadgeEarned
+from core.i18n import _, normalize, use_language
 from core.outbox import enqueue
 from core.storage.models import Community, Member, MemberBadge, MemberIdentity, MemberScore, Raid
 from core.storage.outbox_models import ChatPost
@@ -34,6 +45,7 @@ from core.storage.upsert import insert
 from core.windows import EPOCH
 
 if TYPE_CHECKING:
+    from core.events import EventBus
     from core.ledger import Entry
     from core.raids.model import BoardEntry
     from core.storage.db import Database
@@ -145,6 +157,27 @@ async def resolve_roles(items: list[Milestone], platform: str, external_id: str,
 
 # -- awarding (inside the ledger's transaction) ---------------------------------------------------------
 
+_earned: ContextVar[dict[tuple[int, int, int], BadgeEarned] | None] = ContextVar("nubi_badges_earned", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[dict[tuple[int, int, int], BadgeEarned]]:
+    """Badges awarded by the writes made inside the block, keyed (community, member, threshold):
+    publish them with `publish` once the write returned (committed)."""
+    found: dict[tuple[int, int, int], BadgeEarned] = {}
+    token = _earned.set(found)
+    try:
+        yield found
+    finally:
+        _earned.reset(token)
+
+
+async def publish(bus: EventBus | None, found: dict[tuple[int, int, int], BadgeEarned]) -> None:
+    if bus is not None:
+        for event in found.values():
+            await bus.publish(event)
+
+
 def badge_key(community_id: int, member_id: int, threshold: int) -> str:
     return f"badge:{community_id}:{member_id}:{threshold}"
 
@@ -188,6 +221,10 @@ async def award(s: AsyncSession, entries: Sequence[Entry], now: datetime) -> int
             if new is None:
                 continue  # earned before: kept, and never announced twice
             awarded += 1
+            sink = _earned.get()
+            if sink is not None:
+                sink[(community_id, member_id, m.threshold)] = BadgeEarned(community_id, member_id, m.threshold,
+                                                                           m.name, raid_id)
             await enqueue(s, "badge", badge_key(community_id, member_id, m.threshold), community_id, raid_id, now)
             if m.role:
                 await enqueue(s, "badge_role", role_key(community_id, member_id, m.threshold), community_id,
@@ -217,6 +254,15 @@ async def with_badges(s: AsyncSession, community_id: int, entries: list[BoardEnt
     """Board entries with each member's highest badge in the community."""
     found = await earned(s, community_id, (e.member_id for e in entries))
     return [replace(e, badge=found[e.member_id][-1]) if e.member_id in found else e for e in entries]
+
+
+async def marked(s: AsyncSession, community_id: int, entries: list[BoardEntry]) -> list[BoardEntry]:
+    """Board entries with each member's highest badge and their platforms (a linked member is one
+    entry, with every platform they have an account on)."""
+    if not entries:
+        return entries
+    found = await platforms_of(s, [e.member_id for e in entries])
+    return [replace(e, platforms=tuple(found.get(e.member_id, ()))) for e in await with_badges(s, community_id, entries)]
 
 
 def shown(badge: str | None) -> str:
@@ -277,14 +323,39 @@ class BadgeService:
 
         return await self.db.read(op)
 
+    async def live(self, event: BadgeEarned) -> dict[str, Any] | None:
+        """An award as a live view shows it: who earned which badge, their platforms, and the
+        announcement in the community's language. `scope` is the community's `platform:id`, for
+        access checks. None when the member or community is gone (merged since)."""
+        async def op(s: AsyncSession) -> dict[str, Any] | None:
+            name = await s.scalar(select(Member.display_name).where(Member.id == event.member_id))
+            community = (await s.execute(select(Community.platform, Community.external_id, Community.settings)
+                                         .where(Community.id == event.community_id))).first()
+            if name is None or community is None:
+                return None
+            language = normalize((community.settings or {}).get("language"))
+            with use_language(language):
+                text = _announcement(name, event.threshold, event.name)
+            return {"communityId": event.community_id, "memberId": event.member_id, "name": name,
+                    "badge": event.name, "points": event.threshold, "raidId": event.raid_id,
+                    "platforms": (await platforms_of(s, [event.member_id]))[event.member_id],
+                    "language": language, "text": text, "scope": f"{community.platform}:{community.external_id}"}
+
+        return await self.db.read(op)
+
     async def of_member(self, community_id: int, member_id: int) -> list[str]:
         return (await self.db.read(lambda s: earned(s, community_id, [member_id]))).get(member_id, [])
 
 
 def announcement_text(a: Award) -> str:
+    return _announcement(a.member_name, a.threshold, a.name)
+
+
+def _announcement(member: str, points: int, badge: str) -> str:
     return _("{medal} {member} reached {points} points and earned the {badge} badge!").format(
-        medal=MEDAL, member=a.member_name, points=a.threshold, badge=a.name)
+        medal=MEDAL, member=member, points=points, badge=badge)
 
 
-__all__ = ["Award", "BadgeService", "Milestone", "RoleCheck", "announcement_text", "award", "badge_key", "earned",
-           "milestones", "parse", "resolve_roles", "role_key", "shown", "text_form", "with_badges"]
+__all__ = ["Award", "BadgeService", "Milestone", "RoleCheck", "announcement_text", "award", "badge_key", "collecting",
+           "earned", "marked", "milestones", "parse", "publish", "resolve_roles", "role_key", "shown", "text_form",
+           "with_badges"]

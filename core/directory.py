@@ -149,3 +149,23 @@ async def find_community(s: AsyncSession, ref: ChatRef) -> int | None:
     return await s.scalar(
         select(Community.id).where(Community.platform == ref.platform, Community.external_id == ref.external_id)
     )
+
+
+PLATFORM_ORDER = ("telegram", "discord", "web", "console")
+
+
+async def platforms_of(s: AsyncSession, member_ids: list[int]) -> dict[int, list[str]]:
+    """Each member's platforms (boards show a linked member once, with their platforms)."""
+    found: dict[int, set[str]] = {}
+    if member_ids:
+        for member_id, platform in (await s.execute(
+                select(MemberIdentity.member_id, MemberIdentity.platform)
+                .where(MemberIdentity.member_id.in_(set(member_ids))))).all():
+            found.setdefault(member_id, set()).add(platform)
+    return {m: ordered_platforms(found.get(m, set())) for m in member_ids}
+
+
+def ordered_platforms(found: set[str]) -> list[str]:
+    """Platforms each once, in a stable order (Telegram, Discord, web, console, then any other)."""
+    order = PLATFORM_ORDER
+    return sorted(found, key=lambda p: (order.index(p) if p in order else len(order), p))

@@ -65,6 +65,19 @@ class RaidEnded(Event):
 
 
 @dataclass(frozen=True)
+class BadgeEarned(Event):
+    """A member crossed one of the community's milestones (core/badges.py); published after the commit
+    that recorded the badge, by the service whose points crossed it. Its announcement in chat is the
+    outbox's (kind `badge`); this event is for live views (the dashboard)."""
+
+    community_id: int
+    member_id: int
+    threshold: int
+    name: str
+    raid_id: int | None = None
+
+
+@dataclass(frozen=True)
 class PostDue(Event):
     """A chat post of the outbox (core/outbox.py) still owed: never sent, or a sent report to redraw.
 

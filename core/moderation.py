@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import badges
 from core.clock import Clock
 from core.errors import ValidationError
+from core.events import EventBus
 from core.i18n import _
 from core.ledger import Entry, record
 from core.storage.db import Database
@@ -48,9 +50,10 @@ async def audit(
 
 
 class ModerationService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, bus: EventBus | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.bus = bus  # a badge a points change earns is published on it (core/badges.py)
 
     async def adjust_points(
         self, community_id: int, member_id: int, amount: int, reason: str, *, actor: int | None
@@ -72,7 +75,9 @@ class ModerationService:
                 actor=actor, target=member_id, amount=amount, reason=reason.strip()[:500],
             )
 
-        await self.db.write(op)
+        with badges.collecting() as earned:
+            await self.db.write(op)
+        await badges.publish(self.bus, earned)
 
     async def ban(self, community_id: int, member_id: int, reason: str | None, *, actor: int | None) -> bool:
         now = self.clock.now()

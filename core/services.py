@@ -40,7 +40,7 @@ class Services:
         self.sessions = SessionService(self.db, self.clock, self.settings, self.bus)
         self.raids = RaidService(self.db, self.clock, self.settings, self.bus)
         self.boards = LeaderboardService(self.db, self.clock, self.settings)
-        self.moderation = ModerationService(self.db, self.clock)
+        self.moderation = ModerationService(self.db, self.clock, self.bus)
         self.schedules = ScheduleService(self.db, self.clock, self.bus)
         self.community_settings = CommunitySettingsService(self.db, self.clock, self.settings)
         self.locks = LockService(

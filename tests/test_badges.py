@@ -18,6 +18,7 @@ from adapters.http.app import create_app
 from adapters.telegram import TelegramAdapter
 from core.directory import ChatRef, MemberRef
 from core.errors import ValidationError
+from core.events import BadgeEarned
 from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.models import MemberBadge
@@ -126,6 +127,31 @@ async def test_telegram_has_no_roles_and_web_communities_neither(services: Servi
         await services.community_settings.change(cid, {"badges": "10:Ten role=@Tens"}, actor=None)
     assert refused.value.message == "badges: Telegram has no roles to grant; remove role= from the milestones."
     assert (await services.community_settings.show(cid))["settings"] == {}
+
+
+async def test_every_way_to_earn_a_badge_publishes_it_once_for_live_views(services: Services) -> None:
+    """A join bonus, a claim, a moderator's accept and a points change each publish BadgeEarned after their
+    commit (the dashboard's live feed); crossing a milestone again publishes nothing."""
+    raid = await services.raids.start(CHAT, RaidSpec(URL, {"like": 5}, verification="review"))
+    cid = raid.community_id
+    await services.community_settings.change(cid, {"badges": "5:Joiner, 8:Claimer, 500:Big"}, actor=None)
+    first, second = MemberRef("telegram", "950", "first"), MemberRef("telegram", "951", "second")
+    await services.raids.join(raid.id, first)  # +5 early bird: Joiner
+    pending = await services.raids.claim(raid.id, first, "like")
+    assert pending.verification == "pending" and pending.points == 0
+    assert [e.threshold for e in services.recorder.of(BadgeEarned)] == [5]
+    await services.raids.review(pending.claim_id, True)  # accepted: Claimer
+    await services.raids.join(raid.id, second)  # Joiner for the second member
+    member_id = await member_of(services, 950)
+    await services.moderation.adjust_points(cid, member_id, 500, "prize", actor=None)  # Big
+    await services.moderation.adjust_points(cid, member_id, -500, "oops", actor=None)
+    await services.moderation.adjust_points(cid, member_id, 500, "again", actor=None)  # crossed again: kept, quiet
+    second_id = await member_of(services, 951)
+    published = [(e.community_id, e.member_id, e.threshold, e.name, e.raid_id)
+                 for e in services.recorder.of(BadgeEarned)]
+    assert published == [(cid, member_id, 5, "Joiner", raid.id), (cid, member_id, 8, "Claimer", raid.id),
+                         (cid, second_id, 5, "Joiner", raid.id), (cid, member_id, 500, "Big", None)]
+    assert sorted((m, t) for m, t, _n in await badge_rows(services)) == sorted((m, t) for _c, m, t, _n, _r in published)
 
 
 # -- Telegram, end to end ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 from adapters.http.app import create_app
 from core.config import Settings
 from core.directory import ChatRef, MemberRef
-from core.raids.model import RaidSpec
+from core.i18n import _, use_language
+from core.raids.model import END_CAUSES, RaidSpec
 from core.services import Services
 from tests.conftest import IN_CI
 from tests.test_realtime import read_json_line, running
@@ -85,6 +86,64 @@ async def test_read_api_and_static_files(services: Services, clock) -> None:
         assert client_js.status_code == 200 and "Socket.IO v4" in client_js.text[:200]
         assert (await http.get("/static/dashboard.js")).status_code == 200
         assert (await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})).status_code == 200
+
+
+async def linked_member(services: Services, raid_id: int, community_id: int) -> tuple[int, int]:
+    """One person on Telegram and Discord, both accounts in the raid with points, merged by a moderator."""
+    tg, dc = MemberRef("telegram", "801", "Kai", "kai"), MemberRef("discord", "9801", "Kai on Discord", "kaid")
+    for account, action in ((tg, "like"), (dc, "repost")):
+        await services.raids.join(raid_id, account)
+        await services.raids.claim(raid_id, account, action)
+    refused = await services.member_links.redeem(dc, (await services.member_links.issue(tg)).code)
+    assert not refused.linked  # both hold points here: a moderator merges them
+    before = [(await services.boards.rank(community_id, m))[1] for m in refused.members]
+    assert all(before)
+    kept = (await services.member_links.merge(community_id, *refused.members, actor=None)).member_id
+    return kept, sum(before)
+
+
+async def test_boards_show_a_linked_member_once_with_platforms_badges_and_the_community_language(
+    services: Services,
+) -> None:
+    raid = await services.raids.start(ALPHA, RaidSpec(URL, {"like": 5, "repost": 5}), by=raider(0))
+    cid = raid.community_id
+    await services.community_settings.change(cid, {"language": "es", "badges": "5:Raider, 100000:Legend"}, actor=None)
+    await services.raids.join(raid.id, raider(1))
+    kai, kai_points = await linked_member(services, raid.id, cid)
+    with use_language("es"):
+        spanish = {"raid": _("Raid leaderboard"), "all": _("All-time leaderboard"), "empty": _("No points in this window.")}
+    assert spanish["raid"] != "Raid leaderboard" and spanish["all"] != "All-time leaderboard"  # the catalog has them
+    async with running(create_app(services)) as url, httpx.AsyncClient(base_url=url) as http:
+        detail = (await http.get(f"/api/dashboard/raids/{raid.id}")).json()["raid"]
+        marks = {e["member_id"]: (e["name"], e["platforms"], e["badge"]) for e in detail["top"]}
+        assert len(detail["top"]) == 2 and marks[kai] == ("Kai", ["telegram", "discord"], "Raider")
+        assert detail["participants"] == 2  # one seat for the merged member
+        assert detail["language"] == "es" and detail["labels"]["board"] == spanish["raid"]
+        rest = (await http.get(f"/api/raids/{raid.id}")).json()  # the REST API says the same
+        assert rest["language"] == "es"
+        assert [(e["memberId"], e["platforms"], e["badge"]) for e in rest["top"]] == \
+            [(e["member_id"], e["platforms"], e["badge"]) for e in detail["top"]]
+
+        board = (await http.get(f"/api/dashboard/communities/{cid}/leaderboard", params={"window": "all"})).json()
+        assert [e["member_id"] for e in board["entries"]].count(kai) == 1 and len(board["entries"]) == 2
+        mine = next(e for e in board["entries"] if e["member_id"] == kai)
+        assert mine["platforms"] == ["telegram", "discord"] and mine["badge"] == "Raider"
+        assert mine["points"] == kai_points  # both accounts' points, on one line
+        assert (board["language"], board["languageName"]) == ("es", "Español")
+        assert board["labels"] == {"title": spanish["all"], "empty": spanish["empty"]}
+        shown = (await http.get(f"/api/dashboard/communities/{cid}/settings")).json()
+        assert shown["language"] == {"code": "es", "name": "Español"} and shown["settings"]["language"] == "es"
+
+        await services.raids.end(raid.id, reason="done")
+        ended = (await http.get("/api/dashboard/raids", params={"status": "ended"})).json()["raids"][0]
+        top = {e["memberId"]: e for e in ended["report"]["topRaiders"]}
+        assert (top[kai]["platforms"], top[kai]["badge"]) == (["telegram", "discord"], "Raider")
+        with use_language("es"):
+            assert ended["labels"]["endedBecause"] == _(END_CAUSES[ended["endCause"]]) != END_CAUSES[ended["endCause"]]
+
+        english = await services.raids.start(LIVE, RaidSpec(URL), by=raider(0, "discord"))  # no language set
+        assert (await http.get(f"/api/dashboard/raids/{english.id}")).json()["raid"]["labels"]["board"] == \
+            "Raid leaderboard"
 
 
 @pytest.mark.parametrize("settings", ["keys"], indirect=True)

@@ -12,14 +12,17 @@ import pytest
 
 from adapters.http.app import create_app
 from core.directory import ChatRef
+from core.i18n import _, use_language
 from core.raids.model import RaidSpec
 from core.services import Services
 from tests.test_dashboard import (
     ADMIN_KEY,
+    ALPHA,
     LIVE,
     URL,
     Browser,
     browser_or_skip,
+    linked_member,
     raider,
     settings,
     start_browser,
@@ -124,6 +127,54 @@ async def test_every_state_passes_axe_and_works_from_the_keyboard(services: Serv
             assert f"Raid {live.id} in nubi raiders:" in said[-1]["text"] and "9 raiders" in said[-1]["text"]
             assert (await b.ask(do="attr", selector="#announcer", name="aria-live"))["value"] == "polite"
             await assert_no_violations(b, "live raid after updates")
+            assert (await b.ask(do="quit"))["problems"] == []
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_badges_platforms_and_the_community_language_show_live_and_pass_axe(
+    services: Services, tmp_path: Path
+) -> None:
+    """A member linked across Telegram and Discord is one line of each board with both markers; their
+    badge shows beside them and a new one arrives live; board titles are in the community's language."""
+    node = browser_or_skip()
+    raid = await services.raids.start(ALPHA, RaidSpec(URL, {"like": 5, "repost": 5}), by=raider(0))
+    cid = raid.community_id
+    await services.community_settings.change(cid, {"language": "es", "badges": "5:Raider, 300:Veteran"}, actor=None)
+    await services.raids.join(raid.id, raider(1))
+    kai, _points = await linked_member(services, raid.id, cid)
+    with use_language("es"):
+        week, raid_title = _("This week's leaderboard"), _("Raid leaderboard")
+    async with running(create_app(services)) as url:
+        proc = await start_browser(node, url, tmp_path, ADMIN_KEY)
+        try:
+            b = Browser(proc)
+            await b.ask(do="text", selector="#detail-title", expect=f"Raid #{raid.id}", within=3000)
+            await b.ask(do="text", selector="#community-board-title", expect=week, within=3000)
+            assert (await b.ask(do="attr", selector="#community-board-title", name="lang"))["value"] == "es"
+            said = await b.ask(do="text", selector="#community-language", expect="Español", within=3000)
+            assert "Members read nubi in Español" in said["text"]
+            assert (await b.ask(do="text", selector="#raid-board-title", expect=raid_title, within=3000))["text"] == raid_title
+            for board in ("#community-board", "#raid-board"):
+                line = f'{board} li[data-member-id="{kai}"]'
+                await b.ask(do="text", selector=line, expect="Raider", within=3000)
+                assert (await b.ask(do="count", selector=line))["count"] == 1  # one person, one line
+                assert (await b.ask(do="count", selector=f"{board} li"))["count"] == 2
+                assert (await b.ask(do="texts", selector=f"{line} .pf"))["texts"] == ["TG", "DC"]
+                hidden = (await b.ask(do="texts", selector=f"{line} .platforms .visually-hidden"))["texts"]
+                assert hidden == ["on Telegram and Discord"]
+            await assert_no_violations(b, "a linked member with a badge, boards in Spanish")
+
+            await services.moderation.adjust_points(cid, kai, 300, "hero of the week", actor=None)  # Veteran, live
+            feed = await b.ask(do="text", selector="#badge-feed", expect="Veteran", within=3000)
+            assert "300" in feed["text"] and "Kai" in feed["text"]
+            assert (await b.ask(do="attr", selector="#badge-feed li .badge-text", name="lang"))["value"] == "es"
+            await b.ask(do="text", selector=f'#community-board li[data-member-id="{kai}"] .badge-chip', expect="Veteran",
+                        within=3000)
+            await b.ask(do="visible", selector="#badge-feed-empty", hidden=True)
+            await assert_no_violations(b, "a badge earned live")
             assert (await b.ask(do="quit"))["problems"] == []
         finally:
             if proc.returncode is None:

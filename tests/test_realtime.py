@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 
 from adapters.http.app import create_app
 from adapters.http.realtime import ALL
+from core.badges import Award, announcement_text
 from core.config import Settings
 from core.directory import ChatRef, MemberRef
 from core.events import EventBus
+from core.i18n import use_language
 from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.db import Database
@@ -187,6 +189,36 @@ async def test_subscribe_join_claim_and_updates(services: Services, server, clie
     assert ended["report"]["participants"] == 1
     assert await admin.error("raid:join", {"raidId": raid.id, "member": {"id": "79"}}) == "RAID_ENDED"
     assert await admin.error("raid:subscribe", {"raidId": 999_999}) == "RAID_NOT_FOUND"
+
+
+async def test_a_badge_earned_reaches_the_sockets_that_may_see_its_community(services: Services, server, clients) -> None:
+    url, _ = server
+    admin, team = await clients(url), await clients(url)
+    await admin.ok("session:authenticate", {"apiKey": ADMIN_KEY})
+    await team.ok("session:authenticate", {"apiKey": TEAM_KEY})
+    group = await services.raids.start(TELEGRAM, RaidSpec(URL, {"like": 3}), by=member(0))
+    web = await services.raids.start(TEAM, RaidSpec(URL, {"like": 3}), by=member(0, "web"))
+    await services.community_settings.change(group.community_id, {"badges": "5:Early, 9:Liker", "language": "es"},
+                                             actor=None)
+    await services.community_settings.change(web.community_id, {"badges": "5:Early"}, actor=None)
+    await services.raids.join(group.id, member(1))  # +5 early bird: Early
+    await services.raids.claim(group.id, member(1), "like")  # Liker
+    await services.raids.join(web.id, member(2, "web"))
+
+    liker = await admin.wait_for("badge:earned", lambda m: m["badge"] == "Liker")
+    assert {k: liker[k] for k in ("communityId", "name", "points", "raidId", "platforms", "language")} == {
+        "communityId": group.community_id, "name": "raider1", "points": 9, "raidId": group.id,
+        "platforms": ["telegram"], "language": "es"}
+    with use_language("es"):  # the announcement as the community reads it in chat
+        assert liker["text"] == announcement_text(Award(group.community_id, liker["memberId"], 9, "Liker", None,
+                                                        "raider1", None, ""))
+    assert liker["text"] != "🏅 raider1 reached 9 points and earned the Liker badge!"
+    mine = await team.wait_for("badge:earned", lambda m: m["communityId"] == web.community_id)
+    assert (mine["name"], mine["badge"], mine["language"]) == ("raider2", "Early", "en")
+    await admin.wait_for("badge:earned", lambda m: m["communityId"] == web.community_id)
+    assert [m["badge"] for m in admin.of("badge:earned", lambda m: m["communityId"] == group.community_id)] == \
+        ["Early", "Liker"]  # each once
+    assert team.of("badge:earned", lambda m: m["communityId"] == group.community_id) == []  # not its community
 
 
 async def test_a_burst_of_claims_is_coalesced(services: Services, server, clients) -> None:

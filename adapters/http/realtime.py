@@ -34,6 +34,7 @@ from core.clock import Clock
 from core.config import ACTION_NAMES
 from core.directory import MemberRef
 from core.events import (
+    BadgeEarned,
     ClaimRecorded,
     ClaimVerified,
     Event,
@@ -206,6 +207,7 @@ class Realtime:
             (ProgressChanged, self._on_progress_changed),
             (RaidEnded, self._on_raid_ended),
             (SessionMessageStored, self._on_session_message),
+            (BadgeEarned, self._on_badge_earned),
         ]
         for event_type, bridge in self._bridges:
             services.bus.subscribe(event_type, bridge)
@@ -417,6 +419,13 @@ class Realtime:
         await self._update(event.raid_id, "raid_completed", communityId=event.community_id,
                            status=event.status, report=report)
         self.progress.poke(event.raid_id)
+
+    async def _on_badge_earned(self, event: BadgeEarned) -> None:
+        """`badge:earned` to every socket that may see the community (like `raid:created`)."""
+        view = await self.services.badges.live(event)
+        if view is not None:
+            scope = view.pop("scope")
+            await self.sio.emit("badge:earned", view, to=[ALL, scope_room(scope)])
 
     async def _on_session_message(self, event: SessionMessageStored) -> None:
         await self.sio.emit(

@@ -231,6 +231,7 @@ class RaidOut(Model):
     partner_chats: list[PartnerChatOut] = Field(
         default_factory=list, description="the linked chats the raid is posted in besides its own (started with "
                                           "`partners`); empty for a raid of one chat")
+    language: str = Field("en", description="the community's language (en, es, ru): what its raid posts are written in")
 
 
 class RaidList(Model):

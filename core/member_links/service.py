@@ -28,7 +28,7 @@ from sqlalchemy.orm import aliased
 
 from core.clock import Clock
 from core.codes import CODE_TTL, Issued, code_hash, new_code, normalize, shown
-from core.directory import MemberRef, ensure_member
+from core.directory import MemberRef, ensure_member, ordered_platforms, platforms_of
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.i18n import _
 from core.moderation import audit
@@ -100,23 +100,7 @@ async def shared_communities(s: AsyncSession, a: int, b: int) -> list[Shared]:
 async def platforms(s: AsyncSession, member_id: int) -> tuple[str, ...]:
     """The platforms a member has accounts on, each once, in a stable order."""
     found = set((await s.scalars(select(MemberIdentity.platform).where(MemberIdentity.member_id == member_id))).all())
-    return tuple(_ordered(found))
-
-
-async def platforms_of(s: AsyncSession, member_ids: list[int]) -> dict[int, list[str]]:
-    """Each member's platforms (boards show a linked member once, with their platforms)."""
-    found: dict[int, set[str]] = {}
-    if member_ids:
-        for member_id, platform in (await s.execute(
-                select(MemberIdentity.member_id, MemberIdentity.platform)
-                .where(MemberIdentity.member_id.in_(set(member_ids))))).all():
-            found.setdefault(member_id, set()).add(platform)
-    return {m: _ordered(found.get(m, set())) for m in member_ids}
-
-
-def _ordered(found: set[str]) -> list[str]:
-    order = ("telegram", "discord", "web", "console")
-    return sorted(found, key=lambda p: (order.index(p) if p in order else len(order), p))
+    return tuple(ordered_platforms(found))
 
 
 class MemberLinkService:

@@ -155,7 +155,8 @@ class EndingMixin(MetricsMixin):
             "objectivesMet": sum(1 for o in progress.objectives if o.met),
             "pointsAwarded": progress.points_awarded,
             "completionPct": progress.completion_pct,
-            "topRaiders": [{"rank": e.rank, "memberId": e.member_id, "name": e.name, "points": e.points} for e in progress.top],
+            "topRaiders": [{"rank": e.rank, "memberId": e.member_id, "name": e.name, "points": e.points,
+                            "badge": e.badge, "platforms": list(e.platforms)} for e in progress.top],
         }
 
     async def refresh_report(self, raid_id: int) -> dict[str, Any] | None:

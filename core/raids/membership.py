@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import badges
 from core.directory import MemberRef
 from core.errors import Banned, NotParticipant, RaidFull, UnknownObjective
 from core.events import ClaimRecorded, MemberJoined, ProgressChanged
@@ -73,14 +74,16 @@ class MembershipMixin(EndingMixin):
                 await _activity_sql(q, raid.session_id, "raid_joined", now, {"memberId": member_id, "position": position})
             return JoinResult(raid_id, member_id, position, False, bonus, raid.community_id)
 
-        try:
-            result = await self.db.write_sql(op)
-        except _AlreadyJoined:
-            result = await self.db.write_sql(op)
+        with badges.collecting() as earned:
+            try:
+                result = await self.db.write_sql(op)
+            except _AlreadyJoined:
+                result = await self.db.write_sql(op)
         if not result.already:
             community_id = result.community_id
             await self.bus.publish(MemberJoined(raid_id, community_id, result.member_id, result.position))
             await self.bus.publish(ProgressChanged(raid_id, community_id))
+            await badges.publish(self.bus, earned)
         return result
 
     async def claim(
@@ -132,7 +135,8 @@ class MembershipMixin(EndingMixin):
                                raid.community_id)
 
         seen_objectives: list[dict[str, tuple[int, int]]] = []
-        result = await self.db.write_sql(op)
+        with badges.collecting() as earned:
+            result = await self.db.write_sql(op)
         self._remember_objectives(raid_id, seen_objectives[-1])
         if not result.already:
             community_id = result.community_id
@@ -140,6 +144,7 @@ class MembershipMixin(EndingMixin):
                 ClaimRecorded(raid_id, community_id, result.member_id, action, result.verification, result.points)
             )
             await self.bus.publish(ProgressChanged(raid_id, community_id))
+            await badges.publish(self.bus, earned)
             if result.raid_completed:
                 await self.end(raid_id, reason="every objective met", cause="objectives_met")
         return result

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import partners as _partners
-from core.badges import with_badges
+from core.badges import marked
 from core.directory import ChatRef
 from core.errors import NoActiveRaid, RaidNotFound
 from core.i18n import _, normalize
@@ -41,7 +41,7 @@ class MetricsMixin(RaidsBase):
         pending = await s.scalar(
             select(func.count()).where(RaidAction.raid_id == raid_id, RaidAction.verification == "pending")
         )
-        board = await self._raid_board(s, raid, top) if top else []
+        board = await marked(s, raid.community_id, await self._raid_board(s, raid, top)) if top else []
         return RaidProgress(
             id=raid.id,
             community_id=raid.community_id,
@@ -80,7 +80,7 @@ class MetricsMixin(RaidsBase):
             raid = (await s.execute(st.RAID_FACTS, {"raid_id": raid_id})).first()
             if raid is None:
                 raise RaidNotFound(_("Raid {id} not found").format(id=raid_id))
-            return await with_badges(s, raid.community_id, await self._raid_board(s, raid, top, offset))
+            return await marked(s, raid.community_id, await self._raid_board(s, raid, top, offset))
 
         return await self.db.read(op)
 

@@ -92,6 +92,7 @@ class BoardEntry:
     points: int
     claims: int = 0
     badge: str | None = None  # the member's highest milestone badge in the community (core/badges.py)
+    platforms: tuple[str, ...] = ()  # where the member has accounts, where a board marks them (badges.marked)
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class RaidProgress:
             "top": [asdict(e) for e in self.top],
             "sessionId": self.session_id,
             "endCause": self.end_cause,
+            "language": self.language,
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import ledger
+from core import badges, ledger
 from core.errors import Conflict
 from core.events import ClaimVerified, ProgressChanged
 from core.i18n import _
@@ -83,12 +83,14 @@ class ReviewMixin(MembershipMixin):
                 raid.community_id,
             )
 
-        result, cid = await self.db.write(op)
+        with badges.collecting() as earned:
+            result, cid = await self.db.write(op)
         if not result.already:
             await self.bus.publish(
                 ClaimVerified(result.raid_id, cid, result.member_id, result.action, result.verification, result.points + result.completion_bonus)
             )
             await self.bus.publish(ProgressChanged(result.raid_id, cid))
+            await badges.publish(self.bus, earned)
             if result.raid_completed:
                 await self.end(result.raid_id, reason="every objective met", cause="objectives_met")
             elif refresh:

@@ -63,11 +63,35 @@
     return s ? `${m} min ${s} s` : `${m} min`;
   }
 
+  // A member linked across platforms is one entry: small markers say where they have accounts.
+  const PLATFORMS = { telegram: ["TG", "Telegram"], discord: ["DC", "Discord"], web: ["Web", "the web"], console: ["CLI", "the console"] };
+  function platformMarks(platforms) {
+    if (!platforms || !platforms.length) return null;
+    const names = platforms.map((p) => (PLATFORMS[p] || [p, p])[1]);
+    return h("span", { class: "platforms", title: names.join(", "), "data-platforms": platforms.join(" ") },
+      ...platforms.map((p) => h("span", { class: `pf pf-${p}`, "aria-hidden": "true", text: (PLATFORMS[p] || [p])[0] })),
+      h("span", { class: "visually-hidden", text: `on ${names.join(" and ")}` }));
+  }
+
+  // The member's highest milestone badge in the community (core/badges.py).
+  function badgeMark(badge) {
+    if (!badge) return null;
+    return h("span", { class: "badge-chip" }, h("span", { "aria-hidden": "true", text: "🏅" }),
+      h("span", { class: "visually-hidden", text: "badge" }), ` ${badge}`);
+  }
+
   function board(list, entries, limit) {
     list.replaceChildren(...entries.slice(0, limit).map((e) =>
-      h("li", {}, h("span", { class: "rank", text: String(e.rank) }), h("span", { class: "name", text: e.name }),
-        ...(e.platforms && e.platforms.length ? [h("span", { class: "platforms", text: e.platforms.join(" · ") })] : []),
+      h("li", { "data-member-id": String(e.memberId ?? e.member_id) }, h("span", { class: "rank", text: String(e.rank) }),
+        h("span", { class: "name", text: e.name }), badgeMark(e.badge), platformMarks(e.platforms),
         h("span", { class: "pts", text: `${e.points} pt` }))));
+  }
+
+  // A text nubi also says in chat, in the community's language: marked so screen readers read it right.
+  function inLanguage(node, text, language) {
+    node.textContent = text;
+    if (language) node.setAttribute("lang", language);
+    else node.removeAttribute("lang");
   }
 
   class ApiError extends Error {
@@ -216,7 +240,7 @@
     updateCounts();
     if (state.selected === null) select(raid.id);
     else if (state.selected === raid.id && state.detail && !optimistic) {
-      state.detail.raid = raid;
+      state.detail.raid = { labels: state.detail.raid.labels, ...raid }; // live updates carry no labels
       renderDetail();
       refreshDetailSoon();
       announce(summary(raid));
@@ -258,9 +282,9 @@
     return [["Duration", r.durationSeconds != null ? duration(r.durationSeconds) : "–"], ["Raiders", r.participants ?? raid.participants],
       ["Actions", r.actions ?? raid.actions], ["Objectives", `${objectives.filter((o) => o.met).length}/${objectives.length}`],
       ["Points", r.pointsAwarded ?? raid.pointsAwarded], ["Done", `${r.completionPct ?? raid.completionPct}%`],
-      ...(r.endedBecause ? [["Ended", r.endedBecause]] : []),
+      ...(r.endedBecause ? [["Ended", raid.labels?.endedBecause || r.endedBecause, raid.labels?.endedBecause ? raid.language : null]] : []),
       ...(r.claimsByState ? [["Claims", claimStates(r)]] : [])]
-      .map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v) })));
+      .map(([k, v, lang]) => h("div", {}, h("dt", { text: k }), h("dd", { text: String(v), ...(lang ? { lang } : {}) })));
   }
 
   function renderEnded() {
@@ -315,6 +339,10 @@
     $("detail-title").textContent = `Raid #${raid.id} · ${chatTitle(raid)}`;
     $("detail-sub").textContent = `${shortUrl(raid.targetUrl)} · ${raid.status} · ${raid.verification} verification` +
       (raid.pendingClaims ? ` · ${raid.pendingClaims} claims awaiting review` : "");
+    if (raid.labels) {
+      inLanguage($("raid-board-title"), raid.labels.board, raid.language);
+      inLanguage($("raid-board-empty"), raid.labels.empty, raid.language);
+    }
     board($("raid-board"), raid.top, 10);
     $("raid-board-empty").hidden = raid.top.length > 0;
     $("detail-report").hidden = active || !report;
@@ -354,6 +382,11 @@
     }
     if (!state.community || state.community.id !== id || data.window !== state.window) return;
     $("community-sub").textContent = title;
+    inLanguage($("community-board-title"), data.labels.title, data.language);
+    inLanguage($("community-empty"), data.labels.empty, data.language);
+    $("community-language-name").textContent = data.languageName;
+    $("community-language-name").setAttribute("lang", data.language);
+    $("community-language").hidden = false;
     board($("community-board"), data.entries, 10);
     $("community-empty").hidden = data.entries.length > 0;
     loadSettings(id);
@@ -427,6 +460,19 @@
     document.dispatchEvent(new CustomEvent("nubi:update", { detail: msg }));
   }
 
+  // A member crossed a milestone: the list of recent badges, the live region, and fresh boards.
+  const BADGES_SHOWN = 5;
+  function onBadge(msg) {
+    const item = h("li", { "data-member-id": String(msg.memberId), "data-community-id": String(msg.communityId) },
+      h("span", { class: "badge-text", lang: msg.language, text: msg.text }), platformMarks(msg.platforms));
+    $("badge-feed").prepend(item);
+    while ($("badge-feed").children.length > BADGES_SHOWN) $("badge-feed").lastElementChild.remove();
+    $("badge-feed-empty").hidden = true;
+    announce(`${msg.name} earned the ${msg.badge} badge (${msg.points} points).`);
+    if (state.community && state.community.id === msg.communityId) refreshCommunitySoon();
+    if (state.detail && state.detail.raid.communityId === msg.communityId) refreshDetailSoon();
+  }
+
   function showSignedIn(me) {
     const label = !me.keysRequired ? "Open server: no API key needed"
       : me.scope === "all" ? "Signed in · all communities" : `Signed in · ${me.community}`;
@@ -471,6 +517,7 @@
       if (showingEnded) select(msg.raidId); // a live raid is more interesting than a finished one
     });
     socket.on("raid:update", onUpdate);
+    socket.on("badge:earned", onBadge);
   }
 
   function reset() {
@@ -479,6 +526,8 @@
     state.selected = null;
     state.detail = null;
     state.community = null;
+    $("badge-feed").replaceChildren();
+    $("badge-feed-empty").hidden = false;
     renderEnded();
     $("detail").hidden = true;
   }
