@@ -19,7 +19,11 @@ see ``discord_gateway.py``), which nubi sets from ``[discord] api_base_url`` / `
 The fake enforces Discord's documented permission computation for the bot (``discord_permissions.py``)
 on reading a channel, creating and editing messages, pinning (Pin Messages, at most MAX_PINS per
 channel: 400 30003) and editing or deleting overwrites: 403 with 50001
-Missing Access without View Channel, 50013 Missing Permissions otherwise. Interaction responses and
+Missing Access without View Channel, 50013 Missing Permissions otherwise. Threads follow the "Threads"
+topic: they take their parent's permissions, Send Messages in Threads stands in for Send Messages; in
+a locked thread only Manage Threads may create or edit messages (403 160005 otherwise), and only it
+may lock or unlock one (Modify Channel); messages in an archived thread cannot be edited (400 50083),
+and a message sent there unarchives it. Interaction responses and
 followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
 
@@ -1234,6 +1238,7 @@ class FakeDiscordAPI:
                 False,
             ),
             ("GET", "/channels/{channel_id}", self._get_channel, True),
+            ("PATCH", "/channels/{channel_id}", self._patch_channel, True),
             ("POST", "/channels/{channel_id}/messages", self._post_message, True),
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message, True),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._patch_message, True),
@@ -1702,6 +1707,102 @@ class FakeDiscordAPI:
         if needed & ~held:
             raise _APIError(403, "Missing Permissions", 50013)
 
+    def _held_in(self, channel: Mapping[str, Any]) -> int:
+        """The bot's permissions in a channel; a thread's are its parent's (ALL outside a known guild)."""
+        if channel.get("type") in THREAD_TYPES:
+            channel = self._channel_or_404(str(channel["parent_id"]))
+        found = self._bot_in(channel)
+        return perms.ALL if found is None else perms.channel_permissions(*found)
+
+    def _thread_rules(self, channel: dict[str, Any], *, editing: bool) -> None:
+        """Creating or editing a message in a thread ("Threads" > Locked Threads / Active & Archived
+        Threads): a locked thread takes Manage Threads; an archived thread's messages cannot be edited,
+        and sending a message there unarchives it."""
+        meta = channel.get("thread_metadata")
+        if channel.get("type") not in THREAD_TYPES or meta is None:
+            return
+        if meta.get("locked") and not self._held_in(channel) & perms.MANAGE_THREADS:
+            raise _APIError(403, "Thread is locked", 160005)
+        if meta.get("archived"):
+            if editing:
+                raise _APIError(400, "Thread is archived", 50083)
+            meta["archived"] = False
+            meta["archive_timestamp"] = _now_iso()
+            self._emit("THREAD_UPDATE", copy.deepcopy(channel))
+
+    # Modify Channel (https://discord.com/developers/docs/resources/channel#modify-channel) and, for a
+    # thread, "Threads" > Editing & Deleting Threads: `locked` and `rate_limit_per_user` need Manage
+    # Threads; `name`, `archived` and `auto_archive_duration` need Manage Threads or being the thread's
+    # creator, and so does unarchiving a locked thread. A guild channel needs Manage Channels.
+    THREAD_FIELDS = ("name", "archived", "auto_archive_duration", "locked", "rate_limit_per_user", "invitable")
+    ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
+
+    def _patch_channel(self, call: RecordedCall, channel_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        body = call.json if isinstance(call.json, dict) else None
+        if body is None:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        self._require(channel, perms.VIEW_CHANNEL)
+        held = self._held_in(channel)
+        if channel.get("type") not in THREAD_TYPES:
+            if not held & perms.MANAGE_CHANNELS:
+                raise _APIError(403, "Missing Permissions", 50013)
+            for key in ("name", "topic", "nsfw", "rate_limit_per_user"):
+                if key in body:
+                    channel[key] = body[key]
+            self._emit("CHANNEL_UPDATE", copy.deepcopy(channel))
+            return _json_response(channel)
+        meta = channel["thread_metadata"]
+        if set(body) - set(self.THREAD_FIELDS):
+            raise _APIError(400, "Invalid Form Body", 50035)
+        for flag in ("archived", "locked", "invitable"):
+            if flag in body and not isinstance(body[flag], bool):
+                raise _APIError(400, "Invalid Form Body", 50035)
+        if "name" in body and not 1 <= len(str(body["name"])) <= 100:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        if "auto_archive_duration" in body and body["auto_archive_duration"] not in self.ARCHIVE_DURATIONS:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        moderator = bool(held & perms.MANAGE_THREADS)
+        creator = channel.get("owner_id") == str(self.bot_user["id"])
+        changes = {k: v for k, v in body.items()
+                   if (meta.get(k) if k in ("archived", "locked", "auto_archive_duration", "invitable") else channel.get(k))
+                   != v}
+        if ("locked" in changes or "rate_limit_per_user" in changes) and not moderator:
+            raise _APIError(403, "Missing Permissions", 50013)
+        if {"name", "archived", "auto_archive_duration"} & set(changes) and not (moderator or creator):
+            raise _APIError(403, "Missing Permissions", 50013)
+        for key, value in changes.items():
+            if key in ("archived", "locked", "auto_archive_duration", "invitable"):
+                meta[key] = value
+            else:
+                channel[key] = value
+        if "archived" in changes or "auto_archive_duration" in changes:
+            meta["archive_timestamp"] = _now_iso()
+        self._emit("THREAD_UPDATE", copy.deepcopy(channel))
+        return _json_response(channel)
+
+    def archive_thread(self, thread_id: int) -> None:
+        """The thread archives itself after inactivity, as Discord does (test-side)."""
+        meta = self.channels[thread_id]["thread_metadata"]
+        meta["archived"] = True
+        meta["archive_timestamp"] = _now_iso()
+        self._emit("THREAD_UPDATE", copy.deepcopy(self.channels[thread_id]))
+
+    def member_can_send(self, channel_id: int, user_id: int) -> bool:
+        """Whether a member may post in a channel or thread now, by Discord's rules (test-side): in a
+        thread Send Messages in Threads from its parent, and Manage Threads while it is locked."""
+        channel = self.channels[channel_id]
+        thread = channel.get("type") in THREAD_TYPES
+        where = self.channels[int(channel["parent_id"])] if thread else channel
+        guild = self.guilds[int(where["guild_id"])]
+        member = self.members[int(where["guild_id"])][user_id]
+        held = perms.channel_permissions(guild, member, where)
+        if not thread:
+            return bool(held & perms.SEND_MESSAGES)
+        if channel["thread_metadata"].get("locked") and not held & perms.MANAGE_THREADS:
+            return False
+        return bool(held & perms.SEND_MESSAGES_IN_THREADS)
+
     def _get_channel(self, call: RecordedCall, channel_id: str) -> web.Response:
         channel = self._channel_or_404(channel_id)
         self._require(channel, perms.VIEW_CHANNEL)
@@ -1715,6 +1816,7 @@ class FakeDiscordAPI:
         payload = call.json or {}
         reply = isinstance(payload, dict) and payload.get("message_reference")
         self._require(channel, perms.SEND_MESSAGES | (perms.READ_MESSAGE_HISTORY if reply else 0))
+        self._thread_rules(channel, editing=False)
         nonce = payload.get("nonce")
         if nonce is not None and (not isinstance(nonce, (int, str)) or len(str(nonce)) > 25):
             raise _APIError(400, "Invalid Form Body", 50035)
@@ -1735,8 +1837,10 @@ class FakeDiscordAPI:
         return _json_response(self._live_message(_snowflake(message_id), _snowflake(channel_id)).json)
 
     def _patch_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
-        self._require(self._channel_or_404(channel_id), perms.SEND_MESSAGES)
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.SEND_MESSAGES)
         stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        self._thread_rules(channel, editing=True)
         return _json_response(self._edit_message(stored, call.json or {}, call.files).json)
 
     def _delete_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
@@ -1899,6 +2003,7 @@ ClientT = TypeVar("ClientT", bound=discord.Client)
 _EVENT_INTENTS: dict[str, str] = {
     "CHANNEL_UPDATE": "guilds",
     "THREAD_CREATE": "guilds",
+    "THREAD_UPDATE": "guilds",
     "MESSAGE_CREATE": "guild_messages",
     "MESSAGE_UPDATE": "guild_messages",
     "MESSAGE_DELETE": "guild_messages",
