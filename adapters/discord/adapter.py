@@ -68,6 +68,7 @@ class _NubiClient:
         self.tree.error(adapter.on_tree_error)
 
     async def setup_hook(self) -> None:
+        await commands.use_catalogs(self.tree)
         await self.nubi.setup(self)  # type: ignore[arg-type]
 
     async def on_ready(self) -> None:
@@ -480,6 +481,7 @@ async def sync_commands(config: DiscordConfig, guild_id: int | None) -> int:
     client = discord.Client(intents=discord.Intents.none())
     tree: app_commands.CommandTree[Any] = app_commands.CommandTree(client)
     commands.install(tree)
+    await commands.use_catalogs(tree)  # descriptions in Spanish and Russian for clients in those languages
     async with client:
         await client.login(token)
         if guild_id is None:

@@ -854,6 +854,79 @@ def _compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("[^/]+".join(re.escape(part) for part in pattern.split("*")))
 
 
+# Application commands (https://discord.com/developers/docs/interactions/application-commands), as
+# documented: a name is 1-32 characters of letters, digits, "-", "_" and "'", lower case for slash
+# commands; a slash command's and an option's description is 1-100 characters; at most 25 options and
+# 25 choices, a choice's name 1-100 characters. `name_localizations` and `description_localizations`
+# are keyed by Discord's locales (https://discord.com/developers/docs/reference#locales) and each value
+# follows the rule of the field it localizes.
+DISCORD_LOCALES = frozenset({
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl", "no", "pl",
+    "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th", "zh-CN", "ja", "zh-TW",
+    "ko",
+})
+_COMMAND_NAME = re.compile(r"[-_'\w]{1,32}")
+CHAT_INPUT, SUB_COMMAND, SUB_COMMAND_GROUP = 1, 1, 2
+
+
+def _invalid_command(field_path: str, why: str) -> _APIError:
+    return _APIError(400, f"Invalid Form Body ({field_path}: {why})", 50035)
+
+
+def _check_name(value: Any, where: str, *, slash: bool) -> None:
+    """A slash command's (or option's) name by the pattern, in lower case; a user or message command's
+    name is any 1-32 characters (spaces and capitals allowed)."""
+    fits = isinstance(value, str) and (
+        _COMMAND_NAME.fullmatch(value) is not None and value == value.lower() if slash else 1 <= len(value) <= 32)
+    if not fits:
+        raise _invalid_command(where, "APPLICATION_COMMAND_INVALID_NAME")
+
+
+def _check_text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 100:
+        raise _invalid_command(where, "BASE_TYPE_BAD_LENGTH (1-100)")
+
+
+def _check_localizations(data: Mapping[str, Any], key: str, where: str, check: Callable[[Any, str], None]) -> None:
+    localized = data.get(key)
+    if localized is None:
+        return
+    if not isinstance(localized, dict):
+        raise _invalid_command(f"{where}.{key}", "DICT_TYPE_CONVERT")
+    for locale, value in localized.items():
+        if locale not in DISCORD_LOCALES:
+            raise _invalid_command(f"{where}.{key}.{locale}", "LOCALE_INVALID")
+        check(value, f"{where}.{key}.{locale}")
+
+
+def _check_command(command: Mapping[str, Any], where: str, *, slash: bool) -> None:
+    """A command, subcommand group, subcommand or option, with what it holds, by the documented rules."""
+    def name_rule(value: Any, at: str) -> None:
+        _check_name(value, at, slash=slash)
+
+    name_rule(command.get("name"), f"{where}.name")
+    _check_localizations(command, "name_localizations", where, name_rule)
+    if slash:
+        _check_text(command.get("description"), f"{where}.description")
+        _check_localizations(command, "description_localizations", where, _check_text)
+    options = command.get("options") or []
+    choices = command.get("choices") or []
+    if len(options) > 25 or len(choices) > 25:
+        raise _invalid_command(where, "BASE_TYPE_MAX_LENGTH (25)")
+    seen_optional = False
+    for i, option in enumerate(options):
+        if option.get("type") not in (SUB_COMMAND, SUB_COMMAND_GROUP):
+            if option.get("required"):
+                if seen_optional:
+                    raise _invalid_command(f"{where}.options.{i}", "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID")
+            else:
+                seen_optional = True
+        _check_command(option, f"{where}.options.{i}", slash=True)
+    for i, choice in enumerate(choices):
+        _check_text(choice.get("name"), f"{where}.choices.{i}.name")
+        _check_localizations(choice, "name_localizations", f"{where}.choices.{i}", _check_text)
+
+
 def _snowflake(value: str) -> int:
     if not value.isdigit():
         raise _APIError(404, "404: Not Found")
@@ -1533,8 +1606,9 @@ class FakeDiscordAPI:
             raise _APIError(400, "Invalid Form Body", 50035)
         previous = {(c["name"], c["type"]): c["id"] for c in self.commands.get(scope, [])}
         stored: list[dict[str, Any]] = []
-        for command in call.json:
+        for index, command in enumerate(call.json):
             kind = int(command.get("type", 1))
+            _check_command(command, str(index), slash=kind == CHAT_INPUT)
             if any((c["name"], c["type"]) == (command["name"], kind) for c in stored):
                 raise _APIError(400, "Invalid Form Body", 50035)
             if command.get("default_member_permissions") is not None:
