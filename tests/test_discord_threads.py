@@ -215,3 +215,27 @@ async def test_a_thread_unlock_that_failed_is_finished_on_restart(locker: Bot) -
     assert lock_edits(bot, thread_id) == [(True, 200), (False, 403), (False, 200)]
     assert await bot.services.locks.pending_releases("discord") == []
     assert await bot.services.locks.active(pending.community_id, str(thread_id)) is None
+
+
+async def test_a_thread_that_archived_itself_is_unlocked_and_takes_the_end_of_the_raid(locker: Bot) -> None:
+    """A quiet thread archives itself; Discord changes an archived thread only in a request that
+    unarchives it, so nubi unarchives it with the lock put back, and the raid's end goes there."""
+    bot = locker
+    thread_id = await start_locked_thread_raid(bot)
+    bot.fake.archive_thread(thread_id)
+
+    await bot.services.raids.end(1)
+    await bot.adapter.posts.drain()
+
+    edits = bot.fake.calls_to(f"/channels/{thread_id}", "PATCH")
+    assert [(c.json, c.status) for c in edits] == [
+        ({"locked": True}, 200),
+        ({"locked": False}, 400),  # 50083: the thread is archived
+        ({"archived": False, "locked": False}, 200),
+    ]
+    assert not locked(bot, thread_id) and bot.fake.member_can_send(thread_id, LEAD_ID)
+    assert bot.fake.channel(thread_id)["thread_metadata"]["archived"] is False
+    assert await bot.services.locks.pending_releases("discord") == []
+    live, report = bot.fake.channel_messages(thread_id)  # the final edit and the report, in the thread
+    assert "Chat is locked" not in live.embeds[0]["description"]
+    assert report.embeds[0]["title"].startswith("Raid #1 report")

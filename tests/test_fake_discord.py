@@ -620,6 +620,9 @@ async def test_a_locked_thread_takes_manage_threads_to_lock_and_to_post_in() -> 
 
         set_bot_role(h, BOT_ROLE | THREADS | MANAGE_THREADS)
         h.fake.archive_thread(thread.id)
+        with pytest.raises(discord.HTTPException) as archived:  # changed only by a request that unarchives it
+            await h.client.http.edit_channel(thread.id, locked=False)
+        assert (archived.value.status, archived.value.code) == (400, 50083)
         with pytest.raises(discord.HTTPException) as archived:  # an archived thread's messages stay as they are
             await message.edit(content="raid! (late)")
         assert (archived.value.status, archived.value.code) == (400, 50083)

@@ -53,6 +53,7 @@ NO_THREAD_PERMISSION_NOTE = N_(
 )
 FAILED_THREAD_NOTE = N_("I couldn't lock this thread right now. The raid runs unlocked.")
 THREAD = "thread"  # the `kind` of a lock record that locked a raid's thread
+THREAD_ARCHIVED = 50083  # Discord's error code: the operation needs an active (unarchived) thread
 
 
 class ChannelLocks:
@@ -239,9 +240,20 @@ class ChannelLocks:
         return True
 
     async def _put_back_thread(self, thread_id: int, locked: bool) -> bool:
-        """The thread's `locked` as it was before the raid (idempotent: a retry sets the same value)."""
+        """The thread's `locked` as it was before the raid (idempotent: a retry sets the same value).
+
+        Discord changes an archived thread only in a request that unarchives it (a quiet thread archives
+        itself after a day), so one that archived meanwhile is unarchived with its `locked` put back, and
+        left active: the raid's final edit and its report go there next (posting would unarchive it
+        anyway, and an archived thread's messages cannot be edited)."""
+        reason = "nubi: raid chat lock released"
         try:
-            await self.http.edit_channel(thread_id, locked=locked, reason="nubi: raid chat lock released")
+            try:
+                await self.http.edit_channel(thread_id, locked=locked, reason=reason)
+            except discord.HTTPException as exc:
+                if exc.code != THREAD_ARCHIVED:
+                    raise
+                await self.http.edit_channel(thread_id, archived=False, locked=locked, reason=reason)
         except discord.NotFound:
             return True  # the thread is gone: nothing is locked any more
         except (discord.HTTPException, discord.RateLimited) as exc:

@@ -22,8 +22,8 @@ channel: 400 30003) and editing or deleting overwrites: 403 with 50001
 Missing Access without View Channel, 50013 Missing Permissions otherwise. Threads follow the "Threads"
 topic: they take their parent's permissions, Send Messages in Threads stands in for Send Messages; in
 a locked thread only Manage Threads may create or edit messages (403 160005 otherwise), and only it
-may lock or unlock one (Modify Channel); messages in an archived thread cannot be edited (400 50083),
-and a message sent there unarchives it. Interaction responses and
+may lock or unlock one (Modify Channel); an archived thread is modified only by a request that
+unarchives it and its messages cannot be edited (400 50083), and a message sent there unarchives it. Interaction responses and
 followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
 
@@ -1807,7 +1807,9 @@ class FakeDiscordAPI:
     # Modify Channel (https://discord.com/developers/docs/resources/channel#modify-channel) and, for a
     # thread, "Threads" > Editing & Deleting Threads: `locked` and `rate_limit_per_user` need Manage
     # Threads; `name`, `archived` and `auto_archive_duration` need Manage Threads or being the thread's
-    # creator, and so does unarchiving a locked thread. A guild channel needs Manage Channels.
+    # creator, and so does unarchiving a locked thread. An archived thread takes no change unless the
+    # request unarchives it ("Requires the thread to have archived set to false or be set to false in
+    # the request": 400 50083). A guild channel needs Manage Channels.
     THREAD_FIELDS = ("name", "archived", "auto_archive_duration", "locked", "rate_limit_per_user", "invitable")
     ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
 
@@ -1836,6 +1838,8 @@ class FakeDiscordAPI:
             raise _APIError(400, "Invalid Form Body", 50035)
         if "auto_archive_duration" in body and body["auto_archive_duration"] not in self.ARCHIVE_DURATIONS:
             raise _APIError(400, "Invalid Form Body", 50035)
+        if meta.get("archived") and body.get("archived") is not False:
+            raise _APIError(400, "Thread is archived", 50083)
         moderator = bool(held & perms.MANAGE_THREADS)
         creator = channel.get("owner_id") == str(self.bot_user["id"])
         changes = {k: v for k, v in body.items()
