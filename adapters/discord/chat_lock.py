@@ -101,12 +101,8 @@ class ChannelLocks:
             "bot_id": str(me.id),
             "bot": mine,
         }
-        deadline = self.s.locks.raid_deadline(progress.ends_at)
-        try:
-            lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id,
-                                              channel=progress.chat.channel_key)
-        except Conflict:
-            log.info("channel %s is already locked; raid #%s adds no lock", channel_id, progress.id)
+        lock_id = await self._record(progress, saved)
+        if lock_id is None:
             return False
         allow, deny = _bits(everyone)
         my_allow, my_deny = _bits(mine)
@@ -127,15 +123,11 @@ class ChannelLocks:
             # Refused, so @everyone is as it was; only nubi's own overwrite may need putting back.
             if not voiced or await self._put_back(channel_id, me.id, MEMBER_OVERWRITE, mine):
                 self._unapplied.add(lock_id)
-            await self.s.locks.unlock(progress.community_id, "missing permissions", channel=progress.chat.channel_key)
-            await self._say(channel_id, _(NO_PERMISSION_NOTE))
-            return False
+            return await self._give_up(progress, "missing permissions", channel_id, NO_PERMISSION_NOTE)
         except (discord.HTTPException, discord.RateLimited) as exc:
             # It may or may not have been applied: releasing restores the saved state either way.
             log.warning("locking channel %s failed: %s", channel_id, exc)
-            await self.s.locks.unlock(progress.community_id, "lock failed", channel=progress.chat.channel_key)
-            await self._say(channel_id, _(FAILED_NOTE))
-            return False
+            return await self._give_up(progress, "lock failed", channel_id, FAILED_NOTE)
         return True
 
     async def _lock_thread(self, progress: RaidProgress) -> bool:
@@ -162,12 +154,8 @@ class ChannelLocks:
             "raid_id": progress.id,
             "locked": was_locked,
         }
-        deadline = self.s.locks.raid_deadline(progress.ends_at)
-        try:
-            lock_id = await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id,
-                                              channel=progress.chat.channel_key)
-        except Conflict:
-            log.info("thread %s is already locked; raid #%s adds no lock", thread_id, progress.id)
+        lock_id = await self._record(progress, saved)
+        if lock_id is None:
             return False
         if was_locked:
             return True  # locked already (a moderator did): the end puts back just that
@@ -175,15 +163,29 @@ class ChannelLocks:
             await self.http.edit_channel(thread_id, locked=True, reason=f"nubi: chat lock for raid #{progress.id}")
         except discord.Forbidden:
             self._unapplied.add(lock_id)  # refused: the thread is as it was
-            await self.s.locks.unlock(progress.community_id, "missing permissions", channel=progress.chat.channel_key)
-            await self._say(thread_id, _(NO_THREAD_PERMISSION_NOTE))
-            return False
+            return await self._give_up(progress, "missing permissions", thread_id, NO_THREAD_PERMISSION_NOTE)
         except (discord.HTTPException, discord.RateLimited) as exc:
             log.warning("locking thread %s failed: %s", thread_id, exc)
-            await self.s.locks.unlock(progress.community_id, "lock failed", channel=progress.chat.channel_key)
-            await self._say(thread_id, _(FAILED_THREAD_NOTE))
-            return False
+            return await self._give_up(progress, "lock failed", thread_id, FAILED_THREAD_NOTE)
         return True
+
+    async def _record(self, progress: RaidProgress, saved: dict[str, Any]) -> int | None:
+        """Save what the lock will change, before touching anything; None when the raid's place is
+        locked already (that lock stays, and this raid adds none)."""
+        deadline = self.s.locks.raid_deadline(progress.ends_at)
+        try:
+            return await self.s.locks.lock(progress.community_id, saved, deadline, raid_id=progress.id,
+                                           channel=progress.chat.channel_key)
+        except Conflict:
+            log.info("%s is already locked; raid #%s adds no lock", progress.chat.channel_key, progress.id)
+            return None
+
+    async def _give_up(self, progress: RaidProgress, reason: str, where: int, note: str) -> bool:
+        """The lock did not happen: release its record (restoring whatever may have been applied) and
+        tell the raid's place, in the community's language. Always False."""
+        await self.s.locks.unlock(progress.community_id, reason, channel=progress.chat.channel_key)
+        await self._say(where, _(note))
+        return False
 
     async def on_released(self, event: LockReleased) -> None:
         saved = event.saved_permissions
