@@ -42,14 +42,21 @@ def test_nubi_discord_invite_prints_exactly_the_listed_permissions(capsys: pytes
 def test_the_pre_start_check_uses_the_same_list() -> None:
     everything = discord.Permissions(from_the_list())
     assert permissions.missing(everything, lock=True, thread=True) == []
+    assert permissions.missing(everything, lock=True, thread=False) == []
     for need in permissions.NEEDED:
         without = discord.Permissions(from_the_list() & ~discord.Permissions(**{need.flag: True}).value)
-        assert permissions.missing(without, lock=True, thread=True) == ([] if need.optional else [need])
+        assert permissions.missing(without, lock=True, thread=True) == (
+            [] if need.optional or need.channel_only else [need])
+        assert permissions.missing(without, lock=True, thread=False) == (
+            [] if need.optional or need.thread_only else [need])
         assert permissions.missing(without, lock=False) == (
             [] if need.lock_only or need.thread_only or need.optional else [need])
-    assert [n.label for n in permissions.NEEDED if n.lock_only] == ["Manage Roles"]
+    assert [n.label for n in permissions.NEEDED if n.lock_only] == ["Manage Roles", "Manage Threads"]
     assert [n.label for n in permissions.NEEDED if n.optional] == ["Pin Messages"]  # never refuses a raid
-    assert [n.label for n in permissions.NEEDED if n.thread_only] == ["Create Public Threads", "Send Messages in Threads"]
+    assert [n.label for n in permissions.NEEDED if n.thread_only] == [
+        "Create Public Threads", "Send Messages in Threads", "Manage Threads"]
+    # a channel's lock edits its overwrites; a thread's lock locks the thread instead
+    assert [n.label for n in permissions.NEEDED if n.channel_only] == ["Manage Roles"]
 
 
 def test_the_docs_list_every_permission_and_the_invite_value() -> None:

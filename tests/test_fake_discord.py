@@ -581,6 +581,74 @@ async def test_overwrite_edits_need_manage_roles_and_only_grant_what_the_bot_hol
         assert h.fake.channel(CHANNEL_ID)["permission_overwrites"] == [overwrite_payload(GUILD_ID, type=0, deny=SEND)]
 
 
+THREADS = P(create_public_threads=True, send_messages_in_threads=True).value
+MANAGE_THREADS = P(manage_threads=True).value
+
+
+def set_bot_role(h: DiscordHarness[RaidBot], permissions: int) -> None:
+    """A server admin changes the bot's role on Discord's side (the client's cache is not told)."""
+    for role in h.fake.guilds[GUILD_ID]["roles"]:
+        if role["name"] == "nubi":
+            role["permissions"] = str(permissions)
+
+
+async def test_a_locked_thread_takes_manage_threads_to_lock_and_to_post_in() -> None:
+    async for h in limited(overwrite_payload(GUILD_ID, type=0, allow=VIEW), bot_permissions=BOT_ROLE | THREADS):
+        thread = await text_channel(h).create_thread(name="Raid #1", type=discord.ChannelType.public_thread)
+        message = await thread.send("raid!")  # Send Messages in Threads, from the parent channel
+        renamed = await thread.edit(name="Raid #1 (live)")  # its creator may rename it...
+        assert renamed.name == "Raid #1 (live)"
+        with pytest.raises(discord.Forbidden) as refused:  # ...but only Manage Threads may lock it
+            await thread.edit(locked=True)
+        assert (refused.value.status, refused.value.code) == (403, 50013)
+        assert h.fake.channel(thread.id)["thread_metadata"]["locked"] is False
+
+        set_bot_role(h, BOT_ROLE | THREADS | MANAGE_THREADS)
+        await thread.edit(locked=True)
+        await thread.send("still talking")  # Manage Threads speaks in a locked thread
+        await message.edit(content="raid! (edited)")
+
+        set_bot_role(h, BOT_ROLE | THREADS)  # without it, a locked thread takes no message and no edit
+        with pytest.raises(discord.Forbidden) as refused:
+            await thread.send("let me in")
+        assert (refused.value.status, refused.value.code) == (403, 160005)
+        with pytest.raises(discord.Forbidden):
+            await message.edit(content="raid! (again)")
+        with pytest.raises(discord.Forbidden):  # nor may it unlock it again
+            await h.client.http.edit_channel(thread.id, locked=False)
+        assert [m.content for m in h.fake.channel_messages(thread.id)] == ["raid! (edited)", "still talking"]
+
+        set_bot_role(h, BOT_ROLE | THREADS | MANAGE_THREADS)
+        h.fake.archive_thread(thread.id)
+        with pytest.raises(discord.HTTPException) as archived:  # changed only by a request that unarchives it
+            await h.client.http.edit_channel(thread.id, locked=False)
+        assert (archived.value.status, archived.value.code) == (400, 50083)
+        with pytest.raises(discord.HTTPException) as archived:  # an archived thread's messages stay as they are
+            await message.edit(content="raid! (late)")
+        assert (archived.value.status, archived.value.code) == (400, 50083)
+        await thread.send("back")  # a message unarchives it
+        assert h.fake.channel(thread.id)["thread_metadata"]["archived"] is False
+        await h.client.http.edit_channel(thread.id, locked=False)
+        assert h.fake.channel(thread.id)["thread_metadata"]["locked"] is False
+        with pytest.raises(discord.HTTPException) as bad:  # Discord validates the body
+            await h.client.http.edit_channel(thread.id, auto_archive_duration=5)
+        assert bad.value.status == 400
+
+
+async def test_member_can_send_follows_the_thread_lock() -> None:
+    everyone = rules.SEND_MESSAGES | VIEW | P(send_messages_in_threads=True).value
+    payload = limited_guild(bot_permissions=BOT_ROLE | THREADS | MANAGE_THREADS)
+    payload["roles"][0]["permissions"] = str(everyone)  # @everyone may talk, in threads too
+    payload["members"].append(member_payload(ALICE_ID, username="alice"))  # not the owner (bob), who may all
+    payload["member_count"] = len(payload["members"])
+    async with FakeDiscordAPI() as fake, DiscordHarness(lambda: pointed_at(fake), guilds=[payload], fake=fake) as h:
+        thread = await text_channel(h).create_thread(name="talk", type=discord.ChannelType.public_thread)
+        assert h.fake.member_can_send(thread.id, ALICE_ID) and h.fake.member_can_send(CHANNEL_ID, ALICE_ID)
+        await thread.edit(locked=True)
+        assert not h.fake.member_can_send(thread.id, ALICE_ID) and h.fake.member_can_send(CHANNEL_ID, ALICE_ID)
+        assert h.fake.member_can_send(thread.id, BOB_ID)  # the owner holds every permission, Manage Threads too
+
+
 def test_the_permission_computation_follows_discords_order() -> None:
     raider_role, other_role = str(RAIDER_ROLE_ID), "77"
     guild = {"id": str(GUILD_ID), "owner_id": str(BOB_ID), "roles": [

@@ -64,11 +64,10 @@ async def test_a_thread_of_its_own_is_refused_where_it_cannot_be_and_nothing_is_
     with pytest.raises(ValidationError, match="Only a Discord raid"):
         await services.raids.start(TELEGRAM, RaidSpec(URL, {"like": 5}, in_thread=True))
     discord = ChatRef("discord", "900", "Server", channel="901")
-    with pytest.raises(ValidationError, match="start it with lock or with thread, not both"):
-        await services.raids.start(discord, RaidSpec(URL, {"like": 5}, in_thread=True, lock=True))
     assert await services.db.read(lambda s: s.scalar(select(func.count()).select_from(Raid))) == 0
 
-    raid = await services.raids.start(discord, RaidSpec(URL, {"like": 5}, in_thread=True))
+    raid = await services.raids.start(discord, RaidSpec(URL, {"like": 5}, in_thread=True, lock=True))
+    assert raid.lock and raid.in_thread  # the lock of a thread raid locks its thread (adapters/discord)
     assert await services.raids.move_to_thread(raid.id, "902")
     assert not await services.raids.move_to_thread(raid.id, "903")  # made once, whoever asks again
     moved = await services.raids.progress(raid.id)

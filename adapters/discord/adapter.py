@@ -68,6 +68,7 @@ class _NubiClient:
         self.tree.error(adapter.on_tree_error)
 
     async def setup_hook(self) -> None:
+        await commands.use_catalogs(self.tree)
         await self.nubi.setup(self)  # type: ignore[arg-type]
 
     async def on_ready(self) -> None:
@@ -415,7 +416,7 @@ class DiscordAdapter:
 
     async def on_raid_started(self, event: RaidStarted) -> None:
         """Lock first (the post says whether the chat is locked; nubi keeps its own voice), then post
-        the raid. A raid whose post Discord refuses is cancelled: members could never see or join it."""
+        the raid; a raid started with `thread` first gets its thread, which is what its lock locks. A raid whose post Discord refuses is cancelled: members could never see or join it."""
         if await self.posts.chat_of(event.community_id) is None:
             return
         if not await self.posts.owe(event.raid_id):
@@ -424,6 +425,7 @@ class DiscordAdapter:
         if progress.in_thread and progress.thread is None and progress.active:
             if not await self.posts.open_thread(progress):  # where the post goes; refused: cancelled below
                 return  # Discord busy: still owed, the sweep brings it back
+            progress = await self.services.raids.progress(event.raid_id, top=0)  # now in its thread
         if progress.lock and progress.active:
             await self.locks.lock(progress)
         await self.posts.post_now(event.raid_id)
@@ -479,6 +481,7 @@ async def sync_commands(config: DiscordConfig, guild_id: int | None) -> int:
     client = discord.Client(intents=discord.Intents.none())
     tree: app_commands.CommandTree[Any] = app_commands.CommandTree(client)
     commands.install(tree)
+    await commands.use_catalogs(tree)  # descriptions in Spanish and Russian for clients in those languages
     async with client:
         await client.login(token)
         if guild_id is None:

@@ -24,6 +24,7 @@ class Need:
     why: str
     lock_only: bool = False  # needed only for a raid that locks the chat
     thread_only: bool = False  # needed only for a raid that runs in a thread of its own
+    channel_only: bool = False  # needed only for a raid that runs in the channel itself (not in a thread)
     # Asked for in the invite but never a reason to refuse a raid: without it the raid runs without
     # what the permission is for (its post unpinned), and the moderator is told.
     optional: bool = False
@@ -37,12 +38,17 @@ NEEDED: tuple[Need, ...] = (
     Need(
         "manage_roles", "Manage Roles",
         N_("the chat lock edits the channel's permission overwrites (shown as Manage Permissions in a channel)"),
-        lock_only=True,
+        lock_only=True, channel_only=True,
     ),
-    Need("pin_messages", "Pin Messages", "pin the raid post while the raid runs", optional=True),
-    Need("create_public_threads", "Create Public Threads", "start the thread a raid runs in", thread_only=True),
-    Need("send_messages_in_threads", "Send Messages in Threads", "post the raid and its report in its thread",
+    Need("pin_messages", "Pin Messages", N_("pin the raid post while the raid runs"), optional=True),
+    Need("create_public_threads", "Create Public Threads", N_("start the thread a raid runs in"), thread_only=True),
+    Need("send_messages_in_threads", "Send Messages in Threads", N_("post the raid and its report in its thread"),
          thread_only=True),
+    # Discord: only Manage Threads may lock a thread, and in a locked thread only members holding it
+    # may send or edit messages, so nubi keeps its voice there for the post's edits and the report.
+    Need("manage_threads", "Manage Threads",
+         N_("the chat lock of a raid in its own thread locks the thread, and nubi keeps posting in it"),
+         lock_only=True, thread_only=True),
 )
 
 # What the bot's own member overwrite allows while a channel is locked: everything it needs to keep
@@ -64,7 +70,7 @@ def missing(held: discord.Permissions, *, lock: bool, thread: bool = False) -> l
     """What a raid (locking or not, in a thread of its own or not) needs in a channel and the bot does
     not hold there."""
     return [n for n in NEEDED if not n.optional and (lock or not n.lock_only) and (thread or not n.thread_only)
-            and not getattr(held, n.flag)]
+            and not (thread and n.channel_only) and not getattr(held, n.flag)]
 
 
 def refusal(lacking: list[Need]) -> str:

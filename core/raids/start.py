@@ -36,9 +36,6 @@ class StartMixin(EndingMixin):
                                   field="channel")
         if spec.in_thread and chat.platform != "discord":
             raise ValidationError(_("Only a Discord raid can run in a thread of its own."), field="thread")
-        if spec.in_thread and spec.lock:
-            raise ValidationError(_("A raid in a thread of its own can't lock the chat: start it with lock or "
-                                    "with thread, not both."), field="thread")
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[int, list[int], list[tuple[int, dict[str, Any], int]]]:

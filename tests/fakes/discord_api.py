@@ -19,7 +19,11 @@ see ``discord_gateway.py``), which nubi sets from ``[discord] api_base_url`` / `
 The fake enforces Discord's documented permission computation for the bot (``discord_permissions.py``)
 on reading a channel, creating and editing messages, pinning (Pin Messages, at most MAX_PINS per
 channel: 400 30003) and editing or deleting overwrites: 403 with 50001
-Missing Access without View Channel, 50013 Missing Permissions otherwise. Interaction responses and
+Missing Access without View Channel, 50013 Missing Permissions otherwise. Threads follow the "Threads"
+topic: they take their parent's permissions, Send Messages in Threads stands in for Send Messages; in
+a locked thread only Manage Threads may create or edit messages (403 160005 otherwise), and only it
+may lock or unlock one (Modify Channel); an archived thread is modified only by a request that
+unarchives it and its messages cannot be edited (400 50083), and a message sent there unarchives it. Interaction responses and
 followups go through the interaction's webhook and need no channel permission, as on Discord.
 """
 
@@ -850,6 +854,79 @@ def _compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("[^/]+".join(re.escape(part) for part in pattern.split("*")))
 
 
+# Application commands (https://discord.com/developers/docs/interactions/application-commands), as
+# documented: a name is 1-32 characters of letters, digits, "-", "_" and "'", lower case for slash
+# commands; a slash command's and an option's description is 1-100 characters; at most 25 options and
+# 25 choices, a choice's name 1-100 characters. `name_localizations` and `description_localizations`
+# are keyed by Discord's locales (https://discord.com/developers/docs/reference#locales) and each value
+# follows the rule of the field it localizes.
+DISCORD_LOCALES = frozenset({
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl", "no", "pl",
+    "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th", "zh-CN", "ja", "zh-TW",
+    "ko",
+})
+_COMMAND_NAME = re.compile(r"[-_'\w]{1,32}")
+CHAT_INPUT, SUB_COMMAND, SUB_COMMAND_GROUP = 1, 1, 2
+
+
+def _invalid_command(field_path: str, why: str) -> _APIError:
+    return _APIError(400, f"Invalid Form Body ({field_path}: {why})", 50035)
+
+
+def _check_name(value: Any, where: str, *, slash: bool) -> None:
+    """A slash command's (or option's) name by the pattern, in lower case; a user or message command's
+    name is any 1-32 characters (spaces and capitals allowed)."""
+    fits = isinstance(value, str) and (
+        _COMMAND_NAME.fullmatch(value) is not None and value == value.lower() if slash else 1 <= len(value) <= 32)
+    if not fits:
+        raise _invalid_command(where, "APPLICATION_COMMAND_INVALID_NAME")
+
+
+def _check_text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 100:
+        raise _invalid_command(where, "BASE_TYPE_BAD_LENGTH (1-100)")
+
+
+def _check_localizations(data: Mapping[str, Any], key: str, where: str, check: Callable[[Any, str], None]) -> None:
+    localized = data.get(key)
+    if localized is None:
+        return
+    if not isinstance(localized, dict):
+        raise _invalid_command(f"{where}.{key}", "DICT_TYPE_CONVERT")
+    for locale, value in localized.items():
+        if locale not in DISCORD_LOCALES:
+            raise _invalid_command(f"{where}.{key}.{locale}", "LOCALE_INVALID")
+        check(value, f"{where}.{key}.{locale}")
+
+
+def _check_command(command: Mapping[str, Any], where: str, *, slash: bool) -> None:
+    """A command, subcommand group, subcommand or option, with what it holds, by the documented rules."""
+    def name_rule(value: Any, at: str) -> None:
+        _check_name(value, at, slash=slash)
+
+    name_rule(command.get("name"), f"{where}.name")
+    _check_localizations(command, "name_localizations", where, name_rule)
+    if slash:
+        _check_text(command.get("description"), f"{where}.description")
+        _check_localizations(command, "description_localizations", where, _check_text)
+    options = command.get("options") or []
+    choices = command.get("choices") or []
+    if len(options) > 25 or len(choices) > 25:
+        raise _invalid_command(where, "BASE_TYPE_MAX_LENGTH (25)")
+    seen_optional = False
+    for i, option in enumerate(options):
+        if option.get("type") not in (SUB_COMMAND, SUB_COMMAND_GROUP):
+            if option.get("required"):
+                if seen_optional:
+                    raise _invalid_command(f"{where}.options.{i}", "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID")
+            else:
+                seen_optional = True
+        _check_command(option, f"{where}.options.{i}", slash=True)
+    for i, choice in enumerate(choices):
+        _check_text(choice.get("name"), f"{where}.choices.{i}.name")
+        _check_localizations(choice, "name_localizations", f"{where}.choices.{i}", _check_text)
+
+
 def _snowflake(value: str) -> int:
     if not value.isdigit():
         raise _APIError(404, "404: Not Found")
@@ -1234,6 +1311,7 @@ class FakeDiscordAPI:
                 False,
             ),
             ("GET", "/channels/{channel_id}", self._get_channel, True),
+            ("PATCH", "/channels/{channel_id}", self._patch_channel, True),
             ("POST", "/channels/{channel_id}/messages", self._post_message, True),
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message, True),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._patch_message, True),
@@ -1528,8 +1606,9 @@ class FakeDiscordAPI:
             raise _APIError(400, "Invalid Form Body", 50035)
         previous = {(c["name"], c["type"]): c["id"] for c in self.commands.get(scope, [])}
         stored: list[dict[str, Any]] = []
-        for command in call.json:
+        for index, command in enumerate(call.json):
             kind = int(command.get("type", 1))
+            _check_command(command, str(index), slash=kind == CHAT_INPUT)
             if any((c["name"], c["type"]) == (command["name"], kind) for c in stored):
                 raise _APIError(400, "Invalid Form Body", 50035)
             if command.get("default_member_permissions") is not None:
@@ -1702,6 +1781,106 @@ class FakeDiscordAPI:
         if needed & ~held:
             raise _APIError(403, "Missing Permissions", 50013)
 
+    def _held_in(self, channel: Mapping[str, Any]) -> int:
+        """The bot's permissions in a channel; a thread's are its parent's (ALL outside a known guild)."""
+        if channel.get("type") in THREAD_TYPES:
+            channel = self._channel_or_404(str(channel["parent_id"]))
+        found = self._bot_in(channel)
+        return perms.ALL if found is None else perms.channel_permissions(*found)
+
+    def _thread_rules(self, channel: dict[str, Any], *, editing: bool) -> None:
+        """Creating or editing a message in a thread ("Threads" > Locked Threads / Active & Archived
+        Threads): a locked thread takes Manage Threads; an archived thread's messages cannot be edited,
+        and sending a message there unarchives it."""
+        meta = channel.get("thread_metadata")
+        if channel.get("type") not in THREAD_TYPES or meta is None:
+            return
+        if meta.get("locked") and not self._held_in(channel) & perms.MANAGE_THREADS:
+            raise _APIError(403, "Thread is locked", 160005)
+        if meta.get("archived"):
+            if editing:
+                raise _APIError(400, "Thread is archived", 50083)
+            meta["archived"] = False
+            meta["archive_timestamp"] = _now_iso()
+            self._emit("THREAD_UPDATE", copy.deepcopy(channel))
+
+    # Modify Channel (https://discord.com/developers/docs/resources/channel#modify-channel) and, for a
+    # thread, "Threads" > Editing & Deleting Threads: `locked` and `rate_limit_per_user` need Manage
+    # Threads; `name`, `archived` and `auto_archive_duration` need Manage Threads or being the thread's
+    # creator, and so does unarchiving a locked thread. An archived thread takes no change unless the
+    # request unarchives it ("Requires the thread to have archived set to false or be set to false in
+    # the request": 400 50083). A guild channel needs Manage Channels.
+    THREAD_FIELDS = ("name", "archived", "auto_archive_duration", "locked", "rate_limit_per_user", "invitable")
+    ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
+
+    def _patch_channel(self, call: RecordedCall, channel_id: str) -> web.Response:
+        channel = self._channel_or_404(channel_id)
+        body = call.json if isinstance(call.json, dict) else None
+        if body is None:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        self._require(channel, perms.VIEW_CHANNEL)
+        held = self._held_in(channel)
+        if channel.get("type") not in THREAD_TYPES:
+            if not held & perms.MANAGE_CHANNELS:
+                raise _APIError(403, "Missing Permissions", 50013)
+            for key in ("name", "topic", "nsfw", "rate_limit_per_user"):
+                if key in body:
+                    channel[key] = body[key]
+            self._emit("CHANNEL_UPDATE", copy.deepcopy(channel))
+            return _json_response(channel)
+        meta = channel["thread_metadata"]
+        if set(body) - set(self.THREAD_FIELDS):
+            raise _APIError(400, "Invalid Form Body", 50035)
+        for flag in ("archived", "locked", "invitable"):
+            if flag in body and not isinstance(body[flag], bool):
+                raise _APIError(400, "Invalid Form Body", 50035)
+        if "name" in body and not 1 <= len(str(body["name"])) <= 100:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        if "auto_archive_duration" in body and body["auto_archive_duration"] not in self.ARCHIVE_DURATIONS:
+            raise _APIError(400, "Invalid Form Body", 50035)
+        if meta.get("archived") and body.get("archived") is not False:
+            raise _APIError(400, "Thread is archived", 50083)
+        moderator = bool(held & perms.MANAGE_THREADS)
+        creator = channel.get("owner_id") == str(self.bot_user["id"])
+        changes = {k: v for k, v in body.items()
+                   if (meta.get(k) if k in ("archived", "locked", "auto_archive_duration", "invitable") else channel.get(k))
+                   != v}
+        if ("locked" in changes or "rate_limit_per_user" in changes) and not moderator:
+            raise _APIError(403, "Missing Permissions", 50013)
+        if {"name", "archived", "auto_archive_duration"} & set(changes) and not (moderator or creator):
+            raise _APIError(403, "Missing Permissions", 50013)
+        for key, value in changes.items():
+            if key in ("archived", "locked", "auto_archive_duration", "invitable"):
+                meta[key] = value
+            else:
+                channel[key] = value
+        if "archived" in changes or "auto_archive_duration" in changes:
+            meta["archive_timestamp"] = _now_iso()
+        self._emit("THREAD_UPDATE", copy.deepcopy(channel))
+        return _json_response(channel)
+
+    def archive_thread(self, thread_id: int) -> None:
+        """The thread archives itself after inactivity, as Discord does (test-side)."""
+        meta = self.channels[thread_id]["thread_metadata"]
+        meta["archived"] = True
+        meta["archive_timestamp"] = _now_iso()
+        self._emit("THREAD_UPDATE", copy.deepcopy(self.channels[thread_id]))
+
+    def member_can_send(self, channel_id: int, user_id: int) -> bool:
+        """Whether a member may post in a channel or thread now, by Discord's rules (test-side): in a
+        thread Send Messages in Threads from its parent, and Manage Threads while it is locked."""
+        channel = self.channels[channel_id]
+        thread = channel.get("type") in THREAD_TYPES
+        where = self.channels[int(channel["parent_id"])] if thread else channel
+        guild = self.guilds[int(where["guild_id"])]
+        member = self.members[int(where["guild_id"])][user_id]
+        held = perms.channel_permissions(guild, member, where)
+        if not thread:
+            return bool(held & perms.SEND_MESSAGES)
+        if channel["thread_metadata"].get("locked") and not held & perms.MANAGE_THREADS:
+            return False
+        return bool(held & perms.SEND_MESSAGES_IN_THREADS)
+
     def _get_channel(self, call: RecordedCall, channel_id: str) -> web.Response:
         channel = self._channel_or_404(channel_id)
         self._require(channel, perms.VIEW_CHANNEL)
@@ -1715,6 +1894,7 @@ class FakeDiscordAPI:
         payload = call.json or {}
         reply = isinstance(payload, dict) and payload.get("message_reference")
         self._require(channel, perms.SEND_MESSAGES | (perms.READ_MESSAGE_HISTORY if reply else 0))
+        self._thread_rules(channel, editing=False)
         nonce = payload.get("nonce")
         if nonce is not None and (not isinstance(nonce, (int, str)) or len(str(nonce)) > 25):
             raise _APIError(400, "Invalid Form Body", 50035)
@@ -1735,8 +1915,10 @@ class FakeDiscordAPI:
         return _json_response(self._live_message(_snowflake(message_id), _snowflake(channel_id)).json)
 
     def _patch_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
-        self._require(self._channel_or_404(channel_id), perms.SEND_MESSAGES)
+        channel = self._channel_or_404(channel_id)
+        self._require(channel, perms.SEND_MESSAGES)
         stored = self._live_message(_snowflake(message_id), _snowflake(channel_id))
+        self._thread_rules(channel, editing=True)
         return _json_response(self._edit_message(stored, call.json or {}, call.files).json)
 
     def _delete_message(self, call: RecordedCall, channel_id: str, message_id: str) -> web.Response:
@@ -1899,6 +2081,7 @@ ClientT = TypeVar("ClientT", bound=discord.Client)
 _EVENT_INTENTS: dict[str, str] = {
     "CHANNEL_UPDATE": "guilds",
     "THREAD_CREATE": "guilds",
+    "THREAD_UPDATE": "guilds",
     "MESSAGE_CREATE": "guild_messages",
     "MESSAGE_UPDATE": "guild_messages",
     "MESSAGE_DELETE": "guild_messages",

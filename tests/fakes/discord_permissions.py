@@ -35,6 +35,8 @@ CREATE_PUBLIC_THREADS = discord.Permissions(create_public_threads=True).value
 CREATE_PRIVATE_THREADS = discord.Permissions(create_private_threads=True).value
 SEND_MESSAGES_IN_THREADS = discord.Permissions(send_messages_in_threads=True).value
 MANAGE_ROLES = discord.Permissions(manage_roles=True).value
+MANAGE_THREADS = discord.Permissions(manage_threads=True).value
+MANAGE_CHANNELS = discord.Permissions(manage_channels=True).value
 NEEDS_SEND = discord.Permissions(
     embed_links=True, attach_files=True, mention_everyone=True, send_tts_messages=True
 ).value
