@@ -256,8 +256,9 @@ class TelegramAdapter:
             reply_to=_member(author) if author is not None and not author.is_bot else None, thread=thread))
         with use_language(ctx.language):
             reply = await self.services.commands.handle_text(ctx, text)
-            if reply is not None and reply.quiet and isinstance(reply.extra.get("partner_notes"), View):
-                reply = Reply(reply.extra["partner_notes"])  # type: ignore[arg-type]  # what the raid post can't say
+            notes = reply.extra.get("partner_notes") if reply is not None and reply.quiet else None
+            if isinstance(notes, View):  # what the partner chats lack (core/partners.py): the raid post can't say it
+                reply = Reply(notes)
             if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
                 return
             if reply.private and chat.type != Chat.PRIVATE:
