@@ -13,7 +13,8 @@ unpin that meets a transient error is retried by the sweep, after a restart too,
 
 A partner raid (core/partners.py) owes each partner chat its own post and report: rows keyed
 `raid:<raid>:<row>` and `report:<raid>:<row>` (the raid_chats row), with the partner chat's community, so
-the sweep hands each to its platform's adapter and each chat gets its post once.
+the sweep hands each to its platform's adapter and each chat gets its post once; a pinned raid owes each
+partner chat its unpin too (`unpin:<raid>:<row>`).
 
 A sent report is marked `stale` when its numbers settle later (a final sweep, a moderator's review,
 the verification window closing): delivering it again edits the message in place.
@@ -83,11 +84,16 @@ def partner_report_key(raid_id: int, chat_row: int) -> str:
     return f"report:{raid_id}:{chat_row}"
 
 
+def partner_unpin_key(raid_id: int, chat_row: int) -> str:
+    """The unpin a pinned raid post in a partner chat is owed when the raid ends."""
+    return f"unpin:{raid_id}:{chat_row}"
+
+
 def partner_row(key: str) -> int | None:
     """The raid_chats row a partner post's key names (None for every other post)."""
     kind, _sep, rest = key.partition(":")
     _raid, sep, row = rest.partition(":")
-    return int(row) if kind in ("raid", "report") and sep and row.isdigit() else None
+    return int(row) if kind in ("raid", "report", "unpin") and sep and row.isdigit() else None
 
 
 def unpin_key(raid_id: int) -> str:
@@ -211,4 +217,4 @@ class Outbox:
 
 
 __all__ = ["Delivery", "Outbox", "enqueue", "mark_stale", "partner_raid_key", "partner_report_key", "partner_row",
-           "raid_key", "report_key", "unpin_key"]
+           "partner_unpin_key", "raid_key", "report_key", "unpin_key"]

@@ -10,10 +10,19 @@ end its report, exactly once; each adapter delivers the rows of its platform.
 
 Joins and claims from a partner chat count for the one raid: the raid's community keeps its board,
 its bans apply, and the partner platform's word on who moderates is not written into it.
+
+A pinned raid (`pin`) is pinned in each partner chat too, its unpin owed there through the outbox
+(`unpin:<raid>:<row>`, written with the raid's end). Before the moderator is answered, each partner
+chat on a platform whose adapter runs in this process is checked for the rights the raid needs there
+(`checkers`, one per platform, registered by the adapter): the raid starts all the same, and the
+answer names each chat that lacks a right and what the raid skips there (lock, pin), or that a chat
+could not be checked because its platform does not run here (`start_notes`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +38,21 @@ from core.storage.db import Database
 from core.storage.models import Community, Raid
 from core.storage.partner_models import ChatLink, ChatLinkCode, RaidChat
 from core.storage.upsert import insert
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Lacking:
+    """A right the bot lacks in a partner chat: its name as the platform shows it (translated), and what
+    the raid skips there without it: "lock", "pin", or None when the post itself is at stake."""
+
+    right: str
+    skips: str | None = None
+
+
+# An adapter's check of a chat on its platform: (chat, lock wanted, pin wanted) -> what it lacks there.
+PartnerCheck = Callable[[ChatRef, bool, bool], Awaitable[list[Lacking]]]
 
 
 class ChatLinkRefused(Conflict):
@@ -108,6 +132,7 @@ class PartnerService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self.checkers: dict[str, PartnerCheck] = {}  # platform -> its adapter's rights check (when it runs here)
 
     async def issue(self, chat: ChatRef) -> Issued:
         """A one-time code that links another chat to this one."""
@@ -222,12 +247,48 @@ class PartnerService:
             return None
         return next((c for c in await self.raid_chats(raid_id) if c.id == row_id), None)
 
+    async def start_notes(self, raid_id: int, *, lock: bool, pin: bool) -> list[str]:
+        """What the moderator who started a partner raid should know about its partner chats: a line per
+        chat that lacks a right (and what the raid skips there), or that cannot be checked from here.
+        Never raises: a check that fails is a note too, and the raid runs all the same."""
+        notes = []
+        for row in await self.raid_chats(raid_id):
+            name = PartnerChat(row.id, row.chat).shown
+            check = self.checkers.get(row.chat.platform)
+            if check is None:
+                notes.append(_("Partner chat {chat}: I can't check my rights there, because my {platform} side "
+                               "does not run in this process.").format(chat=name, platform=row.chat.platform))
+                continue
+            try:
+                lacking = await check(row.chat, lock, pin)
+            except Exception as exc:  # the platform did not answer: say so, the raid goes on
+                log.warning("checking partner chat %s of raid %s failed: %r", name, raid_id, exc)
+                notes.append(_("Partner chat {chat}: I couldn't check my rights there just now.").format(chat=name))
+                continue
+            if lacking:
+                notes.append(gap_note(name, lacking))
+        return notes
+
     async def set_progress_ref(self, row_id: int, ref: dict[str, Any]) -> None:
         """Where the adapter posted the raid in this partner chat, so edits survive a restart."""
         async def op(s: AsyncSession) -> None:
             await s.execute(update(RaidChat).where(RaidChat.id == row_id).values(progress_ref=ref))
 
         await self.db.write(op)
+
+
+def gap_note(name: str, lacking: list[Lacking]) -> str:
+    """One partner chat's missing rights and what the raid skips there, in one line."""
+    rights = ", ".join(dict.fromkeys(item.right for item in lacking))
+    text = _("Partner chat {chat}: I'm missing {rights} there.").format(chat=name, rights=rights)
+    skips = {item.skips for item in lacking}
+    if None in skips:
+        text += " " + _("Its raid post there may not go up or stay up to date.")
+    if "lock" in skips:
+        text += " " + _("The raid runs unlocked there.")
+    if "pin" in skips:
+        text += " " + _("Its raid post there won't be pinned.")
+    return text
 
 
 async def _community_id(s: AsyncSession, chat: ChatRef) -> int | None:

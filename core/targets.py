@@ -77,8 +77,10 @@ async def resolve_target(
         CommunityMember,
         (CommunityMember.member_id == MemberIdentity.member_id) & (CommunityMember.community_id == community_id),
     ).where(MemberIdentity.platform == platform)
-    if (found := _MEMBER_ID.fullmatch(t)) is not None:
-        ids = (await s.scalars(known.where(MemberIdentity.member_id == int(found[1])).limit(2))).all()
+    if (found := _MEMBER_ID.fullmatch(t)) is not None:  # nubi's own id: a member of any platform known here
+        # (one who raided here only from a partner chat on another platform, core/partners.py, too)
+        ids = (await s.scalars(select(CommunityMember.member_id).where(
+            CommunityMember.community_id == community_id, CommunityMember.member_id == int(found[1])))).all()
     elif (found := _DISCORD_MENTION.fullmatch(t)) is not None or _PLATFORM_ID.fullmatch(t):
         external = found[1] if found is not None else t
         ids = (await s.scalars(known.where(MemberIdentity.external_id == external).limit(2))).all()

@@ -25,7 +25,8 @@ from core.commands.service import ChatContext
 from core.config import TelegramConfig
 from core.directory import ChatRef, MemberRef, find_community
 from core.errors import NoActiveRaid, NotFound, ValidationError
-from core.partners import ChatLinkRefused
+from core.outbox import FIRST_RETRY, partner_unpin_key
+from core.partners import ChatLinkRefused, Lacking
 from core.raids.model import RaidSpec
 from core.services import Services
 from core.storage.models import CommunityMember
@@ -46,9 +47,10 @@ from tests.test_discord_adapter import (
     as_mod,
     guild,
     make_bot,
+    original_text,
 )
 from tests.test_discord_servers import answer
-from tests.test_telegram_adapter import LATENCY, ORIGINAL, press_in
+from tests.test_telegram_adapter import LATENCY, ORIGINAL, press_in, running
 
 GROUP = -100_888
 MOD = 7
@@ -416,3 +418,135 @@ async def test_a_discord_raid_runs_in_its_partner_telegram_group_too(
     assert await services.locks.pending_releases() == []
     assert [d for d in await services.outbox.due() if d.raid_id == raid] == []
     assert len([m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} report")]) == 1
+
+
+# -- pins in partner chats, and the rights each partner chat is checked for at the start ---------------
+
+
+async def test_a_pinned_partner_raid_tells_the_moderator_what_the_discord_channel_lacks_and_runs_unpinned_there(
+    services: Services, tg_fake: FakeTelegramAPI, tg: TelegramAdapter, dc: Bot, clock: FakeClock,
+) -> None:
+    """The Discord channel's role has no Pin Messages: the raid starts all the same, the moderator's
+    answer in the group names the channel, the permission and what is skipped there, the channel gets
+    its post unpinned with a notice, and nothing is unpinned there at the end."""
+    tg_fake.set_member(GROUP, tg_fake.bot_id, "administrator", can_restrict_members=True, can_pin_messages=True)
+    await link_group_with_channel(services, tg_fake, dc)
+    await group_says(tg_fake, MOD, f"/raid start {URL} likes=10 duration=10m lock pin partners")
+    await until(lambda: any("Partner chat" in (m.text or "") for m in tg_fake.sent_messages(GROUP)), "the note")
+    await until(lambda: any("couldn't pin" in (m.content or "") for m in dc.visible()), "the channel's notice")
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    [raid] = [r.id for r in await services.raids.list()]
+    [note] = [m for m in tg_fake.sent_messages(GROUP) if "Partner chat" in (m.text or "")]
+    name = dc.h.client.get_guild(GUILD_ID).name  # type: ignore[union-attr]
+    assert note.text == (f"Partner chat {name} (discord, <#{CHANNEL_ID}>): I'm missing Pin Messages there. "
+                         "Its raid post there won't be pinned.")
+    [tg_post] = [m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} — live")]
+    assert tg_fake.chat(GROUP).pinned == [tg_post.message_id]  # the group's own post is pinned
+    dc_post = dc.raid_post()
+    assert dc.fake.pinned(CHANNEL_ID) == []
+    [refused] = dc.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/pins/{dc_post.id}", "PUT")
+    assert refused.status == 403
+    [notice] = [m for m in dc.visible() if "couldn't pin" in (m.content or "")]
+    assert notice.content == ("I couldn't pin the raid post: I need the Pin Messages permission in this channel. "
+                              "The raid runs unpinned here.")
+    assert int(notice.json["message_reference"]["message_id"]) == dc_post.id
+    [row] = await services.partners.raid_chats(raid)
+    assert "pinned" not in (row.progress_ref or {})
+    assert int(dc.everyone()["deny"]) & SEND  # type: ignore[index]  # the lock it may do, it did
+
+    clock.advance(seconds=601)
+    assert await services.raids.end_overdue() == [raid]
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    assert tg_fake.chat(GROUP).pinned == []
+    assert dc.fake.calls_to(f"/channels/{CHANNEL_ID}/messages/pins/*", "DELETE") == []  # nothing to undo
+    assert not await services.outbox.pending(partner_unpin_key(raid, row.id))
+    assert [d for d in await services.outbox.due() if d.raid_id == raid] == []
+
+
+async def test_a_pinned_partner_raid_from_discord_names_the_rights_the_telegram_group_lacks(
+    services: Services, tg_fake: FakeTelegramAPI, tg: TelegramAdapter, dc: Bot,
+) -> None:
+    """Started on Discord with lock and pin: the Telegram group's bot may not pin there nor restrict
+    members; the moderator's answer says so, with what the raid skips in that group."""
+    tg_fake.set_member(GROUP, tg_fake.bot_id, "administrator")  # an admin without those two rights
+    code = CODE.search(await answer(dc, as_mod("community link", {})))
+    assert code, "no code"
+    await group_says(tg_fake, MOD, f"/community join {code[1]}")
+    payload = as_mod("raid start", {"url": URL, "likes": 10, "minutes": 30, "lock": True, "pin": True,
+                                    "partners": True})
+    await dc.h.dispatch_interaction(payload)
+    await dc.adapter.posts.drain()
+    await until(lambda: any("couldn't pin" in (m.text or "") for m in tg_fake.sent_messages(GROUP)), "the notice")
+    await tg.drain()
+    text = original_text(dc, payload)
+    assert text.endswith(
+        "\nPartner chat Raid Group (telegram): I'm missing the admin right to restrict members, the admin right "
+        "to pin messages there. The raid runs unlocked there. Its raid post there won't be pinned."), text
+    assert tg_fake.chat(GROUP).pinned == [] and tg_fake.chat(GROUP).permissions == ORIGINAL
+
+
+async def test_partner_chats_whose_platform_does_not_run_here_are_named_as_unchecked(services: Services) -> None:
+    await linked(services, TG_A, DC_C)
+    await linked(services, TG_A, TG_B)
+    ctx = ChatContext(TG_A, STARTER, is_moderator=True)
+    reply = await services.commands.execute(ctx, p.parse(f"/raid start {URL} likes=5 pin partners"))
+    assert reply.raid is not None and reply.raid.active and reply.quiet  # the raid runs all the same
+    notes = reply.extra["partner_notes"]
+    assert notes.text.split("\n") == [  # type: ignore[attr-defined]
+        "Partner chat Server C (discord, <#930000000000000778>): I can't check my rights there, because my "
+        "discord side does not run in this process.",
+        "Partner chat Group B (telegram): I can't check my rights there, because my telegram side does not run "
+        "in this process.",
+    ]
+
+    async def broken(chat: ChatRef, lock: bool, pin: bool) -> list[Lacking]:
+        raise TimeoutError("no answer")
+
+    async def fine(chat: ChatRef, lock: bool, pin: bool) -> list[Lacking]:
+        return []
+
+    services.partners.checkers.update(discord=broken, telegram=fine)
+    await services.raids.end(reply.raid.id, status="cancelled")
+    again = await services.commands.execute(ctx, p.parse(f"/raid start {URL} likes=5 partners"))
+    assert again.extra["partner_notes"].text == (  # type: ignore[attr-defined]
+        "Partner chat Server C (discord, <#930000000000000778>): I couldn't check my rights there just now.")
+    services.partners.checkers.update(discord=fine)
+    await services.raids.end(again.raid.id, status="cancelled")  # type: ignore[union-attr]
+    quiet = await services.commands.execute(ctx, p.parse(f"/raid start {URL} likes=5 partners"))
+    assert "partner_notes" not in quiet.extra
+
+
+async def test_an_unpin_owed_in_a_partner_group_is_finished_by_a_restarted_adapter(
+    services: Services, tg_fake: FakeTelegramAPI, dc: Bot, clock: FakeClock,
+) -> None:
+    """Started on Discord with pin: the partner group's post is pinned; Telegram fails its unpin at the
+    end, so the unpin stays owed, and a new Telegram adapter (a restart) finishes it, once."""
+    tg_fake.set_member(GROUP, tg_fake.bot_id, "administrator", can_pin_messages=True)
+    config = TelegramConfig(token=tg_fake.token, api_base_url=tg_fake.base_url, edit_interval_seconds=INTERVAL)
+    async with running(services, config) as first:
+        code = CODE.search(await answer(dc, as_mod("community link", {})))
+        assert code, "no code"
+        await group_says(tg_fake, MOD, f"/community join {code[1]}")
+        raid = await dc.start_raid(partners=True, pin=True)
+        await until(lambda: bool(tg_fake.chat(GROUP).pinned), "the pin in the partner group")
+        await first.drain()
+        [tg_post] = [m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid} — live")]
+        assert tg_fake.chat(GROUP).pinned == [tg_post.message_id]
+        [row] = await services.partners.raid_chats(raid)
+        assert (row.progress_ref or {}).get("pinned") is True
+        tg_fake.fail_next("unpinChatMessage", error_code=502)
+        clock.advance(minutes=31)
+        assert await services.raids.end_overdue() == [raid]
+        await until(lambda: bool(tg_fake.calls_for("unpinChatMessage")), "the unpin attempt")
+        await first.drain()
+        assert tg_fake.chat(GROUP).pinned == [tg_post.message_id]
+        assert await services.outbox.pending(partner_unpin_key(raid, row.id))
+
+    clock.advance(seconds=FIRST_RETRY * 4)
+    async with running(services, config) as second:  # a new process finishes what is owed on start
+        await second.drain()
+        assert tg_fake.chat(GROUP).pinned == []
+        assert not await services.outbox.pending(partner_unpin_key(raid, row.id))
+    assert [c.ok for c in tg_fake.calls_for("unpinChatMessage")] == [False, True]  # done exactly once

@@ -37,8 +37,10 @@ from core.events import (
     ReportChanged,
 )
 from core.i18n import N_, _, use_language
+from core.partners import Lacking
 from core.services import Services
 from core.targets import Mention
+from core.views import View
 
 from . import commands, permissions, render
 from .badges import BadgePosts
@@ -114,6 +116,7 @@ class DiscordAdapter:
         self.posts.partners.chat_locks = self.locks
         self.badges = BadgePosts(services, lambda: self.client)
         services.community_settings.role_checks[PLATFORM] = self.badges.check_role
+        services.partners.checkers[PLATFORM] = self.check_partner
         self._handlers: list[tuple[type[Any], Any]] = [
             (RaidStarted, self.on_raid_started),
             (ProgressChanged, self.posts.on_progress_changed),
@@ -203,6 +206,8 @@ class DiscordAdapter:
             self._subscribed = False
         if self.services.community_settings.role_checks.get(PLATFORM) == self.badges.check_role:
             del self.services.community_settings.role_checks[PLATFORM]
+        if self.services.partners.checkers.get(PLATFORM) == self.check_partner:
+            del self.services.partners.checkers[PLATFORM]
         await self.posts.close()
         if self._opened is not None:
             await self._opened.close()
@@ -267,6 +272,21 @@ class DiscordAdapter:
         if me is not None and isinstance(channel, discord.abc.GuildChannel):
             return channel.permissions_for(me)
         return interaction.app_permissions
+
+    async def check_partner(self, chat: ChatRef, lock: bool, pin: bool) -> list[Lacking]:
+        """What the bot lacks in a partner channel of a raid (core/partners.py), as discord.py computes it
+        from the guild cache (its roles and the channel's overwrites): the same list as the pre-start
+        check of a raid's own channel, plus Pin Messages when the raid pins."""
+        channel = self.client.get_channel(int(chat.destination))
+        guild = getattr(channel, "guild", None)
+        me = guild.me if guild is not None else None
+        if me is None or not isinstance(channel, discord.abc.GuildChannel):
+            return [Lacking(_("access to that channel (I can't see it)"))]
+        held = channel.permissions_for(me)
+        lacking = [Lacking(n.label, "lock" if n.lock_only else None) for n in permissions.missing(held, lock=lock)]
+        if pin and not held.pin_messages:
+            lacking.append(Lacking("Pin Messages", "pin"))
+        return lacking
 
     def context(self, interaction: discord.Interaction[Any], mentions: tuple[Mention, ...] = ()) -> ChatContext:
         user = interaction.user
@@ -378,12 +398,12 @@ class DiscordAdapter:
             return render.post_refused(raid_id, self.posts.refused[raid_id])
         progress = await self.services.raids.progress(raid_id, top=0)
         if progress.progress_ref is None:
-            return render.post_pending(raid_id)
+            return render.post_pending(raid_id) + _partner_notes(reply)
         ack = render.quiet_ack(reply, jump_url(progress.progress_ref))
         if raid_id in self.posts.unpinned:
             ack += " " + _("I couldn't pin it: I need the Pin Messages permission in this channel. "
                            "The raid runs unpinned.")
-        return ack
+        return ack + _partner_notes(reply)
 
     async def on_tree_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -458,6 +478,12 @@ class DiscordAdapter:
             chat = await self.posts.chat_of(event.community_id)
             if chat is not None:
                 await self.badges.grant(event.key, chat.external_id)
+
+
+def _partner_notes(reply: Reply) -> str:
+    """The partner chats' missing rights (core/partners.py `start_notes`), under the start's answer."""
+    notes = reply.extra.get("partner_notes")
+    return "\n" + render.text(notes) if isinstance(notes, View) else ""
 
 
 def _custom_ids(message: discord.Message) -> set[str]:

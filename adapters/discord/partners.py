@@ -11,7 +11,10 @@ written in the partner community's language; their buttons act on the raid (core
 
 A raid started with `lock` locks each partner channel too (ChannelLocks, with that channel's community),
 right before its post goes up: one lock row per channel, released with the raid's end like the raid's
-own lock and retried by the sweep until Discord has the overwrites back.
+own lock and retried by the sweep until Discord has the overwrites back. A raid started with `pin`
+pins each partner channel's post once it is up (`pinned` saved in the row's ref first) and unpins it at
+the end through the row's own outbox row (`unpin:<raid>:<row>`), finished by the sweep or a restart; a
+refused pin leaves a notice in that channel and the raid runs unpinned there.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any
 import discord
 
 from core.events import PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
-from core.i18n import use_language
-from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row
+from core.i18n import _, use_language
+from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row, partner_unpin_key
 from core.partners import RaidChatRef
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -108,6 +111,8 @@ class PartnerPosts:
                 await self.post(row_id)
             elif event.kind == "report":
                 await self.report(row_id)
+            elif event.kind == "unpin":
+                await self.unpin(row_id)
         return True
 
     async def on_progress_changed(self, event: ProgressChanged) -> None:
@@ -121,6 +126,7 @@ class PartnerPosts:
             except RetryLater:
                 self._poke(self.item(row_id))
             await self.report(row_id)
+            await self.unpin(row_id)  # owed only if the raid was pinned
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         for row_id in await self._of(event.raid_id):
@@ -157,8 +163,13 @@ class PartnerPosts:
                 parts = await self._parts(row)
                 channel = self._client().get_partial_messageable(int(row.chat.destination))
                 message = await self._sent(channel.send(**parts, nonce=d.nonce))
-                ref = {"channel_id": str(channel.id), "message_id": str(message.id), "guild_id": row.chat.external_id}
+                ref: dict[str, Any] = {"channel_id": str(channel.id), "message_id": str(message.id),
+                                       "guild_id": row.chat.external_id}
+                if here.pin:
+                    ref["pinned"] = True  # saved before pinning: the unpin owed at the end finds it, whatever happens
                 await self.s.partners.set_progress_ref(row_id, ref)
+                if here.pin:
+                    ref = await self._pin(row, message, ref)
                 self._refs[row_id] = ref
                 self._drawn[row_id] = self._fingerprint(parts)
                 return ref
@@ -172,6 +183,54 @@ class PartnerPosts:
             fresh = await self.s.partners.raid_chat(row_id)
             self._refs[row_id] = fresh.progress_ref if fresh else None
         self._poke(self.item(row_id))  # changes made while it was being sent
+
+    async def _pin(self, row: RaidChatRef, message: discord.Message, ref: dict[str, Any]) -> dict[str, Any]:
+        """Pin the raid post in this partner channel; the ref as it stands after. A refusal (no Pin Messages
+        there, the channel's pins full) leaves it unpinned there, with a notice in the channel; never
+        raises, so the post stays sent."""
+        try:
+            await self._sent(message.pin(reason=f"raid #{row.raid_id} is running"))
+        except RetryLater as exc:  # Discord busy: it may be pinned all the same; the unpin at the end tidies up
+            log.warning("pinning raid #%s post in partner channel %s failed: %s", row.raid_id, row.chat.destination, exc)
+        except discord.HTTPException as exc:
+            log.warning("Discord refused to pin raid #%s post in partner channel %s: %s", row.raid_id,
+                        row.chat.destination, exc)
+            ref = {k: v for k, v in ref.items() if k != "pinned"}
+            await self.s.partners.set_progress_ref(row.id, ref)
+            with use_language(await self.s.community_settings.language_of_chat(row.chat)):
+                notice = _("I couldn't pin the raid post: I need the Pin Messages permission in this channel. "
+                           "The raid runs unpinned here.")
+            try:
+                await self._sent(message.channel.send(
+                    notice, reference=discord.MessageReference(message_id=message.id, channel_id=message.channel.id,
+                                                               fail_if_not_exists=False)))
+            except (discord.HTTPException, RetryLater) as failed:
+                log.warning("could not tell partner channel %s its post is unpinned: %s", row.chat.destination, failed)
+        return ref
+
+    async def unpin(self, row_id: int) -> None:
+        """Unpin this channel's post of an ended raid through its outbox row: a failure leaves it owed."""
+        row = await self._row(row_id)
+        if row is None:
+            return
+        async with self._lock(row_id):
+            async def send(_d: Delivery) -> None:
+                fresh = await self.s.partners.raid_chat(row_id)
+                ref = (fresh.progress_ref if fresh else None) or {}
+                if ref.get("pinned") and ref.get("message_id"):
+                    channel = self._client().get_partial_messageable(int(ref["channel_id"]))
+                    try:
+                        await self._sent(channel.get_partial_message(int(ref["message_id"])).unpin(
+                            reason=f"raid #{row.raid_id} ended"))
+                    except discord.NotFound:
+                        log.info("raid #%s post in partner channel %s is gone: nothing to unpin", row.raid_id,
+                                 ref["channel_id"])
+                return None
+
+            try:
+                await self.s.outbox.deliver(partner_unpin_key(row.raid_id, row_id), send)
+            except RetryLater as exc:
+                self._later(exc.seconds, lambda: self.unpin(row_id))
 
     async def refresh(self, row_id: int) -> None:
         """The Coalescer's flush of one partner post: edit it in place to the raid as it is now."""

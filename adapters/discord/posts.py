@@ -30,7 +30,7 @@ import discord
 from core.directory import ChatRef, community_chat
 from core.events import AnnouncementDue, ProgressChanged, RaidEnded, ReportChanged
 from core.i18n import _, use_language
-from core.outbox import Delivery, raid_key, report_key, unpin_key
+from core.outbox import Delivery, partner_row, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -273,7 +273,11 @@ class RaidPosts:
         """Unpins owed from before a restart, without waiting for the first sweep."""
         owed = [d for d in await self.s.outbox.due() if d.platform == PLATFORM and d.kind == "unpin"]
         for due in owed:
-            await self.unpin(due.raid_id)
+            row = partner_row(due.key)
+            if row is not None:  # a partner channel's post (core/partners.py)
+                await self.partners.unpin(row)
+            else:
+                await self.unpin(due.raid_id)
         return len(owed)
 
     async def _with_lock_state(self, progress: RaidProgress) -> RaidProgress:

@@ -22,12 +22,13 @@ from telegram import (
     BotCommandScopeAllChatAdministrators,
     BotCommandScopeDefault,
     Chat,
+    ChatMember,
     Message,
     MessageEntity,
     Update,
     User,
 )
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -52,6 +53,7 @@ from core.events import (
     ReportChanged,
 )
 from core.i18n import N_, _, use_language
+from core.partners import Lacking
 from core.services import Services
 from core.targets import Mention
 from core.views import View
@@ -99,6 +101,7 @@ class TelegramAdapter:
         chats = ChatDirectory(services.db)
         self._locks = ChatLocks(services, bot, chats, self._spawn)
         self._posts = RaidPosts(services, self._outbox, self._locks, chats, self._spawn, config.edit_interval_seconds)
+        services.partners.checkers[PLATFORM] = self.check_partner
         self._subscriptions: list[tuple[type[Event], Any]] = [
             (RaidStarted, self._posts.on_raid_started),
             (ProgressChanged, self._posts.on_progress_changed),
@@ -152,7 +155,30 @@ class TelegramAdapter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._posts.coalescer.close()
+        if self.services.partners.checkers.get(PLATFORM) == self.check_partner:
+            del self.services.partners.checkers[PLATFORM]
         await app.shutdown()
+
+    async def check_partner(self, chat: ChatRef, lock: bool, pin: bool) -> list[Lacking]:
+        """What the bot lacks in a partner group of a raid (core/partners.py): to post and edit there, to
+        lock it (restrict members) and to pin the raid post, as Telegram says it stands now."""
+        bot = self.application.bot
+        try:
+            me = await bot.get_chat_member(int(chat.external_id), bot.id)
+        except (BadRequest, Forbidden) as exc:  # not in the group (left, removed) or the group is gone
+            log.info("partner group %s: %s", chat.external_id, exc.message)
+            return [Lacking(_("membership of the group"))]
+        if me.status in (ChatMember.LEFT, ChatMember.BANNED):
+            return [Lacking(_("membership of the group"))]
+        admin = me.status == ChatMember.OWNER or me.status == ChatMember.ADMINISTRATOR
+        lacking = []
+        if me.status == ChatMember.RESTRICTED and not getattr(me, "can_send_messages", True):
+            lacking.append(Lacking(_("the right to send messages")))
+        if lock and not (me.status == ChatMember.OWNER or getattr(me, "can_restrict_members", False)):
+            lacking.append(Lacking(_("the admin right to restrict members"), "lock"))
+        if pin and not (me.status == ChatMember.OWNER or (admin and getattr(me, "can_pin_messages", False))):
+            lacking.append(Lacking(_("the admin right to pin messages"), "pin"))
+        return lacking
 
     async def drain(self) -> None:
         """Wait until every background post, edit and unlock has run (tests, orderly shutdown)."""
@@ -230,6 +256,9 @@ class TelegramAdapter:
             reply_to=_member(author) if author is not None and not author.is_bot else None, thread=thread))
         with use_language(ctx.language):
             reply = await self.services.commands.handle_text(ctx, text)
+            notes = reply.extra.get("partner_notes") if reply is not None and reply.quiet else None
+            if isinstance(notes, View):  # what the partner chats lack (core/partners.py): the raid post can't say it
+                reply = Reply(notes)
             if reply is None or reply.quiet:  # quiet: the raid post or report the event draws is the answer
                 return
             if reply.private and chat.type != Chat.PRIVATE:

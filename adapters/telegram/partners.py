@@ -10,7 +10,10 @@ on the raid (core/commands `_raid_in_chat` knows the raid's partner chats).
 
 A raid started with `lock` locks each partner chat too, right before its post goes up: one lock row
 per chat (LockService, with that chat's community), released with the raid's end like the raid's own
-lock and retried by the sweep until the chat has its permissions back.
+lock and retried by the sweep until the chat has its permissions back. A raid started with `pin` pins
+each partner chat's post once it is up (`pinned` saved in the row's ref first) and unpins it at the
+end through the row's own outbox row (`unpin:<raid>:<row>`), finished by the sweep or a restart; a
+refused pin leaves a notice in that chat and the raid runs unpinned there.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from core.events import PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
-from core.i18n import use_language
-from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row
+from core.i18n import _, use_language
+from core.outbox import Delivery, partner_raid_key, partner_report_key, partner_row, partner_unpin_key
 from core.partners import RaidChatRef
 from core.raids.model import RaidProgress
 from core.services import Services
@@ -36,7 +39,7 @@ from core.views import raid_view, report_view
 from .chats import PLATFORM
 from .locks import ChatLocks, Spawn
 from .outbox import Outbox, Rendered
-from .render import keyboard, render_html
+from .render import escape, keyboard, render_html
 
 log = logging.getLogger(__name__)
 REMEMBERED = 1000  # raids whose partner chats this process keeps in mind
@@ -112,6 +115,8 @@ class PartnerPosts:
                 self._start(post)
             elif event.kind == "report":
                 self._spawn(self._finish(post), "partner raid report")
+            elif event.kind == "unpin":
+                self._spawn(self._unpin(post), "partner raid unpin")
         return True
 
     async def on_progress_changed(self, event: ProgressChanged) -> None:
@@ -124,6 +129,7 @@ class PartnerPosts:
     async def on_raid_ended(self, event: RaidEnded) -> None:
         for post in await self._of(event.raid_id):
             self._spawn(self._finish(post), "partner raid report")
+            self._spawn(self._unpin(post), "partner raid unpin")  # owed only if the raid was pinned
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         for post in await self._of(event.raid_id):
@@ -144,18 +150,26 @@ class PartnerPosts:
 
     async def _post(self, post: PartnerPost) -> None:
         key = partner_raid_key(post.row.raid_id, post.row.id)
+        pinned = True
+        language: str | None = None
 
         async def send(_d: Delivery) -> dict[str, Any] | None:
+            nonlocal pinned, language
             here = await self._here(post, top=0)
             if not here.active:
                 return None  # it ended before its post went out: the report tells the story
+            language = here.language
             if here.lock and not await self._locks.lock_for_raid(here):
                 log.warning("raid %s runs unlocked in partner chat %s", here.id, post.chat_id)
             text, markup = await self._render(post)
             message = await self._outbox.send(post.chat_id, text, markup=markup)
             post.message_id = message.message_id
-            ref = {"chat_id": post.chat_id, "message_id": message.message_id}
+            ref: dict[str, Any] = {"chat_id": post.chat_id, "message_id": message.message_id}
+            if here.pin:
+                ref["pinned"] = True  # saved before pinning: the unpin owed at the end finds it, whatever happens
             await self._s.partners.set_progress_ref(post.row.id, ref)
+            if here.pin:
+                pinned = await self._pin(post, ref)
             return ref
 
         with contextlib.suppress(RetryLater):  # released with its wait: the sweep brings it back then
@@ -166,6 +180,50 @@ class PartnerPosts:
         if post.stale and post.message_id is not None:
             post.stale = False
             self._redraw(post.chat_id, self.item(post.row.id))
+        if not pinned and post.message_id is not None:
+            with use_language(language):
+                notice = _("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
+                           "The raid runs unpinned.")
+            with contextlib.suppress(TelegramError):
+                await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id)
+
+    async def _pin(self, post: PartnerPost, ref: dict[str, Any]) -> bool:
+        """Pin the raid post in this partner chat. False when Telegram refused (no right to pin here): it
+        runs unpinned there and nothing is unpinned at the end. Never raises, so the post stays sent."""
+        assert post.message_id is not None
+        try:
+            await self._outbox.pin(post.chat_id, post.message_id)
+        except (BadRequest, Forbidden) as exc:
+            log.warning("could not pin raid %s post in partner chat %s: %s", post.row.raid_id, post.chat_id,
+                        exc.message)
+            await self._s.partners.set_progress_ref(post.row.id, {k: v for k, v in ref.items() if k != "pinned"})
+            return False
+        except TelegramError as exc:  # it may have been pinned all the same: the unpin at the end tidies up
+            log.warning("pinning raid %s post in partner chat %s failed: %s", post.row.raid_id, post.chat_id, exc)
+        return True
+
+    async def _unpin(self, post: PartnerPost) -> None:
+        """Unpin this chat's post of an ended raid, through its outbox row: a failure leaves it owed."""
+        if post.posting is not None:
+            await asyncio.wait({post.posting})
+
+        async def send(_d: Delivery) -> None:
+            row = await self._s.partners.raid_chat(post.row.id)
+            ref = (row.progress_ref if row else None) or {}
+            if ref.get("pinned") and ref.get("message_id"):
+                if not await self._outbox.unpin(int(ref["chat_id"]), int(ref["message_id"])):
+                    log.info("raid %s post in partner chat %s is gone: nothing to unpin", post.row.raid_id,
+                             post.chat_id)
+            return None
+
+        with contextlib.suppress(RetryLater):  # released with its wait: the sweep brings it back then
+            await self._s.outbox.deliver(partner_unpin_key(post.row.raid_id, post.row.id), send)
+
+    async def finish_unpin(self, row_id: int) -> None:
+        """An unpin owed from before a restart (the adapter's start finishes them)."""
+        post = await self._by_row(row_id)
+        if post is not None:
+            await self._unpin(post)
 
     async def edit(self, row_id: int) -> None:
         """The Coalescer's flush of one partner post: the raid as it is now."""

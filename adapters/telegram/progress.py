@@ -28,7 +28,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from core.badges import announcement_text
 from core.events import AnnouncementDue, PostDue, ProgressChanged, RaidEnded, RaidStarted, ReportChanged
 from core.i18n import _, use_language
-from core.outbox import Delivery, raid_key, report_key, unpin_key
+from core.outbox import Delivery, partner_row, raid_key, report_key, unpin_key
 from core.raids.model import RaidProgress
 from core.services import Services
 from core.throttle import Coalescer, RetryLater
@@ -228,7 +228,11 @@ class RaidPosts:
         """Unpins owed from before a restart (no need to wait for the first sweep)."""
         for due in await self._s.outbox.due():
             if due.platform == PLATFORM and due.kind == "unpin":
-                await self._unpin(due.raid_id)
+                row = partner_row(due.key)
+                if row is not None:  # a partner chat's post (core/partners.py)
+                    await self.partners.finish_unpin(row)
+                else:
+                    await self._unpin(due.raid_id)
 
     async def _render(self, raid_id: int) -> Rendered:
         progress = await self._locks.shown(await self._s.raids.progress(raid_id))

@@ -262,7 +262,11 @@ class CommandService:
                             cmd.lock, cmd.replace, cmd.verification, pin=cmd.pin, thread=ctx.thread,
                             in_thread=cmd.thread, partners=cmd.partners)
             progress = await s.raids.start(ctx.chat, spec, by=ctx.member)
-            return Reply(raid_view(progress), quiet=True, raid=progress)
+            reply = Reply(raid_view(progress), quiet=True, raid=progress)
+            notes = await s.partners.start_notes(progress.id, lock=progress.lock, pin=progress.pin)
+            if notes:  # the partner chats' missing rights: the adapter adds them to its answer
+                reply.extra["partner_notes"] = info_view("\n".join(notes))
+            return reply
         if isinstance(cmd, p.RaidEnd):  # a partner chat's moderators do not end the raid of a linked chat
             raid_id = await s.raids.active_raid_id(ctx.chat, partners=False)
             if cmd.cancel:

@@ -71,10 +71,12 @@ class EndingMixin(MetricsMixin):
         )
         community_id, pinned = (await s.execute(select(Raid.community_id, Raid.pin_post).where(Raid.id == raid_id))).one()
         await outbox.enqueue(s, "report", outbox.report_key(raid_id), community_id, raid_id, now)
-        for row_id, partner in await partners.raid_chats_in_tx(s, raid_id):  # one report in each partner chat
-            await outbox.enqueue(s, "report", outbox.partner_report_key(raid_id, row_id), partner, raid_id, now)
         if pinned:  # undone like a post is made: at least once, retried by the sweep until the chat took it
             await outbox.enqueue(s, "unpin", outbox.unpin_key(raid_id), community_id, raid_id, now)
+        for row_id, partner in await partners.raid_chats_in_tx(s, raid_id):  # one report in each partner chat
+            await outbox.enqueue(s, "report", outbox.partner_report_key(raid_id, row_id), partner, raid_id, now)
+            if pinned:  # and the unpin of its post there
+                await outbox.enqueue(s, "unpin", outbox.partner_unpin_key(raid_id, row_id), partner, raid_id, now)
         session_id = await s.scalar(select(Raid.session_id).where(Raid.id == raid_id))
         if session_id:
             await s.execute(
