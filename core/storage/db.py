@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,15 @@ from core.storage.engines import (
     ping_when_idle,
     sqlite_pragmas,
 )
-from core.storage.executor import Outcome, drive, run_alone, run_batch, run_sql_alone, run_sql_batch
+from core.storage.executor import (
+    Outcome,
+    in_callers_context,
+    run_alone,
+    run_batch,
+    run_sql_alone,
+    run_sql_batch,
+    sql_in_callers_context,
+)
 from core.storage.lanes import Lanes
 
 __all__ = ["Database", "normalize_url"]
@@ -387,35 +394,6 @@ class Database:
             self._reader_threads.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
-
-
-def in_callers_context(op: Op[T]) -> Op[T]:
-    """The op as it runs in the caller's context (its contextvars: the community's language, which
-    the errors it raises are worded in), wherever it runs: a reader or writer thread (run_in_executor
-    does not carry the context over), or the group-commit writer task, which serves many callers."""
-    context = contextvars.copy_context()
-
-    async def bound(session: Any) -> T:
-        return context.run(drive, op(session))  # type: ignore[no-any-return]
-
-    return bound
-
-
-def sql_in_callers_context(op: Callable[[Sql], Awaitable[T]], *, threaded: bool) -> Callable[[Sql], Awaitable[T]]:
-    """`in_callers_context` for a `write_sql` op: on SQLite's threads its statements never suspend, so
-    it is driven inside the caller's context; on PostgreSQL's writer task it runs as a task of its own
-    in the caller's context (asyncio.create_task(context=...)), awaited by the writer."""
-    context = contextvars.copy_context()
-    if threaded:
-        async def driven(q: Sql) -> T:
-            return context.run(drive, op(q))  # type: ignore[no-any-return]
-
-        return driven
-
-    async def awaited(q: Sql) -> T:
-        return await asyncio.create_task(op(q), context=context)  # type: ignore[arg-type]
-
-    return awaited
 
 
 class _Rerun(Exception):
