@@ -226,7 +226,9 @@ def counting_driver_statements(count: Callable[..., None]) -> Iterator[None]:
     """Count the statements core sends straight to the driver (core/storage/driver.py) too."""
     saved = []
     for cls in (driver.SqliteSql, driver.PgSql):
-        for name in ("row", "rows", "run"):
+        for name in ("row", "rows", "run", "value"):
+            if name not in cls.__dict__:  # inherited: Sql.value counts through its own row()
+                continue
             original = getattr(cls, name)
 
             def counted(self: Any, *args: Any, _original: Any = original) -> Any:

@@ -128,12 +128,20 @@ async def _score(q: Sql, entries: Sequence[Entry]) -> None:
 
     Summed per score row first: one upsert may not touch the same row twice."""
     scores: dict[tuple[int, str, datetime, int], list[Any]] = {}
+    starts: dict[datetime, list[tuple[str, datetime]]] = {}  # a command's entries mostly share one time
     for e in entries:
-        for w in WINDOWS:
-            key = (e.community_id, w, window_start(w, e.effective_at), e.member_id)
-            acc = scores.setdefault(key, [0, e.effective_at])
-            acc[0] += e.points
-            acc[1] = max(acc[1], e.effective_at)
+        at = e.effective_at
+        windows = starts.get(at)
+        if windows is None:
+            windows = starts[at] = [(w, window_start(w, at)) for w in WINDOWS]
+        for w, start in windows:
+            key = (e.community_id, w, start, e.member_id)
+            acc = scores.get(key)
+            if acc is None:
+                scores[key] = [e.points, at]
+            else:
+                acc[0] += e.points
+                acc[1] = max(acc[1], at)
     args: list[Any] = []
     for (c, w, start, m), (p, at) in scores.items():
         if p:

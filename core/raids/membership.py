@@ -130,7 +130,7 @@ class MembershipMixin(EndingMixin):
             bonus, completed = 0, False
             if accepted:
                 bonus, completed = await _credit(q, raid, participant_id, member_id, claim_id, action, points,
-                                                 objectives, now)
+                                                 objectives, now, rules)
             return ClaimResult(raid_id, member_id, action, verification, points, False, claim_id, bonus, completed,
                                raid.community_id)
 
@@ -181,6 +181,7 @@ async def _credit(
     points: int,
     objectives: dict[str, tuple[int, int]],
     now: datetime,
+    rules: scoring.ScoringRules | None = None,
 ) -> tuple[int, bool]:
     """Credit an accepted claim: participant, ledger and boards, then the raid's shared counters.
     Returns (bonus, raid now complete). `points` is the objective's points plus the speed bonus;
@@ -191,7 +192,8 @@ async def _credit(
     its transaction ends (on PostgreSQL other claims wait for them; on SQLite the batch is one
     writer anyway): they are updated last, right before the commit.
     """
-    rules = scoring.ScoringRules.from_dict(raid.scoring)
+    if rules is None:
+        rules = scoring.ScoringRules.from_dict(raid.scoring)
     claims = await q.value(st.SCORE_PARTICIPANT_SQL, participant_id, points, q.ts(now))
     bonus = 0
     if claims == len(objectives) and rules.completion_points:

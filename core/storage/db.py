@@ -19,18 +19,18 @@ fails after writing rolls its batch back whole and runs again alone while the ot
 (an op that fails before writing, as refusals do, fails alone and the batch goes on).
 
 SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one thread hop per batch,
-and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: a pool of
-PG_POOL connections; a batch runs on one of them inside `AsyncConnection.run_sync`; with row-level
-security every command has its own transaction (core/storage/rls.py scopes it to one community).
+and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: PG_POOL connections
+held open (core/storage/lanes.py), each command or batch on one of them in an asyncpg transaction,
+session ops inside `AsyncConnection.run_sync`; with row-level security every command has its own
+transaction (core/storage/rls.py scopes it to one community).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -39,7 +39,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import Unavailable
 from core.storage import rls
@@ -51,7 +51,16 @@ from core.storage.engines import (
     ping_when_idle,
     sqlite_pragmas,
 )
-from core.storage.executor import Outcome, drive, run_alone, run_batch, run_sql_alone, run_sql_batch
+from core.storage.executor import (
+    Outcome,
+    in_callers_context,
+    run_alone,
+    run_batch,
+    run_sql_alone,
+    run_sql_batch,
+    sql_in_callers_context,
+)
+from core.storage.lanes import Lanes
 
 __all__ = ["Database", "normalize_url"]
 
@@ -84,6 +93,7 @@ class Database:
         # PostgreSQL only (SQLite has no row-level security): see core/storage/rls.py.
         self.row_level_security = row_level_security and self.dialect == "postgresql"
         self.engine: AsyncEngine | None = None
+        self._lanes: Lanes | None = None
         self.sqlite_writer: Engine | None = None
         self.sqlite_readers: Engine | None = None
         if self.dialect == "sqlite":
@@ -104,6 +114,8 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30, pool_use_lifo=True)
             ping_when_idle(self.engine)
+            # Every command takes one of these held connections, in arrival order.
+            self._lanes = Lanes(self.engine, PG_POOL)
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
@@ -111,9 +123,6 @@ class Database:
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
         self._writer: asyncio.Task[None] | None = None
-        # PostgreSQL: callers queue here in arrival order for one of the pool's connections, instead of
-        # racing the pool's own timeout (a burst of thousands of commands would otherwise fail).
-        self._slots: asyncio.Semaphore | None = None
         self._sqlite_lock: asyncio.Lock | None = None
         self.commits = 0  # transactions committed by the writer; a benchmark reads it
 
@@ -127,11 +136,6 @@ class Database:
             return [self.engine.sync_engine]
         return [e for e in (self.sqlite_writer, self.sqlite_readers) if e is not None]
 
-    def _pg_slots(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(PG_POOL)
-        return self._slots
-
     # -- reads -----------------------------------------------------------------------------------
 
     async def read(self, op: Op[T]) -> T:
@@ -139,8 +143,7 @@ class Database:
         try:
             if self.is_sqlite:
                 return await asyncio.get_running_loop().run_in_executor(self._reader_threads, self._read_sqlite, op)
-            async with self._pg_slots():
-                return await self._read_pg(op)
+            return await self._read_pg(op)
         except PoolTimeout as exc:
             raise Unavailable(BUSY) from exc
         except Exception as exc:
@@ -154,17 +157,16 @@ class Database:
             return run_alone(conn, op)
 
     async def _read_pg(self, op: Op[T]) -> T:
-        assert self.engine is not None
-        if not self.row_level_security:
-            # READ COMMITTED gives each statement its own snapshot either way: a read needs no
-            # BEGIN and COMMIT around it (two round trips). With row-level security it does, for
-            # the transaction-local community setting.
-            async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await conn.run_sync(run_alone, op)
-        async with self.engine.begin() as conn:
-            await rls.apply(conn)
-            return await conn.run_sync(run_alone, op)
+        assert self._lanes is not None
+        async with self._lanes.lane() as lane:
+            if not self.row_level_security:
+                # READ COMMITTED gives each statement its own snapshot either way: a read needs no
+                # BEGIN and COMMIT around it (two round trips). With row-level security it does, for
+                # the transaction-local community setting.
+                return await lane.conn.run_sync(run_alone, op)
+            async with lane.driver.transaction():
+                await rls.apply(lane.conn)
+                return await lane.conn.run_sync(run_alone, op)
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -193,8 +195,7 @@ class Database:
             try:
                 if self.is_sqlite:
                     return await self._transaction(run_sql_alone, op)  # type: ignore[no-any-return]
-                async with self._pg_slots():
-                    return await self._pg_sql_transaction(op)
+                return await self._pg_sql_transaction(op)
             except PoolTimeout as exc:
                 raise Unavailable(BUSY) from exc
             except Exception as exc:
@@ -205,32 +206,13 @@ class Database:
                     raise Unavailable(UNAVAILABLE) from exc
                 raise
 
-    @contextlib.asynccontextmanager
-    async def _pg_driver(self) -> AsyncIterator[tuple[AsyncConnection, Any]]:
-        """A pooled connection and its asyncpg connection, on which SQLAlchemy begins nothing: the
-        caller's asyncpg transaction holds the op, and the op's SQLAlchemy statements (PgSql.session)
-        run inside it too. A connection the server dropped is invalidated, so the pool replaces it,
-        and the error says "connection lost" whatever asyncpg called it."""
-        assert self.engine is not None
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            driver = (await conn.get_raw_connection()).driver_connection
-            try:
-                yield conn, driver
-            except Exception as exc:
-                if not (is_connection_error(exc) or driver.is_closed()):
-                    raise
-                await conn.invalidate()
-                if is_connection_error(exc):
-                    raise
-                raise ConnectionError("the database connection was lost") from exc
-
     async def _pg_sql_transaction(self, op: Callable[[Sql], Awaitable[T]]) -> T:
-        async with self._pg_driver() as (conn, driver):
-            q = PgSql(driver, conn)
-            async with driver.transaction():
+        assert self._lanes is not None
+        async with self._lanes.lane() as lane:
+            q = PgSql(lane.driver, lane.conn)
+            async with lane.driver.transaction():
                 if self.row_level_security:
-                    await rls.apply(conn)
+                    await rls.apply(lane.conn)
                 result = await op(q)
                 await q.close()
             return result
@@ -243,10 +225,12 @@ class Database:
         as it found it and fails alone; one that fails after it may have written raises `_Rerun`, the
         transaction is rolled back whole (nothing of any op kept); the caller runs that op again alone
         and the others in a later batch. Raises also when the transaction is lost or its COMMIT fails."""
+        assert self._lanes is not None
         outcomes: list[Outcome] = []
-        async with self._pg_slots(), self._pg_driver() as (conn, driver), driver.transaction():
+        async with self._lanes.lane() as lane, lane.driver.transaction():
+            driver = lane.driver
             for index, op in enumerate(ops):
-                q = PgSql(driver, conn)
+                q = PgSql(driver, lane.conn)
                 try:
                     result = await op.op(q)
                     await q.close()
@@ -286,11 +270,13 @@ class Database:
             async with self._sqlite_lock:  # one writer: a batch in the thread or a lone op
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._writer_thread, self._sqlite_transaction, work, arg)
-        assert self.engine is not None
-        async with self._pg_slots(), self.engine.begin() as conn:
+        assert self._lanes is not None
+        # The driver's transaction: SQLAlchemy (in AUTOCOMMIT) emits the session's statements and
+        # savepoints inside it, and no BEGIN or COMMIT of its own.
+        async with self._lanes.lane() as lane, lane.driver.transaction():
             if self.row_level_security:
-                await rls.apply(conn)
-            return await conn.run_sync(work, arg)
+                await rls.apply(lane.conn)
+            return await lane.conn.run_sync(work, arg)
 
     def _sqlite_transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
         assert self.sqlite_writer is not None
@@ -399,6 +385,8 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
             self._writer = None
+        if self._lanes is not None:
+            await self._lanes.close()
         if self.engine is not None:
             await self.engine.dispose()
         if self.sqlite_writer is not None and self.sqlite_readers is not None:
@@ -406,35 +394,6 @@ class Database:
             self._reader_threads.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
-
-
-def in_callers_context(op: Op[T]) -> Op[T]:
-    """The op as it runs in the caller's context (its contextvars: the community's language, which
-    the errors it raises are worded in), wherever it runs: a reader or writer thread (run_in_executor
-    does not carry the context over), or the group-commit writer task, which serves many callers."""
-    context = contextvars.copy_context()
-
-    async def bound(session: Any) -> T:
-        return context.run(drive, op(session))  # type: ignore[no-any-return]
-
-    return bound
-
-
-def sql_in_callers_context(op: Callable[[Sql], Awaitable[T]], *, threaded: bool) -> Callable[[Sql], Awaitable[T]]:
-    """`in_callers_context` for a `write_sql` op: on SQLite's threads its statements never suspend, so
-    it is driven inside the caller's context; on PostgreSQL's writer task it runs as a task of its own
-    in the caller's context (asyncio.create_task(context=...)), awaited by the writer."""
-    context = contextvars.copy_context()
-    if threaded:
-        async def driven(q: Sql) -> T:
-            return context.run(drive, op(q))  # type: ignore[no-any-return]
-
-        return driven
-
-    async def awaited(q: Sql) -> T:
-        return await asyncio.create_task(op(q), context=context)  # type: ignore[arg-type]
-
-    return awaited
 
 
 class _Rerun(Exception):

@@ -170,6 +170,15 @@ class PgSql(Sql):
         self.wrote = True
         await self._conn.execute(sql, *args)
 
+    async def value(self, sql: str, *args: Any) -> Any:
+        if not sql.startswith("SELECT"):
+            self.wrote = True
+        try:
+            return await self._conn.fetchval(sql, *args)
+        except BaseException:
+            self.wrote = True
+            raise
+
     def session(self) -> Any:
         self.wrote = True  # what it does is not tracked
         if self._session is None:

@@ -16,19 +16,26 @@ What this module promises, on both databases:
 - an op that failed on a deadlock or serialization race is reported as such (`Outcome.retry`): its
   savepoint rollback left nothing behind, so the caller may run it again after the batch commits;
 - an error that leaves the transaction unusable (the connection is lost, a savepoint cannot be
-  rolled back) propagates: the caller fails or retries the whole batch, which never committed.
+  rolled back) propagates: the caller fails or retries the whole batch, which never committed;
+- an op wrapped by `in_callers_context` runs in its caller's contextvars (its language), whichever
+  thread or task runs it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from core.storage.engines import is_connection_error, is_retryable
+
+if TYPE_CHECKING:
+    from core.storage.driver import Sql
 
 T = TypeVar("T")
 Op = Callable[[Any], Awaitable[T]]
@@ -177,3 +184,35 @@ def run_sql_batch(connection: Connection, ops: list[Any]) -> list[Outcome]:
             driver.execute("RELEASE nubi_op")
             outcomes.append(Outcome(result=result))
     return outcomes
+
+
+# -- an op in its caller's context, wherever it runs ----------------------------------------------
+
+
+def in_callers_context(op: Op[T]) -> Op[T]:
+    """The op as it runs in the caller's context (its contextvars: the community's language, which
+    the errors it raises are worded in), wherever it runs: a reader or writer thread (run_in_executor
+    does not carry the context over), or the group-commit writer task, which serves many callers."""
+    context = contextvars.copy_context()
+
+    async def bound(session: Any) -> T:
+        return context.run(drive, op(session))  # type: ignore[no-any-return]
+
+    return bound
+
+
+def sql_in_callers_context(op: Callable[[Sql], Awaitable[T]], *, threaded: bool) -> Callable[[Sql], Awaitable[T]]:
+    """`in_callers_context` for a `write_sql` op: on SQLite's threads its statements never suspend, so
+    it is driven inside the caller's context; on PostgreSQL's writer task it runs as a task of its own
+    in the caller's context (asyncio.create_task(context=...)), awaited by the writer."""
+    context = contextvars.copy_context()
+    if threaded:
+        async def driven(q: Sql) -> T:
+            return context.run(drive, op(q))  # type: ignore[no-any-return]
+
+        return driven
+
+    async def awaited(q: Sql) -> T:
+        return await asyncio.create_task(op(q), context=context)  # type: ignore[arg-type]
+
+    return awaited
