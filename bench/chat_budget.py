@@ -26,6 +26,7 @@ import importlib.util
 import time
 from typing import Any
 
+from bot.app import settle_heap
 from core.clock import SystemClock
 from core.config import DiscordConfig, TelegramConfig
 from core.directory import ChatRef
@@ -186,6 +187,7 @@ async def discord(target: Target, report: Report, members: int) -> None:
                 await h.dispatch_interaction(start)
                 [post] = fake.channel_messages(CHANNEL)
                 raid_id = await services.raids.active_raid_id(ChatRef("discord", str(GUILD), channel=str(CHANNEL)))
+                settle_heap()  # as `nubi run` does once it has started (bot/cli.py)
                 first_call = len(fake.calls)
                 services.bus.subscribe(ProgressChanged, on_progress)
                 for data in [f"nubi:join:{raid_id}"] + [f"nubi:claim:{raid_id}:{a}" for a in CLAIMS]:

@@ -363,11 +363,13 @@ async def _compare(target: Target, report: Report, bare: Process, nubi: Process,
     if theirs is not None:
         await _hold(theirs, held_sessions, held_messages)
     rss = nubi.rss()
+    # After every phase above (six times the sessions, thousands of raid joins): not the target's
+    # figure, which bench/server_rss.py measures on a fresh process.
     report.add(Figure(
-        "http", target.kind, f"nubi run RSS holding {held_sessions:,} sessions and {held_messages:,} messages",
-        rss, "MiB", "ElizaOS 1.7.2 holding the same" if eliza else "bare ASGI app",
+        "http", target.kind, "nubi run RSS after the whole HTTP run",
+        rss, "MiB", "ElizaOS 1.7.2 after the same" if eliza else "bare ASGI app",
         eliza.rss() if eliza else bare.rss(), higher_is_better=False,
-        target=f"<= {RSS_TARGET_MIB:.0f} MiB", met=rss <= RSS_TARGET_MIB, note=f"peak {nubi.peak():.1f} MiB",
+        note=f"peak {nubi.peak():.1f} MiB; the 110 MiB target: the rss benchmark",
     ))
     return joins
 

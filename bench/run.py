@@ -21,10 +21,10 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/run.py` as well as `python -m bench`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import burst, chat_budget, http_api, leaderboard, memory  # noqa: E402
+from bench import burst, chat_budget, http_api, leaderboard, memory, server_rss  # noqa: E402
 from bench.env import Report, Target, load_average, make_workdir, markdown, versions  # noqa: E402
 
-ALL = ("burst", "leaderboard", "memory", "http", "chat")
+ALL = ("burst", "leaderboard", "memory", "http", "rss", "chat")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +57,8 @@ async def run_on(target: Target, args: argparse.Namespace, report: Report, only:
         await memory.bench(target, report, quick=args.quick)
     if "http" in only:
         await http_api.bench(target, report, quick=args.quick)
+    if "rss" in only:
+        await server_rss.bench(target, report, quick=args.quick)
     if "chat" in only:
         await chat_budget.bench(target, report, quick=args.quick)
 

@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import badges
@@ -83,6 +83,18 @@ def _parse(key: str, value: Any) -> Any:
     return value
 
 
+# Built once: a button press reads it on every interaction (with the raid's chat, core/commands).
+_CHAT_SETTINGS = select(Community.settings).where(
+    Community.platform == bindparam("platform"), Community.external_id == bindparam("external_id"))
+
+
+async def chat_language(s: AsyncSession, chat: ChatRef) -> str:
+    """In an open read or write: the language of the community a chat belongs to (the default for a
+    chat nubi has not met), so a command can read it in the same transaction as its own facts."""
+    settings = await s.scalar(_CHAT_SETTINGS, {"platform": chat.platform, "external_id": chat.external_id})
+    return normalize((settings or {}).get("language"))
+
+
 class CommunitySettingsService:
     def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
         self.db = db
@@ -131,9 +143,7 @@ class CommunitySettingsService:
 
     async def language_of_chat(self, chat: ChatRef) -> str:
         """The language of the community a chat belongs to; the default for a chat nubi has not met."""
-        settings = await self.db.read(lambda s: s.scalar(select(Community.settings).where(
-            Community.platform == chat.platform, Community.external_id == chat.external_id)))
-        return normalize((settings or {}).get("language"))
+        return await self.db.read(lambda s: chat_language(s, chat))
 
     async def language_of_raid(self, raid_id: int) -> str:
         """The language of a raid's posts and report: its community's, as it is now."""

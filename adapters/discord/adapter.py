@@ -323,9 +323,10 @@ class DiscordAdapter:
         """A raid-post button: a private confirmation for the member who pressed it."""
         try:
             await self._adopt_interaction(interaction)
-            ctx = await self._in_language(self.context(interaction))
-            with use_language(ctx.language):
-                await self._answer(interaction, self.services.commands.press(ctx, custom_id), defer=False, ephemeral=True)
+            # core reads the community's language with the raid's chat (one read per press); the
+            # reply carries it for the adapter's own words (_send)
+            await self._answer(interaction, self.services.commands.press(self.context(interaction), custom_id),
+                               defer=False, ephemeral=True)
         except Exception as exc:  # dynamic items have no error hook worth the name: answer here
             await self._reply_error(interaction, exc)
 
@@ -374,6 +375,15 @@ class DiscordAdapter:
         await self._send(interaction, reply, deferred_ephemeral=ephemeral)
 
     async def _send(self, interaction: discord.Interaction[Any], reply: Reply, *, deferred_ephemeral: bool) -> None:
+        if reply.language is not None:  # worded by core in the language it read itself (a press)
+            with use_language(reply.language):
+                await self._send_in_language(interaction, reply, deferred_ephemeral=deferred_ephemeral)
+        else:
+            await self._send_in_language(interaction, reply, deferred_ephemeral=deferred_ephemeral)
+
+    async def _send_in_language(
+        self, interaction: discord.Interaction[Any], reply: Reply, *, deferred_ephemeral: bool
+    ) -> None:
         if reply.quiet:  # the channel already has the post; the member gets a private pointer to it
             parts: dict[str, Any] = {"content": await self._quiet_ack(reply)}
             private = True

@@ -290,9 +290,9 @@ class TelegramAdapter:
         if message is None:
             await query.answer(_("That button is no longer valid."))
             return
-        ctx = await self._in_language(await self._context(message.chat, query.from_user))
-        with use_language(ctx.language):
-            reply = await self.services.commands.press(ctx, query.data or "")
+        # core reads the community's language with the raid's chat (one read per press); the reply says which
+        reply = await self.services.commands.press(await self._context(message.chat, query.from_user), query.data or "")
+        with use_language(reply.language):
             await query.answer(toast(reply))
 
     async def _in_language(self, ctx: ChatContext) -> ChatContext:

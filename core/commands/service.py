@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from core import access, partners
 from core.badges import MEDAL
 from core.codes import CODE_TTL
+from core.community_settings import chat_language
 from core.context import claim_words
 from core.directory import ChatRef, MemberRef, ensure_community, ensure_member, seen_in_community
 from core.errors import NoActiveRaid, NubiError, RaidNotFound
@@ -23,6 +24,8 @@ from core.views import View, info_view, leaderboard_view, parse_custom_id, raid_
 from . import parser as p
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from core.services import Services
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,9 @@ class Reply:
     private: bool = False
     raid: RaidProgress | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # The language the reply is worded in, when core looked it up itself (a press): the adapter's own
+    # words around it (a toast, a pointer to the post) go in it too.
+    language: str | None = None
 
     @property
     def text(self) -> str:
@@ -185,18 +191,30 @@ class CommandService:
     # -- buttons -------------------------------------------------------------------------------
 
     async def press(self, ctx: ChatContext, custom_id: str) -> Reply:
-        """A raid-post button. The reply text is short: it becomes a toast or an ephemeral message."""
+        """A raid-post button. The reply text is short: it becomes a toast or an ephemeral message.
+
+        A context without its language gets it from the same read as the raid's chat (one read per
+        press, not two: presses are the hottest chat path), and the reply says which it was worded in."""
+        parsed = parse_custom_id(custom_id)
+        where: str | None = None
+        if parsed is not None and ctx.language is None:
+            try:
+                language, where = await self._press_facts(parsed[1], ctx.chat)
+                ctx = replace(ctx, language=language)
+            except Exception:  # each read again on its own below, with its own error handling
+                where = None
         ctx = await self._in_language(ctx)
         with use_language(ctx.language):
-            return await self._press(ctx, custom_id)
+            return replace(await self._press(ctx, custom_id, where), language=ctx.language)
 
-    async def _press(self, ctx: ChatContext, custom_id: str) -> Reply:
+    async def _press(self, ctx: ChatContext, custom_id: str, where: str | None) -> Reply:
         parsed = parse_custom_id(custom_id)
         if parsed is None:
             return _say(_("That button is no longer valid."), ephemeral=True)
         action, raid_id, arg = parsed
         try:
-            where = await self._raid_in_chat(raid_id, ctx.chat)
+            if where is None:
+                where = await self._raid_in_chat(raid_id, ctx.chat)
             if where is None:
                 log.warning("refused a %s press on raid %s from %s:%s%s (not that chat's raid), member %s",
                             action, raid_id, ctx.chat.platform, ctx.chat.external_id,
@@ -599,14 +617,12 @@ class CommandService:
         """A raid's buttons act only in the chats the raid runs in: "own" for its own chat (its community,
         and on Discord its channel; an unknown raid answers for itself), "partner" for a linked chat it
         is posted in too (core/partners.py), None for any other chat."""
+        return await self.s.db.read(lambda sess: _where_raid_runs(sess, raid_id, chat))
+
+    async def _press_facts(self, raid_id: int, chat: ChatRef) -> tuple[str, str | None]:
+        """The chat's language and where the raid runs for it (`_raid_in_chat`), in one read."""
         async def op(sess):  # type: ignore[no-untyped-def]
-            where = (await sess.execute(
-                select(Community.platform, Community.external_id, Raid.channel_id)
-                .join(Raid, Raid.community_id == Community.id)
-                .where(Raid.id == raid_id))).first()
-            if where is None or tuple(where) == (chat.platform, chat.external_id, chat.channel_key):
-                return "own"
-            return "partner" if await partners.is_partner_chat(sess, raid_id, chat) else None
+            return await chat_language(sess, chat), await _where_raid_runs(sess, raid_id, chat)
 
         return await self.s.db.read(op)
 
@@ -663,6 +679,18 @@ SHORT_ERRORS = {  # a button's toast: shorter than the error's own message; tran
     "NOT_PARTICIPANT": N_("Join the raid first."),
     "BANNED": N_("You are banned from raids here."),
 }
+
+
+_RAID_CHAT = (select(Community.platform, Community.external_id, Raid.channel_id)
+              .join(Raid, Raid.community_id == Community.id).where(Raid.id == bindparam("raid_id")))
+
+
+async def _where_raid_runs(sess: AsyncSession, raid_id: int, chat: ChatRef) -> str | None:
+    """`CommandService._raid_in_chat` inside an open read."""
+    where = (await sess.execute(_RAID_CHAT, {"raid_id": raid_id})).first()
+    if where is None or tuple(where) == (chat.platform, chat.external_id, chat.channel_key):
+        return "own"
+    return "partner" if await partners.is_partner_chat(sess, raid_id, chat) else None
 
 
 def _short_error(exc: NubiError) -> Reply:

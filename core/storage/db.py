@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asyncpg import PostgresError
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -46,6 +45,7 @@ from core.storage import rls
 from core.storage.driver import PgSql, Sql
 from core.storage.engines import (
     is_connection_error,
+    is_driver_error,
     is_retryable,
     normalize_url,
     ping_when_idle,
@@ -336,19 +336,15 @@ class Database:
             self._pending[:0] = batch[: rerun.index] + batch[rerun.index + 1 :]
             await self._settle(*batch[rerun.index])
             return
-        except (DBAPIError, PostgresError, OSError) as exc:
-            if is_connection_error(exc):
+        except Exception as exc:
+            if is_connection_error(exc):  # wrapped, or the driver's own error (older SQLAlchemy)
                 log.warning("a group commit of %d operations failed: %s", len(batch), exc)
                 _fail(batch, Unavailable(UNAVAILABLE), exc)
                 return
-            # The transaction failed as a whole (a deadlock or serialization race at COMMIT, say) and
-            # was rolled back: nothing of any op was kept, so each op runs again, alone.
-            await asyncio.gather(*(self._settle(op, fut) for op, fut in batch))
-            return
-        except Exception as exc:
-            if is_connection_error(exc):  # the driver's own error, unwrapped (older SQLAlchemy)
-                log.warning("a group commit of %d operations failed: %s", len(batch), exc)
-                _fail(batch, Unavailable(UNAVAILABLE), exc)
+            if isinstance(exc, DBAPIError | OSError) or is_driver_error(exc):
+                # The transaction failed as a whole (a deadlock or serialization race at COMMIT, say) and
+                # was rolled back: nothing of any op was kept, so each op runs again, alone.
+                await asyncio.gather(*(self._settle(op, fut) for op, fut in batch))
                 return
             log.exception("a group commit of %d operations failed", len(batch))  # a bug of ours
             _fail(batch, exc, None)
