@@ -283,3 +283,46 @@ async def test_a_thread_a_moderator_locked_and_that_archived_is_left_as_it_is(th
 
     assert bot.fake.calls_to(f"/channels/{thread_id}", "PATCH") == []  # no refused unarchive attempt
     assert bot.fake.channel(thread_id)["thread_metadata"]["archived"] is True
+
+
+async def test_unlock_typed_in_the_raids_thread_releases_its_thread_lock(locker: Bot) -> None:
+    bot = locker
+    thread_id = await start_locked_thread_raid(bot)
+    assert locked(bot, thread_id)
+
+    payload = as_mod("unlock", channel_id=thread_id)
+    answered = await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert answered is not None and not answered.ephemeral and original_text(bot, payload) == "Chat unlocked."
+    assert not locked(bot, thread_id) and bot.fake.member_can_send(thread_id, LEAD_ID)
+    assert lock_edits(bot, thread_id) == [(True, 200), (False, 200)]
+    community_id = (await bot.services.raids.progress(1)).community_id
+    assert await bot.services.locks.active(community_id, str(thread_id)) is None
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert (await bot.services.raids.progress(1)).active  # the raid runs on, unlocked
+    again = as_mod("unlock", channel_id=thread_id)
+    await bot.h.dispatch_interaction(again)
+    assert original_text(bot, again) == "The chat is not locked."
+
+
+async def test_unlock_typed_in_the_parent_channel_finds_the_thread_raids_lock(locker: Bot) -> None:
+    """The raid belongs to the channel it was started in: /unlock there lifts its thread's lock, and only
+    that one (another channel's /unlock finds nothing)."""
+    bot = locker
+    thread_id = await start_locked_thread_raid(bot)
+
+    payload = as_mod("unlock")  # typed in the channel, not the thread
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert original_text(bot, payload) == "Chat unlocked."
+    assert not locked(bot, thread_id) and bot.fake.member_can_send(thread_id, LEAD_ID)
+    assert lock_edits(bot, thread_id) == [(True, 200), (False, 200)]
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/*") == []  # the channel itself untouched
+    [post] = [m for m in bot.fake.channel_messages(thread_id) if m.embeds]
+    assert "Chat is locked" not in post.embeds[0]["description"]  # the post follows
+    again = as_mod("unlock")
+    await bot.h.dispatch_interaction(again)
+    assert original_text(bot, again) == "The chat is not locked."
