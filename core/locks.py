@@ -101,6 +101,25 @@ class LockService:
         where = (ChatLock.community_id == community_id) & (ChatLock.channel_id == channel)
         return await self._request_release(where, reason)
 
+    async def unlock_here(self, community_id: int, reason: str, *, channel: str = "") -> list[LockInfo]:
+        """`/unlock` typed in a chat: its own lock, else the locks of the threads that belong to it. A
+        Discord raid started with `thread` runs (and locks) in a thread of the channel it was started in;
+        its lock record names that channel as `parent_id`, so the channel's moderators find it there."""
+        released = await self.unlock(community_id, reason, channel=channel)
+        if released or not channel:
+            return released
+
+        async def op(s: AsyncSession) -> list[int]:
+            rows = (await s.execute(
+                select(ChatLock.id, ChatLock.saved_permissions).where(
+                    ChatLock.community_id == community_id, ChatLock.channel_id != "",
+                    ChatLock.channel_id != channel, ChatLock.released_at.is_(None))
+            )).all()
+            return [lock_id for lock_id, saved in rows if (saved or {}).get("parent_id") == channel]
+
+        ids = await self.db.read(op)
+        return await self._request_release(ChatLock.id.in_(ids), reason) if ids else []
+
     async def release_overdue(self) -> list[LockInfo]:
         return await self._request_release(ChatLock.deadline <= self.clock.now(), "deadline")
 

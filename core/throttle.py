@@ -120,6 +120,12 @@ class SendBudget:
     def available(self, key: Hashable) -> int:
         return self.per_minute - len(self._trim(key))
 
+    def give_back(self, key: Hashable) -> None:
+        """Undo the newest `wait` of this key: its place was taken but nothing was sent with it."""
+        q = self._sent.get(key)
+        if q:
+            q.pop()
+
     async def wait(self, key: Hashable) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:

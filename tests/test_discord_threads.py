@@ -239,3 +239,90 @@ async def test_a_thread_that_archived_itself_is_unlocked_and_takes_the_end_of_th
     live, report = bot.fake.channel_messages(thread_id)  # the final edit and the report, in the thread
     assert "Chat is locked" not in live.embeds[0]["description"]
     assert report.embeds[0]["title"].startswith("Raid #1 report")
+
+
+async def test_a_thread_that_archived_itself_is_unarchived_for_the_end_of_an_unlocked_raid(threader: Bot) -> None:
+    """No lock: the thread archives itself during a quiet raid, and Discord refuses edits in an archived
+    thread; nubi (Send Messages in Threads, no Manage Threads) unarchives it, then the final edit and the
+    report land there."""
+    bot = threader
+    await bot.h.dispatch_interaction(as_mod("raid start", {"url": URL, "likes": 5, "thread": True}))
+    await bot.adapter.posts.drain()
+    [thread] = bot.fake.threads_of(CHANNEL_ID)
+    thread_id = int(thread["id"])
+    [post] = bot.fake.channel_messages(thread_id)
+    assert post.embeds[0]["title"] == "Raid #1 — live"
+    bot.fake.archive_thread(thread_id)
+
+    await bot.services.raids.end(1)
+    await bot.adapter.posts.drain()
+
+    edits = bot.fake.calls_to(f"/channels/{thread_id}", "PATCH")
+    assert [(c.json, c.status) for c in edits] == [({"archived": False}, 200)]
+    assert bot.fake.channel(thread_id)["thread_metadata"]["archived"] is False
+    message_edits = bot.fake.calls_to(f"/channels/{thread_id}/messages/{post.id}", "PATCH")
+    assert message_edits and all(c.status == 200 for c in message_edits), [c.status for c in message_edits]
+    live, report = bot.fake.channel_messages(thread_id)
+    assert live.id == post.id and live.embeds[0]["title"] == "Raid #1 — nobody took part"  # the final edit
+    assert report.embeds[0]["title"].startswith("Raid #1 report")
+
+
+async def test_a_thread_a_moderator_locked_and_that_archived_is_left_as_it_is(threader: Bot) -> None:
+    """Unarchiving a locked thread takes Manage Threads, which a raid without `lock` does not ask for:
+    nubi does not try (a refused request would only use up its rate limit), and leaves it archived."""
+    bot = threader
+    await bot.h.dispatch_interaction(as_mod("raid start", {"url": URL, "likes": 5, "thread": True}))
+    await bot.adapter.posts.drain()
+    [thread] = bot.fake.threads_of(CHANNEL_ID)
+    thread_id = int(thread["id"])
+    bot.fake.channels[thread_id]["thread_metadata"]["locked"] = True  # a moderator locked it
+    bot.fake.archive_thread(thread_id)
+
+    await bot.services.raids.end(1)
+    await bot.adapter.posts.drain()
+
+    assert bot.fake.calls_to(f"/channels/{thread_id}", "PATCH") == []  # no refused unarchive attempt
+    assert bot.fake.channel(thread_id)["thread_metadata"]["archived"] is True
+
+
+async def test_unlock_typed_in_the_raids_thread_releases_its_thread_lock(locker: Bot) -> None:
+    bot = locker
+    thread_id = await start_locked_thread_raid(bot)
+    assert locked(bot, thread_id)
+
+    payload = as_mod("unlock", channel_id=thread_id)
+    answered = await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert answered is not None and not answered.ephemeral and original_text(bot, payload) == "Chat unlocked."
+    assert not locked(bot, thread_id) and bot.fake.member_can_send(thread_id, LEAD_ID)
+    assert lock_edits(bot, thread_id) == [(True, 200), (False, 200)]
+    community_id = (await bot.services.raids.progress(1)).community_id
+    assert await bot.services.locks.active(community_id, str(thread_id)) is None
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert (await bot.services.raids.progress(1)).active  # the raid runs on, unlocked
+    again = as_mod("unlock", channel_id=thread_id)
+    await bot.h.dispatch_interaction(again)
+    assert original_text(bot, again) == "The chat is not locked."
+
+
+async def test_unlock_typed_in_the_parent_channel_finds_the_thread_raids_lock(locker: Bot) -> None:
+    """The raid belongs to the channel it was started in: /unlock there lifts its thread's lock, and only
+    that one (another channel's /unlock finds nothing)."""
+    bot = locker
+    thread_id = await start_locked_thread_raid(bot)
+
+    payload = as_mod("unlock")  # typed in the channel, not the thread
+    await bot.h.dispatch_interaction(payload)
+    await bot.adapter.posts.drain()
+
+    assert original_text(bot, payload) == "Chat unlocked."
+    assert not locked(bot, thread_id) and bot.fake.member_can_send(thread_id, LEAD_ID)
+    assert lock_edits(bot, thread_id) == [(True, 200), (False, 200)]
+    assert await bot.services.locks.pending_releases("discord") == []
+    assert bot.fake.calls_to(f"/channels/{CHANNEL_ID}/permissions/*") == []  # the channel itself untouched
+    [post] = [m for m in bot.fake.channel_messages(thread_id) if m.embeds]
+    assert "Chat is locked" not in post.embeds[0]["description"]  # the post follows
+    again = as_mod("unlock")
+    await bot.h.dispatch_interaction(again)
+    assert original_text(bot, again) == "The chat is not locked."

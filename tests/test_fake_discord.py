@@ -635,6 +635,37 @@ async def test_a_locked_thread_takes_manage_threads_to_lock_and_to_post_in() -> 
         assert bad.value.status == 400
 
 
+async def test_an_unlocked_archived_thread_is_unarchived_by_anyone_who_may_talk_there() -> None:
+    """Modify Channel: "When setting archived to false, when locked is also false, only the SEND_MESSAGES
+    permission is required" (Send Messages in Threads, in a thread); a locked one takes Manage Threads."""
+    async for h in limited(overwrite_payload(GUILD_ID, type=0, allow=VIEW), bot_permissions=BOT_ROLE | THREADS):
+        thread = await text_channel(h).create_thread(name="Raid #1", type=discord.ChannelType.public_thread)
+        h.fake.channels[thread.id]["owner_id"] = str(ALICE_ID)  # someone else's thread: no creator's rights
+        h.fake.archive_thread(thread.id)
+        with pytest.raises(discord.Forbidden):  # archiving or renaming it is not the bot's to do...
+            await h.client.http.edit_channel(thread.id, archived=False, name="mine")
+        await h.client.http.edit_channel(thread.id, archived=False)  # ...unarchiving it is
+        assert h.fake.channel(thread.id)["thread_metadata"]["archived"] is False
+        with pytest.raises(discord.Forbidden):
+            await h.client.http.edit_channel(thread.id, archived=True)
+
+        h.fake.archive_thread(thread.id)
+        set_bot_role(h, BOT_ROLE & ~P(send_messages_in_threads=True).value)  # may not talk in threads
+        with pytest.raises(discord.Forbidden) as refused:
+            await h.client.http.edit_channel(thread.id, archived=False)
+        assert (refused.value.status, refused.value.code) == (403, 50013)
+
+        set_bot_role(h, BOT_ROLE | THREADS)
+        h.fake.channels[thread.id]["thread_metadata"]["locked"] = True  # a moderator locked it before
+        h.fake.channels[thread.id]["owner_id"] = str(BOT_USER_ID)  # even its creator needs Manage Threads then
+        with pytest.raises(discord.Forbidden):
+            await h.client.http.edit_channel(thread.id, archived=False)
+        assert h.fake.channel(thread.id)["thread_metadata"]["archived"] is True
+        set_bot_role(h, BOT_ROLE | THREADS | MANAGE_THREADS)
+        await h.client.http.edit_channel(thread.id, archived=False)
+        assert h.fake.channel(thread.id)["thread_metadata"]["archived"] is False
+
+
 async def test_member_can_send_follows_the_thread_lock() -> None:
     everyone = rules.SEND_MESSAGES | VIEW | P(send_messages_in_threads=True).value
     payload = limited_guild(bot_permissions=BOT_ROLE | THREADS | MANAGE_THREADS)

@@ -487,6 +487,62 @@ async def test_a_pinned_partner_raid_from_discord_names_the_rights_the_telegram_
     assert tg_fake.chat(GROUP).pinned == [] and tg_fake.chat(GROUP).permissions == ORIGINAL
 
 
+async def test_a_partner_group_whose_lock_telegram_refuses_is_told_in_its_language(
+    services: Services, tg_fake: FakeTelegramAPI, tg: TelegramAdapter, dc: Bot, clock: FakeClock,
+) -> None:
+    """Started on Discord with lock: the partner group's bot may not restrict members there, so Telegram
+    refuses the lock; the group gets one notice, in Spanish (its language), as a reply to its raid post,
+    and the raid runs unlocked there while the channel is locked."""
+    tg_fake.set_member(GROUP, tg_fake.bot_id, "administrator")  # an admin without the right to restrict
+    code = CODE.search(await answer(dc, as_mod("community link", {})))
+    assert code, "no code"
+    await group_says(tg_fake, MOD, f"/community join {code[1]}")
+    assert "Español" in await group_says(tg_fake, MOD, "/settings set language es")
+    raid = await dc.start_raid(partners=True, lock=True)
+    await until(lambda: any("No pude bloquear" in (m.text or "") for m in tg_fake.sent_messages(GROUP)), "the notice")
+    await tg.drain()
+    [refused] = tg_fake.calls_for("setChatPermissions", GROUP)
+    assert not refused.ok and "not enough rights" in (refused.description or "")
+    [tg_post] = [m for m in tg_fake.sent_messages(GROUP) if m.text.startswith(f"Raid #{raid}")]
+    [notice] = [m for m in tg_fake.sent_messages(GROUP) if "No pude bloquear" in (m.text or "")]
+    assert notice.text == ("No pude bloquear el chat para este raid: necesito ser admin con permiso para "
+                           "restringir miembros. El raid sigue sin bloqueo.")
+    assert notice.reply_to_message_id == tg_post.message_id
+    assert tg_fake.chat(GROUP).permissions == ORIGINAL
+    assert int(dc.everyone()["deny"]) & SEND  # type: ignore[index]  # the channel's own lock holds
+    assert await services.locks.active(await community(services, "telegram", GROUP)) is None
+
+    clock.advance(minutes=31)
+    assert await services.raids.end_overdue() == [raid]
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    assert len([m for m in tg_fake.sent_messages(GROUP) if "No pude bloquear" in (m.text or "")]) == 1
+    assert tg_fake.calls_for("setChatPermissions", GROUP) == [refused]  # nothing to put back there
+
+
+async def test_a_partner_channel_whose_lock_discord_refuses_is_told_in_its_language(
+    services: Services, tg_fake: FakeTelegramAPI, tg: TelegramAdapter, dc: Bot,
+) -> None:
+    """Started in the group with lock: Discord refuses the partner channel's overwrite; the channel gets
+    one notice in Russian (its language), its lock record is released, and the group stays locked."""
+    tg_fake.set_member(GROUP, tg_fake.bot_id, "administrator", can_restrict_members=True)
+    await link_group_with_channel(services, tg_fake, dc)
+    await answer(dc, as_mod("settings set", {"key": "language", "value": "ru"}))
+    dc.fake.fail_next("PUT", f"/channels/{CHANNEL_ID}/permissions/*", status=403)
+    await group_says(tg_fake, MOD, f"/raid start {URL} likes=10 duration=10m lock partners")
+    def notes() -> list[str]:
+        return [m.content for m in dc.visible() if m.content and "Не удалось закрыть" in m.content]
+
+    await until(lambda: bool(notes()), "the channel's notice")
+    await tg.drain()
+    await dc.adapter.posts.drain()
+    assert notes() == ["Не удалось закрыть этот канал: мне нужно право «Управлять правами» («Управлять ролями») "
+                       "здесь. Рейд идёт без блокировки."]
+    assert dc.overwrites() == sorted([EVERYONE_BEFORE, MODERATORS_BEFORE], key=lambda o: o["id"])
+    assert not any(tg_fake.chat(GROUP).permissions.values())  # the group's own lock holds
+    assert await services.locks.active(await community(services, "discord", GUILD_ID), str(CHANNEL_ID)) is None
+
+
 async def test_partner_chats_whose_platform_does_not_run_here_are_named_as_unchecked(services: Services) -> None:
     await linked(services, TG_A, DC_C)
     await linked(services, TG_A, TG_B)

@@ -191,6 +191,36 @@ async def test_subscribe_join_claim_and_updates(services: Services, server, clie
     assert await admin.error("raid:subscribe", {"raidId": 999_999}) == "RAID_NOT_FOUND"
 
 
+async def test_raid_payloads_carry_the_partner_chats_as_rest_shows_them(services: Services, server, clients) -> None:
+    """A raid posted in a linked chat too: raid:created, the raid:subscribe snapshot and progress_update
+    carry `partnerChats`, the same list REST gives for the raid (one builder, core/catalog.py)."""
+    url, _ = server
+    partner = ChatRef("discord", "930000000000000777", "Server C", "930000000000000778")
+    issued = await services.partners.issue(TELEGRAM)
+    await services.partners.join(partner, issued.code)
+    admin = await clients(url)
+    await admin.ok("session:authenticate", {"apiKey": ADMIN_KEY})
+    raid = await services.raids.start(TELEGRAM, RaidSpec(URL, {"like": 3}, partners=True), by=member(0))
+    expected = [{"platform": "discord", "id": "930000000000000777", "title": "Server C",
+                 "channel": "930000000000000778", "posted": False}]  # no Discord adapter runs: still owed
+
+    created = await admin.wait_for("raid:created", lambda m: m["raidId"] == raid.id)
+    assert created["raid"]["partnerChats"] == expected
+    snapshot = await admin.ok("raid:subscribe", {"raidId": raid.id})
+    assert snapshot["partnerChats"] == expected
+    await admin.ok("raid:join", {"raidId": raid.id, "member": {"platform": "telegram", "id": "77", "name": "Ann"}})
+    progress = await admin.wait_for("raid:update", lambda m: update("progress_update", raid.id)(m)
+                                    and m["progress"]["participants"] == 1)
+    assert progress["progress"]["partnerChats"] == expected
+    async with httpx.AsyncClient(base_url=url) as http:
+        rest = (await http.get(f"/api/raids/{raid.id}", headers={"X-API-KEY": ADMIN_KEY})).json()
+    assert rest["partnerChats"] == expected
+    assert set(snapshot) == set(rest) == set(progress["progress"]), set(snapshot) ^ set(rest)  # one representation
+
+    alone = await services.raids.start(ChatRef("telegram", "-1002", "Other"), RaidSpec(URL, {"like": 3}), by=member(1))
+    assert (await admin.wait_for("raid:created", lambda m: m["raidId"] == alone.id))["raid"]["partnerChats"] == []
+
+
 async def test_a_badge_earned_reaches_the_sockets_that_may_see_its_community(services: Services, server, clients) -> None:
     url, _ = server
     admin, team = await clients(url), await clients(url)

@@ -16,14 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 
 from adapters.telegram import TelegramAdapter
 from adapters.telegram import adapter as telegram_adapter
+from adapters.telegram.outbox import Outbox, Rendered
 from core.clock import FakeClock
 from core.commands.parser import MEMBER_COMMANDS, MODERATOR_COMMANDS
 from core.config import TelegramConfig
 from core.directory import ChatRef, MemberRef
-from core.events import RaidEnded, RaidStarted
+from core.events import ProgressChanged, RaidEnded, RaidStarted
 from core.raids.model import RaidSpec
 from core.services import Services
 from tests.fakes import telegram_api
@@ -187,7 +189,7 @@ async def test_raid_with_lock_members_press_buttons_and_it_ends_on_time(
 
     await adapter.drain()
     edits = fake.calls_for("editMessageText", GROUP)
-    assert edits and all(e.ok or "not modified" in (e.description or "") for e in edits)
+    assert edits and all(e.ok for e in edits), [e.description for e in edits if not e.ok]  # never a no-op edit
     # One flush per interval at most, seen from the fake: each edit arrives after its own progress
     # read and trip, so two may land closer than an interval (a slow read under load delays the
     # first), but the edits since the first press are at most 1 + elapsed / interval, and no three
@@ -262,6 +264,62 @@ async def test_a_group_never_gets_more_than_its_budget_per_minute(
         assert len(fake.calls_for("sendMessage", GROUP)) == 1
         assert len(fake.calls_for("editMessageText", GROUP)) == 2
         assert adapter.posts.coalescer.pending() == 1  # the newest state waits for the budget
+
+
+def rendered(text: str, press: str | None) -> Any:
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton(press, callback_data="x")]]) if press else None
+
+    async def render() -> Rendered:
+        return text, markup
+
+    return render
+
+
+async def test_an_edit_that_changes_nothing_is_not_sent_and_keeps_its_budget(fake: FakeTelegramAPI) -> None:
+    """Telegram refuses an edit to what the message already shows and still counts it against the
+    group's budget: the outbox skips it instead, before and after a restart."""
+    async with Bot(fake.token, base_url=fake.base_url) as bot:
+        outbox = Outbox(bot, per_minute=3, edit_gap=0.0)
+        join = InlineKeyboardMarkup([[InlineKeyboardButton("Join", callback_data="x")]])
+        message = await outbox.send(GROUP, "<b>Raid</b> 0/5", markup=join)
+        for _ in range(5):  # the same text and keyboard: no request, no place of the budget used
+            assert await outbox.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 0/5", "Join")) is False
+        assert fake.calls_for("editMessageText", GROUP) == []
+        # the keyboard alone differs: that is an edit
+        async with asyncio.timeout(5):  # a budget of 3 a minute: a used place would block for a minute
+            assert await outbox.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 0/5", "Claim"))
+            assert await outbox.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 1/5", "Claim"))
+        assert [c.ok for c in fake.calls_for("editMessageText", GROUP)] == [True, True]
+        assert await outbox.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 1/5", "Claim")) is False
+        assert len(fake.calls_for("editMessageText", GROUP)) == 2
+
+        restarted = Outbox(bot, per_minute=3, edit_gap=0.0)  # knows nothing: one edit goes out
+        assert await restarted.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 1/5", "Claim")) is False
+        [*_, refused] = fake.calls_for("editMessageText", GROUP)
+        assert (refused.ok, refused.error_code) == (False, 400)
+        assert "message is not modified" in (refused.description or "")  # as Telegram answers, taken as done
+        assert await restarted.edit_latest(GROUP, message.message_id, rendered("<b>Raid</b> 1/5", "Claim")) is False
+        assert len(fake.calls_for("editMessageText", GROUP)) == 3
+    live = fake.message(GROUP, message.message_id)
+    assert live.text == "Raid 1/5" and buttons(live) == [[("Claim", "x")]]
+
+
+async def test_a_raid_post_redrawn_without_a_change_is_not_edited(
+    services: Services, fake: FakeTelegramAPI, adapter: TelegramAdapter
+) -> None:
+    post = await start_raid(fake)
+    raid = services.recorder.of(RaidStarted)[0].raid_id
+    await services.bus.publish(ProgressChanged(raid, await community_id(services, raid)))
+    await adapter.drain()
+    assert fake.calls_for("editMessageText", GROUP) == []  # the post shows this already
+    await press_all(fake, [(1000, "a", f"nubi:join:{raid}")], post.message_id)
+    await adapter.drain()
+    [edit] = fake.calls_for("editMessageText", GROUP)
+    assert edit.ok and "Raiders: 1/500" in fake.message(GROUP, post.message_id).text
+    for _ in range(3):
+        await services.bus.publish(ProgressChanged(raid, await community_id(services, raid)))
+        await adapter.drain()
+    assert len(fake.calls_for("editMessageText", GROUP)) == 1
 
 
 async def test_lock_without_rights_runs_the_raid_unlocked_with_one_notice(

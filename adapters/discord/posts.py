@@ -102,12 +102,14 @@ class RaidPosts:
     async def on_raid_ended(self, event: RaidEnded) -> None:
         if await self.chat_of(event.community_id) is None:
             return
+        await self.awaken_thread(event.raid_id)
         await self.post_now(event.raid_id)  # the final edit: no claim buttons any more
         await self.post_report(event.raid_id)
         await self.unpin(event.raid_id)
 
     async def on_report_changed(self, event: ReportChanged) -> None:
         if await self.chat_of(event.community_id) is not None:
+            await self.awaken_thread(event.raid_id)
             await self.post_report(event.raid_id)  # the outbox row is stale: this edits the sent report
 
     async def on_announcement(self, event: AnnouncementDue) -> None:
@@ -237,6 +239,23 @@ class RaidPosts:
             return False
         await self.s.raids.move_to_thread(progress.id, str(thread.id))
         return True
+
+    async def awaken_thread(self, raid_id: int) -> None:
+        """A thread raid's thread that archived itself (Discord does after a quiet day) takes no edit:
+        unarchive it before the final edit and the report. Only an unlocked thread: Discord lets anyone
+        who may talk there unarchive it, and a locked one is the lock's to reopen (chat_lock.py, which
+        unarchives it with the lock put back). Never raises: the edit and report go on either way."""
+        progress = await self.s.raids.progress(raid_id, top=0)
+        if progress.chat.platform != PLATFORM or not progress.in_thread or progress.thread is None:
+            return
+        thread_id = int(progress.thread)
+        http = self._client().http
+        try:
+            meta = (await http.get_channel(thread_id)).get("thread_metadata") or {}
+            if meta.get("archived") and not meta.get("locked"):
+                await http.edit_channel(thread_id, archived=False, reason=f"nubi: the end of raid #{raid_id}")
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            log.warning("raid #%s: could not unarchive its thread %s: %s", raid_id, thread_id, exc)
 
     async def _pin(self, raid_id: int, message: discord.Message, ref: dict[str, Any]) -> None:
         """Pin the raid post. A refusal (no Pin Messages here, the channel's pins full) leaves the raid

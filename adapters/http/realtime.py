@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from core import access
+from core import access, catalog
 from core import errors as e
 from core.access import NOBODY, Caller
 from core.clock import Clock
@@ -52,7 +52,7 @@ from core.storage.rls import community_scope
 from core.throttle import Coalescer
 
 from . import socketio_lib
-from .security import Guard, Unauthorized, caller, origin_allowed
+from .security import Guard, Unauthorized, across_communities, caller, origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -345,10 +345,17 @@ class Realtime:
             out["agentResponse"] = {"text": result.agent_message.content, "message": result.agent_message.as_api()}
         return out
 
+    async def _raid_dict(self, progress: RaidProgress) -> dict[str, Any]:
+        """A raid as REST and MCP show it (core/catalog.raid_dicts: `as_dict()` plus `partnerChats`). The
+        partner chats are other communities' rows: read outside the row scope, as REST reads them."""
+        with across_communities():
+            [found] = await catalog.raid_dicts(self.services.db, [progress])
+        return found
+
     async def _raid_subscribe(self, sid: str, caller: Caller, data: RaidIn) -> dict[str, Any]:
         progress = await self._raid_for(caller, data.raidId)
         await self.sio.enter_room(sid, f"raid:{progress.id}")
-        return progress.as_dict()
+        return await self._raid_dict(progress)
 
     async def _raid_join(self, sid: str, caller: Caller, data: JoinIn) -> dict[str, Any]:
         await self._check_raid(caller, data.raidId)
@@ -390,7 +397,7 @@ class Realtime:
 
     async def _on_raid_started(self, event: RaidStarted) -> None:
         progress = await self.services.raids.progress(event.raid_id, top=10)
-        payload = {"raidId": event.raid_id, "communityId": event.community_id, "raid": progress.as_dict()}
+        payload = {"raidId": event.raid_id, "communityId": event.community_id, "raid": await self._raid_dict(progress)}
         await self.sio.emit("raid:created", payload, to=[ALL, scope_room(raid_scope(progress))])
 
     async def _on_member_joined(self, event: MemberJoined) -> None:
@@ -412,7 +419,8 @@ class Realtime:
 
     async def _flush_progress(self, raid_id: int) -> None:
         progress = await self.services.raids.progress(raid_id, top=10)
-        await self._update(raid_id, "progress_update", communityId=progress.community_id, progress=progress.as_dict())
+        await self._update(raid_id, "progress_update", communityId=progress.community_id,
+                           progress=await self._raid_dict(progress))
 
     async def _on_raid_ended(self, event: RaidEnded) -> None:
         report = await self.services.raids.report(event.raid_id)

@@ -3,13 +3,21 @@
 Telegram allows a group about 20 messages a minute and answers floods with 429 RetryAfter. The
 outbox keeps each group under `messages_per_minute` (core.throttle.SendBudget) and, once Telegram
 asked a chat to wait, holds every send to that chat until then. Private chats skip the group budget.
+
+An edit that would leave a message as it is (the same text and reply markup as last delivered) is not
+sent at all: Telegram would refuse it ("message is not modified") and still count it against the
+chat's budget. What each message shows is remembered in memory (a digest per message, the newest
+`REMEMBERED_MESSAGES`); after a restart one edit goes out, and a "not modified" answer to it counts
+as delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dtm
+import hashlib
 import warnings
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
@@ -22,6 +30,7 @@ from core.throttle import RetryLater, SendBudget
 SEND_ATTEMPTS = 5
 SERVER_ERROR_BACKOFF = 0.5  # seconds, doubled per attempt, after a 5xx from the Bot API
 Rendered = tuple[str, InlineKeyboardMarkup | None]
+REMEMBERED_MESSAGES = 10_000  # messages whose shown content the outbox keeps in mind (a digest each)
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -36,6 +45,12 @@ def not_modified(exc: BadRequest) -> bool:
     return "message is not modified" in exc.message.lower()
 
 
+def shown(text: str, markup: InlineKeyboardMarkup | None) -> bytes:
+    """A digest of what a message shows: its (HTML) text and its reply markup."""
+    keyboard = markup.to_json() if markup is not None else ""
+    return hashlib.blake2b(f"{text}\0{keyboard}".encode(), digest_size=16).digest()
+
+
 class Outbox:
     def __init__(self, bot: Bot, per_minute: int, edit_gap: float) -> None:
         self._bot = bot
@@ -43,6 +58,18 @@ class Outbox:
         self._edit_gap = edit_gap
         self._held_until: dict[int, float] = {}
         self._last_edit: dict[int, float] = {}
+        self._shown: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # (chat, message) -> shown()
+
+    def _remember(self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        key = (chat_id, message_id)
+        self._shown[key] = shown(text, markup)
+        self._shown.move_to_end(key)
+        while len(self._shown) > REMEMBERED_MESSAGES:
+            self._shown.popitem(last=False)
+
+    def shows(self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None) -> bool:
+        """Does the message already show this text and markup (as far as this process delivered it)?"""
+        return self._shown.get((chat_id, message_id)) == shown(text, markup)
 
     def hold(self, chat_id: int, seconds: float) -> None:
         """Telegram asked this chat to wait: nothing goes to it before then."""
@@ -56,6 +83,11 @@ class Outbox:
             await asyncio.sleep(held)
         if chat_id < 0:  # groups and channels; users have their own, looser limit
             await self._budget.wait(chat_id)
+
+    def _give_back(self, chat_id: int) -> None:
+        """Return the place `slot` took: nothing was sent with it."""
+        if chat_id < 0:
+            self._budget.give_back(chat_id)
 
     async def send(
         self,
@@ -73,7 +105,7 @@ class Outbox:
         while True:
             await self.slot(chat_id)
             try:
-                return await self._bot.send_message(
+                message = await self._bot.send_message(
                     chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup, reply_parameters=reply,
                     message_thread_id=thread,
                 )
@@ -92,20 +124,28 @@ class Outbox:
                 if attempts >= SEND_ATTEMPTS:
                     raise
                 await asyncio.sleep(SERVER_ERROR_BACKOFF * 2 ** (attempts - 1))
+            else:
+                self._remember(chat_id, message.message_id, text, markup)
+                return message
 
     async def edit_latest(
         self, chat_id: int, message_id: int, render: Callable[[], Awaitable[Rendered]]
     ) -> bool:
         """Edit a message in place with what `render` returns once a slot is free, so the newest
         state is what lands. Edits to one chat leave at least `edit_gap` apart even when reading
-        the state was slow for one and quick for the next. False when Telegram says nothing
-        changed; a flood answer becomes RetryLater for the caller's Coalescer."""
+        the state was slow for one and quick for the next. False when nothing changed: the
+        message already shows it (no request is made, and the slot is given back), or Telegram said
+        "not modified" (a success: the message shows what it should). A flood answer becomes
+        RetryLater for the caller's Coalescer."""
         await self.slot(chat_id)
         loop = asyncio.get_running_loop()
         gap = self._last_edit.get(chat_id, -self._edit_gap) + self._edit_gap - loop.time()
         if gap > 0:
             await asyncio.sleep(gap)
         text, markup = await render()
+        if self.shows(chat_id, message_id, text, markup):
+            self._give_back(chat_id)
+            return False
         self._last_edit[chat_id] = loop.time()
         try:
             await self._bot.edit_message_text(
@@ -116,11 +156,13 @@ class Outbox:
             self.hold(chat_id, seconds)
             raise RetryLater(seconds) from exc
         except BadRequest as exc:
-            if not_modified(exc):
+            if not_modified(exc):  # it shows this already (e.g. edited before a restart): done
+                self._remember(chat_id, message_id, text, markup)
                 return False
             raise
         except NetworkError as exc:  # 5xx or timeout: an edit is safe to repeat, so retry it later
             raise RetryLater(SERVER_ERROR_BACKOFF * 2) from exc
+        self._remember(chat_id, message_id, text, markup)
         return True
 
     async def pin(self, chat_id: int, message_id: int) -> None:

@@ -13,7 +13,8 @@ per chat (LockService, with that chat's community), released with the raid's end
 lock and retried by the sweep until the chat has its permissions back. A raid started with `pin` pins
 each partner chat's post once it is up (`pinned` saved in the row's ref first) and unpins it at the
 end through the row's own outbox row (`unpin:<raid>:<row>`), finished by the sweep or a restart; a
-refused pin leaves a notice in that chat and the raid runs unpinned there.
+refused pin or lock leaves a notice in that chat (a reply to its post) and the raid runs unpinned or
+unlocked there.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from core.throttle import RetryLater
 from core.views import raid_view, report_view
 
 from .chats import PLATFORM
-from .locks import ChatLocks, Spawn
+from .locks import NO_RIGHTS_NOTICE, ChatLocks, Spawn
 from .outbox import Outbox, Rendered
 from .render import escape, keyboard, render_html
 
@@ -150,17 +151,18 @@ class PartnerPosts:
 
     async def _post(self, post: PartnerPost) -> None:
         key = partner_raid_key(post.row.raid_id, post.row.id)
-        pinned = True
+        pinned = locked = True
         language: str | None = None
 
         async def send(_d: Delivery) -> dict[str, Any] | None:
-            nonlocal pinned, language
+            nonlocal pinned, locked, language
             here = await self._here(post, top=0)
             if not here.active:
                 return None  # it ended before its post went out: the report tells the story
             language = here.language
             if here.lock and not await self._locks.lock_for_raid(here):
                 log.warning("raid %s runs unlocked in partner chat %s", here.id, post.chat_id)
+                locked = False
             text, markup = await self._render(post)
             message = await self._outbox.send(post.chat_id, text, markup=markup)
             post.message_id = message.message_id
@@ -180,10 +182,14 @@ class PartnerPosts:
         if post.stale and post.message_id is not None:
             post.stale = False
             self._redraw(post.chat_id, self.item(post.row.id))
-        if not pinned and post.message_id is not None:
-            with use_language(language):
-                notice = _("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
-                           "The raid runs unpinned.")
+        notices = []
+        with use_language(language):
+            if not locked:
+                notices.append(_(NO_RIGHTS_NOTICE))
+            if not pinned:
+                notices.append(_("I couldn't pin the raid post: I need to be an admin allowed to pin messages. "
+                                 "The raid runs unpinned."))
+        for notice in notices if post.message_id is not None else []:
             with contextlib.suppress(TelegramError):
                 await self._outbox.send(post.chat_id, escape(notice), reply_to=post.message_id)
 

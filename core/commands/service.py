@@ -303,7 +303,7 @@ class CommandService:
             return await self._partners(ctx, cmd)
         community_id = await self._community(ctx)
         if isinstance(cmd, p.Unlock):
-            released = await s.locks.unlock(community_id, "unlocked by a moderator", channel=ctx.chat.channel_key)
+            released = await s.locks.unlock_here(community_id, "unlocked by a moderator", channel=ctx.chat.channel_key)
             return _say(_("Chat unlocked.") if released else _("The chat is not locked."))
         if isinstance(cmd, p.BanCmd | p.UnbanCmd | p.PointsCmd):
             return await self._moderate(ctx, community_id, cmd)

@@ -1806,10 +1806,12 @@ class FakeDiscordAPI:
 
     # Modify Channel (https://discord.com/developers/docs/resources/channel#modify-channel) and, for a
     # thread, "Threads" > Editing & Deleting Threads: `locked` and `rate_limit_per_user` need Manage
-    # Threads; `name`, `archived` and `auto_archive_duration` need Manage Threads or being the thread's
-    # creator, and so does unarchiving a locked thread. An archived thread takes no change unless the
-    # request unarchives it ("Requires the thread to have archived set to false or be set to false in
-    # the request": 400 50083). A guild channel needs Manage Channels.
+    # Threads; `name`, `archived: true` and `auto_archive_duration` need Manage Threads or being the
+    # thread's creator. Unarchiving ("When setting archived to false, when locked is also false, only the
+    # SEND_MESSAGES permission is required", in a thread Send Messages in Threads) is open to anyone who
+    # may talk in the thread while it stays unlocked; a locked one takes Manage Threads. An archived
+    # thread takes no change unless the request unarchives it ("Requires the thread to have archived set
+    # to false or be set to false in the request": 400 50083). A guild channel needs Manage Channels.
     THREAD_FIELDS = ("name", "archived", "auto_archive_duration", "locked", "rate_limit_per_user", "invitable")
     ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
 
@@ -1847,8 +1849,15 @@ class FakeDiscordAPI:
                    != v}
         if ("locked" in changes or "rate_limit_per_user" in changes) and not moderator:
             raise _APIError(403, "Missing Permissions", 50013)
-        if {"name", "archived", "auto_archive_duration"} & set(changes) and not (moderator or creator):
-            raise _APIError(403, "Missing Permissions", 50013)
+        if {"name", "auto_archive_duration"} & set(changes) or changes.get("archived") is True:
+            if not (moderator or creator):
+                raise _APIError(403, "Missing Permissions", 50013)
+        if changes.get("archived") is False:
+            if changes.get("locked", meta.get("locked")):
+                if not moderator:  # unarchiving a thread that is (or stays) locked
+                    raise _APIError(403, "Missing Permissions", 50013)
+            elif not (moderator or creator or held & perms.SEND_MESSAGES_IN_THREADS):
+                raise _APIError(403, "Missing Permissions", 50013)
         for key, value in changes.items():
             if key in ("archived", "locked", "auto_archive_duration", "invitable"):
                 meta[key] = value
