@@ -1,7 +1,7 @@
 """Benchmark 6, server RSS: `nubi run` holding exactly what issue 11 names, beside ElizaOS.
 
 A fresh `nubi run` process (no platform tokens: API, dashboard, MCP and scheduler; no chat adapter
-imported) on a fresh database of the target kind, driven by the same aiohttp load generator as
+imported) on a fresh database of the target kind, driven by the load generator of
 bench/http_api.py with exactly 1,000 session creates and then 10,000 message posts spread over
 those sessions (8 clients), nothing else. Its VmRSS is read three times: idle after startup,
 right after the load, and after the server has been left alone for a few seconds (what an operator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -192,6 +193,45 @@ async def test_messages_pagination_and_persistence(db_url: str, clock, settings)
         assert len((await svc.sessions.messages(info.id, limit=100)).messages) == 7
     finally:
         await svc.db.dispose()
+
+
+async def test_hot_page_is_the_general_page_rendered_by_the_database(services: Services, clock) -> None:
+    """The messages page the HTTP route sends (rendered to JSON by the database, core/sessions/hot.py)
+    says exactly what `messages()` says: order (ties on the same instant included), contents, createdAt
+    to the millisecond as to_ms computes it, metadata, hasMore and the cursors; before/after pages too."""
+    info = await services.sessions.create(AGENT, USER)
+    contents = ['quote " back \\ slash', "new\nline\ttab \u0001", "emoji 🚀 ünï", "plain"]
+    for i in range(23):
+        if i % 4:  # some messages share an instant; others land on awkward microseconds
+            clock.advance(seconds=0.001 * (i % 3) + 0.000999)
+        meta = {"i": i, "nested": {"ok": [1, None, True]}} if i % 2 else None
+        await services.sessions.send_message(info.id, contents[i % 4] + str(i), metadata=meta)
+    await services.sessions.add_agent_message(info.id, "an agent reply", reply_to="x")
+
+    def allow(community: str) -> None:
+        assert community.startswith("web:")
+
+    async def both(**params: object) -> dict[str, object]:
+        page = await services.sessions.messages(info.id, **params)
+        general: dict[str, object] = {"messages": [m.as_api() for m in page.messages], "hasMore": page.has_more}
+        if page.messages:
+            general["cursors"] = {"before": page.messages[-1].as_api()["createdAt"],
+                                  "after": page.messages[0].as_api()["createdAt"]}
+        rendered = await services.sessions.messages_json(info.id, allow=allow, **params)
+        assert rendered is not None
+        assert json.loads(rendered) == general
+        return general
+
+    first = await both(limit=10)
+    assert first["hasMore"] is True and len(first["messages"]) == 10  # type: ignore[arg-type]
+    older = await both(limit=10, before=first["cursors"]["before"])  # type: ignore[index]
+    await both(limit=100, after=older["cursors"]["before"])  # type: ignore[index]
+    await both(limit="7", before=str(first["cursors"]["after"]))  # type: ignore[index]
+    await both(limit=None)
+    # Not the hot path's to answer: bad parameters and unknown ids fall back to the general rules.
+    assert await services.sessions.messages_json(info.id, limit=0, allow=allow) is None
+    assert await services.sessions.messages_json(str(uuid.uuid4()), allow=allow) is None
+    assert await services.sessions.messages_json("nope", allow=allow) is None
 
 
 async def test_responder_reply_is_stored_as_agent_message(services: Services) -> None:

@@ -45,6 +45,9 @@ def create_app(
     app.state.services = services
     app.state.guard = Guard(services.settings.http)
     errors.install(app)
+    from . import sessions_api
+
+    app.add_middleware(sessions_api.HotRoutes)  # inside the guard: its checks run first
     app.add_middleware(GuardMiddleware, guard=app.state.guard)
     if services.settings.http.cors_origins:  # off by default: only the listed origins may call from a browser
         app.add_middleware(
@@ -53,8 +56,6 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Content-Type", "X-API-KEY"],
         )
-
-    from . import sessions_api
 
     app.include_router(sessions_api.router)
     try:

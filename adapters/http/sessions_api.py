@@ -17,16 +17,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from core import access
 from core.clock import to_ms
-from core.errors import ValidationError
+from core.errors import NubiError, ValidationError
 from core.services import Services
 from core.sessions.chat import command_responder, web_chat
 from core.sessions.service import TRANSPORTS, Responder, SendResult, SessionInfo, StoredMessage
 
-from .errors import error_body
+from .errors import error_body, error_response
 from .security import caller
 
 log = logging.getLogger(__name__)
@@ -225,24 +225,34 @@ async def get_session(session_id: str, request: Request) -> dict[str, Any]:
 
 @router.post(f"{SESSIONS}/{{session_id}}/messages", status_code=201, response_model=None)
 async def send_message(session_id: str, request: Request) -> JSONResponse | StreamingResponse:
-    body = await json_object(request)
+    return await _send_message(session_id, request, await json_object(request))
+
+
+async def _send_message(session_id: str, request: Request, body: dict[str, Any]) -> JSONResponse | StreamingResponse:
     transport = _transport(body)
     services, responder = services_of(request), _responder(request)
     content = body.get("content")
+    if transport != "sse":  # the access check runs inside the message's own transaction
+        sid, who = _sid(session_id), caller(request)
+        result = await services.sessions.send_message(
+            sid, content, attachments=body.get("attachments"), metadata=body.get("metadata"), responder=responder,
+            allow=lambda community: access.require_session(who, sid, community),
+        )
+        return _message_response(transport, result)
+    # SSE: store the user's message now, so 4xx stay plain JSON; reply in the stream
     session_id = await _owned(request, session_id)
-    if transport == "sse":  # store the user's message now, so 4xx stay plain JSON; reply in the stream
-        first = await services.sessions.send_message(
-            _sid(session_id), content, attachments=body.get("attachments"), metadata=body.get("metadata")
-        )
-        return StreamingResponse(
-            _stream_reply(services, first, responder, content),
-            status_code=201,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    result = await services.sessions.send_message(
-        _sid(session_id), content, attachments=body.get("attachments"), metadata=body.get("metadata"), responder=responder
+    first = await services.sessions.send_message(
+        _sid(session_id), content, attachments=body.get("attachments"), metadata=body.get("metadata")
     )
+    return StreamingResponse(
+        _stream_reply(services, first, responder, content),
+        status_code=201,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _message_response(transport: str, result: SendResult) -> JSONResponse:
     payload: dict[str, Any] = {
         "success": True,
         "userMessage": _user_message(result),
@@ -254,8 +264,15 @@ async def send_message(session_id: str, request: Request) -> JSONResponse | Stre
 
 
 @router.get(f"{SESSIONS}/{{session_id}}/messages", response_model=None)
-async def list_messages(session_id: str, request: Request) -> JSONResponse:
+async def list_messages(session_id: str, request: Request) -> Response:
     query = request.query_params
+    sid, who = _sid(session_id), caller(request)
+    rendered = await services_of(request).sessions.messages_json(  # a live session's page, in one read
+        sid, limit=query.get("limit"), before=query.get("before"), after=query.get("after"),
+        allow=lambda community: access.require_session(who, sid, community),
+    )
+    if rendered is not None:
+        return Response(rendered, media_type="application/json")
     session_id = await _owned(request, session_id)
     page = await services_of(request).sessions.messages(
         _sid(session_id), limit=query.get("limit"), before=query.get("before"), after=query.get("after")
@@ -287,3 +304,87 @@ async def delete_session(session_id: str, request: Request) -> JSONResponse:
     sid = await _owned(request, session_id)
     await services_of(request).sessions.end(sid)
     return _with_data_mirror({"success": True, "message": f"Session {sid} deleted successfully"})
+
+
+# -- the hot routes, dispatched without the framework's routing -------------------------------------
+
+
+class HotRoutes:
+    """Pure ASGI middleware, inside GuardMiddleware (the caller, limits and row scope are settled):
+    session create, message post and the messages page go straight to their endpoints above.
+
+    The same endpoint functions answer, with the same bodies and error shapes (errors.install's
+    rules: a NubiError its documented code, anything else a logged 500), but without FastAPI's
+    routing, request/response cycle and dependency solving, which cost more than the endpoint
+    itself on these routes (bench/README.md). Every other request, and these with another method
+    or an SSE reply, goes through the app as before; a body already read is handed on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if method == "POST" and path == SESSIONS:
+            await self._answer(scope, receive, send, None, _create)
+            return
+        if path.startswith(SESSIONS_PREFIX) and path.endswith("/messages"):
+            session_id = path[len(SESSIONS_PREFIX):-len("/messages")]
+            if session_id and "/" not in session_id:
+                if method == "GET":
+                    await self._answer(scope, receive, send, session_id, list_messages)
+                    return
+                if method == "POST":
+                    await self._answer(scope, receive, send, session_id, _post)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: dict[str, Any], receive: Any, send: Any, session_id: str | None,
+                      endpoint: Any) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await (endpoint(request) if session_id is None else endpoint(session_id, request))
+        except _Elsewhere:  # an SSE reply: the app streams it, from the body already read
+            await self.app(scope, _replay(await request.body(), receive), send)
+            return
+        except NubiError as exc:
+            response = error_response(exc.code, exc.message, exc.details or None)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response("INTERNAL_SERVER_ERROR", "An unexpected error occurred", status=500)
+        await response(scope, receive, send)
+
+
+SESSIONS_PREFIX = SESSIONS + "/"
+
+
+class _Elsewhere(Exception):
+    """The request is the app's to answer (raised before anything was done)."""
+
+
+async def _create(request: Request) -> JSONResponse:
+    return JSONResponse(await create_session(request), status_code=201)
+
+
+async def _post(session_id: str, request: Request) -> JSONResponse:
+    body = await json_object(request)
+    if _transport(body) == "sse":
+        raise _Elsewhere()
+    return await _send_message(session_id, request, body)  # type: ignore[return-value]
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """The body read already, then what the connection says next (a disconnect, in time)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()  # type: ignore[no-any-return]
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

@@ -32,7 +32,7 @@ from core.storage.db import Database
 from core.storage.models import SESSION_TYPES, Community, NubiSession, SessionActivity, SessionMessage
 from core.storage.upsert import add_now
 
-from . import timeouts
+from . import hot, timeouts
 from .timeouts import TimeoutConfig
 
 MAX_METADATA_BYTES = 10 * 1024
@@ -173,10 +173,10 @@ class SessionService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _config(self, row: Any) -> TimeoutConfig:
+    def config_of(self, row: Any) -> TimeoutConfig:
         return timeouts.resolve(row.timeout_config or {}, self.settings.agent(row.agent_id), self.settings.sessions)
 
-    def _info(self, row: Any, now: datetime) -> SessionInfo:
+    def info_of(self, row: Any, now: datetime) -> SessionInfo:
         return SessionInfo(
             row.id,
             row.channel_id,
@@ -190,7 +190,7 @@ class SessionService:
             row.expires_at,
             row.renewal_count,
             row.meta or {},
-            self._config(row),
+            self.config_of(row),
             now,
         )
 
@@ -236,7 +236,7 @@ class SessionService:
             raise SessionExpired(f"Session {session_id} has expired", details={"sessionId": result.session_id})
         return result
 
-    def _renew(self, row: Any, cfg: TimeoutConfig, now: datetime) -> bool:
+    def renew_row(self, row: Any, cfg: TimeoutConfig, now: datetime) -> bool:
         if now - row.created_at >= timedelta(minutes=cfg.max_duration_minutes):
             return False
         row.last_activity = now
@@ -267,6 +267,11 @@ class SessionService:
         if self.settings.agent(agent) is None:
             raise AgentNotFound(f"Agent {agent} is not a configured agent")
         overrides = timeouts.coerce_session_overrides(timeout_config, self.settings.sessions)
+        if community_id is None:  # a Sessions API conversation: the hot path (core/sessions/hot.py)
+            info = await hot.create(self, agent, user, meta, overrides, f"web:{web_community(meta, agent)}",
+                                    session_type)
+            await self.bus.publish(SessionCreated(info.id, session_type))
+            return info
         now = self.clock.now()
         row = NubiSession(
             id=str(uuid.uuid4()),
@@ -283,14 +288,14 @@ class SessionService:
             timeout_config=overrides,
             meta=meta,
         )
-        row.expires_at = timeouts.expires_at(now, now, self._config(row))
+        row.expires_at = timeouts.expires_at(now, now, self.config_of(row))
 
         async def op(s: AsyncSession) -> SessionInfo:
             if community_id is not None:
                 row.community = await _community_name(s, community_id)
             await add_now(s, row)
             await self._log(s, row.id, "created", now, type=session_type)
-            return self._info(row, now)
+            return self.info_of(row, now)
 
         info = await self.db.write(op)
         await self.bus.publish(SessionCreated(info.id, session_type))
@@ -309,7 +314,7 @@ class SessionService:
 
     async def get(self, session_id: str) -> SessionInfo:
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
-            return self._info(row, now)
+            return self.info_of(row, now)
 
         return await self._write_live(session_id, op)
 
@@ -339,16 +344,16 @@ class SessionService:
                 "activeSessions": counts.get("active", 0) - (overdue or 0),
                 "expiredSessions": counts.get("expired", 0) + (overdue or 0),
             }
-            return [self._info(r, now) for r in rows], stats
+            return [self.info_of(r, now) for r in rows], stats
 
         return await self.db.read(op)
 
     async def renew(self, session_id: str) -> SessionInfo:
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo | _RenewRefused:
-            if not self._renew(row, self._config(row), now):
+            if not self.renew_row(row, self.config_of(row), now):
                 return _RenewRefused()
             await self._log(s, row.id, "renewed", now, manual=True, renewalCount=row.renewal_count)
-            return self._info(row, now)
+            return self.info_of(row, now)
 
         result = await self._write_live(session_id, op)
         if isinstance(result, _RenewRefused):
@@ -360,12 +365,12 @@ class SessionService:
 
     async def heartbeat(self, session_id: str) -> SessionInfo:
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
-            cfg = self._config(row)
-            renewed = cfg.auto_renew and self._renew(row, cfg, now)
+            cfg = self.config_of(row)
+            renewed = cfg.auto_renew and self.renew_row(row, cfg, now)
             if not renewed:
                 row.last_activity = now
             await self._log(s, row.id, "heartbeat", now, renewed=renewed)
-            return self._info(row, now)
+            return self.info_of(row, now)
 
         return await self._write_live(session_id, op)
 
@@ -374,12 +379,12 @@ class SessionService:
 
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SessionInfo:
             row.timeout_config = {**(row.timeout_config or {}), **overrides}
-            cfg = self._config(row)
+            cfg = self.config_of(row)
             base = row.last_activity if cfg.auto_renew else (row.renewed_at or row.created_at)
             row.expires_at = timeouts.expires_at(row.created_at, base, cfg)
             row.warned_at = None
             await self._log(s, row.id, "timeout_changed", now, timeoutConfig=cfg.as_api())
-            return self._info(row, now)
+            return self.info_of(row, now)
 
         return await self._write_live(session_id, op)
 
@@ -401,18 +406,23 @@ class SessionService:
         attachments: Any = None,
         metadata: Any = None,
         responder: Responder | None = None,
+        allow: Callable[[str], None] | None = None,
     ) -> SendResult:
-        if not isinstance(content, str) or not content.strip():
-            raise ValidationError("content is required and must be a non-empty string", field="content")
-        if len(content) > MAX_CONTENT_CHARS:
-            raise ValidationError(f"content is longer than {MAX_CONTENT_CHARS} characters", field="content")
-        meta = check_metadata(metadata)
-        if attachments is not None and not isinstance(attachments, list):
-            raise ValidationError("attachments must be an array", field="attachments")
+        """Store a user's message, then ask `responder` for the bot's reply. With `allow`, the caller's
+        access check is run on the session's community (raising to refuse) before anything is written:
+        the hot path of core/sessions/hot.py, one transaction for the check, the renewal and the message."""
+        try:
+            meta = _checked_message(content, attachments, metadata)
+        except ValidationError:
+            if allow is not None:  # the access check comes first, as it does for every other route
+                community = await self.community_of(session_id)
+                if community is not None:
+                    allow(community)
+            raise
 
         async def op(s: AsyncSession, row: _LiveRow, now: datetime) -> SendResult:
-            cfg = self._config(row)
-            renewed = cfg.auto_renew and self._renew(row, cfg, now)
+            cfg = self.config_of(row)
+            renewed = cfg.auto_renew and self.renew_row(row, cfg, now)
             if not renewed:
                 row.last_activity = now
             msg = SessionMessage(
@@ -427,9 +437,14 @@ class SessionService:
             )
             await add_now(s, msg)
             await self._log(s, row.id, "message_received", now, messageId=msg.id, renewed=renewed)
-            return SendResult(_message(msg), self._info(row, now), renewed, None)
+            return SendResult(_message(msg), self.info_of(row, now), renewed, None)
 
-        result: SendResult = await self._write_live(session_id, op)
+        fast = None
+        if allow is not None:
+            sid = _uuid_or_none(session_id)
+            if sid is not None:
+                fast = await hot.post(self, sid, content, attachments, meta, allow)
+        result: SendResult = fast or await self._write_live(session_id, op)
         await self.bus.publish(SessionMessageStored(result.session.id, result.user_message.as_api()))
         if responder is None:
             return result
@@ -510,6 +525,27 @@ class SessionService:
         session_id = (await self.get(session_id)).id
         return await self.db.read(lambda s: self._page(s, page_query(session_id), page))
 
+    async def messages_json(
+        self, session_id: str, *, limit: Any = 50, before: Any = None, after: Any = None,
+        allow: Callable[[str], None],
+    ) -> bytes | None:
+        """`messages` of a live session as the API's JSON body, rendered by the database in one read
+        (core/sessions/hot.py), after `allow` checked the caller's access to the session's community.
+        None when the hot path does not apply (bad parameters, an unknown, ended or expired session):
+        the caller then takes `messages`, whose rules answer."""
+        sid = _uuid_or_none(session_id)
+        try:
+            lim = _int_param(limit, "limit")
+            before_ms = _int_param(before, "before")
+            after_ms = _int_param(after, "after")
+        except ValidationError:
+            return None
+        lim = 50 if lim is None else lim
+        if sid is None or not 1 <= lim <= 100:
+            return None
+        return await hot.page_json(self, sid, lim, None if before_ms is None else from_ms(before_ms),
+                                   None if after_ms is None else from_ms(after_ms), allow)
+
     @staticmethod
     async def _page(s: AsyncSession, query: Any, page: Callable[[Any], MessagePage]) -> MessagePage:
         return page((await s.execute(query)).all())
@@ -543,7 +579,7 @@ class SessionService:
             ).all()
             warned = 0
             for row in candidates:
-                if row.expires_at - now <= timedelta(minutes=self._config(row).warning_threshold_minutes):
+                if row.expires_at - now <= timedelta(minutes=self.config_of(row).warning_threshold_minutes):
                     row.warned_at = now
                     await self._log(s, row.id, "warned", now)
                     warned += 1
@@ -623,13 +659,13 @@ class SessionService:
                     community=await _community_name(s, community_id), status="active", created_at=now, last_activity=now, renewal_count=0, timeout_config={},
                     meta={"communityId": community_id},
                 )
-                row.expires_at = timeouts.expires_at(now, now, self._config(row))
+                row.expires_at = timeouts.expires_at(now, now, self.config_of(row))
                 s.add(row)
                 await s.flush()
                 await self._log(s, row.id, "created", now, type="community")
             else:
-                cfg = self._config(row)
-                if not (cfg.auto_renew and self._renew(row, cfg, now)):
+                cfg = self.config_of(row)
+                if not (cfg.auto_renew and self.renew_row(row, cfg, now)):
                     row.last_activity = now
             await self._log(s, row.id, "message_received", now, **data)
             return row.id
@@ -702,6 +738,25 @@ class _LiveRow:
 
 class _RenewRefused:
     pass
+
+
+def _checked_message(content: Any, attachments: Any, metadata: Any) -> dict[str, Any]:
+    """A message's content, attachments and metadata checked; the metadata to store."""
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationError("content is required and must be a non-empty string", field="content")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise ValidationError(f"content is longer than {MAX_CONTENT_CHARS} characters", field="content")
+    meta = check_metadata(metadata)
+    if attachments is not None and not isinstance(attachments, list):
+        raise ValidationError("attachments must be an array", field="attachments")
+    return meta
+
+
+def _uuid_or_none(value: Any) -> str | None:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
 
 
 def _int_param(value: Any, field: str) -> int | None:

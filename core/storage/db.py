@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import Unavailable
 from core.storage import rls
-from core.storage.driver import PgSql, Sql
+from core.storage.driver import PgSql, Sql, SqliteSql
 from core.storage.engines import (
     is_connection_error,
     is_driver_error,
@@ -53,6 +53,7 @@ from core.storage.engines import (
 )
 from core.storage.executor import (
     Outcome,
+    drive,
     in_callers_context,
     run_alone,
     run_batch,
@@ -150,6 +151,47 @@ class Database:
             if is_connection_error(exc):
                 raise Unavailable(UNAVAILABLE) from exc
             raise
+
+    async def read_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        """`read` for an op of hand-written SQL on the driver (core/storage/driver.py): the hottest
+        reads (a page of a session's messages). SQLite: a reader thread's pooled sqlite3 connection
+        (`Engine.raw_connection()`), the op's statements in one read transaction, no SQLAlchemy
+        statement machinery; PostgreSQL: a held connection's (core/storage/lanes.py) asyncpg connection, in autocommit
+        (one snapshot per statement, as `read` has), or in a transaction with row-level security."""
+        try:
+            if self.is_sqlite:
+                bound = sql_in_callers_context(op, threaded=True)
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._reader_threads, self._read_sqlite_sql, bound)
+            return await self._read_pg_sql(op)
+        except PoolTimeout as exc:
+            raise Unavailable(BUSY) from exc
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise Unavailable(UNAVAILABLE) from exc
+            raise
+
+    def _read_sqlite_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        assert self.sqlite_readers is not None
+        pooled = self.sqlite_readers.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            driver.execute("BEGIN")
+            try:
+                return drive(op(SqliteSql(driver, _no_session)))  # type: ignore[no-any-return]
+            finally:
+                driver.execute("COMMIT")  # a read: nothing to keep or lose
+        finally:
+            pooled.close()  # back to the pool
+
+    async def _read_pg_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+        assert self._lanes is not None
+        async with self._lanes.lane() as lane:
+            if not self.row_level_security:
+                return await op(PgSql(lane.driver, lane.conn))
+            async with lane.driver.transaction():
+                await rls.apply(lane.conn)
+                return await op(PgSql(lane.driver, lane.conn))
 
     def _read_sqlite(self, op: Op[T]) -> T:
         assert self.sqlite_readers is not None
@@ -408,6 +450,10 @@ class _SqlOp:
 
     def __init__(self, op: Callable[[Sql], Awaitable[Any]]) -> None:
         self.op = op
+
+
+def _no_session() -> Any:
+    raise RuntimeError("a read_sql op has no SQLAlchemy session: use Database.read")
 
 
 def _fail(batch: list[Waiting], error: BaseException, cause: BaseException | None) -> None:

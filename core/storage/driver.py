@@ -94,7 +94,8 @@ class SqliteSql(Sql):
         self._session: Any = None
 
     def ts(self, value: datetime | None) -> Any:
-        return None if value is None else value.astimezone(UTC).strftime(_SQLITE_TS)
+        # _SQLITE_TS's text; isoformat writes it several times faster than strftime
+        return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def when(self, value: Any) -> datetime | None:
         if value is None or isinstance(value, datetime):
