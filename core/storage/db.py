@@ -22,13 +22,13 @@ SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one 
 and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: PG_POOL connections
 held open (core/storage/lanes.py), each command or batch on one of them in an asyncpg transaction,
 session ops inside `AsyncConnection.run_sync`; with row-level security every command has its own
-transaction (core/storage/rls.py scopes it to one community).
+transaction (core/storage/rls.py scopes it to one community). The queue and its writer task are
+core/storage/group_commit.py; this module says how each batch and each lone op runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -45,7 +44,6 @@ from core.storage import rls
 from core.storage.driver import PgSql, Sql, SqliteSql
 from core.storage.engines import (
     is_connection_error,
-    is_driver_error,
     is_retryable,
     normalize_url,
     ping_when_idle,
@@ -56,11 +54,10 @@ from core.storage.executor import (
     drive,
     in_callers_context,
     run_alone,
-    run_batch,
     run_sql_alone,
-    run_sql_batch,
     sql_in_callers_context,
 )
+from core.storage.group_commit import BUSY, UNAVAILABLE, GroupCommitQueue, Rerun, SqlOp
 from core.storage.lanes import Lanes
 
 __all__ = ["Database", "normalize_url"]
@@ -68,7 +65,6 @@ __all__ = ["Database", "normalize_url"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Any], Awaitable[T]]
-Waiting = tuple[Op[Any], "asyncio.Future[Any]"]
 
 SQLITE_READERS = 4
 # Each reader's page cache: the OS keeps the file's pages cached for all of them, so four private
@@ -78,11 +74,9 @@ PG_POOL = 20  # connections per process; the scale-out guide sizes max_connectio
 # PostgreSQL tracks at most 64 subtransactions (one savepoint per op) of a transaction cheaply.
 PG_MAX_BATCH = 64
 RETRY_ATTEMPTS = 5
-UNAVAILABLE = "The database is unavailable right now; try again shortly."
-BUSY = "The database is busy right now; try again shortly."
 
 
-class Database:
+class Database(GroupCommitQueue):
     def __init__(
         self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False
     ) -> None:
@@ -120,10 +114,7 @@ class Database:
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
-        self._pending: list[Waiting] = []
-        self._wakeup: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
-        self._writer: asyncio.Task[None] | None = None
+        self._init_queue()
         self._sqlite_lock: asyncio.Lock | None = None
         self.commits = 0  # transactions committed by the writer; a benchmark reads it
 
@@ -225,7 +216,7 @@ class Database:
         (executor.run_sql_batch); PostgreSQL back to back in one asyncpg transaction (`_pg_sql_batch`).
         Without it, each op has a transaction of its own."""
         if self.group_commit:  # run by the SQLite writer thread or the PostgreSQL writer task
-            return await self._enqueue(_SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
+            return await self._enqueue(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
         if self.is_sqlite:  # a thread of the pool: run_in_executor does not carry the context over
             op = sql_in_callers_context(op, threaded=True)
         return await self._write_sql_alone(op)
@@ -259,12 +250,12 @@ class Database:
                 await q.close()
             return result
 
-    async def _pg_sql_batch(self, ops: list[_SqlOp]) -> list[Outcome]:
+    async def _pg_sql_batch(self, ops: list[SqlOp]) -> list[Outcome]:
         """PostgreSQL group commit of SQL ops: one asyncpg transaction, the ops one after another.
 
         No savepoints (two round trips per op, as many as a transaction of its own): an op that fails
         before it wrote anything (`PgSql.wrote`: the refusals, which read first) left the transaction
-        as it found it and fails alone; one that fails after it may have written raises `_Rerun`, the
+        as it found it and fails alone; one that fails after it may have written raises `Rerun`, the
         transaction is rolled back whole (nothing of any op kept); the caller runs that op again alone
         and the others in a later batch. Raises also when the transaction is lost or its COMMIT fails."""
         assert self._lanes is not None
@@ -280,7 +271,7 @@ class Database:
                     if is_connection_error(exc) or driver.is_closed():
                         raise
                     if q.wrote:
-                        raise _Rerun(index) from exc
+                        raise Rerun(index) from exc
                     outcomes.append(Outcome(error=exc))
                 else:
                     outcomes.append(Outcome(result=result))
@@ -325,104 +316,8 @@ class Database:
         with self.sqlite_writer.begin() as conn:
             return work(conn, arg)
 
-    # -- group commit ----------------------------------------------------------------------------
-
-    async def _enqueue(self, op: Op[T]) -> T:
-        loop = asyncio.get_running_loop()
-        if self._writer is None or self._writer.done():
-            self._wakeup = asyncio.Event()
-            self._idle = asyncio.Event()
-            self._writer = loop.create_task(self._writer_loop(), name="nubi-db-writer")
-        fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append((op, fut))
-        assert self._wakeup is not None and self._idle is not None
-        self._idle.clear()
-        self._wakeup.set()
-        return await fut
-
-    async def _writer_loop(self) -> None:
-        assert self._wakeup is not None and self._idle is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._run(batch)
-            self._idle.set()
-
-    async def _run(self, batch: list[Waiting]) -> None:
-        """One batch: one transaction, each op in a savepoint; every caller answered after the commit."""
-        if len(batch) == 1:  # no savepoint needed: the op's failure rolls back its own transaction
-            await self._settle(*batch[0])
-            return
-        sql = [w for w in batch if isinstance(w[0], _SqlOp)]
-        if sql and len(sql) < len(batch):  # SQL ops and session ops run in batches of their own
-            await self._run([w for w in batch if not isinstance(w[0], _SqlOp)])
-            await self._run(sql)
-            return
-        try:
-            ops = [op for op, _ in batch]
-            if not sql:
-                outcomes: list[Outcome] = await self._transaction(run_batch, ops)
-            elif self.is_sqlite:
-                outcomes = await self._transaction(run_sql_batch, [op.op for op in ops])
-            else:
-                outcomes = await self._pg_sql_batch(ops)
-        except PoolTimeout as exc:
-            _fail(batch, Unavailable(BUSY), exc)
-            return
-        except _Rerun as rerun:
-            # Rolled back whole, nothing of any op kept: the op that failed after writing runs again
-            # alone, and the others go back to the head of the queue for the next batch.
-            self._pending[:0] = batch[: rerun.index] + batch[rerun.index + 1 :]
-            await self._settle(*batch[rerun.index])
-            return
-        except Exception as exc:
-            if is_connection_error(exc):  # wrapped, or the driver's own error (older SQLAlchemy)
-                log.warning("a group commit of %d operations failed: %s", len(batch), exc)
-                _fail(batch, Unavailable(UNAVAILABLE), exc)
-                return
-            if isinstance(exc, DBAPIError | OSError) or is_driver_error(exc):
-                # The transaction failed as a whole (a deadlock or serialization race at COMMIT, say) and
-                # was rolled back: nothing of any op was kept, so each op runs again, alone.
-                await asyncio.gather(*(self._settle(op, fut) for op, fut in batch))
-                return
-            log.exception("a group commit of %d operations failed", len(batch))  # a bug of ours
-            _fail(batch, exc, None)
-            return
-        self.commits += 1
-        again = []
-        for (op, fut), outcome in zip(batch, outcomes, strict=True):
-            if outcome.retry:
-                again.append(self._settle(op, fut))  # rolled back to its savepoint: nothing of it kept
-            elif fut.done():
-                continue
-            elif outcome.error is not None:
-                fut.set_exception(outcome.error)
-            else:
-                fut.set_result(outcome.result)
-        if again:
-            await asyncio.gather(*again)
-
-    async def _settle(self, op: Op[Any], fut: asyncio.Future[Any]) -> None:
-        try:
-            result = await (self._write_sql_alone(op.op) if isinstance(op, _SqlOp) else self._write_alone(op))
-        except Exception as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-            return
-        if not fut.done():
-            fut.set_result(result)
-
     async def dispose(self) -> None:
-        if self._writer is not None:
-            if self._pending and self._idle is not None:
-                await self._idle.wait()  # let queued writes land before closing
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
-            self._writer = None
+        await self._stop_writer()
         if self._lanes is not None:
             await self._lanes.close()
         if self.engine is not None:
@@ -434,31 +329,5 @@ class Database:
             self.sqlite_readers.dispose()
 
 
-class _Rerun(Exception):
-    """A PostgreSQL SQL op (the `index`th of its batch) failed after it may have written: the batch
-    was rolled back whole."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.index = index
-
-
-class _SqlOp:
-    """A queued `write_sql` op: run by `run_sql_batch` (SQLite) or `_pg_sql_batch`, not by the session executor."""
-
-    __slots__ = ("op",)
-
-    def __init__(self, op: Callable[[Sql], Awaitable[Any]]) -> None:
-        self.op = op
-
-
 def _no_session() -> Any:
     raise RuntimeError("a read_sql op has no SQLAlchemy session: use Database.read")
-
-
-def _fail(batch: list[Waiting], error: BaseException, cause: BaseException | None) -> None:
-    if cause is not None:
-        error.__cause__ = cause
-    for _op, fut in batch:
-        if not fut.done():
-            fut.set_exception(error)
