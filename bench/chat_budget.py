@@ -243,9 +243,11 @@ async def discord(target: Target, report: Report, members: int) -> None:
             # The same presses as a steady stream: new members arrive one after another at half the
             # waves' answer rate, each pressing Join then its three claims.
             stream_rate = STREAM_SHARE * len(presses) / max(1e-9, waves_done - t0)
+            cpu, wall = time.process_time(), time.monotonic()
             stream = await peer.ask("stream", raid_id=raid_id, base=STREAM_BASE,
                                     members_per_second=stream_rate / 4,
                                     members=max(1, int(stream_rate / 4 * STREAM_SECONDS)))
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall  # the bot's process, all its threads
             await adapter.posts.drain()
             channel = await peer.ask("calls", mark=mark)
             checks = await peer.ask("check", mark=mark, ids=[p[0] for p in presses + stream])
@@ -298,7 +300,8 @@ async def discord(target: Target, report: Report, members: int) -> None:
                       met=s99 <= ANSWER_TARGET and len(streamed) == len(stream),
                       note=f"{len(stream)} presses at about {stream_rate:,.0f}/s ({STREAM_SHARE:.0%} of the waves' "
                            f"rate), {len(stream) - len(streamed)} unanswered; "
-                           f"p50 {percentile(streamed, 50) * 1000:.0f} ms" if streamed else "none answered"))
+                           f"p50 {percentile(streamed, 50) * 1000:.0f} ms; bot CPU {cpu / len(stream) * 1000:.1f} ms "
+                           f"per press, {cpu / wall:.0%} of a core" if streamed else "none answered"))
     everything = presses + stream
     unanswered = sum(1 for p in everything if p[2] is None)
     refused = checks["refused"] + checks["unhandled"] + checks["double"]
