@@ -46,6 +46,11 @@ _INSERT_SESSION = (
     "VALUES ($1, $2, $3, $4, $5, NULL, $6, 'active', $7, $7, $8, 0, $9, $10)"
 )
 _INSERT_ACTIVITY = "INSERT INTO session_activity_log (session_id, activity_type, at, data) VALUES ($1, $2, $3, $4)"
+# PostgreSQL: the session and its `created` activity in one statement (atomic by itself, one round trip).
+_CREATE_PG = (
+    "WITH s AS (" + _INSERT_SESSION + " RETURNING id) "
+    "INSERT INTO session_activity_log (session_id, activity_type, at, data) SELECT id, 'created', $7, $11 FROM s"
+)
 _INSERT_MESSAGE = (
     "INSERT INTO session_messages (id, session_id, author_id, is_agent, content, created_at, attachments, metadata) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -117,7 +122,14 @@ async def create(service: SessionService, agent: str, user: str, meta: dict[str,
                     q.ts(row.expires_at), q.json(overrides), q.json(meta))
         await q.run(_INSERT_ACTIVITY, sid, "created", q.ts(now), q.json({"type": session_type}))
 
-    await service.db.write_sql(op)
+    async def one_statement(q: Sql) -> None:
+        await q.run(_CREATE_PG, sid, channel, agent, user, session_type, community, q.ts(now),
+                    q.ts(row.expires_at), q.json(overrides), q.json(meta), q.json({"type": session_type}))
+
+    if service.db.is_sqlite:
+        await service.db.write_sql(op)
+    else:
+        await service.db.write_statement(one_statement)
     return service.info_of(row, now)
 
 
