@@ -27,6 +27,7 @@ from typing import Any
 
 from discord import Permissions
 
+from bench.env import open_loop
 from tests.fakes.discord_api import (
     DEFAULT_MEMBER_PERMISSIONS,
     CallbackType,
@@ -123,14 +124,7 @@ class Peer:
                 for data in [f"nubi:join:{args['raid_id']}"] + [f"nubi:claim:{args['raid_id']}:{a}" for a in CLAIMS]:
                     presses.append(await self.press(self._button(data, user_id, f"s{user_id}"), 60))
 
-            t0 = time.monotonic()
-            tasks = []
-            for i in range(count):
-                delay = t0 + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(member(args["base"] + i)))
-            await asyncio.gather(*tasks)
+            await open_loop(count, rate, lambda i: member(args["base"] + i))
             gc.collect()
             return self._presses(presses)
         if op == "post":  # the raid post as the channel shows it now

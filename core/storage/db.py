@@ -29,8 +29,9 @@ core/storage/group_commit.py; this module says how each batch and each lone op r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -132,35 +133,23 @@ class Database(GroupCommitQueue):
 
     async def read(self, op: Op[T]) -> T:
         op = in_callers_context(op)
-        try:
+        with _unavailable_when_lost():
             if self.is_sqlite:
                 return await asyncio.get_running_loop().run_in_executor(self._reader_threads, self._read_sqlite, op)
             return await self._read_pg(op)
-        except PoolTimeout as exc:
-            raise Unavailable(BUSY) from exc
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise Unavailable(UNAVAILABLE) from exc
-            raise
 
     async def read_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
         """`read` for an op of hand-written SQL on the driver (core/storage/driver.py): the hottest
         reads (a page of a session's messages). SQLite: a reader thread's pooled sqlite3 connection
         (`Engine.raw_connection()`), the op's statements in one read transaction, no SQLAlchemy
-        statement machinery; PostgreSQL: a held connection's (core/storage/lanes.py) asyncpg connection, in autocommit
-        (one snapshot per statement, as `read` has), or in a transaction with row-level security."""
-        try:
+        statement machinery; PostgreSQL: a held connection's asyncpg connection (core/storage/lanes.py), in
+        autocommit (one snapshot per statement, as `read` has), or in a transaction with row-level security."""
+        with _unavailable_when_lost():
             if self.is_sqlite:
                 bound = sql_in_callers_context(op, threaded=True)
                 return await asyncio.get_running_loop().run_in_executor(
                     self._reader_threads, self._read_sqlite_sql, bound)
             return await self._read_pg_sql(op)
-        except PoolTimeout as exc:
-            raise Unavailable(BUSY) from exc
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise Unavailable(UNAVAILABLE) from exc
-            raise
 
     def _read_sqlite_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
         assert self.sqlite_readers is not None
@@ -347,3 +336,17 @@ class Database(GroupCommitQueue):
 
 def _no_session() -> Any:
     raise RuntimeError("a read_sql op has no SQLAlchemy session: use Database.read")
+
+
+@contextlib.contextmanager
+def _unavailable_when_lost() -> Iterator[None]:
+    """A read's errors as a caller should hear them: no free connection is "busy", a lost database
+    "unavailable", both to try again; anything else as it was."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise Unavailable(BUSY) from exc
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise Unavailable(UNAVAILABLE) from exc
+        raise
