@@ -212,3 +212,31 @@ async def test_ops_batched_together_each_speak_their_callers_language(db: Databa
 async def _noop_word(s: Any) -> str:
     await s.scalar(select(func.count()).select_from(Member))
     return _("Join")
+
+
+async def test_sqlite_checkpoints_the_wal_off_the_writers_commit(db: Database) -> None:
+    """The writer's COMMIT never checkpoints (a checkpoint copies and syncs up to 1,000 pages, and the
+    whole batch would wait for it); the checkpointer copies committed pages into the database file
+    within a few seconds, which a reader that ignores the WAL (`immutable=1`) can see."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's write-ahead log")
+    import sqlite3
+
+    path = db.url.split("///", 1)[1]
+
+    def in_main_file(name: str) -> int:
+        raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(raw.execute("SELECT count(*) FROM members WHERE display_name = ?", (name,)).fetchone()[0])
+        finally:
+            raw.close()
+
+    now = FakeClock().now()
+    await asyncio.gather(*(db.write(adder("walled", now)) for _n in range(50)))
+    assert await count(db, "walled") == 50
+    assert in_main_file("walled") == 0  # committed into the WAL only: the COMMIT did not checkpoint
+    for _tick in range(50):
+        await asyncio.sleep(0.1)
+        if in_main_file("walled") == 50:
+            break
+    assert in_main_file("walled") == 50

@@ -68,6 +68,7 @@ T = TypeVar("T")
 Op = Callable[[Any], Awaitable[T]]
 
 SQLITE_READERS = 4
+CHECKPOINT_SECONDS = 1.0
 # Each reader's page cache: the OS keeps the file's pages cached for all of them, so four private
 # 2 MiB caches (SQLite's default) mostly duplicate it; the writer keeps the default.
 READER_CACHE_KIB = 512
@@ -100,13 +101,16 @@ class Database(GroupCommitQueue):
             self.sqlite_writer = create_engine(
                 sync_url, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
             )
-            sqlite_pragmas(self.sqlite_writer, "BEGIN IMMEDIATE")
+            # WAL checkpoints run on a thread of their own (`_checkpoints`), not in the writer's commit: a
+            # checkpoint copies and syncs up to 1,000 pages, and every caller of that batch would wait for it.
+            sqlite_pragmas(self.sqlite_writer, "BEGIN IMMEDIATE", autocheckpoint=False)
             self.sqlite_readers = create_engine(
                 sync_url, pool_size=SQLITE_READERS, max_overflow=0, connect_args={"check_same_thread": False}
             )
             sqlite_pragmas(self.sqlite_readers, "BEGIN", cache_kib=READER_CACHE_KIB)
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-writer")
             self._reader_threads = ThreadPoolExecutor(max_workers=SQLITE_READERS, thread_name_prefix="nubi-sqlite-reader")
+            self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-checkpoint")
         else:
             self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30, pool_use_lifo=True)
             ping_when_idle(self.engine)
@@ -117,6 +121,8 @@ class Database(GroupCommitQueue):
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
         self._init_queue()
         self._sqlite_lock: asyncio.Lock | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._sqlite_commits = 0  # write transactions committed on SQLite (lone ops and batches)
         self.commits = 0  # transactions committed by the writer; a benchmark reads it
 
     @property
@@ -307,7 +313,12 @@ class Database(GroupCommitQueue):
                 self._sqlite_lock = asyncio.Lock()
             async with self._sqlite_lock:  # one writer: a batch in the thread or a lone op
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._writer_thread, self._sqlite_transaction, work, arg)
+                if self._checkpointer is None or self._checkpointer.done():
+                    self._checkpointer = loop.create_task(self._checkpoints(), name="nubi-sqlite-checkpoints")
+                try:
+                    return await loop.run_in_executor(self._writer_thread, self._sqlite_transaction, work, arg)
+                finally:
+                    self._sqlite_commits += 1
         assert self._lanes is not None
         # The driver's transaction: SQLAlchemy (in AUTOCOMMIT) emits the session's statements and
         # savepoints inside it, and no BEGIN or COMMIT of its own.
@@ -321,7 +332,37 @@ class Database(GroupCommitQueue):
         with self.sqlite_writer.begin() as conn:
             return work(conn, arg)
 
+    async def _checkpoints(self) -> None:
+        """Every CHECKPOINT_SECONDS after writes, a passive WAL checkpoint on a thread of its own: it copies
+        what no reader still needs into the database file without blocking the writer or the readers
+        (SQLite's autocheckpoint would run it inside the writer's COMMIT). The last connection to close
+        checkpoints what is left."""
+        done = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            if self._sqlite_commits == done:
+                continue
+            done = self._sqlite_commits
+            try:
+                await loop.run_in_executor(self._checkpoint_thread, self._checkpoint)
+            except Exception as exc:  # the next round tries again; a write never waits for this
+                log.warning("a WAL checkpoint failed: %s", exc)
+
+    def _checkpoint(self) -> None:
+        assert self.sqlite_readers is not None
+        pooled = self.sqlite_readers.raw_connection()
+        try:
+            pooled.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            pooled.close()
+
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._checkpointer
+            self._checkpointer = None
         await self._stop_writer()
         if self._lanes is not None:
             await self._lanes.close()
@@ -330,6 +371,7 @@ class Database(GroupCommitQueue):
         if self.sqlite_writer is not None and self.sqlite_readers is not None:
             self._writer_thread.shutdown(wait=True)
             self._reader_threads.shutdown(wait=True)
+            self._checkpoint_thread.shutdown(wait=True)
             self.sqlite_writer.dispose()
             self.sqlite_readers.dispose()
 

@@ -35,9 +35,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int | None = None) -> None:
+def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int | None = None,
+                   autocheckpoint: bool = True) -> None:
     """Set up every connection of a SQLite engine; `begin` is the statement that opens a transaction;
-    `cache_kib` caps each connection's page cache (SQLite's default is 2,000 KiB)."""
+    `cache_kib` caps each connection's page cache (SQLite's default is 2,000 KiB); `autocheckpoint=False`
+    leaves WAL checkpoints to someone else (core/storage/db.py runs them off the writer's thread)."""
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -51,6 +53,8 @@ def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int |
         cursor.execute("PRAGMA synchronous=NORMAL")
         if cache_kib is not None:
             cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
