@@ -240,3 +240,38 @@ async def test_sqlite_checkpoints_the_wal_off_the_writers_commit(db: Database) -
         if in_main_file("walled") == 50:
             break
     assert in_main_file("walled") == 50
+
+
+async def test_sqlite_read_sql_waits_on_a_reader_thread_when_the_loops_reader_is_locked_out(db: Database) -> None:
+    """`read_sql` reads on the event loop's thread and never waits there for a lock: when another
+    connection holds the database (here one in exclusive locking mode, before nubi's connections are
+    open), the read is handed to a reader thread, which waits as reads do, and answers once the lock is
+    gone."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's locks")
+    import sqlite3
+
+    async def op(q):  # type: ignore[no-untyped-def]
+        return await q.value("SELECT count(*) FROM members WHERE display_name = $1", "nobody")
+
+    holder = sqlite3.connect(db.url.split("///", 1)[1], isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE members SET display_name = display_name WHERE display_name = 'nobody'")
+    loop = asyncio.get_running_loop()
+    stalls: list[float] = []
+
+    async def release() -> None:
+        for _tick in range(6):  # the loop keeps turning while the read waits
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            stalls.append(loop.time() - before)
+        holder.execute("COMMIT")
+        holder.close()
+
+    started = loop.time()
+    got, _released = await asyncio.gather(db.read_sql(op), release())
+    assert got == 0
+    assert loop.time() - started >= 0.25  # it waited for the lock...
+    assert max(stalls) < 0.2  # ...off the loop's thread
+    assert await db.read_sql(op) == 0  # and the loop's reader works once the lock is gone

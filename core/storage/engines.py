@@ -36,7 +36,7 @@ def normalize_url(url: str) -> str:
 
 
 def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int | None = None,
-                   autocheckpoint: bool = True) -> None:
+                   autocheckpoint: bool = True, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """Set up every connection of a SQLite engine; `begin` is the statement that opens a transaction;
     `cache_kib` caps each connection's page cache (SQLite's default is 2,000 KiB); `autocheckpoint=False`
     leaves WAL checkpoints to someone else (core/storage/db.py runs them off the writer's thread)."""
@@ -48,7 +48,7 @@ def sqlite_pragmas(engine: AsyncEngine | Engine, begin: str, *, cache_kib: int |
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         if cache_kib is not None:
