@@ -94,7 +94,7 @@ def _page_sql(dialect: str, before: bool, after: bool) -> str:
 
 
 def _row(q: Sql, found: Any) -> SimpleNamespace:
-    """A session row as the attributes SessionService._info and _renew use."""
+    """A session row as the attributes SessionService.info_of and renew_row use."""
     (sid, channel_id, agent_id, user_id, session_type, community_id, community, status, created_at, last_activity,
      expires_at, renewal_count, renewed_at, timeout_config, meta) = found
     return SimpleNamespace(

@@ -56,7 +56,9 @@ from core.storage.executor import (
     drive,
     in_callers_context,
     run_alone,
+    run_batch,
     run_sql_alone,
+    run_sql_batch,
     sql_in_callers_context,
 )
 from core.storage.group_commit import BUSY, UNAVAILABLE, GroupCommitQueue, Rerun, SqlOp
@@ -79,7 +81,7 @@ PG_MAX_BATCH = 64
 RETRY_ATTEMPTS = 5
 
 
-class Database(GroupCommitQueue):
+class Database:
     def __init__(
         self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False
     ) -> None:
@@ -123,11 +125,10 @@ class Database(GroupCommitQueue):
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
-        self._init_queue()
         self._sqlite_lock: asyncio.Lock | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._sqlite_commits = 0  # write transactions committed on SQLite (lone ops and batches)
-        self.commits = 0  # transactions committed by the writer; a benchmark reads it
+        self._queue = GroupCommitQueue(self._execute_batch, self._write_one, self.max_batch)
 
     @property
     def is_sqlite(self) -> bool:
@@ -213,7 +214,7 @@ class Database(GroupCommitQueue):
     async def write(self, op: Op[T]) -> T:
         op = in_callers_context(op)
         if self.group_commit:
-            return await self._enqueue(op)
+            return await self._queue.submit(op)
         return await self._write_alone(op)
 
     async def write_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
@@ -223,7 +224,7 @@ class Database(GroupCommitQueue):
         (executor.run_sql_batch); PostgreSQL back to back in one asyncpg transaction (`_pg_sql_batch`).
         Without it, each op has a transaction of its own."""
         if self.group_commit:  # run by the SQLite writer thread or the PostgreSQL writer task
-            return await self._enqueue(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
+            return await self._queue.submit(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
         if self.is_sqlite:  # a thread of the pool: run_in_executor does not carry the context over
             op = sql_in_callers_context(op, threaded=True)
         return await self._write_sql_alone(op)
@@ -344,6 +345,24 @@ class Database(GroupCommitQueue):
         with self.sqlite_writer.begin() as conn:
             return work(conn, arg)
 
+    @property
+    def commits(self) -> int:
+        """Transactions the group-commit writer committed (a benchmark reads it)."""
+        return self._queue.commits
+
+    async def _execute_batch(self, ops: list[Any]) -> list[Outcome]:
+        """One group-commit batch in one transaction, each op in a savepoint (SQL ops on PostgreSQL back
+        to back): all session ops or all SQL ops, as the queue hands them over."""
+        if not isinstance(ops[0], SqlOp):
+            return await self._transaction(run_batch, ops)  # type: ignore[no-any-return]
+        if self.is_sqlite:
+            return await self._transaction(run_sql_batch, [op.op for op in ops])  # type: ignore[no-any-return]
+        return await self._pg_sql_batch(ops)
+
+    async def _write_one(self, op: Any) -> Any:
+        """A queued op run alone, with its retries."""
+        return await (self._write_sql_alone(op.op) if isinstance(op, SqlOp) else self._write_alone(op))
+
     async def _checkpoints(self) -> None:
         """Every CHECKPOINT_SECONDS after writes, a passive WAL checkpoint on a thread of its own: it copies
         what no reader still needs into the database file without blocking the writer or the readers
@@ -375,7 +394,7 @@ class Database(GroupCommitQueue):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._checkpointer
             self._checkpointer = None
-        await self._stop_writer()
+        await self._queue.stop()
         if self._lanes is not None:
             await self._lanes.close()
         if self.engine is not None:

@@ -1,12 +1,12 @@
-"""Group commit's queue, the write half of core/storage/db.py's `Database` (a base class of it).
+"""Group commit's queue, the write half of core/storage/db.py's `Database` (which owns one).
 
 What it promises (db.py's docstring has the whole contract): writes waiting at one moment share one
 transaction, in arrival order, at most `max_batch` of them, one batch at a time per process; every
 caller is answered after the commit of the transaction that held its op, or with its op's own error;
 an op that failed alone (its savepoint rolled back) or whose batch was rolled back whole runs again
 alone (`_settle`), never twice after it may have kept something; SQL ops (`SqlOp`, from `write_sql`)
-and session ops batch apart. Which transaction runs a batch is the database's business: `Database`
-provides `_transaction`, `_pg_sql_batch`, `_write_alone` and `_write_sql_alone`.
+and session ops batch apart. How a batch or a lone op runs is the database's business: `Database`
+hands the queue two functions for it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.errors import Unavailable
 from core.storage.engines import is_connection_error, is_driver_error
-from core.storage.executor import Outcome, run_batch, run_sql_batch
+from core.storage.executor import Outcome
 
 log = logging.getLogger("core.storage.db")
 T = TypeVar("T")
@@ -33,41 +33,33 @@ BUSY = "The database is busy right now; try again shortly."
 
 
 class GroupCommitQueue:
-    """The queue and its one writer task; `Database` runs what it hands over."""
+    """The queue and its one writer task. The database says how a batch runs (`execute(ops)`: one
+    transaction, an Outcome per op; SQL ops and session ops never share one) and how an op runs alone
+    (`alone(op)`, with its retries)."""
 
-    is_sqlite: bool
-    max_batch: int
-    commits: int
-
-    def _init_queue(self) -> None:
+    def __init__(self, execute: Callable[[list[Any]], Awaitable[list[Outcome]]],
+                 alone: Callable[[Any], Awaitable[Any]], max_batch: int) -> None:
+        self._execute = execute
+        self._alone = alone
+        self.max_batch = max_batch
+        self.commits = 0  # transactions committed by the writer; a benchmark reads it
         self._pending: list[Waiting] = []
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
         self._writer: asyncio.Task[None] | None = None
 
-    async def _stop_writer(self) -> None:
+    async def stop(self) -> None:
+        """Let queued writes land, then end the writer task."""
         if self._writer is not None:
             if self._pending and self._idle is not None:
-                await self._idle.wait()  # let queued writes land before closing
+                await self._idle.wait()
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
             self._writer = None
 
-    # The database's side, provided by `Database`.
-    async def _transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
-        raise NotImplementedError
-
-    async def _pg_sql_batch(self, ops: list[SqlOp]) -> list[Outcome]:
-        raise NotImplementedError
-
-    async def _write_alone(self, op: Op[T]) -> T:
-        raise NotImplementedError
-
-    async def _write_sql_alone(self, op: Callable[[Any], Awaitable[T]]) -> T:
-        raise NotImplementedError
-
-    async def _enqueue(self, op: Op[T]) -> T:
+    async def submit(self, op: Op[T]) -> T:
+        """Queue `op` (a session op, or a `SqlOp`); its result once its transaction committed."""
         loop = asyncio.get_running_loop()
         if self._writer is None or self._writer.done():
             self._wakeup = asyncio.Event()
@@ -102,13 +94,7 @@ class GroupCommitQueue:
             await self._run(sql)
             return
         try:
-            ops = [op for op, _ in batch]
-            if not sql:
-                outcomes: list[Outcome] = await self._transaction(run_batch, ops)
-            elif self.is_sqlite:
-                outcomes = await self._transaction(run_sql_batch, [op.op for op in ops])
-            else:
-                outcomes = await self._pg_sql_batch(ops)
+            outcomes = await self._execute([op for op, _ in batch])
         except PoolTimeout as exc:
             fail_all(batch, Unavailable(BUSY), exc)
             return
@@ -147,7 +133,7 @@ class GroupCommitQueue:
 
     async def _settle(self, op: Op[Any], fut: asyncio.Future[Any]) -> None:
         try:
-            result = await (self._write_sql_alone(op.op) if isinstance(op, SqlOp) else self._write_alone(op))
+            result = await self._alone(op)
         except Exception as exc:
             if not fut.done():
                 fut.set_exception(exc)
@@ -166,7 +152,7 @@ class Rerun(Exception):
 
 
 class SqlOp:
-    """A queued `write_sql` op: run by `run_sql_batch` (SQLite) or `Database._pg_sql_batch`, not by the session executor."""
+    """A queued `write_sql` op: the database runs its batches on the driver, apart from session ops."""
 
     __slots__ = ("op",)
 
