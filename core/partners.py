@@ -30,7 +30,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
-from core.codes import CODE_TTL, Issued, code_hash, new_code, normalize, shown
+from core.codes import CODE_TTL, Issued, code_hash, new_code, parsed, shown
 from core.directory import ChatRef, ensure_community
 from core.errors import Conflict, NotFound, ValidationError
 from core.i18n import _
@@ -153,10 +153,7 @@ class PartnerService:
 
     async def join(self, chat: ChatRef, code: str) -> PartnerChat:
         """Link this chat with the chat that asked for `code`. Returns that chat, as linked here."""
-        norm = normalize(code)
-        if norm is None:
-            raise ValidationError(_("That is not a link code: a code has 8 letters and digits, like K7QF-M2XA."),
-                                  field="code")
+        norm = parsed(code)
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> PartnerChat:

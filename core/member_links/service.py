@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from core.clock import Clock
-from core.codes import CODE_TTL, Issued, code_hash, new_code, normalize, shown
+from core.codes import CODE_TTL, Issued, code_hash, new_code, parsed, shown
 from core.directory import MemberRef, ensure_member, ordered_platforms, platforms_of
 from core.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from core.i18n import _
@@ -126,10 +126,7 @@ class MemberLinkService:
         return Issued(shown(code), now + CODE_TTL)
 
     async def redeem(self, who: MemberRef, code: str) -> Outcome:
-        norm = normalize(code)
-        if norm is None:
-            raise ValidationError(_("That is not a link code: a code has 8 letters and digits, like K7QF-M2XA."),
-                                  field="code")
+        norm = parsed(code)
         now = self.clock.now()
 
         async def op(s: AsyncSession) -> tuple[Outcome, set[int]]:
