@@ -79,11 +79,8 @@ class ChannelLocks:
         if progress.in_thread:
             return await self._lock_thread(progress)
         channel_id = int(progress.chat.destination)
-        try:
-            channel = await self.http.get_channel(channel_id)
-        except discord.HTTPException as exc:
-            log.warning("cannot read channel %s to lock it: %s", channel_id, exc)
-            await self._say(channel_id, _(FAILED_NOTE))
+        channel = await self._read_to_lock(channel_id, "channel", FAILED_NOTE)
+        if channel is None:
             return False
         guild_id = channel.get("guild_id")
         me = self._client().user
@@ -130,16 +127,23 @@ class ChannelLocks:
             return await self._give_up(progress, "lock failed", channel_id, FAILED_NOTE)
         return True
 
+    async def _read_to_lock(self, channel_id: int, what: str, note: str) -> Any:
+        """The channel or thread about to be locked, or None (logged, and said there) when Discord
+        would not show it."""
+        try:
+            return await self.http.get_channel(channel_id)
+        except discord.HTTPException as exc:
+            log.warning("cannot read %s %s to lock it: %s", what, channel_id, exc)
+            await self._say(channel_id, _(note))
+            return None
+
     async def _lock_thread(self, progress: RaidProgress) -> bool:
         """Lock the thread a raid runs in; its `locked` state as it was is recorded first."""
         if progress.thread is None:
             return False  # no thread (Discord refused it): the raid is cancelled, nothing to lock
         thread_id = int(progress.thread)
-        try:
-            thread = await self.http.get_channel(thread_id)
-        except discord.HTTPException as exc:
-            log.warning("cannot read thread %s to lock it: %s", thread_id, exc)
-            await self._say(thread_id, _(FAILED_THREAD_NOTE))
+        thread = await self._read_to_lock(thread_id, "thread", FAILED_THREAD_NOTE)
+        if thread is None:
             return False
         guild_id = thread.get("guild_id")
         if guild_id is None:
