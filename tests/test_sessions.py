@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
 from core.config import AgentConfig, Settings
@@ -193,6 +196,87 @@ async def test_messages_pagination_and_persistence(db_url: str, clock, settings)
         assert len((await svc.sessions.messages(info.id, limit=100)).messages) == 7
     finally:
         await svc.db.dispose()
+
+
+def _web(community: str) -> None:
+    assert community.startswith("web:")
+
+
+@pytest.fixture
+async def ungrouped(db_url: str, clock, settings: Settings) -> AsyncIterator[Services]:
+    """Services on a database without group commit (PostgreSQL's default in `nubi run`): each write
+    on a connection of its own, at the same time as the others."""
+    db = Database(db_url, group_commit=False)
+    try:
+        yield Services(db, clock, settings, EventBus())
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["group-commit", "alone"])
+async def test_concurrent_posts_to_one_session_each_renew_it_once(grouped: bool, db_url: str, clock,
+                                                                  settings: Settings) -> None:
+    """40 messages posted at once to one session (the HTTP route's path, with its access check): each is
+    stored with its activity and each answer reports its own renewal. On PostgreSQL without group
+    commit many posts read the same row before any of them writes; the guarded write sends all but one
+    of those to the locked transaction."""
+    services = Services(Database(db_url, group_commit=grouped), clock, settings, EventBus())
+    try:
+        info = await services.sessions.create(AGENT, USER)
+        posts = (services.sessions.send_message(info.id, f"m{i}", allow=_web) for i in range(40))
+        results = await asyncio.gather(*posts)
+        assert sorted(r.session.renewal_count for r in results) == list(range(1, 41))
+        assert (await services.sessions.get(info.id)).renewal_count == 40
+        page = await services.sessions.messages(info.id, limit=100)
+        assert sorted(m.content for m in page.messages) == sorted(f"m{i}" for i in range(40))
+        received = [a for a in await services.sessions.activity(info.id) if a["type"] == "message_received"]
+        assert sorted(a["data"]["messageId"] for a in received) == sorted(r.user_message.id for r in results)
+    finally:
+        await services.db.dispose()
+
+
+async def _post_while_row_locked(services: Services, sid: str, change: str) -> tuple[object, int]:
+    """Post a message while another transaction holds the session's row, change the row there and
+    commit: the post's read saw the row before the change, its write runs after it. Returns what
+    the post gave (its result or its error) and the messages stored."""
+    other = await asyncpg.connect(services.db.url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        holder = other.transaction()
+        await holder.start()
+        await other.execute("SELECT 1 FROM nubi_sessions WHERE id = $1 FOR UPDATE", sid)
+        post = asyncio.create_task(services.sessions.send_message(sid, "late", allow=_web))
+        for _ in range(500):  # until the post waits for the row's lock
+            if await other.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the post never waited for the row")
+        await other.execute(change, sid)
+        await holder.commit()
+        try:
+            got: object = await post
+        except Exception as exc:  # noqa: BLE001 - the test looks at which error
+            got = exc
+        stored = await other.fetchval("SELECT count(*) FROM session_messages WHERE session_id = $1", sid)
+        return got, stored
+    finally:
+        await other.close()
+
+
+async def test_a_post_rechecks_the_row_it_read_before_writing(ungrouped: Services) -> None:
+    """The PostgreSQL post reads the session unlocked and writes with one guarded statement: a change
+    made between the read and the write (an end, another renewal) is seen, nothing stale is written."""
+    services = ungrouped
+    if services.db.is_sqlite:
+        pytest.skip("SQLite posts run under the writer's lock: nothing changes between the read and the write")
+    ended = await services.sessions.create(AGENT, USER)
+    got, stored = await _post_while_row_locked(services, ended.id, "UPDATE nubi_sessions SET status = 'ended' WHERE id = $1")
+    assert isinstance(got, SessionNotFound) and stored == 0
+    renewed = await services.sessions.create(AGENT, USER)
+    got, stored = await _post_while_row_locked(
+        services, renewed.id, "UPDATE nubi_sessions SET renewal_count = renewal_count + 1 WHERE id = $1")
+    assert stored == 1 and got.session.renewal_count == 2  # type: ignore[attr-defined]
+    assert (await services.sessions.get(renewed.id)).renewal_count == 2
 
 
 async def test_hot_page_is_the_general_page_rendered_by_the_database(services: Services, clock) -> None:

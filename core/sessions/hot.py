@@ -6,11 +6,14 @@ several times the database's own time (bench/README.md, "Sessions API"); here ea
 statements on the driver connection, with the same rules and the same rows as `SessionService`:
 
 - `create`: the session row and its `created` activity, one `Database.write_sql` op (group-committed
-  on SQLite with the other writes of the moment);
-- `post`: the live row read (locked on PostgreSQL), the caller's access checked before anything is
-  written, the renewal, the message and its `message_received` activity, one `write_sql` op. A
-  session that is unknown, ended or past its expiry is left to `SessionService.send_message`, whose
-  rules (410 once, then 404) commit the expiry;
+  on SQLite with the other writes of the moment; on PostgreSQL one statement in autocommit);
+- `post`: the live row read, the caller's access checked before anything is written, the renewal,
+  the message and its `message_received` activity. SQLite: one `write_sql` op. PostgreSQL: the read,
+  then one guarded statement, in autocommit (two round trips where the locked transaction takes six);
+  when the guard finds the row changed since the read, nothing was written and the locked transaction
+  (`SELECT ... FOR UPDATE`, then the same writes) runs instead. A session that is unknown, ended or
+  past its expiry is left to `SessionService.send_message`, whose rules (410 once, then 404) commit
+  the expiry;
 - `page_json`: the session's state and a page of its messages in one read (`Database.read_sql`), each
   message rendered to its API JSON by the database itself (SQLite's JSON1, PostgreSQL's json
   functions), so the HTTP layer sends the page without building or encoding a Python object per
@@ -58,6 +61,22 @@ _INSERT_MESSAGE = (
 _TOUCH = "UPDATE nubi_sessions SET last_activity = $2 WHERE id = $1"
 _RENEW = ("UPDATE nubi_sessions SET last_activity = $2, renewed_at = $2, renewal_count = $3, expires_at = $4, "
           "warned_at = NULL WHERE id = $1")
+# PostgreSQL: a message post as one statement in autocommit, after an unlocked read of the row ($3: renewed,
+# $4: the expiry after it). The UPDATE re-checks, under the row's lock, everything the decision used as it
+# was read (status, expiry, renewal count, timeout config): when another writer changed any of them it
+# updates nothing, nothing is inserted and no row comes back, and the caller takes the locked transaction.
+_POST_PG = (
+    "WITH s AS (UPDATE nubi_sessions SET last_activity = $2, expires_at = $4,"
+    " renewed_at = CASE WHEN $3 THEN $2 ELSE renewed_at END,"
+    " renewal_count = CASE WHEN $3 THEN renewal_count + 1 ELSE renewal_count END,"
+    " warned_at = CASE WHEN $3 THEN NULL ELSE warned_at END"
+    " WHERE id = $1 AND status = 'active' AND renewal_count = $5 AND expires_at = $6 AND timeout_config = $7"
+    " RETURNING id),"
+    " m AS (INSERT INTO session_messages (id, session_id, author_id, is_agent, content, created_at, attachments,"
+    " metadata) SELECT $8, id, $9, false, $10, $2, $11, $12 FROM s)"
+    " INSERT INTO session_activity_log (session_id, activity_type, at, data)"
+    " SELECT id, 'message_received', $2, $13 FROM s RETURNING session_id"
+)
 _STATE = "SELECT community, status, expires_at FROM nubi_sessions WHERE id = $1"
 
 # One message's API object (StoredMessage.as_api), rendered by the database.
@@ -138,10 +157,8 @@ async def post(service: SessionService, sid: str, content: str, attachments: lis
     """Store a user's message in a live session; None (nothing written) when the session is not live."""
     from .service import SendResult, StoredMessage
 
-    async def op(q: Sql) -> SendResult | None:
-        found = await q.row(_LIVE if q.dialect == "sqlite" else _LIVE_LOCKED, sid)
-        if found is None:
-            return None
+    def decide(q: Sql, found: Any) -> tuple[Any, bool, StoredMessage] | None:
+        """The row, whether this message renews it, and the message; None when it is not live."""
         row = _row(q, found)
         allow(row.community)  # refused before anything is written or told
         now = service.clock.now()
@@ -149,19 +166,49 @@ async def post(service: SessionService, sid: str, content: str, attachments: lis
             return None
         cfg = service.config_of(row)
         renewed = cfg.auto_renew and service.renew_row(row, cfg, now)
+        if not renewed:
+            row.last_activity = now
+        return row, renewed, StoredMessage(str(uuid.uuid4()), sid, row.user_id, False, content, now, attachments, meta)
+
+    def result(row: Any, renewed: bool, message: StoredMessage) -> SendResult:
+        return SendResult(message, service.info_of(row, message.created_at), renewed, None)
+
+    async def locked(q: Sql) -> SendResult | None:
+        found = await q.row(_LIVE if q.dialect == "sqlite" else _LIVE_LOCKED, sid)
+        decided = None if found is None else decide(q, found)
+        if decided is None:
+            return None
+        row, renewed, message = decided
+        now = message.created_at
         if renewed:
             await q.run(_RENEW, sid, q.ts(now), row.renewal_count, q.ts(row.expires_at))
         else:
-            row.last_activity = now
             await q.run(_TOUCH, sid, q.ts(now))
-        message = StoredMessage(str(uuid.uuid4()), sid, row.user_id, False, content, now, attachments, meta)
         await q.run(_INSERT_MESSAGE, message.id, sid, row.user_id, False, content, q.ts(now), q.json(attachments),
                     q.json(meta))
         await q.run(_INSERT_ACTIVITY, sid, "message_received", q.ts(now),
                     q.json({"messageId": message.id, "renewed": renewed}))
-        return SendResult(message, service.info_of(row, now), renewed, None)
+        return result(row, renewed, message)
 
-    return await service.db.write_sql(op)
+    async def unlocked(q: Sql) -> SendResult | None | bool:
+        """PostgreSQL: read, decide, then one guarded statement; False when the row changed meanwhile."""
+        found = await q.row(_LIVE, sid)
+        decided = None if found is None else decide(q, found)
+        if decided is None:
+            return None
+        read = found[11], found[10], q.json(q.doc(found[13]))  # renewal count, expiry, timeout config, as read
+        row, renewed, message = decided
+        now = message.created_at
+        stored = await q.value(_POST_PG, sid, now, renewed, row.expires_at, *read, message.id, row.user_id, content,
+                               q.json(attachments), q.json(meta), q.json({"messageId": message.id, "renewed": renewed}))
+        return stored is not None and result(row, renewed, message)
+
+    if service.db.is_sqlite:
+        return await service.db.write_sql(locked)
+    done = await service.db.write_statement(unlocked)
+    if done is False:  # another writer changed the session between the read and the write: nothing was written
+        return await service.db.write_sql(locked)
+    return done  # type: ignore[return-value]
 
 
 async def page_json(service: SessionService, sid: str, limit: int, before: datetime | None, after: datetime | None,

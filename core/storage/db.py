@@ -230,10 +230,12 @@ class Database:
         return await self._write_sql_alone(op)
 
     async def write_statement(self, op: Callable[[Sql], Awaitable[T]]) -> T:
-        """`write_sql` for an op that sends exactly one statement, atomic by itself (a PostgreSQL
-        data-modifying WITH writes all its rows or none). On PostgreSQL without group commit or row-level
-        security it runs in autocommit on a held connection: one round trip instead of three (BEGIN, the
-        statement, COMMIT). Otherwise exactly `write_sql`."""
+        """`write_sql` for an op that writes with exactly one statement, atomic by itself (a PostgreSQL
+        data-modifying WITH writes all its rows or none), after reads if it needs them. On PostgreSQL
+        without group commit or row-level security it runs in autocommit on a held connection: no BEGIN
+        and COMMIT round trips, and each statement sees the latest committed rows, so the write must
+        check again in its own WHERE whatever it relies on from the reads (core/sessions/hot.py, `post`).
+        Otherwise exactly `write_sql`."""
         if self.is_sqlite or self.group_commit or self.row_level_security:
             return await self.write_sql(op)
         return await self._write_sql_alone(op, single=True)
