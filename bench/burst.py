@@ -3,7 +3,8 @@
 Four runs on fresh databases of the same kind, in this order:
   per command  the fair baseline (bench/burst_sql.py): core's statements on the bare driver, one
                transaction per command; SQLite: stdlib sqlite3 on one writer thread, one thread hop
-               per command; PostgreSQL: asyncpg on 20 connections (core's budget), prepared statements;
+               per command; PostgreSQL: asyncpg on core's connection budget (the default
+               database.pool_size), prepared statements;
   waves        the same commands hand-batched: what arrived while the previous transaction ran, in
                one transaction on one writer;
   core         services.raids.join(...) then .claim(...) x3 per member, exactly as the adapters
@@ -348,7 +349,7 @@ async def bench(target: Target, report: Report, members: int, profile_dir: Path 
     core, base, waves, bulk = runs["core"], runs["per command"], runs["waves"], runs["bulk"]
     kind, db = db, f"{db} (group commit {'on' if batched else 'off'})"
     per_command = ("sqlite3, 1 writer thread, 1 hop + 1 tx per command" if target.is_sqlite
-                   else "asyncpg, 20 connections, 1 tx per command")
+                   else f"asyncpg, {burst_sql.PG_CONNECTIONS} connections, 1 tx per command")
     failed = f"; {core.failed} of {4 * members} commands FAILED ({dict(core.tally.failures)})" if core.failed else ""
     report.add(Figure("burst", db, "commands/s", core.rate, "cmd/s", per_command, base.rate,
                       target=">= 1x per-command baseline, none failed", met=core.rate >= base.rate and not core.failed,

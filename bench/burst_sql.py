@@ -7,7 +7,8 @@ bare driver. What varies is how commands meet transactions:
 
 - per command (the fair baseline): one transaction per command. SQLite: stdlib `sqlite3` on ONE
   dedicated writer thread, the event loop awaiting `run_in_executor` once per command (one thread
-  hop per command). PostgreSQL: asyncpg on 20 connections (core's budget), commands queued first
+  hop per command). PostgreSQL: asyncpg on core's connection budget (`lanes.default_size()`, the
+  default `database.pool_size`: 5 on 2 cores), commands queued first
   come, first served for a free one; statements are prepared once per connection (asyncpg's
   statement cache).
 - hand-batched: the commands that arrived while the previous transaction ran form a wave, and one
@@ -39,13 +40,14 @@ from core.raids import statements as st
 from core.storage.executor import (
     drive,  # a coroutine that never suspends (the sqlite3 commands), run to its result
 )
+from core.storage.lanes import default_size
 from core.verification.abuse import claim_rate_since
 from core.windows import WINDOWS, window_start
 
 from .env import Raw
 
 CLAIMS_PER_MINUTE = 30  # raids.claims_per_minute's default: the burst's communities keep it
-PG_CONNECTIONS = 20
+PG_CONNECTIONS = default_size()  # core's budget: the default database.pool_size on this machine
 
 
 class Refused(Exception):
@@ -292,7 +294,7 @@ class SqlitePerCommand(Runner):
 
 
 class PgPerCommand(Runner):
-    """20 asyncpg connections, first come first served, one transaction per command."""
+    """PG_CONNECTIONS asyncpg connections, first come first served, one transaction per command."""
 
     def __init__(self, conns: list[Pg]) -> None:
         self.conns = conns

@@ -64,5 +64,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None, db: Databa
         settings.database.url,
         group_commit=settings.database.group_commit_for(settings.database.url),
         row_level_security=settings.database.row_level_security,
+        pool_size=settings.database.pool_size,
     )
     return Services(database, clock or SystemClock(), settings, EventBus())

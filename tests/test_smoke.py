@@ -10,6 +10,7 @@ import asyncio
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from adapters.http.app import create_app
 from core.directory import ChatRef, MemberRef
@@ -76,4 +77,43 @@ async def test_nubi_services_follow_the_default(db_url: str) -> None:
         assert services.db.group_commit is db_url.startswith("sqlite")
         await test_concurrent_commands_share_batches(services)  # the cap and counts hold either way
     finally:
+        await services.db.dispose()
+
+
+async def test_postgresql_holds_its_pool_size_one_connection_per_command(db_url: str) -> None:
+    """`database.pool_size` is how many connections a process holds (unset: twice its cores plus one,
+    at most 20); a command that asks for a second connection while it holds one is refused at once,
+    where `pool_size` such commands would otherwise wait for each other forever."""
+    import os
+
+    import asyncpg
+
+    from core.config import DatabaseConfig, Settings
+    from core.services import build_services
+    from core.storage.lanes import default_size
+
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite holds one writer and its readers, not a pool")
+    assert default_size() == min(20, 2 * len(os.sched_getaffinity(0)) + 1)
+    services = build_services(Settings(database=DatabaseConfig(url=db_url, pool_size=3)))
+    watcher = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        assert services.db.pool_size == 3
+        sleeps = [asyncio.create_task(services.db.read_sql(lambda q: q.value("SELECT pg_sleep(0.3)")))
+                  for _ in range(8)]
+        await asyncio.sleep(0.15)
+        held = await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        await asyncio.gather(*sleeps)  # the other five waited their turn
+        assert held == 3
+
+        async def nested(q):  # type: ignore[no-untyped-def]
+            await q.run("UPDATE nubi_sessions SET status = status WHERE false")
+            await services.db.read_sql(lambda other: other.value("SELECT 1"))
+
+        with pytest.raises(RuntimeError, match="asked for a second one"):
+            await services.db.write_sql(nested)
+        assert await services.db.read(lambda s: s.scalar(text("SELECT 1"))) == 1  # nothing left stuck
+    finally:
+        await watcher.close()
         await services.db.dispose()

@@ -19,7 +19,7 @@ fails after writing rolls its batch back whole and runs again alone while the ot
 (an op that fails before writing, as refusals do, fails alone and the batch goes on).
 
 SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one thread hop per batch,
-and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: PG_POOL connections
+and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: `pool_size` connections
 held open (core/storage/lanes.py), each command or batch on one of them in an asyncpg transaction,
 session ops inside `AsyncConnection.run_sync`; with row-level security every command has its own
 transaction (core/storage/rls.py scopes it to one community). The queue and its writer task are
@@ -62,7 +62,7 @@ from core.storage.executor import (
     sql_in_callers_context,
 )
 from core.storage.group_commit import BUSY, UNAVAILABLE, GroupCommitQueue, Rerun, SqlOp
-from core.storage.lanes import Lanes
+from core.storage.lanes import Lanes, default_size
 
 __all__ = ["Database", "normalize_url"]
 
@@ -75,7 +75,6 @@ CHECKPOINT_SECONDS = 1.0
 # Each reader's page cache: the OS keeps the file's pages cached for all of them, so four private
 # 2 MiB caches (SQLite's default) mostly duplicate it; the writer keeps the default.
 READER_CACHE_KIB = 512
-PG_POOL = 20  # connections per process; the scale-out guide sizes max_connections from it
 # PostgreSQL tracks at most 64 subtransactions (one savepoint per op) of a transaction cheaply.
 PG_MAX_BATCH = 64
 RETRY_ATTEMPTS = 5
@@ -83,7 +82,8 @@ RETRY_ATTEMPTS = 5
 
 class Database:
     def __init__(
-        self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False
+        self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False,
+        pool_size: int | None = None,
     ) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
@@ -94,6 +94,7 @@ class Database:
         self.row_level_security = row_level_security and self.dialect == "postgresql"
         self.engine: AsyncEngine | None = None
         self._lanes: Lanes | None = None
+        self.pool_size = 0  # PostgreSQL's connections held per process (SQLite holds none of this kind)
         self.sqlite_writer: Engine | None = None
         self.sqlite_readers: Engine | None = None
         if self.dialect == "sqlite":
@@ -118,10 +119,13 @@ class Database:
             self._loop_reader = create_engine(sync_url, pool_size=1, max_overflow=0, connect_args={"timeout": 0})
             sqlite_pragmas(self._loop_reader, "BEGIN", cache_kib=READER_CACHE_KIB, busy_timeout_ms=0)
         else:
-            self.engine = create_async_engine(self.url, pool_size=PG_POOL, max_overflow=0, pool_timeout=30, pool_use_lifo=True)
+            # Connections per process (the scale-out guide sizes max_connections from it).
+            self.pool_size = pool_size or default_size()
+            self.engine = create_async_engine(self.url, pool_size=self.pool_size, max_overflow=0, pool_timeout=30,
+                                              pool_use_lifo=True)
             ping_when_idle(self.engine)
             # Every command takes one of these held connections, in arrival order.
-            self._lanes = Lanes(self.engine, PG_POOL)
+            self._lanes = Lanes(self.engine, self.pool_size)
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)

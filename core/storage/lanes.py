@@ -1,10 +1,12 @@
 """PostgreSQL connections held open and handed out one command at a time ("lanes").
 
 What this module promises:
-- at most `size` connections at once (the process's budget, db.PG_POOL): each lane is one pooled
-  connection checked out once and kept, so a command pays no pool checkout, no execution option and
-  no driver lookup; commands take a free lane in arrival order (a FIFO semaphore), so a burst of
-  thousands queues instead of racing a pool timeout;
+- at most `size` connections at once (the process's budget, `database.pool_size`, by default
+  `default_size()`): each lane is one pooled connection checked out once and kept, so a command pays
+  no pool checkout, no execution option and no driver lookup; commands take a free lane in arrival
+  order (a FIFO semaphore), so a burst of thousands queues instead of racing a pool timeout;
+- a command holds one lane at a time: asking for a second while holding one (a read inside a write's
+  op, say) raises at once, since `size` commands doing so would each wait for the others forever;
 - every transaction is the driver's own (asyncpg `Connection.transaction()`, opened by the caller on
   `Lane.driver`). SQLAlchemy sees the connection in AUTOCOMMIT, so it emits no BEGIN or COMMIT of
   its own: its statements (a read, a session op's flush and savepoints, a SQL op's `session()`) run
@@ -22,12 +24,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import os
 import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.storage.engines import PING_AFTER_IDLE_SECONDS, is_connection_error
+
+MAX_DEFAULT_SIZE = 20
+
+
+def default_size() -> int:
+    """Connections per process when `database.pool_size` is unset: twice the cores this process may
+    run on, plus one (the PostgreSQL wiki's rule of thumb for active connections), at most 20.
+    More only take turns at the same cores: on 2 cores, 20 connections gave 32 Sessions API clients a
+    create p99 of 42-75 ms where 4 gave 21-24 ms, at a higher rate (bench/README.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(MAX_DEFAULT_SIZE, 2 * cores + 1)
 
 
 class Lane:
@@ -130,19 +148,28 @@ class Lanes:
 class _Use:
     """One command's hold on a lane (a class, not a generator: it runs for every command)."""
 
-    __slots__ = ("lanes", "held")
+    __slots__ = ("lanes", "held", "token")
 
     def __init__(self, lanes: Lanes) -> None:
         self.lanes = lanes
         self.held: Lane | None = None
 
     async def __aenter__(self) -> Lane:
+        if _HOLDING.get():
+            raise RuntimeError("a command holding a database connection asked for a second one; with every "
+                               "connection held that way, all of them would wait forever")
         self.held = await self.lanes.acquire()
+        self.token = _HOLDING.set(True)
         return self.held
 
     async def __aexit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
         assert self.held is not None
+        _HOLDING.reset(self.token)
         await self.lanes.release(self.held, exc)
+
+
+# Set while the current task (and the tasks it starts) holds a lane.
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("nubi_lane_held", default=False)
 
 
 async def _close(lane: Lane) -> None:
