@@ -8,7 +8,7 @@ bare driver. What varies is how commands meet transactions:
 - per command (the fair baseline): one transaction per command. SQLite: stdlib `sqlite3` on ONE
   dedicated writer thread, the event loop awaiting `run_in_executor` once per command (one thread
   hop per command). PostgreSQL: asyncpg on core's connection budget (`lanes.default_size()`, the
-  default `database.pool_size`: 5 on 2 cores), commands queued first
+  default `database.pool_size`: 10 on 2 cores), commands queued first
   come, first served for a free one; statements are prepared once per connection (asyncpg's
   statement cache).
 - hand-batched: the commands that arrived while the previous transaction ran form a wave, and one

@@ -42,8 +42,8 @@ class DatabaseConfig(Section):
     # command's own transaction on the pool kept the steady-stream p99 at 34 ms while one batch writer
     # per process fell behind at 174 commands/s (p99 3 s, bench/README.md).
     group_commit: bool | None = None
-    # PostgreSQL connections a process holds open. None: twice its cores plus one, at most 20
-    # (core/storage/lanes.py, default_size); more only take turns at the same cores.
+    # PostgreSQL connections a process holds open. None: five per core, at most 20 (core/storage/lanes.py,
+    # default_size); more only take turns at the same cores.
     pool_size: int | None = Field(default=None, ge=1, le=500)
 
     def group_commit_for(self, url: str) -> bool:

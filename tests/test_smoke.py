@@ -81,8 +81,8 @@ async def test_nubi_services_follow_the_default(db_url: str) -> None:
 
 
 async def test_postgresql_holds_its_pool_size_one_connection_per_command(db_url: str) -> None:
-    """`database.pool_size` is how many connections a process holds (unset: twice its cores plus one,
-    at most 20); a command that asks for a second connection while it holds one is refused at once,
+    """`database.pool_size` is how many connections a process holds (unset: five per core, at most
+    20); a command that asks for a second connection while it holds one is refused at once,
     where `pool_size` such commands would otherwise wait for each other forever."""
     import os
 
@@ -94,7 +94,7 @@ async def test_postgresql_holds_its_pool_size_one_connection_per_command(db_url:
 
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite holds one writer and its readers, not a pool")
-    assert default_size() == min(20, 2 * len(os.sched_getaffinity(0)) + 1)
+    assert default_size() == min(20, 5 * len(os.sched_getaffinity(0)))
     services = build_services(Settings(database=DatabaseConfig(url=db_url, pool_size=3)))
     watcher = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
     try:

@@ -34,18 +34,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.storage.engines import PING_AFTER_IDLE_SECONDS, is_connection_error
 
 MAX_DEFAULT_SIZE = 20
+PER_CORE = 5
 
 
 def default_size() -> int:
-    """Connections per process when `database.pool_size` is unset: twice the cores this process may
-    run on, plus one (the PostgreSQL wiki's rule of thumb for active connections), at most 20.
-    More only take turns at the same cores: on 2 cores, 20 connections gave 32 Sessions API clients a
-    create p99 of 42-75 ms where 4 gave 21-24 ms, at a higher rate (bench/README.md)."""
+    """Connections per process when `database.pool_size` is unset: five per core this process may run
+    on, at most 20. Connections beyond what the cores serve only take turns at them, and waiting in
+    PostgreSQL's lock queue costs more than waiting here. Measured on 2 cores (bench/README.md): 20
+    connections gave 32 Sessions API clients p99s of 42-100 ms and the raid burst its lowest rates;
+    5 gave the Sessions API its best p99s (25-31 ms) but the raid burst 0.85-0.91x its asyncpg baseline
+    on the same budget; 10 kept both targets."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return min(MAX_DEFAULT_SIZE, 2 * cores + 1)
+    return min(MAX_DEFAULT_SIZE, PER_CORE * cores)
 
 
 class Lane:
