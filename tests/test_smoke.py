@@ -113,6 +113,14 @@ async def test_postgresql_holds_its_pool_size_one_connection_per_command(db_url:
 
         with pytest.raises(RuntimeError, match="asked for a second one"):
             await services.db.write_sql(nested)
+        started = []
+
+        async def spawner(q):  # type: ignore[no-untyped-def]
+            await q.run("UPDATE nubi_sessions SET status = status WHERE false")
+            started.append(asyncio.create_task(services.db.read_sql(lambda other: other.value("SELECT 2"))))
+
+        await services.db.write_sql(spawner)
+        assert await started[0] == 2  # a task it started is a command of its own
         assert await services.db.read(lambda s: s.scalar(text("SELECT 1"))) == 1  # nothing left stuck
     finally:
         await watcher.close()

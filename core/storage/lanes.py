@@ -158,21 +158,23 @@ class _Use:
         self.held: Lane | None = None
 
     async def __aenter__(self) -> Lane:
-        if _HOLDING.get():
+        task = asyncio.current_task()
+        if task is not None and _HOLDER.get() is task:
             raise RuntimeError("a command holding a database connection asked for a second one; with every "
                                "connection held that way, all of them would wait forever")
         self.held = await self.lanes.acquire()
-        self.token = _HOLDING.set(True)
+        self.token = _HOLDER.set(task)
         return self.held
 
     async def __aexit__(self, _kind: Any, exc: BaseException | None, _tb: Any) -> None:
         assert self.held is not None
-        _HOLDING.reset(self.token)
+        _HOLDER.reset(self.token)
         await self.lanes.release(self.held, exc)
 
 
-# Set while the current task (and the tasks it starts) holds a lane.
-_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("nubi_lane_held", default=False)
+# The task holding a lane, while it does. A task it starts inherits the value but is not that task: it
+# waits for a lane of its own like any other command.
+_HOLDER: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("nubi_lane_holder", default=None)
 
 
 async def _close(lane: Lane) -> None:
