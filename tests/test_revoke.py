@@ -102,6 +102,8 @@ async def test_review_revoke_in_a_telegram_group(
     services: Services, fake: FakeTelegramAPI, telegram: TelegramAdapter
 ) -> None:
     progress = await services.raids.start(ChatRef("telegram", str(GROUP), "Group"), RaidSpec(URL, {"like": 5, "repost": 5}))
+    # The raid post goes out on its own; `say` takes the next message in the group as the answer.
+    await fake.wait_for_calls("sendMessage", chat_id=GROUP, count=1)
     ann = MemberRef("telegram", str(ANN), "Ann", "ann")
     joined = await services.raids.join(progress.id, ann)
     like = await services.raids.claim(progress.id, ann, "like")
