@@ -245,24 +245,11 @@ class Database:
         return await self._write_sql_alone(op, single=True)
 
     async def _write_sql_alone(self, op: Callable[[Sql], Awaitable[T]], *, single: bool = False) -> T:
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                if self.is_sqlite:
-                    return await self._transaction(run_sql_alone, op)  # type: ignore[no-any-return]
-                if single:
-                    return await self._pg_sql_statement(op)
-                return await self._pg_sql_transaction(op)
-            except PoolTimeout as exc:
-                raise Unavailable(BUSY) from exc
-            except Exception as exc:
-                if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
-                    await asyncio.sleep(0.01 * attempts)  # rolled back whole: running again is safe
-                    continue
-                if is_connection_error(exc):
-                    raise Unavailable(UNAVAILABLE) from exc
-                raise
+        if self.is_sqlite:
+            return await self._retried(lambda: self._transaction(run_sql_alone, op))
+        if single:
+            return await self._retried(lambda: self._pg_sql_statement(op))
+        return await self._retried(lambda: self._pg_sql_transaction(op))
 
     async def _pg_sql_statement(self, op: Callable[[Sql], Awaitable[T]]) -> T:
         assert self._lanes is not None
@@ -308,22 +295,24 @@ class Database:
         return outcomes
 
     async def _write_alone(self, op: Op[T]) -> T:
-        """One op in a transaction of its own, retrying deadlocks and serialization races (each
-        failed attempt was rolled back whole, so running again is safe)."""
+        """One op in a transaction of its own."""
+        return await self._retried(lambda: self._transaction(run_alone, op))
+
+    @staticmethod
+    async def _retried(attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """`attempt()`, run again after a deadlock or a serialization race (each failed attempt was rolled
+        back whole, so running again is safe), its other errors as `_unavailable_when_lost` says them."""
         attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return await self._transaction(run_alone, op)
-            except PoolTimeout as exc:
-                raise Unavailable(BUSY) from exc
-            except Exception as exc:
-                if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
-                    await asyncio.sleep(0.01 * attempts)
-                    continue
-                if is_connection_error(exc):
-                    raise Unavailable(UNAVAILABLE) from exc
-                raise
+        with _unavailable_when_lost():
+            while True:
+                attempts += 1
+                try:
+                    return await attempt()
+                except Exception as exc:
+                    if is_retryable(exc) and attempts < RETRY_ATTEMPTS:
+                        await asyncio.sleep(0.01 * attempts)
+                        continue
+                    raise
 
     async def _transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
         """`work(connection, arg)` in one write transaction, committed before this returns."""
@@ -420,8 +409,8 @@ def _no_session() -> Any:
 
 @contextlib.contextmanager
 def _unavailable_when_lost() -> Iterator[None]:
-    """A read's errors as a caller should hear them: no free connection is "busy", a lost database
-    "unavailable", both to try again; anything else as it was."""
+    """A read's or a write's errors as a caller should hear them: no free connection is "busy", a lost
+    database "unavailable", both to try again; anything else as it was."""
     try:
         yield
     except PoolTimeout as exc:
