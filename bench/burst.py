@@ -9,7 +9,8 @@ Four runs on fresh databases of the same kind, in this order:
                one transaction on one writer;
   core         services.raids.join(...) then .claim(...) x3 per member, exactly as the adapters
                call them, asyncio.gather over every member, with the configured defaults
-               (`database.group_commit`: on for SQLite, off for PostgreSQL);
+               (`database.group_commit` unset: every write batched on SQLite, on PostgreSQL
+               the contended ones, which join and claim are);
   bulk         the same final rows in one bulk transaction: the ceiling.
 Each run ends with a fingerprint of what it wrote: runs without failures must agree, or the
 comparison is void, and every run must have stored exactly the commands it answered. Failed
@@ -172,9 +173,11 @@ async def _serial(first: int, n: int, flow: Flow) -> tuple[float, Tally]:
 async def run_core(url: str, n: int, clock: FakeClock, profile: Path | None, paced_rate: float,
                    group_commit: bool | None = None) -> tuple[Run, Run, Run]:
     settings = bench_settings(url)
-    if group_commit is None:
-        group_commit = settings.database.group_commit_for(url)  # the configured default, as build_services
-    db = Database(url, group_commit=group_commit)
+    if group_commit is None:  # the configured default, as build_services
+        db = Database(url, group_commit=settings.database.group_commit_for(url),
+                      batch_contended=settings.database.batch_contended())
+    else:
+        db = Database(url, group_commit=group_commit, batch_contended=group_commit)
     services = Services(db, clock, settings, EventBus())
     try:
         raid_id = await _start_raid(services, n)
@@ -310,9 +313,11 @@ async def run_bulk(url: str, n: int, clock: FakeClock) -> Run:
 async def bench(target: Target, report: Report, members: int, profile_dir: Path | None,
                 group_commit: bool | None = None) -> None:
     db = target.kind
-    batched = DatabaseConfig().group_commit_for(db) if group_commit is None else group_commit
+    default = DatabaseConfig()
+    batched = ("on" if default.group_commit_for(db) else "contended writes" if default.batch_contended() else "off"
+               ) if group_commit is None else ("on" if group_commit else "off")
     print(f"\n== burst on {db}: {members} members x (1 join + {len(ACTIONS)} claims), all concurrent; "
-          f"core's group commit {'on' if batched else 'off'}", flush=True)
+          f"core's group commit {batched}", flush=True)
     runs: dict[str, Run] = {}
     serial: dict[str, Run] = {}
     paced: dict[str, Run] = {}
@@ -352,7 +357,7 @@ async def bench(target: Target, report: Report, members: int, profile_dir: Path 
                                f"{r.fingerprint['claims']} claims stored")
 
     core, base, waves, bulk = runs["core"], runs["per command"], runs["waves"], runs["bulk"]
-    kind, db = db, f"{db} (group commit {'on' if batched else 'off'})"
+    kind, db = db, f"{db} (group commit {batched})"
     per_command = ("sqlite3, 1 writer thread, 1 hop + 1 tx per command" if target.is_sqlite
                    else f"asyncpg, {burst_sql.PG_CONNECTIONS} connections, 1 tx per command")
     failed = f"; {core.failed} of {4 * members} commands FAILED ({dict(core.tally.failures)})" if core.failed else ""

@@ -241,8 +241,8 @@ def claim(raid_id: int, m: MemberRef, action: str, now: datetime) -> Command:
         base = min(points, objectives[action][1])
         await _record(c, community_id, member_id, [("claim", base, claim_id), ("speed_bonus", points - base, claim_id),
                                                    ("completion_bonus", bonus, claim_id)], raid_id, now)
-        count = await c.value(st.COUNT_UP_SQL, raid_id, action)
         await c.run(st.SCORE_RAID_SQL, raid_id, points + bonus)
+        count = await c.value(st.COUNT_UP_SQL, raid_id, action)
         if count == objectives[action][0]:
             await c.value(st.UNMET_SQL, raid_id)
 

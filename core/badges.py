@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from core.ledger import Entry
     from core.raids.model import BoardEntry
     from core.storage.db import Database
+    from core.storage.driver import Sql
 
 KEY = "badges"
 MAX_MILESTONES = 20
@@ -184,6 +185,29 @@ def badge_key(community_id: int, member_id: int, threshold: int) -> str:
 
 def role_key(community_id: int, member_id: int, threshold: int) -> str:
     return f"badgerole:{community_id}:{member_id}:{threshold}"
+
+
+_TOTAL_SQL = ('SELECT points FROM member_scores WHERE community_id = $1 AND "window" = \'all\' AND window_start = $2'
+              " AND member_id = $3")
+_HELD_SQL = "SELECT threshold FROM member_badges WHERE community_id = $1 AND member_id = $2"
+
+
+async def owed(q: Sql, entries: Sequence[Entry], community_id: int, items: Sequence[Milestone]) -> bool:
+    """Whether `award` has anything to record for the community's members in `entries` (already written
+    and scored): one whose points went up reached a milestone they do not hold. Two reads on the
+    driver, so the hot path asks for a session (`award`'s) only when a badge is earned."""
+    gains: dict[int, int] = {}
+    for e in entries:
+        if e.community_id == community_id:
+            gains[e.member_id] = gains.get(e.member_id, 0) + e.points
+    for member_id, points in gains.items():
+        if points <= 0:
+            continue
+        total = await q.value(_TOTAL_SQL, community_id, q.ts(EPOCH), member_id) or 0
+        reached = {m.threshold for m in items if m.threshold <= total}
+        if reached and reached - {r[0] for r in await q.rows(_HELD_SQL, community_id, member_id)}:
+            return True
+    return False
 
 
 async def award(s: AsyncSession, entries: Sequence[Entry], now: datetime) -> int:

@@ -38,18 +38,25 @@ class Section(BaseModel):
 class DatabaseConfig(Section):
     url: str = "sqlite+aiosqlite:///nubi.db"
     row_level_security: bool = False
-    # None: on for SQLite (its one writer commits a batch at a time), off for PostgreSQL, where each
-    # command's own transaction on the pool kept the steady-stream p99 at 34 ms while one batch writer
-    # per process fell behind at 174 commands/s (p99 3 s, bench/README.md).
+    # None: on for SQLite (its one writer commits a batch at a time). On PostgreSQL only for the writes
+    # that contend for the same rows (a raid's joins and claims: batched, their statements pipelined,
+    # they ran the burst at 3x the per-command asyncpg program); the others each have a transaction of
+    # their own on the pool, where Sessions API posts ran faster than batched (bench/README.md).
+    # false: no write batches; true: every write does.
     group_commit: bool | None = None
     # PostgreSQL connections a process holds open. None: five per core, at most 20 (core/storage/lanes.py,
     # default_size); more only take turns at the same cores.
     pool_size: int | None = Field(default=None, ge=1, le=500)
 
     def group_commit_for(self, url: str) -> bool:
+        """Whether every write batches."""
         if self.group_commit is not None:
             return self.group_commit
         return not url.startswith(("postgresql", "postgres"))
+
+    def batch_contended(self) -> bool:
+        """Whether the writes that contend for the same rows batch (`Database.write_sql(contended=True)`)."""
+        return self.group_commit is not False
 
     @field_validator("url")
     @classmethod

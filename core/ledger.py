@@ -109,14 +109,16 @@ async def record_sql(
     await q.run(statement("points_ledger", len(rows)), *args)
     await _score(q, rows)
     # Milestones crossed: recorded and announced in this same transaction (core/badges.py), looked at
-    # only where a member gained points in a community that names milestones.
+    # only where a member gained points in a community that names milestones, and through a session
+    # only when one is crossed (a pipelined batch runs such an op alone, core/storage/pipeline.py).
     # `settings`: community id -> its settings document, where the caller read it already (a claim).
     gained = {e.community_id for e in rows if e.points > 0}
     for community_id in gained:
         own = settings[community_id] if settings and community_id in settings else q.doc(
             await q.value(_SETTINGS_SQL, community_id))
-        if badges.milestones(own):
-            await badges.award(q.session(), rows, now)
+        items = badges.milestones(own)
+        if items and await badges.owed(q, rows, community_id, items):
+            await badges.award(q.session(), rows, now)  # every community's, at once
             break
     return sum(e.points for e in rows)
 

@@ -63,6 +63,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, db: Databa
     database = db or Database(
         settings.database.url,
         group_commit=settings.database.group_commit_for(settings.database.url),
+        batch_contended=settings.database.batch_contended(),
         row_level_security=settings.database.row_level_security,
         pool_size=settings.database.pool_size,
     )

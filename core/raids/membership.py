@@ -76,9 +76,9 @@ class MembershipMixin(EndingMixin):
 
         with badges.collecting() as earned:
             try:
-                result = await self.db.write_sql(op)
+                result = await self.db.write_sql(op, contended=True)
             except _AlreadyJoined:
-                result = await self.db.write_sql(op)
+                result = await self.db.write_sql(op, contended=True)
         if not result.already:
             community_id = result.community_id
             await self.bus.publish(MemberJoined(raid_id, community_id, result.member_id, result.position))
@@ -136,7 +136,7 @@ class MembershipMixin(EndingMixin):
 
         seen_objectives: list[dict[str, tuple[int, int]]] = []
         with badges.collecting() as earned:
-            result = await self.db.write_sql(op)
+            result = await self.db.write_sql(op, contended=True)
         self._remember_objectives(raid_id, seen_objectives[-1])
         if not result.already:
             community_id = result.community_id
@@ -205,10 +205,13 @@ async def _credit(
         Entry(raid.community_id, member_id, points - base, "speed_bonus", now, raid_id=raid.id, claim_id=claim_id),
         Entry(raid.community_id, member_id, bonus, "completion_bonus", now, raid_id=raid.id, claim_id=claim_id),
     ], now=now, settings={raid.community_id: raid.settings} if isinstance(raid, _ClaimFacts) else None)
-    count = await q.value(st.COUNT_UP_SQL, raid.id, action)
     # This UPDATE takes the raid row's lock: claims of one raid serialize from here, so the
-    # completion check below sees every objective count committed before it (PostgreSQL too).
+    # completion check below sees every objective count committed before it (PostgreSQL too). It comes
+    # before the objective's row, as a join's takes it first too: every transaction on a raid, alone or
+    # a batch of several commands (which two workers may run at once), takes the raid's row before any
+    # of its objectives' rows, so they cannot wait for each other in a circle.
     await q.run(st.SCORE_RAID_SQL, raid.id, points + bonus)
+    count = await q.value(st.COUNT_UP_SQL, raid.id, action)
     completed = False
     if raid.status == "active" and count == objectives[action][0]:  # this claim met its objective
         completed = await q.value(st.UNMET_SQL, raid.id) == 0

@@ -6,7 +6,9 @@ Every write in nubi is a function `op(session) -> result` handed to `Database.wr
   (or failed; then nothing of its op was kept);
 - group commit: the ops waiting at one moment share one transaction (one writer per process, one
   batch at a time), each in a savepoint of its own (core/storage/executor.py), in arrival order. An op
-  that fails, fails alone: its savepoint is rolled back, the others commit;
+  that fails, fails alone: its savepoint is rolled back, the others commit. `group_commit` batches
+  every write; `batch_contended` only the ones that say they contend for the same rows
+  (`write_sql(op, contended=True)`: a raid's joins and claims), PostgreSQL's default;
 - no op runs twice unless its first run is known to have left nothing behind: an op rolled back to
   its savepoint by a deadlock or serialization race is run again after its batch commits, alone with
   retries; a batch whose COMMIT hits such a race was rolled back whole, and its ops run again alone;
@@ -14,9 +16,10 @@ Every write in nubi is a function `op(session) -> result` handed to `Database.wr
 
 `Database.write_sql(op)` keeps the same promises for the hot path's ops of hand-written SQL
 (`op(sql) -> result`, core/storage/driver.py), which batch apart from session ops: on SQLite each in
-a savepoint sent straight to sqlite3; on PostgreSQL back to back without savepoints, where an op that
-fails after writing rolls its batch back whole and runs again alone while the others are re-queued
-(an op that fails before writing, as refusals do, fails alone and the batch goes on).
+a savepoint sent straight to sqlite3; on PostgreSQL side by side without savepoints, their statements
+pipelined (core/storage/pipeline.py), where an op that fails after writing rolls its batch back whole
+and runs again alone while the others are re-queued (an op that fails before writing, as refusals do,
+fails alone and the batch goes on).
 
 SQLite: one writer thread with plain `sqlite3` (pysqlite under SQLAlchemy), one thread hop per batch,
 and a few reader threads (WAL lets them read while the writer writes). PostgreSQL: `pool_size` connections
@@ -61,8 +64,9 @@ from core.storage.executor import (
     run_sql_batch,
     sql_in_callers_context,
 )
-from core.storage.group_commit import BUSY, UNAVAILABLE, GroupCommitQueue, Rerun, SqlOp
+from core.storage.group_commit import BUSY, UNAVAILABLE, GroupCommitQueue, SqlOp
 from core.storage.lanes import Lanes, default_size
+from core.storage.pipeline import Pipe
 
 __all__ = ["Database", "normalize_url"]
 
@@ -83,8 +87,10 @@ RETRY_ATTEMPTS = 5
 class Database:
     def __init__(
         self, url: str, *, group_commit: bool = True, max_batch: int = 256, row_level_security: bool = False,
-        pool_size: int | None = None,
+        pool_size: int | None = None, batch_contended: bool | None = None,
     ) -> None:
+        """`group_commit`: every write batches. `batch_contended` (default: as `group_commit`): the writes
+        that say they contend (`write_sql(op, contended=True)`) batch even when the others do not."""
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -128,6 +134,7 @@ class Database:
             self._lanes = Lanes(self.engine, self.pool_size)
         # Row-level security scopes a whole transaction to one community: no batches across them.
         self.group_commit = group_commit and not self.row_level_security
+        self.batch_contended = (group_commit if batch_contended is None else batch_contended) and not self.row_level_security
         self.max_batch = max_batch if self.is_sqlite else min(max_batch, PG_MAX_BATCH)
         self._sqlite_lock: asyncio.Lock | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -221,13 +228,19 @@ class Database:
             return await self._queue.submit(op)
         return await self._write_alone(op)
 
-    async def write_sql(self, op: Callable[[Sql], Awaitable[T]]) -> T:
+    async def write_sql(self, op: Callable[[Sql], Awaitable[T]], *, contended: bool = False) -> T:
         """`write` for an op of hand-written SQL on the driver (core/storage/driver.py), with the same
         promises. With group commit such ops share batches of their own: SQLite runs them on the
         writer thread's sqlite3 connection, each in a savepoint sent straight to it
-        (executor.run_sql_batch); PostgreSQL back to back in one asyncpg transaction (`_pg_sql_batch`).
-        Without it, each op has a transaction of its own."""
-        if self.group_commit:  # run by the SQLite writer thread or the PostgreSQL writer task
+        (executor.run_sql_batch); PostgreSQL side by side in one asyncpg transaction, their statements
+        pipelined (`_pg_sql_batch`). Without it, each op has a transaction of its own.
+
+        `contended`: the op updates rows that every op of its kind updates too (a raid's counters), so
+        on PostgreSQL such ops in transactions of their own wait for each other's row locks, one commit
+        at a time; batched, they share one transaction and a few round trips. Such ops batch whenever
+        `batch_contended` is on (PostgreSQL's default), other writes only with `group_commit`."""
+        if self.group_commit or (contended and self.batch_contended):
+            # run by the SQLite writer thread or the PostgreSQL writer task
             return await self._queue.submit(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
         if self.is_sqlite:  # a thread of the pool: run_in_executor does not carry the context over
             op = sql_in_callers_context(op, threaded=True)
@@ -268,31 +281,11 @@ class Database:
             return result
 
     async def _pg_sql_batch(self, ops: list[SqlOp]) -> list[Outcome]:
-        """PostgreSQL group commit of SQL ops: one asyncpg transaction, the ops one after another.
-
-        No savepoints (two round trips per op, as many as a transaction of its own): an op that fails
-        before it wrote anything (`PgSql.wrote`: the refusals, which read first) left the transaction
-        as it found it and fails alone; one that fails after it may have written raises `Rerun`, the
-        transaction is rolled back whole (nothing of any op kept); the caller runs that op again alone
-        and the others in a later batch. Raises also when the transaction is lost or its COMMIT fails."""
+        """PostgreSQL group commit of SQL ops: one asyncpg transaction, the ops side by side, their
+        statements pipelined (core/storage/pipeline.py says what a batch promises)."""
         assert self._lanes is not None
-        outcomes: list[Outcome] = []
         async with self._lanes.lane() as lane, lane.driver.transaction():
-            driver = lane.driver
-            for index, op in enumerate(ops):
-                q = PgSql(driver, lane.conn)
-                try:
-                    result = await op.op(q)
-                    await q.close()
-                except Exception as exc:
-                    if is_connection_error(exc) or driver.is_closed():
-                        raise
-                    if q.wrote:
-                        raise Rerun(index) from exc
-                    outcomes.append(Outcome(error=exc))
-                else:
-                    outcomes.append(Outcome(result=result))
-        return outcomes
+            return await Pipe(lane.driver, lane.conn).run([op.op for op in ops])
 
     async def _write_alone(self, op: Op[T]) -> T:
         """One op in a transaction of its own."""

@@ -78,6 +78,10 @@ def _buffered(kw: dict[str, Any]) -> dict[str, Any]:
     return {**kw, "execution_options": options}
 
 
+class RunAlone(Exception):
+    """The op cannot run inside this batch (nothing of it was kept): run it alone once the batch committed."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """One op's part of a batch: its result, or its error (nothing of it kept)."""
@@ -87,8 +91,9 @@ class Outcome:
 
     @property
     def retry(self) -> bool:
-        """Failed on a deadlock or serialization race: worth running again once the batch has committed."""
-        return self.error is not None and is_retryable(self.error)
+        """Failed on a deadlock or serialization race, or could not run in the batch (`RunAlone`): worth
+        running again, alone, once the batch has committed."""
+        return self.error is not None and (isinstance(self.error, RunAlone) or is_retryable(self.error))
 
 
 def drive(coro: Any) -> Any:

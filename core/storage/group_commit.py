@@ -99,10 +99,11 @@ class GroupCommitQueue:
             fail_all(batch, Unavailable(BUSY), exc)
             return
         except Rerun as rerun:
-            # Rolled back whole, nothing of any op kept: the op that failed after writing runs again
+            # Rolled back whole, nothing of any op kept: the ops that failed after writing run again
             # alone, and the others go back to the head of the queue for the next batch.
-            self._pending[:0] = batch[: rerun.index] + batch[rerun.index + 1 :]
-            await self._settle(*batch[rerun.index])
+            alone = set(rerun.indices)
+            self._pending[:0] = [w for i, w in enumerate(batch) if i not in alone]
+            await asyncio.gather(*(self._settle(*batch[i]) for i in rerun.indices))
             return
         except Exception as exc:
             if is_connection_error(exc):  # wrapped, or the driver's own error (older SQLAlchemy)
@@ -143,12 +144,12 @@ class GroupCommitQueue:
 
 
 class Rerun(Exception):
-    """A PostgreSQL SQL op (the `index`th of its batch) failed after it may have written: the batch
-    was rolled back whole."""
+    """PostgreSQL SQL ops (these `indices` of their batch) failed after they may have written, or need
+    to run alone: the batch was rolled back whole."""
 
-    def __init__(self, index: int) -> None:
-        super().__init__(index)
-        self.index = index
+    def __init__(self, indices: list[int]) -> None:
+        super().__init__(indices)
+        self.indices = indices
 
 
 class SqlOp:
