@@ -158,7 +158,9 @@ async def test_by_default_postgresql_batches_only_the_contended_writes(db_url: s
         raid = (await services.raids.start(ChatRef("telegram", "-1007", "Pipes"),
                                            RaidSpec("https://x.com/nubi/status/7", {"like": 100}), by=people[0])).id
         before = db.commits
-        await asyncio.gather(*(services.raids.join(raid, m) for m in people))
+        await services.raids.join(raid, people[0])  # nothing else running: at once, no batch
+        assert db.commits == before
+        await asyncio.gather(*(services.raids.join(raid, m) for m in people[1:]))
         await asyncio.gather(*(services.raids.claim(raid, m, "like") for m in people))
         assert 2 <= db.commits - before <= 12  # 80 commands in a few batches
         progress = await services.raids.progress(raid)

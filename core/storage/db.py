@@ -140,6 +140,7 @@ class Database:
         self._checkpointer: asyncio.Task[None] | None = None
         self._sqlite_commits = 0  # write transactions committed on SQLite (lone ops and batches)
         self._queue = GroupCommitQueue(self._execute_batch, self._write_one, self.max_batch)
+        self._contended_alone = 0  # contended ops running at once, not batched (`write_sql`)
 
     @property
     def is_sqlite(self) -> bool:
@@ -238,13 +239,25 @@ class Database:
         `contended`: the op updates rows that every op of its kind updates too (a raid's counters), so
         on PostgreSQL such ops in transactions of their own wait for each other's row locks, one commit
         at a time; batched, they share one transaction and a few round trips. Such ops batch whenever
-        `batch_contended` is on (PostgreSQL's default), other writes only with `group_commit`."""
+        `batch_contended` is on (PostgreSQL's default), other writes only with `group_commit`. Without
+        `group_commit`, a contended op that finds no other one running or queued runs at once in a
+        transaction of its own, as it would in a batch of one, without waiting for the writer's turn;
+        those that come while it runs are batched."""
+        at_once = False
         if self.group_commit or (contended and self.batch_contended):
-            # run by the SQLite writer thread or the PostgreSQL writer task
-            return await self._queue.submit(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
+            if self.group_commit or self._contended_alone or self._queue.busy:
+                # run by the SQLite writer thread or the PostgreSQL writer task
+                return await self._queue.submit(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
+            at_once = True  # a contended op with nothing to share a batch with
         if self.is_sqlite:  # a thread of the pool: run_in_executor does not carry the context over
             op = sql_in_callers_context(op, threaded=True)
-        return await self._write_sql_alone(op)
+        if not at_once:
+            return await self._write_sql_alone(op)
+        self._contended_alone += 1
+        try:
+            return await self._write_sql_alone(op)
+        finally:
+            self._contended_alone -= 1
 
     async def write_statement(self, op: Callable[[Sql], Awaitable[T]]) -> T:
         """`write_sql` for an op that writes with exactly one statement, atomic by itself (a PostgreSQL

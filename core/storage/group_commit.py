@@ -48,6 +48,11 @@ class GroupCommitQueue:
         self._idle: asyncio.Event | None = None  # set while the writer has nothing queued
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether ops are queued or a batch is running."""
+        return self._idle is not None and not self._idle.is_set()
+
     async def stop(self) -> None:
         """Let queued writes land, then end the writer task."""
         if self._writer is not None:
