@@ -45,7 +45,7 @@ from core.config import DatabaseConfig
 from core.directory import ChatRef, MemberRef
 from core.events import EventBus
 from core.raids.model import RaidSpec
-from core.services import Services
+from core.services import Services, build_services
 from core.storage import driver
 from core.storage.db import Database
 
@@ -173,12 +173,12 @@ async def _serial(first: int, n: int, flow: Flow) -> tuple[float, Tally]:
 async def run_core(url: str, n: int, clock: FakeClock, profile: Path | None, paced_rate: float,
                    group_commit: bool | None = None) -> tuple[Run, Run, Run]:
     settings = bench_settings(url)
-    if group_commit is None:  # the configured default, as build_services
-        db = Database(url, group_commit=settings.database.group_commit_for(url),
-                      batch_contended=settings.database.batch_contended())
+    if group_commit is None:  # the configured default, exactly as `nubi run` builds it
+        services = build_services(settings, clock=clock)
     else:
-        db = Database(url, group_commit=group_commit, batch_contended=group_commit)
-    services = Services(db, clock, settings, EventBus())
+        services = Services(Database(url, group_commit=group_commit, batch_contended=group_commit), clock,
+                            settings, EventBus())
+    db = services.db
     try:
         raid_id = await _start_raid(services, n)
 
@@ -313,9 +313,11 @@ async def run_bulk(url: str, n: int, clock: FakeClock) -> Run:
 async def bench(target: Target, report: Report, members: int, profile_dir: Path | None,
                 group_commit: bool | None = None) -> None:
     db = target.kind
-    default = DatabaseConfig()
-    batched = ("on" if default.group_commit_for(db) else "contended writes" if default.batch_contended() else "off"
-               ) if group_commit is None else ("on" if group_commit else "off")
+    if group_commit is None:
+        default = DatabaseConfig()
+        batched = "on" if default.group_commit_for(db) else "contended writes" if default.batch_contended() else "off"
+    else:
+        batched = "on" if group_commit else "off"
     print(f"\n== burst on {db}: {members} members x (1 join + {len(ACTIONS)} claims), all concurrent; "
           f"core's group commit {batched}", flush=True)
     runs: dict[str, Run] = {}

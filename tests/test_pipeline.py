@@ -9,10 +9,17 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy import func, select, text
 
 from core.clock import FakeClock
+from core.config import DatabaseConfig, Settings
+from core.directory import ChatRef, MemberRef
+from core.raids.model import RaidSpec
+from core.services import build_services
 from core.storage.db import Database
+from core.storage.models import MemberBadge
 
 NEW = "INSERT INTO members (display_name, x_handle_verified, created_at) VALUES ($1, $2, $3) RETURNING id"
 NAME_OF = "SELECT display_name FROM members WHERE id = $1"
@@ -86,8 +93,6 @@ async def test_each_op_gets_its_rows_in_their_order(db: Database) -> None:
 async def test_an_op_asking_for_a_session_runs_alone_and_once(db: Database) -> None:
     """A session's statements cannot join the pipeline: the op that asks for one (after it wrote) is run
     again alone, nothing of its first run kept, and the others commit without it."""
-    from sqlalchemy import text
-
     now = FakeClock().now()
     runs: list[int] = []
 
@@ -141,11 +146,6 @@ async def test_a_failing_statement_sent_by_several_ops_fails_only_the_ops_it_fai
 async def test_by_default_postgresql_batches_only_the_contended_writes(db_url: str) -> None:
     """`database.group_commit` unset on PostgreSQL: a raid's joins and claims (which all update the
     raid's rows) share batches; every other write has a transaction of its own on the pool."""
-    from core.config import DatabaseConfig, Settings
-    from core.directory import ChatRef, MemberRef
-    from core.raids.model import RaidSpec
-    from core.services import build_services
-
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite batches every write by default")
     config = DatabaseConfig(url=db_url)
@@ -176,8 +176,6 @@ async def test_by_default_postgresql_batches_only_the_contended_writes(db_url: s
 async def test_an_op_locking_a_row_runs_alone(db: Database, db_url: str) -> None:
     """Ops that read a row FOR UPDATE and write what they read cannot share a transaction (the lock keeps
     nothing out of it): each runs alone, after its batch, and none loses another's update."""
-    import asyncpg
-
     conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
     try:
         await conn.execute("CREATE TABLE pipe_counter (id int PRIMARY KEY, n int NOT NULL)")
@@ -207,9 +205,6 @@ async def test_an_op_locking_a_row_runs_alone(db: Database, db_url: str) -> None
 async def test_claims_in_a_community_with_badges_share_batches(services) -> None:  # type: ignore[no-untyped-def]
     """A community naming milestones: a claim asks for a session (to award a badge) only when it crosses
     one, so claims that cross none still share pipelined batches instead of each running alone."""
-    from core.directory import ChatRef, MemberRef
-    from core.raids.model import RaidSpec
-
     if services.db.is_sqlite:
         pytest.skip("SQLite batches run every op on its writer thread, sessions included")
     people = [MemberRef("telegram", str(8000 + i), f"b{i}", f"b{i}") for i in range(30)]
@@ -226,10 +221,6 @@ async def test_claims_in_a_community_with_badges_share_batches(services) -> None
     # now one more claim each crosses a milestone: those run alone, and each badge is written once
     await services.community_settings.change(raid.community_id, {"badges": "1:First"}, actor=None)
     await asyncio.gather(*(services.raids.claim(raid.id, m, "repost") for m in people))
-    from sqlalchemy import func, select
-
-    from core.storage.models import MemberBadge
-
     async def badges(s):  # type: ignore[no-untyped-def]
         return await s.scalar(select(func.count()).select_from(MemberBadge))
 

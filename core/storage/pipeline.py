@@ -35,7 +35,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from core.storage.driver import PgSql
+from core.storage.driver import PgSql, Sql
 from core.storage.engines import is_connection_error
 from core.storage.executor import Outcome, RunAlone
 from core.storage.group_commit import Rerun
@@ -93,9 +93,7 @@ class PipeSql(PgSql):
         self.wrote = True
         await self._pipe.ask(self._index, sql, args, False)
 
-    async def value(self, sql: str, *args: Any) -> Any:
-        found = await self.row(sql, *args)
-        return None if found is None else found[0]
+    value = Sql.value  # through `row`, as every statement here goes (PgSql's own is asyncpg's fetchval)
 
     def session(self) -> Any:
         raise RunAlone("a session's statements cannot join the pipeline")
