@@ -141,6 +141,7 @@ class Database:
         self._sqlite_commits = 0  # write transactions committed on SQLite (lone ops and batches)
         self._queue = GroupCommitQueue(self._execute_batch, self._write_one, self.max_batch)
         self._contended_alone = 0  # contended ops running at once, not batched (`write_sql`)
+        self._at_once_limit = max(1, self.pool_size // 2)
 
     @property
     def is_sqlite(self) -> bool:
@@ -240,12 +241,13 @@ class Database:
         on PostgreSQL such ops in transactions of their own wait for each other's row locks, one commit
         at a time; batched, they share one transaction and a few round trips. Such ops batch whenever
         `batch_contended` is on (PostgreSQL's default), other writes only with `group_commit`. Without
-        `group_commit`, a contended op that finds no other one running or queued runs at once in a
-        transaction of its own, as it would in a batch of one, without waiting for the writer's turn;
-        those that come while it runs are batched."""
+        `group_commit`, contended ops run at once, each in a transaction of its own, while fewer than
+        half the connections run such ops and nothing is queued: a steady trickle never waits for a
+        batch (one that came during a batch waited for it, then for its own), and a burst, past that
+        many, is batched."""
         at_once = False
         if self.group_commit or (contended and self.batch_contended):
-            if self.group_commit or self._contended_alone or self._queue.busy:
+            if self.group_commit or self._contended_alone >= self._at_once_limit or self._queue.busy:
                 # run by the SQLite writer thread or the PostgreSQL writer task
                 return await self._queue.submit(SqlOp(sql_in_callers_context(op, threaded=self.is_sqlite)))
             at_once = True  # a contended op with nothing to share a batch with
