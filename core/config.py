@@ -40,7 +40,7 @@ class DatabaseConfig(Section):
     row_level_security: bool = False
     # None: on for SQLite (its one writer commits a batch at a time). On PostgreSQL only for the writes
     # that contend for the same rows (a raid's joins and claims: batched, their statements pipelined,
-    # they ran the burst at 2.3-3.2x the per-command asyncpg program); the others each have a transaction of
+    # they ran the burst at 2.0-3.2x the per-command asyncpg program); the others each have a transaction of
     # their own on the pool, where Sessions API posts ran faster than batched (bench/README.md).
     # false: no write batches; true: every write does.
     group_commit: bool | None = None
