@@ -170,6 +170,23 @@ async def test_sweep_expires_then_first_request_410(services: Services, clock) -
     assert stats["totalSessions"] == 2
 
 
+async def test_health_counts_live_and_expiring_by_each_sessions_threshold(services: Services, clock) -> None:
+    """Each session's own warning threshold decides (its overrides, else the agent's, else the default of
+    5 minutes); ended and expired sessions are not live."""
+    await services.sessions.create(AGENT, USER)  # 30 minutes, warned at 5
+    await services.sessions.create(AGENT, USER, timeout_config={"timeoutMinutes": 30, "warningThresholdMinutes": 10})
+    await services.sessions.create(AGENT, USER, timeout_config={"timeoutMinutes": 120})
+    ended = await services.sessions.create(AGENT, USER)
+    await services.sessions.end(ended.id)
+    assert await services.sessions.health() == {"activeSessions": 3, "expiringSoon": 0}
+    clock.advance(minutes=22)  # 8 minutes left for the 30-minute ones
+    assert await services.sessions.health() == {"activeSessions": 3, "expiringSoon": 1}
+    clock.advance(minutes=4)  # 4 left
+    assert await services.sessions.health() == {"activeSessions": 3, "expiringSoon": 2}
+    clock.advance(minutes=4)  # past their expiry, swept or not
+    assert await services.sessions.health() == {"activeSessions": 1, "expiringSoon": 0}
+
+
 async def test_messages_pagination_and_persistence(db_url: str, clock, settings) -> None:
     svc = Services(Database(db_url), clock, settings, EventBus())
     info = await svc.sessions.create(AGENT, USER)

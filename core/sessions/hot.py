@@ -58,6 +58,13 @@ _INSERT_MESSAGE = (
     "INSERT INTO session_messages (id, session_id, author_id, is_agent, content, created_at, attachments, metadata) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
+# `SessionService.health`: live sessions, and the ones that may be inside their warning threshold
+# (the overrides as text on both databases: PostgreSQL's json type has no equality to group by).
+COUNT_LIVE = "SELECT count(*) FROM nubi_sessions WHERE status = 'active' AND expires_at > $1"
+EXPIRING_WITHIN = (
+    "SELECT agent_id, CAST(timeout_config AS TEXT), expires_at FROM nubi_sessions "
+    "WHERE status = 'active' AND expires_at > $1 AND expires_at <= $2"
+)
 _TOUCH = "UPDATE nubi_sessions SET last_activity = $2 WHERE id = $1"
 _RENEW = ("UPDATE nubi_sessions SET last_activity = $2, renewed_at = $2, renewal_count = $3, expires_at = $4, "
           "warned_at = NULL WHERE id = $1")

@@ -29,6 +29,7 @@ from core.errors import (
 from core.events import EventBus, SessionCreated, SessionMessageStored
 from core.events import SessionExpired as SessionExpiredEvent
 from core.storage.db import Database
+from core.storage.driver import Sql
 from core.storage.models import SESSION_TYPES, Community, NubiSession, SessionActivity, SessionMessage
 from core.storage.upsert import add_now
 
@@ -591,33 +592,26 @@ class SessionService:
         return {"expired": len(expired), "warned": warned}
 
     async def health(self) -> dict[str, int]:
-        async def op(s: AsyncSession) -> dict[str, int]:
-            now = self.clock.now()
-            active = await s.scalar(
-                select(func.count()).where(NubiSession.status == "active", NubiSession.expires_at > now)
-            )
-            rows = (
-                await s.execute(
-                    select(NubiSession.agent_id, NubiSession.timeout_config, NubiSession.expires_at).where(
-                        NubiSession.status == "active",
-                        NubiSession.expires_at > now,
-                        NubiSession.expires_at <= now + timedelta(minutes=60),
-                    )
-                )
-            ).all()
-            soon = sum(
-                1
-                for agent_id, cfg, exp in rows
-                if exp - now
-                <= timedelta(
-                    minutes=timeouts.resolve(
-                        cfg or {}, self.settings.agent(agent_id), self.settings.sessions
-                    ).warning_threshold_minutes
-                )
-            )
+        """Live sessions, and those of them inside their warning threshold (looked at up to an hour
+        ahead). Cheap enough to poll: two statements on the driver, and each distinct timeout setting
+        (agent and the session's own overrides) resolved once, not once per session."""
+        now = self.clock.now()
+
+        async def op(q: Sql) -> dict[str, int]:
+            active = await q.value(hot.COUNT_LIVE, q.ts(now))
+            cutoffs: dict[tuple[str, str], Any] = {}
+            soon = 0
+            for agent_id, overrides, expires in await q.rows(hot.EXPIRING_WITHIN, q.ts(now),
+                                                             q.ts(now + timedelta(minutes=60))):
+                cutoff = cutoffs.get((agent_id, overrides))
+                if cutoff is None:
+                    warning = timeouts.resolve(q.doc(overrides) or {}, self.settings.agent(agent_id),
+                                               self.settings.sessions).warning_threshold_minutes
+                    cutoff = cutoffs[(agent_id, overrides)] = q.ts(now + timedelta(minutes=warning))
+                soon += expires <= cutoff
             return {"activeSessions": active or 0, "expiringSoon": soon}
 
-        return await self.db.read(op)
+        return await self.db.read_sql(op)
 
     async def activity(self, session_id: str) -> list[dict[str, Any]]:
         async def op(s: AsyncSession) -> list[dict[str, Any]]:
