@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
@@ -14,6 +16,15 @@ from core.services import Services
 
 from . import errors, socketio_lib
 from .security import Guard, GuardMiddleware, HostGuard
+
+
+def _no_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry hooks off, where the installed FastAPI has them (0.165 and later;
+    the floor is older): nubi configures no OpenTelemetry, and FastAPI asked the global providers
+    whether it should trace on every request, about a twentieth of a session create's time."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def create_app(
@@ -41,6 +52,7 @@ def create_app(
         version="0.1.0",
         description="ElizaOS-compatible Sessions API plus nubi's raid and community API.",
         responses=errors.RESPONSES,
+        **_no_telemetry(),
     )
     app.state.services = services
     app.state.guard = Guard(services.settings.http)

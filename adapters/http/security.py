@@ -16,6 +16,7 @@ so neither the match nor its position leaks through timing; the config may hold 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -51,6 +52,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 NO_COMMUNITY = 0  # a community id no row has (ids start at 1): under row-level security it sees no rows
 
 
+@functools.lru_cache(maxsize=4096)  # asked of every request's peer address: parsing it is most of the guard's time
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -225,6 +227,15 @@ def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
+def _host(scope: dict[str, Any]) -> str | None:
+    """The Host header (the last one, as `_headers` keeps it)."""
+    found = None
+    for k, v in scope.get("headers", ()):
+        if len(k) == 4 and k.lower() == b"host":
+            found = v.decode("latin-1")
+    return found
+
+
 class HostGuard:
     """The outermost app: answers only to allowed Host names, on every path and protocol."""
 
@@ -236,7 +247,7 @@ class HostGuard:
         return getattr(self.app, name)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and not host_allowed(_headers(scope).get("host"),
+        if scope["type"] in ("http", "websocket") and not host_allowed(_host(scope),
                                                                          self.config.allowed_hosts):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
