@@ -275,3 +275,56 @@ async def test_sqlite_read_sql_waits_on_a_reader_thread_when_the_loops_reader_is
     assert loop.time() - started >= 0.25  # it waited for the lock...
     assert max(stalls) < 0.2  # ...off the loop's thread
     assert await db.read_sql(op) == 0  # and the loop's reader works once the lock is gone
+
+
+async def test_sqlite_sql_writes_run_on_the_loop_and_wait_on_the_writer_thread_while_another_holds_the_lock(
+    db: Database,
+) -> None:
+    """`write_sql` ops run on the event loop's own thread, alone or batched, and never wait there for a
+    lock: while another process holds the write lock, the op is handed to the writer thread, which waits
+    for it (the loop keeps turning), and its write lands once the lock is gone."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's locks")
+    import sqlite3
+    import threading
+
+    now = FakeClock().now()
+    await db.write(adder("first", now))
+    ran_on: list[int] = []
+
+    def rename(old: str, new: str):  # type: ignore[no-untyped-def]
+        async def op(q):  # type: ignore[no-untyped-def]
+            ran_on.append(threading.get_ident())
+            await q.run("UPDATE members SET display_name = $2 WHERE display_name = $1", old, new)
+            return await q.value("SELECT count(*) FROM members WHERE display_name = $1", new)
+
+        return op
+
+    assert await db.write_sql(rename("first", "second")) == 1  # alone
+    assert await asyncio.gather(*(db.write_sql(rename("second", "third")) for _n in range(5))) == [1] * 5  # a batch
+    assert set(ran_on) == {threading.get_ident()}
+
+    holder = sqlite3.connect(db.url.split("///", 1)[1], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer, mid-transaction
+    loop = asyncio.get_running_loop()
+    stalls: list[float] = []
+
+    async def release() -> None:
+        for _tick in range(6):
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            stalls.append(loop.time() - before)
+        holder.execute("COMMIT")
+        holder.close()
+
+    ran_on.clear()
+    started = loop.time()
+    got, _released = await asyncio.gather(db.write_sql(rename("third", "fourth")), release())
+    assert got == 1
+    assert loop.time() - started >= 0.25  # it waited for the lock...
+    assert max(stalls) < 0.2  # ...off the loop's thread
+    assert ran_on and threading.get_ident() not in ran_on
+    assert await count(db, "fourth") == 1
+    ran_on.clear()
+    assert await db.write_sql(rename("fourth", "fifth")) == 1
+    assert ran_on == [threading.get_ident()]  # back on the loop once the lock is gone

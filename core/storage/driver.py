@@ -81,7 +81,8 @@ class Sql:
 
 
 class SqliteSql(Sql):
-    """sqlite3 on the writer thread: each coroutine completes at once (the executor drives it).
+    """sqlite3 in the writer's transaction (on the loop's thread or the writer thread): each coroutine
+    completes at once (the executor drives it).
 
     `session()` is made on first use by `make_session`, on the same connection and transaction."""
 

@@ -5,20 +5,26 @@ read-modify-write never loses an update), run in WAL with a busy timeout and for
 PostgreSQL connections that sat idle are pinged before use, so a server restart costs a caller at
 most one "try again", never a hang. `is_connection_error` and `sqlstate` tell a lost database (the
 caller hears "unavailable") from a deadlock or serialization race (the write is retried) and from
-an op's own error (the caller hears it).
+an op's own error (the caller hears it). `WalCheckpoints` keeps SQLite's checkpoints off the writers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+log = logging.getLogger("core.storage.db")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CHECKPOINT_SECONDS = 1.0
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 PING_AFTER_IDLE_SECONDS = 1.0
 LAST_USED = "nubi_last_used"  # key in a pooled connection's info
@@ -124,3 +130,51 @@ def is_retryable(exc: BaseException) -> bool:
     """A deadlock or serialization failure: PostgreSQL rolled the statement back; running again may pass.
     SQLAlchemy's wrapped error, or asyncpg's own from a statement sent straight to it (core/storage/driver.py)."""
     return (isinstance(exc, DBAPIError) or is_driver_error(exc)) and sqlstate(exc) in RETRY_SQLSTATES
+
+
+class WalCheckpoints:
+    """SQLite's WAL checkpoints, off every writer's COMMIT (a checkpoint copies and syncs up to 1,000
+    pages, and every caller of that batch would wait for it): every CHECKPOINT_SECONDS after writes
+    (`wrote()`), a passive checkpoint on a thread of its own copies what no reader still needs into the
+    database file without blocking the writers or the readers. The last connection to close
+    checkpoints what is left."""
+
+    def __init__(self, readers: Engine) -> None:
+        self._readers = readers
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-checkpoint")
+        self._task: asyncio.Task[None] | None = None
+        self._writes = 0  # write transactions since the start (lone ops and batches)
+
+    def wrote(self) -> None:
+        """A write transaction ended (on the event loop's thread)."""
+        self._writes += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="nubi-sqlite-checkpoints")
+
+    async def _run(self) -> None:
+        done = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            if self._writes == done:
+                continue
+            done = self._writes
+            try:
+                await loop.run_in_executor(self._thread, self._checkpoint)
+            except Exception as exc:  # the next round tries again; a write never waits for this
+                log.warning("a WAL checkpoint failed: %s", exc)
+
+    def _checkpoint(self) -> None:
+        pooled = self._readers.raw_connection()
+        try:
+            pooled.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            pooled.close()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self._thread.shutdown(wait=True)

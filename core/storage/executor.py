@@ -150,7 +150,7 @@ def run_batch(connection: Connection, ops: list[Op[Any]]) -> list[Outcome]:
     return outcomes
 
 
-# -- ops of hand-written SQL (core/storage/driver.py) on SQLite's writer thread ---------------------
+# -- ops of hand-written SQL (core/storage/driver.py) on SQLite's writer connection -----------------
 
 
 def _sql_for(connection: Connection) -> Any:
