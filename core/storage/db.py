@@ -392,9 +392,9 @@ class Database:
         return await (self._write_sql_alone(op.op) if isinstance(op, SqlOp) else self._write_alone(op))
 
     async def dispose(self) -> None:
-        if self._checkpoints is not None:
-            await self._checkpoints.stop()
         await self._queue.stop()
+        if self._checkpoints is not None:  # after the last queued writes landed
+            await self._checkpoints.stop()
         if self._lanes is not None:
             await self._lanes.close()
         if self.engine is not None:

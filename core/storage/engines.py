@@ -144,11 +144,12 @@ class WalCheckpoints:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nubi-sqlite-checkpoint")
         self._task: asyncio.Task[None] | None = None
         self._writes = 0  # write transactions since the start (lone ops and batches)
+        self._stopped = False
 
     def wrote(self) -> None:
         """A write transaction ended (on the event loop's thread)."""
         self._writes += 1
-        if self._task is None or self._task.done():
+        if not self._stopped and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="nubi-sqlite-checkpoints")
 
     async def _run(self) -> None:
@@ -172,6 +173,7 @@ class WalCheckpoints:
             pooled.close()
 
     async def stop(self) -> None:
+        self._stopped = True  # a write after this is left to the last connection's checkpoint
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
