@@ -206,7 +206,7 @@ async def test_claims_in_a_community_with_badges_share_batches(services) -> None
     """A community naming milestones: a claim asks for a session (to award a badge) only when it crosses
     one, so claims that cross none still share pipelined batches instead of each running alone."""
     if services.db.is_sqlite:
-        pytest.skip("SQLite batches run every op on its writer thread, sessions included")
+        pytest.skip("SQLite runs every op of a batch on one connection, sessions included")
     people = [MemberRef("telegram", str(8000 + i), f"b{i}", f"b{i}") for i in range(30)]
     raid = await services.raids.start(ChatRef("telegram", "-1008", "Badges"),
                                       RaidSpec("https://x.com/nubi/status/8", {"like": 100, "repost": 100}),

@@ -52,6 +52,7 @@ from core.storage.driver import PgSql, Sql, SqliteSql
 from core.storage.engines import (
     WalCheckpoints,
     is_connection_error,
+    is_locked_out,
     is_retryable,
     normalize_url,
     ping_when_idle,
@@ -181,7 +182,7 @@ class Database:
                 try:
                     return self._read_sqlite_sql(op, self._loop_reader)
                 except sqlite3.OperationalError as exc:
-                    if getattr(exc, "sqlite_errorcode", None) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    if not is_locked_out(exc):
                         raise
                 bound = sql_in_callers_context(op, threaded=True)
                 return await asyncio.get_running_loop().run_in_executor(
@@ -367,7 +368,7 @@ class Database:
             try:
                 transaction = conn.begin()  # BEGIN IMMEDIATE: the write lock now, or SQLITE_BUSY at once
             except OperationalError as exc:
-                if getattr(exc.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if is_locked_out(exc):
                     return _LOCKED
                 raise
             with transaction:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,13 @@ def is_retryable(exc: BaseException) -> bool:
     """A deadlock or serialization failure: PostgreSQL rolled the statement back; running again may pass.
     SQLAlchemy's wrapped error, or asyncpg's own from a statement sent straight to it (core/storage/driver.py)."""
     return (isinstance(exc, DBAPIError) or is_driver_error(exc)) and sqlstate(exc) in RETRY_SQLSTATES
+
+
+def is_locked_out(exc: BaseException) -> bool:
+    """SQLite answered at once that another connection holds the lock (a connection with no busy
+    timeout): sqlite3's own error, or SQLAlchemy's wrapping it."""
+    raw = getattr(exc, "orig", None) or exc
+    return getattr(raw, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class WalCheckpoints:
